@@ -1,0 +1,99 @@
+package enrich
+
+import (
+	"math"
+	"strconv"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/remotewrite"
+)
+
+// AppendSeriesText appends the series in text exposition form,
+// name{label="value",...}, to dst. Label values are escaped as the format
+// requires; names are already valid.
+func AppendSeriesText(dst []byte, s *remotewrite.Series) []byte {
+	it := remotewrite.NewLabelIter(s.Labels)
+	for it.Next() {
+		if string(it.Name) == "__name__" {
+			dst = append(dst, it.Value...)
+			break
+		}
+	}
+	it = remotewrite.NewLabelIter(s.Labels)
+	first := true
+	for it.Next() {
+		if string(it.Name) == "__name__" {
+			continue
+		}
+		if first {
+			dst = append(dst, '{')
+			first = false
+		} else {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, it.Name...)
+		dst = append(dst, '=', '"')
+		dst = appendEscaped(dst, it.Value)
+		dst = append(dst, '"')
+	}
+	if !first {
+		dst = append(dst, '}')
+	}
+	return dst
+}
+
+// AppendSampleLine appends a whole exposition line: series, value and, if
+// hasT, the timestamp in milliseconds.
+func AppendSampleLine(dst []byte, s *remotewrite.Series, t int64, v float64, hasT bool) []byte {
+	dst = AppendSeriesText(dst, s)
+	dst = append(dst, ' ')
+	dst = AppendFloat(dst, v)
+	if hasT {
+		dst = append(dst, ' ')
+		dst = strconv.AppendInt(dst, t, 10)
+	}
+	return append(dst, '\n')
+}
+
+// AppendFloat writes v as the text format spells it (NaN, +Inf, -Inf).
+func AppendFloat(dst []byte, v float64) []byte {
+	switch {
+	case math.IsNaN(v):
+		return append(dst, "NaN"...)
+	case math.IsInf(v, 1):
+		return append(dst, "+Inf"...)
+	case math.IsInf(v, -1):
+		return append(dst, "-Inf"...)
+	}
+	return strconv.AppendFloat(dst, v, 'g', -1, 64)
+}
+
+func appendEscaped(dst, v []byte) []byte {
+	for _, c := range v {
+		switch c {
+		case '\\':
+			dst = append(dst, '\\', '\\')
+		case '"':
+			dst = append(dst, '\\', '"')
+		case '\n':
+			dst = append(dst, '\\', 'n')
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return dst
+}
+
+// AppendEscapedHelp escapes HELP text (backslash and newline only).
+func AppendEscapedHelp(dst, v []byte) []byte {
+	for _, c := range v {
+		switch c {
+		case '\\':
+			dst = append(dst, '\\', '\\')
+		case '\n':
+			dst = append(dst, '\\', 'n')
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return dst
+}
