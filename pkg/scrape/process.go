@@ -1,0 +1,548 @@
+package scrape
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/textparse"
+	"github.com/prometheus/prometheus/model/value"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/enrich"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/remotewrite"
+)
+
+// Families every target reports about itself, as Prometheus does for each scrape.
+const (
+	famUp = iota
+	famDuration
+	famSamplesScraped
+	numSelfFamilies
+)
+
+var selfFamilies = [numSelfFamilies]Family{
+	{Name: "up", Type: "gauge", Help: "1 if the target was scraped and parsed, 0 otherwise."},
+	{Name: "scrape_duration_seconds", Type: "gauge", Help: "Duration of the scrape."},
+	{Name: "scrape_samples_scraped", Type: "gauge", Help: "The number of samples the target exposed."},
+}
+
+// Family is the metadata of one metric family as the target exposed it.
+type Family struct {
+	Name, Type, Help string
+}
+
+// ViewSample is one sample of the latest scrape, as the /metrics view shows it.
+type ViewSample struct {
+	Series *remotewrite.Series
+	T      int64
+	V      float64
+	HasT   bool
+}
+
+// FamilyRange is a run of ViewSamples of one family.
+type FamilyRange struct {
+	Family     int32
+	Start, End int
+}
+
+// TargetView is the immutable result of one scrape for the /metrics view.
+type TargetView struct {
+	Target   *Target
+	Families []Family // indexed by FamilyRange.Family; never modified in place
+	Samples  []ViewSample
+	Ranges   []FamilyRange
+}
+
+// Result is what one scrape produced.
+type Result struct {
+	View *TargetView
+	// Send holds the samples for remote write: new samples and stale markers.
+	// It is reused by the next scrape of the same target; consumers copy it.
+	Send []remotewrite.Sample
+	// Err is set when the scrape or the parse failed; View then holds only
+	// the target's own series (up == 0) and Send the stale markers.
+	Err      error
+	Scraped  int // samples in the payload
+	Stale    int // stale markers in Send
+	Skipped  int // samples not sent again because their timestamp did not move
+	Enriched int // samples that got labels from their Namespace
+	Unknown  int // samples whose namespace is not (yet) in the index
+}
+
+type enrichState uint8
+
+const (
+	enrichNone enrichState = iota // no namespace label
+	enrichHit
+	enrichUnknown
+)
+
+// seriesEntry is the cache entry of one raw series of one target. Entries are
+// owned by the target's scrape goroutine; only the *Series escapes.
+type seriesEntry struct {
+	series  *remotewrite.Series
+	rawLen  int    // guards the 64-bit hash key against collisions
+	ns      string // the series' namespace label
+	nsVer   uint64 // NamespaceInfo.Version the series was built with
+	gen     uint64 // index generation last checked
+	lastT   int64  // last timestamp handed to remote write
+	seen    uint64 // scrape iteration the series was last seen in
+	fam     int32
+	enrich  enrichState
+	stale   bool
+	nsFound bool
+}
+
+const noTimestamp = math.MinInt64
+
+// tombstoneTTL is how long the last timestamp of a series that went away is
+// remembered, so that it never gets a sample older than its stale marker.
+const tombstoneTTL = 10 * time.Minute
+
+// evictAfter is how many scrapes a series may be absent before its entry goes.
+const evictAfter = 8
+
+// TargetCache keeps, for one target, every series it exposed: raw bytes ->
+// enriched, encoded series, the last timestamp sent, and what is needed to
+// write stale markers. It is what makes the steady state allocation-free:
+// a known series costs a hash and a map lookup.
+type TargetCache struct {
+	target         *Target
+	honorTS        bool
+	entries        map[uint64]*seriesEntry
+	iter           uint64
+	families       []Family
+	famIndex       map[string]int32
+	cur, prev      []*seriesEntry
+	curPrevT       []int64
+	tombstones     map[uint64]tombstone
+	builder        enrich.Builder
+	lbls           labels.Labels
+	self           [numSelfFamilies]*remotewrite.Series
+	send           []remotewrite.Sample
+	lastViewLen    int
+	lastRangeCount int
+}
+
+type tombstone struct {
+	t       int64
+	expires time.Time
+}
+
+// NewTargetCache returns the cache of one target. honorTimestamps keeps the
+// target's own timestamps, as Prometheus's honor_timestamps does.
+func NewTargetCache(t *Target, honorTimestamps bool) *TargetCache {
+	c := &TargetCache{
+		target:     t,
+		honorTS:    honorTimestamps,
+		entries:    make(map[uint64]*seriesEntry),
+		famIndex:   make(map[string]int32),
+		tombstones: make(map[uint64]tombstone),
+	}
+	for i, f := range selfFamilies {
+		c.families = append(c.families, f)
+		c.famIndex[f.Name] = int32(i)
+		ls := append([]enrich.Label{{Name: "__name__", Value: f.Name}}, t.Labels...)
+		c.self[i] = c.builder.SeriesOf(ls)
+	}
+	return c
+}
+
+// ParseError is a payload that does not parse; it names the line.
+type ParseError struct {
+	Line int
+	Err  error
+}
+
+func (e *ParseError) Error() string { return fmt.Sprintf("line %d: %v", e.Line, e.Err) }
+func (e *ParseError) Unwrap() error { return e.Err }
+
+// Process parses one payload and returns the scrape's result. now is the
+// scrape time; ix the namespace snapshot to enrich from. A nil body with a
+// non-nil fetchErr records a failed scrape.
+func (c *TargetCache) Process(body []byte, contentType string, now time.Time, duration time.Duration, ix *enrich.NamespaceIndex, fetchErr error) *Result {
+	c.iter++
+	nowMs := now.UnixMilli()
+	res := &Result{Err: fetchErr}
+	c.send = c.send[:0]
+	c.cur = c.cur[:0]
+	c.curPrevT = c.curPrevT[:0]
+	view := &TargetView{
+		Target:  c.target,
+		Samples: make([]ViewSample, 0, c.lastViewLen+numSelfFamilies),
+		Ranges:  make([]FamilyRange, 0, c.lastRangeCount+numSelfFamilies),
+	}
+	if fetchErr == nil {
+		res.Err = c.parse(body, contentType, nowMs, ix, view, res)
+	}
+	if res.Err != nil {
+		c.rollback()
+		view.Samples, view.Ranges = view.Samples[:0], view.Ranges[:0]
+		c.send = c.send[:0]
+		res.Scraped, res.Skipped, res.Enriched, res.Unknown = 0, 0, 0, 0
+	}
+	res.Stale = c.markStale(nowMs, res.Err != nil)
+
+	up := 1.0
+	if res.Err != nil {
+		up = 0
+	}
+	for i, v := range [numSelfFamilies]float64{up, duration.Seconds(), float64(res.Scraped)} {
+		s := c.self[i]
+		view.Ranges = append(view.Ranges, FamilyRange{Family: int32(i), Start: len(view.Samples), End: len(view.Samples) + 1})
+		view.Samples = append(view.Samples, ViewSample{Series: s, T: nowMs, V: v})
+		c.send = append(c.send, remotewrite.Sample{Series: s, T: nowMs, V: v})
+	}
+	view.Families = c.families[:len(c.families):len(c.families)]
+	c.lastViewLen, c.lastRangeCount = len(view.Samples), len(view.Ranges)
+	c.prev, c.cur = c.cur, c.prev
+	if c.iter%evictAfter == 0 {
+		c.evict(now)
+	}
+	res.View = view
+	res.Send = c.send
+	return res
+}
+
+func (c *TargetCache) parse(body []byte, contentType string, nowMs int64, ix *enrich.NamespaceIndex, view *TargetView, res *Result) error {
+	if len(body) > 0 && body[len(body)-1] != '\n' {
+		// The parser wants a final newline; add it here so that offsets into
+		// body stay valid for error messages.
+		body = append(body, '\n')
+	}
+	p, err := newParser(body, contentType)
+	if err != nil {
+		return err
+	}
+	gen := ix.Generation()
+	curFam := int32(-1)
+	curFamName := ""
+	lastOff := -1 // offset of the last entry parsed, to name the failing line
+	rangeFam := int32(-1)
+	for {
+		et, err := p.Next()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			return &ParseError{Line: lineAfter(body, lastOff), Err: err}
+		}
+		switch et {
+		case textparse.EntryHelp:
+			name, help := p.Help()
+			lastOff = offsetOf(body, name)
+			curFam, curFamName = c.family(name)
+			if string(help) != c.families[curFam].Help {
+				c.setFamily(curFam, func(f *Family) { f.Help = string(help) })
+			}
+			continue
+		case textparse.EntryType:
+			name, typ := p.Type()
+			lastOff = offsetOf(body, name)
+			curFam, curFamName = c.family(name)
+			if t := typeName(typ); t != c.families[curFam].Type {
+				c.setFamily(curFam, func(f *Family) { f.Type = t })
+			}
+			continue
+		case textparse.EntrySeries:
+		case textparse.EntryComment:
+			lastOff = offsetOf(body, p.Comment())
+			continue
+		default:
+			continue // comments, units; histograms do not occur in text
+		}
+		raw, tp, v := p.Series()
+		lastOff = offsetOf(body, raw)
+		res.Scraped++
+		h := xxhash.Sum64(raw)
+		e := c.entries[h]
+		if e == nil || e.rawLen != len(raw) {
+			e = c.newEntry(p, h, len(raw), curFam, curFamName, ix, nowMs)
+		} else if e.gen != gen {
+			c.recheck(p, e, ix, nowMs)
+		}
+		if e.seen == c.iter {
+			continue // a duplicate line; Prometheus would reject it too
+		}
+		c.cur = append(c.cur, e)
+		c.curPrevT = append(c.curPrevT, e.lastT)
+		e.seen = c.iter
+		e.stale = false
+		switch e.enrich {
+		case enrichHit:
+			res.Enriched++
+		case enrichUnknown:
+			res.Unknown++
+		}
+		t, hasT := nowMs, false
+		if tp != nil && c.honorTS {
+			t, hasT = *tp, true
+		}
+		if e.fam != rangeFam || len(view.Ranges) == 0 {
+			view.Ranges = append(view.Ranges, FamilyRange{Family: e.fam, Start: len(view.Samples)})
+			rangeFam = e.fam
+		}
+		view.Samples = append(view.Samples, ViewSample{Series: e.series, T: t, V: v, HasT: hasT})
+		view.Ranges[len(view.Ranges)-1].End = len(view.Samples)
+		if t <= e.lastT {
+			res.Skipped++ // the target repeated a timestamp: never send it twice
+			continue
+		}
+		e.lastT = t
+		c.send = append(c.send, remotewrite.Sample{Series: e.series, T: t, V: v})
+	}
+	return nil
+}
+
+// newEntry builds the enriched series of a raw series seen for the first time.
+func (c *TargetCache) newEntry(p textparse.Parser, h uint64, rawLen int, curFam int32, curFamName string, ix *enrich.NamespaceIndex, nowMs int64) *seriesEntry {
+	p.Labels(&c.lbls)
+	name := c.lbls.Get(labels.MetricName)
+	fam := curFam
+	if curFam < 0 || !belongsTo(name, curFamName, c.families[curFam].Type) {
+		fam, _ = c.family([]byte(name))
+	}
+	e := &seriesEntry{rawLen: rawLen, fam: fam, lastT: noTimestamp, gen: ix.Generation()}
+	e.ns = c.lbls.Get(enrich.NamespaceLabel)
+	c.build(e, ix, nowMs)
+	c.entries[h] = e
+	return e
+}
+
+// recheck runs when the namespace index changed since the entry was built:
+// only a change to this series' own namespace rebuilds it.
+func (c *TargetCache) recheck(p textparse.Parser, e *seriesEntry, ix *enrich.NamespaceIndex, nowMs int64) {
+	e.gen = ix.Generation()
+	if e.ns == "" {
+		return
+	}
+	info, ok := ix.Lookup(e.ns)
+	if ok == e.nsFound && info.Version == e.nsVer {
+		return
+	}
+	p.Labels(&c.lbls)
+	old := e.series
+	oldT := e.lastT
+	c.build(e, ix, nowMs)
+	if bytes.Equal(old.Labels, e.series.Labels) {
+		e.series, e.lastT = old, oldT
+		return
+	}
+	// The series now has other labels (the namespace was relabelled): the old
+	// identity ends here, with a stale marker, so queries see it go at once.
+	if oldT != noTimestamp && !e.stale {
+		st := staleTime(nowMs, oldT)
+		c.send = append(c.send, remotewrite.Sample{Series: old, T: st, V: math.Float64frombits(value.StaleNaN)})
+		c.tombstones[old.Hash] = tombstone{t: st, expires: time.UnixMilli(nowMs).Add(tombstoneTTL)}
+	}
+}
+
+func (c *TargetCache) build(e *seriesEntry, ix *enrich.NamespaceIndex, nowMs int64) {
+	var add []enrich.Label
+	e.enrich, e.nsVer, e.nsFound = enrichNone, 0, false
+	if e.ns != "" {
+		info, ok := ix.Lookup(e.ns)
+		e.nsFound, e.nsVer = ok, info.Version
+		if ok {
+			e.enrich = enrichHit
+			add = info.Labels
+		} else {
+			e.enrich = enrichUnknown
+		}
+	}
+	e.series = c.builder.Build(c.lbls, c.target.Labels, add)
+	e.lastT = noTimestamp
+	if ts, ok := c.tombstones[e.series.Hash]; ok {
+		e.lastT = ts.t // came back: never send anything older than its stale marker
+	}
+}
+
+// markStale writes a stale marker for every series of the previous scrape
+// that the current one lacks (all of them when the scrape failed).
+func (c *TargetCache) markStale(nowMs int64, failed bool) int {
+	n := 0
+	for _, e := range c.prev {
+		if (e.seen == c.iter && !failed) || e.stale {
+			continue
+		}
+		e.stale = true
+		if e.lastT == noTimestamp {
+			continue // never sent
+		}
+		st := staleTime(nowMs, e.lastT)
+		e.lastT = st
+		c.send = append(c.send, remotewrite.Sample{Series: e.series, T: st, V: math.Float64frombits(value.StaleNaN)})
+		n++
+	}
+	if failed {
+		c.cur = c.cur[:0]
+	}
+	return n
+}
+
+// rollback undoes what a failed parse did to the entries, so the samples it
+// did not send are not taken as sent.
+func (c *TargetCache) rollback() {
+	for i, e := range c.cur {
+		e.lastT = c.curPrevT[i]
+	}
+}
+
+// MarkAllStale ends every series of the target (it went away): the stale
+// markers to send.
+func (c *TargetCache) MarkAllStale(now time.Time) []remotewrite.Sample {
+	c.iter++
+	c.send = c.send[:0]
+	c.markStale(now.UnixMilli(), true)
+	for _, s := range c.self {
+		c.send = append(c.send, remotewrite.Sample{Series: s, T: now.UnixMilli(), V: math.Float64frombits(value.StaleNaN)})
+	}
+	return c.send
+}
+
+func (c *TargetCache) evict(now time.Time) {
+	for h, e := range c.entries {
+		if c.iter-e.seen > evictAfter {
+			if e.lastT != noTimestamp {
+				c.tombstones[e.series.Hash] = tombstone{t: e.lastT, expires: now.Add(tombstoneTTL)}
+			}
+			delete(c.entries, h)
+		}
+	}
+	for h, ts := range c.tombstones {
+		if now.After(ts.expires) {
+			delete(c.tombstones, h)
+		}
+	}
+}
+
+// Len is the number of series the cache holds.
+func (c *TargetCache) Len() int { return len(c.entries) }
+
+// staleTime is when a stale marker goes: now, unless the series already has
+// a sample that late (a target timestamp in the future), then just after it.
+func staleTime(nowMs, lastT int64) int64 {
+	if nowMs > lastT {
+		return nowMs
+	}
+	return lastT + 1
+}
+
+func (c *TargetCache) family(name []byte) (int32, string) {
+	if i, ok := c.famIndex[string(name)]; ok {
+		return i, c.families[i].Name
+	}
+	s := string(name)
+	i := int32(len(c.families))
+	c.families = append(c.families, Family{Name: s, Type: "untyped"})
+	c.famIndex[s] = i
+	return i, s
+}
+
+// setFamily changes a family's metadata copy-on-write: views already handed
+// out keep the slice they were given.
+func (c *TargetCache) setFamily(i int32, f func(*Family)) {
+	fams := make([]Family, len(c.families), cap(c.families))
+	copy(fams, c.families)
+	f(&fams[i])
+	c.families = fams
+}
+
+// belongsTo reports whether metric name is a sample of family fam.
+func belongsTo(name, fam, typ string) bool {
+	if name == fam {
+		return true
+	}
+	if !strings.HasPrefix(name, fam) {
+		return false
+	}
+	suffix := name[len(fam):]
+	switch typ {
+	case "histogram":
+		return suffix == "_bucket" || suffix == "_sum" || suffix == "_count"
+	case "summary":
+		return suffix == "_sum" || suffix == "_count"
+	case "counter":
+		return suffix == "_total"
+	}
+	return false
+}
+
+func typeName(t model.MetricType) string {
+	switch t {
+	case model.MetricTypeCounter:
+		return "counter"
+	case model.MetricTypeGauge:
+		return "gauge"
+	case model.MetricTypeHistogram:
+		return "histogram"
+	case model.MetricTypeSummary:
+		return "summary"
+	}
+	return "untyped"
+}
+
+// offsetOf is where sub, a slice of body, starts in body. The parser hands
+// out subslices, so this needs no search.
+func offsetOf(body, sub []byte) int {
+	if cap(sub) > cap(body) {
+		return -1
+	}
+	return cap(body) - cap(sub)
+}
+
+// lineAfter returns the 1-based number of the line after the one holding
+// offset off: the parser fails on the line after the last entry it returned.
+func lineAfter(body []byte, off int) int {
+	if off < 0 {
+		// Nothing parsed yet: the first non-empty line failed.
+		return firstNonEmptyLine(body)
+	}
+	if off > len(body) {
+		off = len(body)
+	}
+	line := bytes.Count(body[:off], []byte{'\n'}) + 1
+	// Skip to the next non-empty line after the last good one.
+	rest := body[off:]
+	i := bytes.IndexByte(rest, '\n')
+	if i < 0 {
+		return line
+	}
+	rest = rest[i+1:]
+	line++
+	for len(rest) > 0 && rest[0] == '\n' {
+		rest = rest[1:]
+		line++
+	}
+	return line
+}
+
+func firstNonEmptyLine(body []byte) int {
+	line := 1
+	for len(body) > 0 && body[0] == '\n' {
+		body = body[1:]
+		line++
+	}
+	return line
+}
+
+func newParser(body []byte, contentType string) (textparse.Parser, error) {
+	mt := contentType
+	if i := strings.IndexByte(mt, ';'); i >= 0 {
+		mt = mt[:i]
+	}
+	switch strings.TrimSpace(mt) {
+	case "application/openmetrics-text":
+		return textparse.NewOpenMetricsParser(body, labels.NewSymbolTable()), nil
+	case "", "text/plain":
+		return textparse.NewPromParser(body, labels.NewSymbolTable(), false), nil
+	}
+	return nil, fmt.Errorf("unsupported content type %q: want text/plain (Prometheus text format 0.0.4) or application/openmetrics-text", contentType)
+}

@@ -1,0 +1,100 @@
+package scrape
+
+import (
+	"io"
+	"sort"
+	"sync"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/enrich"
+)
+
+// View holds the latest scrape of every target: what /metrics serves. It
+// holds references to the same encoded series remote write sends, so both
+// outputs show the same thing, and renders text only when asked.
+type View struct {
+	mu      sync.RWMutex
+	targets map[string]*TargetView
+}
+
+// NewView returns an empty view.
+func NewView() *View { return &View{targets: map[string]*TargetView{}} }
+
+// Set replaces the latest scrape of a target.
+func (v *View) Set(tv *TargetView) {
+	v.mu.Lock()
+	v.targets[tv.Target.Key] = tv
+	v.mu.Unlock()
+}
+
+// Delete forgets a target that went away.
+func (v *View) Delete(key string) {
+	v.mu.Lock()
+	delete(v.targets, key)
+	v.mu.Unlock()
+}
+
+// Targets returns the latest views, sorted by target key.
+func (v *View) Targets() []*TargetView {
+	v.mu.RLock()
+	out := make([]*TargetView, 0, len(v.targets))
+	for _, tv := range v.targets {
+		out = append(out, tv)
+	}
+	v.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Target.Key < out[j].Target.Key })
+	return out
+}
+
+// WriteText writes the view in the text exposition format (0.0.4): every
+// family once, with its HELP and TYPE, then the samples of every target.
+// filter, if not nil, picks the targets to include.
+func WriteText(w io.Writer, targets []*TargetView, filter func(*TargetView) bool) error {
+	type chunk struct {
+		name string
+		tv   *TargetView
+		r    FamilyRange
+	}
+	var chunks []chunk
+	for _, tv := range targets {
+		if filter != nil && !filter(tv) {
+			continue
+		}
+		for _, r := range tv.Ranges {
+			chunks = append(chunks, chunk{tv.Families[r.Family].Name, tv, r})
+		}
+	}
+	sort.SliceStable(chunks, func(i, j int) bool { return chunks[i].name < chunks[j].name })
+
+	buf := make([]byte, 0, 64<<10)
+	flush := func() error {
+		_, err := w.Write(buf)
+		buf = buf[:0]
+		return err
+	}
+	for i, ch := range chunks {
+		if i == 0 || chunks[i-1].name != ch.name {
+			f := ch.tv.Families[ch.r.Family]
+			if f.Help != "" {
+				buf = append(buf, "# HELP "...)
+				buf = append(buf, f.Name...)
+				buf = append(buf, ' ')
+				buf = enrich.AppendEscapedHelp(buf, []byte(f.Help))
+				buf = append(buf, '\n')
+			}
+			buf = append(buf, "# TYPE "...)
+			buf = append(buf, f.Name...)
+			buf = append(buf, ' ')
+			buf = append(buf, f.Type...)
+			buf = append(buf, '\n')
+		}
+		for _, s := range ch.tv.Samples[ch.r.Start:ch.r.End] {
+			buf = enrich.AppendSampleLine(buf, s.Series, s.T, s.V, s.HasT)
+			if len(buf) > 60<<10 {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return flush()
+}
