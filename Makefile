@@ -20,10 +20,58 @@ unit: ## Run the unit tests (no cluster needed).
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /e2e)
 
 .PHONY: test
-test: ## Run every test: unit and end-to-end.
+test: tools ## Run every test: unit and end-to-end.
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 60m ./...
 
 .PHONY: bench
 bench: ## Run the Go benchmarks on the real captures.
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...
+
+# ---- Packaging and deployment (deploy/, dist/chart, Dockerfile) ----
+include hack/tools.mk
+KUBECTL ?= kubectl
+CONTAINER_TOOL ?= docker
+# The kustomization that deploy, undeploy and build-installer use, relative to the repo root.
+KUSTOMIZE_DIR ?= deploy/kustomize/base
+IMG_KUSTOMIZATION := $(CURDIR)/tmp/kustomize-img
+INSTALLER ?= dist/install.yaml
+
+.PHONY: lint
+lint: $(STATICCHECK) ## gofmt -l, go vet and staticcheck.
+	@out=$$(gofmt -l $$($(GO) list -f '{{.Dir}}' ./...)); if [ -n "$$out" ]; then echo "gofmt -l:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+.PHONY: docker-build
+docker-build: ## Build the container image IMG (needs a container engine).
+	$(CONTAINER_TOOL) build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMG) .
+
+.PHONY: docker-push
+docker-push: ## Push the container image IMG.
+	$(CONTAINER_TOOL) push $(IMG)
+
+# A throw-away kustomization (git-ignored tmp/) over KUSTOMIZE_DIR with the image set to IMG.
+.PHONY: kustomize-img
+kustomize-img: $(KUSTOMIZE)
+	@rm -rf $(IMG_KUSTOMIZATION) && mkdir -p $(IMG_KUSTOMIZATION)
+	cd $(IMG_KUSTOMIZATION) && $(KUSTOMIZE) create --resources ../../$(KUSTOMIZE_DIR) && $(KUSTOMIZE) edit set image kubelet-meta-proxy=$(IMG)
+
+.PHONY: build-installer
+build-installer: kustomize-img ## Write dist/install.yaml (INSTALLER): KUSTOMIZE_DIR (the base) with the image IMG.
+	@mkdir -p $(dir $(INSTALLER))
+	$(KUSTOMIZE) build $(IMG_KUSTOMIZATION) > $(INSTALLER)
+	@echo "wrote $(INSTALLER) from $(KUSTOMIZE_DIR) with image $(IMG)"
+
+.PHONY: deploy
+deploy: kustomize-img ## Apply KUSTOMIZE_DIR (default the base) with the image IMG to the current kubectl context.
+	$(KUSTOMIZE) build $(IMG_KUSTOMIZATION) | $(KUBECTL) apply -f -
+
+.PHONY: undeploy
+undeploy: kustomize-img ## Delete what deploy applied.
+	$(KUSTOMIZE) build $(IMG_KUSTOMIZATION) | $(KUBECTL) delete --ignore-not-found -f -
+
+.PHONY: helm-lint
+helm-lint: $(HELM) ## helm lint the chart (dist/chart), in both modes.
+	$(HELM) lint --strict dist/chart
+	$(HELM) lint --strict dist/chart --set mode=kubelet --set remoteWrite.url=https://mimir.example.com/api/v1/push

@@ -1,0 +1,220 @@
+{{- define "kmp.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "kmp.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "kmp.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kmp.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "kmp.labels" -}}
+{{ include "kmp.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: kubelet-meta-proxy
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end }}
+
+{{- define "kmp.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "kmp.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create=false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret holding the remote-write URL (and credentials), or "" when remote write is off. */}}
+{{- define "kmp.remoteWriteSecret" -}}
+{{- if .Values.remoteWrite.existingSecret }}
+{{- .Values.remoteWrite.existingSecret }}
+{{- else if .Values.remoteWrite.url }}
+{{- printf "%s-remote-write" (include "kmp.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* The relay's pod spec, shared by the Deployment (mode=apiserver) and the DaemonSet (mode=kubelet). */}}
+{{- define "kmp.podTemplate" -}}
+{{- $rwSecret := include "kmp.remoteWriteSecret" . -}}
+{{- $auth := .Values.remoteWrite.auth.type -}}
+metadata:
+  labels:
+    {{- include "kmp.selectorLabels" . | nindent 4 }}
+    app.kubernetes.io/component: relay
+    {{- with .Values.podLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  annotations:
+    kubectl.kubernetes.io/default-container: kubelet-meta-proxy
+    {{- if and $rwSecret (not .Values.remoteWrite.existingSecret) }}
+    checksum/remote-write: {{ include (print $.Template.BasePath "/secret.yaml") . | sha256sum }}
+    {{- end }}
+    {{- with .Values.podAnnotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  serviceAccountName: {{ include "kmp.serviceAccountName" . }}
+  # The relay authenticates to the kube-apiserver (and the kubelets) with its service-account token.
+  automountServiceAccountToken: true
+  enableServiceLinks: false
+  terminationGracePeriodSeconds: 30
+  {{- if and (eq .Values.mode "kubelet") .Values.hostNetwork }}
+  hostNetwork: true
+  dnsPolicy: ClusterFirstWithHostNet
+  {{- end }}
+  {{- with .Values.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  {{- with .Values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 65532
+    runAsGroup: 65532
+    fsGroup: 65532
+    seccompProfile:
+      type: RuntimeDefault
+  containers:
+    - name: kubelet-meta-proxy
+      image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
+      imagePullPolicy: {{ .Values.image.pullPolicy }}
+      args:
+        - run
+        - --mode={{ .Values.mode }}
+        {{- if eq .Values.mode "kubelet" }}
+        - --node-name-or-ip=$(NODE_NAME)
+        {{- end }}
+        {{- with .Values.namespaceLabels }}
+        - --namespace-labels={{ join "," . }}
+        {{- end }}
+        {{- with .Values.namespaceAnnotations }}
+        - --namespace-annotations={{ join "," . }}
+        {{- end }}
+        {{- with .Values.labelPrefix }}
+        - --label-prefix={{ . }}
+        {{- end }}
+        - --metrics-port={{ .Values.metricsPort }}
+        - --scrape-interval={{ .Values.scrapeInterval }}
+        - --scrape-timeout={{ .Values.scrapeTimeout }}
+        - --log-level={{ .Values.logLevel }}
+        - --log-format={{ .Values.logFormat }}
+        {{- if $rwSecret }}
+        - --remote-write-url=$(REMOTE_WRITE_URL)
+        - --remote-write-timeout={{ .Values.remoteWrite.timeout }}
+        {{- if eq $auth "bearerToken" }}
+        - --remote-write-bearer-token-file=/etc/kubelet-meta-proxy/remote-write/bearer-token
+        {{- else if eq $auth "basicAuth" }}
+        - --remote-write-basic-auth-username=$(REMOTE_WRITE_USERNAME)
+        - --remote-write-basic-auth-password-file=/etc/kubelet-meta-proxy/remote-write/password
+        {{- end }}
+        {{- range $k, $v := .Values.remoteWrite.headers }}
+        - --remote-write-header={{ $k }}={{ $v }}
+        {{- end }}
+        {{- range $k, $v := .Values.remoteWrite.externalLabels }}
+        - --external-label={{ $k }}={{ $v }}
+        {{- end }}
+        {{- end }}
+        {{- range .Values.extraArgs }}
+        - {{ . }}
+        {{- end }}
+      env:
+        - name: NODE_NAME
+          valueFrom:
+            fieldRef:
+              fieldPath: spec.nodeName
+        - name: POD_NAME
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.name
+        {{- if $rwSecret }}
+        - name: REMOTE_WRITE_URL
+          valueFrom:
+            secretKeyRef:
+              name: {{ $rwSecret }}
+              key: url
+        {{- if eq $auth "basicAuth" }}
+        - name: REMOTE_WRITE_USERNAME
+          valueFrom:
+            secretKeyRef:
+              name: {{ $rwSecret }}
+              key: username
+        {{- end }}
+        {{- end }}
+      ports:
+        - name: metrics
+          containerPort: {{ .Values.metricsPort }}
+          protocol: TCP
+      livenessProbe:
+        httpGet:
+          path: /healthz
+          port: metrics
+        initialDelaySeconds: 5
+        periodSeconds: 20
+        timeoutSeconds: 5
+        failureThreshold: 3
+      readinessProbe:
+        httpGet:
+          path: /readyz
+          port: metrics
+        initialDelaySeconds: 2
+        periodSeconds: 10
+        timeoutSeconds: 5
+        failureThreshold: 3
+      resources:
+        {{- toYaml .Values.resources | nindent 8 }}
+      securityContext:
+        runAsNonRoot: true
+        allowPrivilegeEscalation: false
+        readOnlyRootFilesystem: true
+        privileged: false
+        capabilities:
+          drop: ["ALL"]
+        seccompProfile:
+          type: RuntimeDefault
+      {{- if and $rwSecret (ne $auth "none") }}
+      volumeMounts:
+        - name: remote-write
+          mountPath: /etc/kubelet-meta-proxy/remote-write
+          readOnly: true
+      {{- end }}
+  {{- if and $rwSecret (ne $auth "none") }}
+  volumes:
+    - name: remote-write
+      secret:
+        secretName: {{ $rwSecret }}
+        defaultMode: 0440
+  {{- end }}
+  {{- with .Values.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- if .Values.tolerations }}
+  tolerations:
+    {{- toYaml .Values.tolerations | nindent 4 }}
+  {{- else if eq .Values.mode "kubelet" }}
+  tolerations:
+    - operator: Exists
+  {{- end }}
+  {{- with .Values.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with .Values.topologySpreadConstraints }}
+  topologySpreadConstraints:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
