@@ -1,0 +1,133 @@
+package remotewrite
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Writer sends samples to one or more remote-write receivers. Each receiver
+// has its own queue, so a slow or broken one never holds up another, nor the
+// caller: Append only copies samples into bounded buffers.
+type Writer struct {
+	queues          []*queue
+	logger          *slog.Logger
+	shutdownTimeout time.Duration
+
+	scratch sync.Pool // *appendScratch
+
+	started         atomic.Bool
+	closed          atomic.Bool // Run's context is done: Append drops
+	shutdownDropped atomic.Int64
+}
+
+// New builds a Writer for cfg, registering its metrics with reg (if not nil).
+// cfg must be valid (Config.Validate); New checks it again.
+func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Writer, error) {
+	if logger == nil {
+		return nil, errors.New("remotewrite: nil logger")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	ext := slices.Clone(cfg.ExternalLabels)
+	slices.SortFunc(ext, func(a, b Label) int { return strings.Compare(a.Name, b.Name) })
+	external := newExternalLabels(ext)
+
+	w := &Writer{
+		logger:          logger,
+		shutdownTimeout: cfg.ShutdownTimeout,
+	}
+	w.scratch.New = func() any { return new(appendScratch) }
+	m := newMetrics()
+	for _, e := range cfg.Endpoints {
+		e.Headers = maps.Clone(e.Headers)
+		q, err := newQueue(e, external, logger, m, &w.shutdownDropped)
+		if err != nil {
+			return nil, fmt.Errorf("remote write endpoint %q: %w", e.effectiveName(), err)
+		}
+		w.queues = append(w.queues, q)
+	}
+	m.queues = w.queues
+	if reg != nil {
+		if err := m.register(reg); err != nil {
+			return nil, fmt.Errorf("remotewrite: registering metrics: %w", err)
+		}
+	}
+	return w, nil
+}
+
+// Append queues samples for every endpoint. It never blocks: when an
+// endpoint's queue is full its oldest samples are dropped (and counted). It
+// copies the samples it keeps, so the caller may reuse the slice. Every
+// Sample's Series must be non-nil. Safe for concurrent use.
+func (w *Writer) Append(samples []Sample) {
+	if len(samples) == 0 || len(w.queues) == 0 {
+		return
+	}
+	if w.closed.Load() {
+		for _, q := range w.queues {
+			q.metrics.samplesIn.Add(float64(len(samples)))
+			q.dropShutdown(len(samples))
+		}
+		return
+	}
+	sc := w.scratch.Get().(*appendScratch)
+	for _, q := range w.queues {
+		q.append(samples, sc)
+	}
+	w.scratch.Put(sc)
+}
+
+// Run sends queued samples until ctx is cancelled. Then it stops accepting
+// samples, keeps sending what it holds for at most Config.ShutdownTimeout,
+// and returns. The error says how many samples were given up, if any were.
+// Run may be called once.
+func (w *Writer) Run(ctx context.Context) error {
+	if !w.started.CompareAndSwap(false, true) {
+		return errors.New("remotewrite: Run called more than once")
+	}
+	// Requests outlive ctx during the flush; sendCtx ends them when the
+	// shutdown timeout passes.
+	sendCtx, cancelSend := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelSend()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, q := range w.queues {
+		for _, s := range q.shards {
+			wg.Go(func() { s.run(sendCtx, stop) })
+		}
+	}
+	for _, q := range w.queues {
+		q.logger.Info("remote write started", "shards", len(q.shards), "capacity", q.capacity(),
+			"max_samples_per_send", q.cfg.MaxSamplesPerSend)
+	}
+
+	<-ctx.Done()
+	w.closed.Store(true)
+	close(stop)
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	timer := time.NewTimer(w.shutdownTimeout)
+	defer timer.Stop()
+	select {
+	case <-done:
+	case <-timer.C:
+		cancelSend()
+		<-done
+	}
+	if n := w.shutdownDropped.Load(); n > 0 {
+		return fmt.Errorf("remotewrite: %d samples dropped at shutdown (not delivered within the %s shutdown timeout, or appended after stop)", n, w.shutdownTimeout)
+	}
+	w.logger.Info("remote write flushed and stopped")
+	return nil
+}
