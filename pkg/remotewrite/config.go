@@ -150,6 +150,7 @@ type Origin struct {
 // flagNames maps config-file field names to the flags that set them.
 var flagNames = map[string]string{
 	"url":                        "--remote-write-url",
+	"tls":                        "--remote-write-ca-file/--remote-write-cert-file/--remote-write-key-file/--remote-write-insecure-skip-verify",
 	"name":                       "--remote-write-url",
 	"headers":                    "--remote-write-header",
 	"bearer_token_file":          "--remote-write-bearer-token-file",
@@ -253,7 +254,7 @@ func (e *EndpointConfig) validate() error {
 	}
 	if e.BearerTokenFile != "" {
 		if e.BasicAuth.Username != "" || e.BasicAuth.PasswordFile != "" {
-			bad("bearer_token_file", "cannot be combined with basic_auth")
+			bad("bearer_token_file", "cannot be combined with basic auth")
 		}
 		if _, err := readSecretFile(e.BearerTokenFile); err != nil {
 			bad("bearer_token_file", "%v", err)
