@@ -197,14 +197,18 @@ func Objects(rendering []byte) ([]*unstructured.Unstructured, error) {
 		if len(bytes.TrimSpace(doc)) == 0 {
 			continue
 		}
-		m := map[string]any{}
-		if err := yaml.Unmarshal(doc, &m); err != nil {
+		j, err := yaml.YAMLToJSON(doc)
+		if err != nil {
 			return nil, fmt.Errorf("document %d: %w", i, err)
 		}
-		if len(m) == 0 {
+		if t := bytes.TrimSpace(j); bytes.Equal(t, []byte("null")) || bytes.Equal(t, []byte("{}")) {
 			continue
 		}
-		u := &unstructured.Unstructured{Object: m}
+		// Unstructured's own JSON decoding keeps integers as int64 (as the API machinery expects).
+		u := &unstructured.Unstructured{}
+		if err := u.UnmarshalJSON(j); err != nil {
+			return nil, fmt.Errorf("document %d: %w\n%s", i, err, doc)
+		}
 		if u.GetAPIVersion() == "" || u.GetKind() == "" || u.GetName() == "" {
 			return nil, fmt.Errorf("document %d: apiVersion, kind or metadata.name missing:\n%s", i, doc)
 		}

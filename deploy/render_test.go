@@ -1,0 +1,816 @@
+package deploy
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+)
+
+func repoRoot(t testing.TB) string {
+	t.Helper()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		t.Fatalf("repo root not found at %s: %v", root, err)
+	}
+	return root
+}
+
+var (
+	renderOnce sync.Once
+	rendered   map[string][]byte
+	renderErr  error
+)
+
+// renderings renders everything once per test binary. Missing tools fail the test (never skip).
+func renderings(t *testing.T) map[string][]byte {
+	t.Helper()
+	root := repoRoot(t)
+	renderOnce.Do(func() { rendered, renderErr = RenderAll(root) })
+	if renderErr != nil {
+		t.Fatalf("RenderAll: %v", renderErr)
+	}
+	return rendered
+}
+
+func objects(t *testing.T, name string) []*unstructured.Unstructured {
+	t.Helper()
+	b, ok := renderings(t)[name]
+	if !ok {
+		t.Fatalf("no rendering %q", name)
+	}
+	objs, err := Objects(b)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	if len(objs) == 0 {
+		t.Fatalf("%s: no objects", name)
+	}
+	return objs
+}
+
+// Rule is a normalized RBAC policy rule.
+type Rule struct {
+	APIGroups, Resources, Verbs, ResourceNames, NonResourceURLs []string
+}
+
+func rulesOf(t *testing.T, cr *unstructured.Unstructured) []Rule {
+	t.Helper()
+	raw, _, _ := unstructured.NestedSlice(cr.Object, "rules")
+	var rules []Rule
+	for _, r := range raw {
+		m := r.(map[string]any)
+		for k := range m {
+			switch k {
+			case "apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs":
+			default:
+				t.Errorf("ClusterRole %s: unexpected rule field %q", cr.GetName(), k)
+			}
+		}
+		strs := func(k string) []string {
+			s, _, err := unstructured.NestedStringSlice(m, k)
+			if err != nil {
+				t.Errorf("rule field %s: %v", k, err)
+			}
+			sort.Strings(s)
+			return s
+		}
+		rules = append(rules, Rule{strs("apiGroups"), strs("resources"), strs("verbs"), strs("resourceNames"), strs("nonResourceURLs")})
+	}
+	return rules
+}
+
+// permissions flattens rules to the set of "group/resource:verb" grants.
+func permissions(rules []Rule) []string {
+	set := map[string]bool{}
+	for _, r := range rules {
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				for _, v := range r.Verbs {
+					set[fmt.Sprintf("%s/%s:%s", g, res, v)] = true
+				}
+			}
+		}
+		for _, u := range r.NonResourceURLs {
+			for _, v := range r.Verbs {
+				set["nonResourceURL "+u+":"+v] = true
+			}
+		}
+		if len(r.ResourceNames) > 0 {
+			set["resourceNames restriction"] = true
+		}
+	}
+	var out []string
+	for p := range set {
+		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// The least-privilege grants of docs/CONTRACTS.md, nothing else.
+var wantPermissions = []string{
+	"/namespaces:list", "/namespaces:watch",
+	"/nodes/metrics:get",
+	"/nodes/proxy:get",
+	"/nodes:get", "/nodes:list", "/nodes:watch",
+}
+
+func TestClusterRoleFileIsTheSingleLeastPrivilegeRole(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(repoRoot(t), "deploy/kustomize/base/clusterrole.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := Objects(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs) != 1 || len(splitNonEmpty(b)) != 1 {
+		t.Fatalf("clusterrole.yaml must hold exactly one document, has %d objects", len(objs))
+	}
+	cr := objs[0]
+	if cr.GetKind() != "ClusterRole" || cr.GetAPIVersion() != "rbac.authorization.k8s.io/v1" || cr.GetName() != "kubelet-meta-proxy" {
+		t.Fatalf("clusterrole.yaml: %s %s %q, want rbac.authorization.k8s.io/v1 ClusterRole kubelet-meta-proxy", cr.GetAPIVersion(), cr.GetKind(), cr.GetName())
+	}
+	if got := permissions(rulesOf(t, cr)); !slices.Equal(got, wantPermissions) {
+		t.Fatalf("clusterrole.yaml grants %v, want exactly %v", got, wantPermissions)
+	}
+	if _, found, _ := unstructured.NestedFieldNoCopy(cr.Object, "aggregationRule"); found {
+		t.Fatal("clusterrole.yaml must not aggregate other roles")
+	}
+}
+
+func splitNonEmpty(b []byte) [][]byte {
+	var out [][]byte
+	for _, d := range splitYAML(b) {
+		if s := strings.TrimSpace(stripComments(string(d))); s != "" {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func stripComments(s string) string {
+	var lines []string
+	for _, l := range strings.Split(s, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(l), "#") {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// contractFlags reads the `run` flags from docs/CONTRACTS.md's CLI section.
+func contractFlags(t *testing.T) map[string]bool {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repoRoot(t), "docs/CONTRACTS.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	start := strings.Index(s, "## CLI")
+	if start < 0 {
+		t.Fatal("docs/CONTRACTS.md has no \"## CLI\" section")
+	}
+	s = s[start+len("## CLI"):]
+	if end := strings.Index(s, "\n## "); end >= 0 {
+		s = s[:end]
+	}
+	flags := map[string]bool{}
+	for _, m := range regexp.MustCompile("`(--[a-z0-9][a-z0-9-]*)").FindAllStringSubmatch(s, -1) {
+		flags[m[1]] = true
+	}
+	// Flags listed after a comma inside one backquoted span, e.g. `--mode=apiserver|kubelet`.
+	for _, m := range regexp.MustCompile(`(?:^|[\s(,])(--[a-z0-9][a-z0-9-]*)`).FindAllStringSubmatch(s, -1) {
+		flags[m[1]] = true
+	}
+	for _, must := range []string{"--mode", "--node-name-or-ip", "--namespace-labels", "--metrics-port", "--remote-write-url", "--external-label", "--shard-count", "--shard-index"} {
+		if !flags[must] {
+			t.Fatalf("docs/CONTRACTS.md parse: %s not found (found %v)", must, flags)
+		}
+	}
+	return flags
+}
+
+type renderSpec struct {
+	name          string
+	workloadKind  string
+	mode          string
+	namespace     bool // the rendering includes the Namespace
+	serviceMon    bool
+	hostNetwork   bool
+	image         string // the relay's image, "" = any kubelet-meta-proxy image
+	replicas      int64  // Deployment/StatefulSet replicas, 0 = unchecked
+	remoteWrite   bool
+	wantArgs      []string // args that must be present
+	wantFileFlags []string // --*-file flags that must be present (paths must lie in a mounted volume)
+}
+
+var specs = []renderSpec{
+	{name: "kustomize/base", workloadKind: "Deployment", mode: "apiserver", namespace: true, replicas: 1, remoteWrite: true,
+		wantArgs: []string{"--namespace-labels=team", "--metrics-port=8080"}},
+	{name: "kustomize/overlays/daemonset", workloadKind: "DaemonSet", mode: "kubelet", namespace: true, remoteWrite: true},
+	{name: "kustomize/overlays/ha", workloadKind: "Deployment", mode: "apiserver", namespace: true, replicas: 2, remoteWrite: true,
+		wantArgs: []string{"--external-label=cluster=$(CLUSTER_NAME)", "--external-label=__replica__=$(POD_NAME)"}},
+	{name: "kustomize/overlays/sharded", workloadKind: "StatefulSet", mode: "apiserver", namespace: true, replicas: 3, remoteWrite: true,
+		wantArgs: []string{"--shard-count=3"}},
+	{name: "kustomize/base+servicemonitor+remote-write-secret", workloadKind: "Deployment", mode: "apiserver", namespace: true, serviceMon: true, replicas: 1, remoteWrite: true,
+		wantFileFlags: []string{"--remote-write-bearer-token-file"}},
+	{name: "kustomize/overlays/daemonset+host-network+remote-write-basic-auth", workloadKind: "DaemonSet", mode: "kubelet", namespace: true, hostNetwork: true, remoteWrite: true,
+		wantArgs: []string{"--remote-write-basic-auth-username=$(REMOTE_WRITE_USERNAME)"}, wantFileFlags: []string{"--remote-write-basic-auth-password-file"}},
+	{name: "kustomize/overlays/ha+servicemonitor+remote-write-basic-auth", workloadKind: "Deployment", mode: "apiserver", namespace: true, serviceMon: true, replicas: 2, remoteWrite: true,
+		wantArgs: []string{"--external-label=__replica__=$(POD_NAME)"}, wantFileFlags: []string{"--remote-write-basic-auth-password-file"}},
+	{name: "kustomize/overlays/sharded+remote-write-secret", workloadKind: "StatefulSet", mode: "apiserver", namespace: true, replicas: 3, remoteWrite: true,
+		wantFileFlags: []string{"--remote-write-bearer-token-file"}},
+	{name: "installer", workloadKind: "Deployment", mode: "apiserver", namespace: true, replicas: 1, remoteWrite: true, image: InstallerImage},
+	{name: "chart/default", workloadKind: "Deployment", mode: "apiserver", replicas: 1,
+		wantArgs: []string{"--namespace-labels=team", "--metrics-port=8080"}},
+	{name: "chart/kubelet", workloadKind: "DaemonSet", mode: "kubelet", hostNetwork: true, serviceMon: true, remoteWrite: true, image: "example.com/kmp:v1",
+		wantArgs: []string{"--remote-write-header=X-Scope-OrgID=tenant-1"}, wantFileFlags: []string{"--remote-write-bearer-token-file"}},
+	{name: "chart/ha", workloadKind: "Deployment", mode: "apiserver", replicas: 2, remoteWrite: true,
+		wantArgs: []string{"--namespace-labels=team,cost-center", "--external-label=cluster=prod-eu-1", "--external-label=__replica__=$(POD_NAME)",
+			"--remote-write-basic-auth-username=$(REMOTE_WRITE_USERNAME)"},
+		wantFileFlags: []string{"--remote-write-basic-auth-password-file"}},
+}
+
+func TestEveryRenderingIsChecked(t *testing.T) {
+	var checked []string
+	for _, s := range specs {
+		checked = append(checked, s.name)
+	}
+	sort.Strings(checked)
+	if got := Names(renderings(t)); !slices.Equal(got, checked) {
+		t.Fatalf("RenderAll renders %v, the tests check %v", got, checked)
+	}
+	// Every overlay and component directory is rendered by some kustomization.
+	root := repoRoot(t)
+	used := map[string]bool{}
+	for _, k := range Kustomizations {
+		used[k.Dir] = true
+		for _, c := range k.Components {
+			used["components/"+c] = true
+		}
+	}
+	for _, glob := range []string{"overlays/*", "components/*"} {
+		dirs, _ := filepath.Glob(filepath.Join(root, "deploy/kustomize", glob))
+		if len(dirs) == 0 {
+			t.Fatalf("no %s", glob)
+		}
+		for _, d := range dirs {
+			rel, _ := filepath.Rel(filepath.Join(root, "deploy/kustomize"), d)
+			if !used[rel] {
+				t.Errorf("deploy/kustomize/%s is never rendered (add it to Kustomizations)", rel)
+			}
+		}
+	}
+}
+
+func TestRenderings(t *testing.T) {
+	flags := contractFlags(t)
+	for _, spec := range specs {
+		t.Run(spec.name, func(t *testing.T) { checkRendering(t, spec, objects(t, spec.name), flags) })
+	}
+}
+
+func byKind(objs []*unstructured.Unstructured, kind string) []*unstructured.Unstructured {
+	var out []*unstructured.Unstructured
+	for _, o := range objs {
+		if o.GetKind() == kind {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+var clusterScoped = map[string]bool{"Namespace": true, "ClusterRole": true, "ClusterRoleBinding": true}
+
+func checkRendering(t *testing.T, spec renderSpec, objs []*unstructured.Unstructured, flags map[string]bool) {
+	seen := map[string]bool{}
+	for _, o := range objs {
+		id := o.GetKind() + "/" + o.GetNamespace() + "/" + o.GetName()
+		if seen[id] {
+			t.Errorf("duplicate object %s", id)
+		}
+		seen[id] = true
+		if clusterScoped[o.GetKind()] {
+			if o.GetNamespace() != "" {
+				t.Errorf("%s: cluster-scoped object with a namespace", id)
+			}
+		} else if o.GetNamespace() != ReleaseNamespace {
+			t.Errorf("%s: namespace %q, want %q", id, o.GetNamespace(), ReleaseNamespace)
+		}
+	}
+
+	// RBAC: exactly one ClusterRole with exactly the contract's grants, bound to the workload's ServiceAccount.
+	crs := byKind(objs, "ClusterRole")
+	if len(crs) != 1 {
+		t.Fatalf("%d ClusterRoles, want 1", len(crs))
+	}
+	if got := permissions(rulesOf(t, crs[0])); !slices.Equal(got, wantPermissions) {
+		t.Errorf("ClusterRole grants %v, want exactly %v", got, wantPermissions)
+	}
+	if n := len(byKind(objs, "Role")) + len(byKind(objs, "RoleBinding")); n != 0 {
+		t.Errorf("%d Roles/RoleBindings: the relay needs none", n)
+	}
+
+	workloads := byKind(objs, spec.workloadKind)
+	total := 0
+	for _, k := range []string{"Deployment", "DaemonSet", "StatefulSet", "Pod", "Job", "CronJob", "ReplicaSet"} {
+		total += len(byKind(objs, k))
+	}
+	if len(workloads) != 1 || total != 1 {
+		t.Fatalf("want exactly one workload, a %s; have %d %s of %d workloads", spec.workloadKind, len(workloads), spec.workloadKind, total)
+	}
+	w := workloads[0]
+	podSpec, _, _ := unstructured.NestedMap(w.Object, "spec", "template", "spec")
+	podLabels, _, _ := unstructured.NestedStringMap(w.Object, "spec", "template", "metadata", "labels")
+	selector, _, _ := unstructured.NestedStringMap(w.Object, "spec", "selector", "matchLabels")
+	if len(selector) == 0 || !subset(selector, podLabels) {
+		t.Errorf("workload selector %v does not select its pod labels %v", selector, podLabels)
+	}
+	if spec.replicas != 0 {
+		if r, _, _ := unstructured.NestedInt64(w.Object, "spec", "replicas"); r != spec.replicas {
+			t.Errorf("replicas %d, want %d", r, spec.replicas)
+		}
+	}
+
+	sa, _, _ := unstructured.NestedString(podSpec, "serviceAccountName")
+	if sa == "" || !seen["ServiceAccount/"+ReleaseNamespace+"/"+sa] {
+		t.Errorf("serviceAccountName %q is not a ServiceAccount of the rendering", sa)
+	}
+	crbs := byKind(objs, "ClusterRoleBinding")
+	if len(crbs) != 1 {
+		t.Fatalf("%d ClusterRoleBindings, want 1", len(crbs))
+	}
+	roleRef, _, _ := unstructured.NestedStringMap(crbs[0].Object, "roleRef")
+	if roleRef["kind"] != "ClusterRole" || roleRef["name"] != crs[0].GetName() || roleRef["apiGroup"] != "rbac.authorization.k8s.io" {
+		t.Errorf("ClusterRoleBinding roleRef %v does not name the ClusterRole %s", roleRef, crs[0].GetName())
+	}
+	subjects, _, _ := unstructured.NestedSlice(crbs[0].Object, "subjects")
+	want := []any{map[string]any{"kind": "ServiceAccount", "name": sa, "namespace": ReleaseNamespace}}
+	if !reflect.DeepEqual(subjects, want) {
+		t.Errorf("ClusterRoleBinding subjects %v, want %v", subjects, want)
+	}
+
+	// Pod security.
+	if v, _, _ := unstructured.NestedBool(podSpec, "automountServiceAccountToken"); !v {
+		t.Error("pod automountServiceAccountToken must be true (the relay authenticates with its token)")
+	}
+	if v, _, _ := unstructured.NestedBool(podSpec, "securityContext", "runAsNonRoot"); !v {
+		t.Error("pod securityContext.runAsNonRoot must be true")
+	}
+	if v, _, _ := unstructured.NestedInt64(podSpec, "securityContext", "runAsUser"); v != 65532 {
+		t.Errorf("pod securityContext.runAsUser %d, want 65532 (distroless nonroot)", v)
+	}
+	if v, _, _ := unstructured.NestedString(podSpec, "securityContext", "seccompProfile", "type"); v != "RuntimeDefault" {
+		t.Errorf("pod seccompProfile %q, want RuntimeDefault", v)
+	}
+	for _, f := range []string{"hostPID", "hostIPC"} {
+		if v, _, _ := unstructured.NestedBool(podSpec, f); v {
+			t.Errorf("pod %s must not be set", f)
+		}
+	}
+	hostNet, _, _ := unstructured.NestedBool(podSpec, "hostNetwork")
+	if hostNet != spec.hostNetwork {
+		t.Errorf("hostNetwork %v, want %v", hostNet, spec.hostNetwork)
+	}
+	if hostNet {
+		if v, _, _ := unstructured.NestedString(podSpec, "dnsPolicy"); v != "ClusterFirstWithHostNet" {
+			t.Errorf("hostNetwork with dnsPolicy %q, want ClusterFirstWithHostNet", v)
+		}
+	}
+	if spec.namespace {
+		nss := byKind(objs, "Namespace")
+		if len(nss) != 1 || nss[0].GetName() != ReleaseNamespace {
+			t.Fatalf("want the Namespace %s", ReleaseNamespace)
+		}
+		level := nss[0].GetLabels()["pod-security.kubernetes.io/enforce"]
+		wantLevel := "restricted"
+		if hostNet {
+			wantLevel = "privileged"
+		}
+		if level != wantLevel {
+			t.Errorf("Namespace pod-security enforce %q, want %q", level, wantLevel)
+		}
+	} else if n := len(byKind(objs, "Namespace")); n != 0 {
+		t.Errorf("%d Namespaces, want none", n)
+	}
+
+	containers, _, _ := unstructured.NestedSlice(podSpec, "containers")
+	if len(containers) != 1 {
+		t.Fatalf("%d containers, want 1", len(containers))
+	}
+	if ic, _, _ := unstructured.NestedSlice(podSpec, "initContainers"); len(ic) != 0 {
+		t.Errorf("unexpected initContainers")
+	}
+	c := containers[0].(map[string]any)
+	image, _, _ := unstructured.NestedString(c, "image")
+	if spec.image != "" && image != spec.image {
+		t.Errorf("image %q, want %q", image, spec.image)
+	}
+	if spec.image == "" && !regexp.MustCompile(`^kubelet-meta-proxy:[\w.-]+$`).MatchString(image) {
+		t.Errorf("image %q, want kubelet-meta-proxy:TAG", image)
+	}
+	sc, _, _ := unstructured.NestedMap(c, "securityContext")
+	for path, want := range map[string]any{"runAsNonRoot": true, "readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false, "privileged": false} {
+		if got, ok := sc[path]; !ok || got != want {
+			t.Errorf("container securityContext.%s = %v, want %v", path, got, want)
+		}
+	}
+	if drop, _, _ := unstructured.NestedStringSlice(sc, "capabilities", "drop"); !slices.Equal(drop, []string{"ALL"}) {
+		t.Errorf("capabilities.drop %v, want [ALL]", drop)
+	}
+	if add, found, _ := unstructured.NestedFieldNoCopy(sc, "capabilities", "add"); found {
+		t.Errorf("capabilities.add %v, want none", add)
+	}
+	if v, _, _ := unstructured.NestedString(sc, "seccompProfile", "type"); v != "RuntimeDefault" {
+		t.Errorf("container seccompProfile %q, want RuntimeDefault", v)
+	}
+	for _, kind := range []string{"requests", "limits"} {
+		for _, res := range []string{"cpu", "memory"} {
+			if v, _, _ := unstructured.NestedFieldNoCopy(c, "resources", kind, res); v == nil {
+				t.Errorf("resources.%s.%s missing", kind, res)
+			}
+		}
+	}
+
+	// Args: `run`, then only contract flags.
+	args, _, _ := unstructured.NestedStringSlice(c, "args")
+	if cmd, _, _ := unstructured.NestedStringSlice(c, "command"); len(cmd) != 0 {
+		t.Errorf("command %v overrides the image's entrypoint", cmd)
+	}
+	if len(args) == 0 || args[0] != "run" {
+		t.Fatalf("args %v, want `run` first", args)
+	}
+	argVal := map[string][]string{}
+	for _, a := range args[1:] {
+		name, val, _ := strings.Cut(a, "=")
+		if !flags[name] {
+			t.Errorf("arg %q: flag %s is not in docs/CONTRACTS.md", a, name)
+		}
+		argVal[name] = append(argVal[name], val)
+	}
+	for _, a := range spec.wantArgs {
+		if !slices.Contains(args, a) {
+			t.Errorf("arg %q missing from %v", a, args)
+		}
+	}
+	if got := argVal["--mode"]; !slices.Equal(got, []string{spec.mode}) {
+		t.Errorf("--mode %v, want %s", got, spec.mode)
+	}
+
+	env := map[string]map[string]any{}
+	envList, _, _ := unstructured.NestedSlice(c, "env")
+	for _, e := range envList {
+		m := e.(map[string]any)
+		env[m["name"].(string)] = m
+	}
+	fieldRef := func(name string) string {
+		v, _, _ := unstructured.NestedString(env[name], "valueFrom", "fieldRef", "fieldPath")
+		return v
+	}
+	for _, a := range args {
+		for _, m := range regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`).FindAllStringSubmatch(a, -1) {
+			if env[m[1]] == nil {
+				t.Errorf("arg %q references $(%s), which the container's env does not define", a, m[1])
+			}
+		}
+	}
+	if spec.mode == "kubelet" {
+		if got := argVal["--node-name-or-ip"]; !slices.Equal(got, []string{"$(NODE_NAME)"}) {
+			t.Errorf("--node-name-or-ip %v, want $(NODE_NAME)", got)
+		}
+		if fieldRef("NODE_NAME") != "spec.nodeName" {
+			t.Errorf("env NODE_NAME must come from the downward API spec.nodeName")
+		}
+	} else if _, ok := argVal["--node-name-or-ip"]; ok {
+		t.Error("--node-name-or-ip in apiserver mode limits the relay to one node")
+	}
+	if env["POD_NAME"] != nil && fieldRef("POD_NAME") != "metadata.name" {
+		t.Error("env POD_NAME must come from the downward API metadata.name")
+	}
+	for _, v := range argVal["--external-label"] {
+		if strings.HasPrefix(v, "__replica__=") && v != "__replica__=$(POD_NAME)" {
+			t.Errorf("--external-label=%s, want __replica__=$(POD_NAME)", v)
+		}
+	}
+	if spec.workloadKind == "StatefulSet" {
+		count := argVal["--shard-count"]
+		r, _, _ := unstructured.NestedInt64(w.Object, "spec", "replicas")
+		if len(count) != 1 || count[0] != strconv.FormatInt(r, 10) {
+			t.Errorf("--shard-count %v must equal replicas %d", count, r)
+		}
+		if fieldRef("POD_NAME") != "metadata.name" {
+			t.Error("sharded: env POD_NAME (the shard index's source) must come from metadata.name")
+		}
+		if _, ok := argVal["--shard-index"]; ok {
+			t.Error("sharded: a fixed --shard-index would give every replica the same shard")
+		}
+		svc, _, _ := unstructured.NestedString(w.Object, "spec", "serviceName")
+		found := false
+		for _, s := range byKind(objs, "Service") {
+			if ip, _, _ := unstructured.NestedString(s.Object, "spec", "clusterIP"); s.GetName() == svc && ip == "None" {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("StatefulSet serviceName %q is not a headless Service of the rendering", svc)
+		}
+	}
+	if spec.remoteWrite {
+		if got := argVal["--remote-write-url"]; !slices.Equal(got, []string{"$(REMOTE_WRITE_URL)"}) {
+			t.Errorf("--remote-write-url %v, want $(REMOTE_WRITE_URL)", got)
+		}
+		if v, _, _ := unstructured.NestedString(env["REMOTE_WRITE_URL"], "valueFrom", "secretKeyRef", "key"); v != "url" {
+			t.Error("env REMOTE_WRITE_URL must come from a Secret's key url")
+		}
+	} else if _, ok := argVal["--remote-write-url"]; ok {
+		t.Error("unexpected --remote-write-url")
+	}
+	for _, e := range envList {
+		if _, found, _ := unstructured.NestedFieldNoCopy(e.(map[string]any), "value"); found && strings.Contains(strings.ToLower(e.(map[string]any)["name"].(string)), "token") {
+			t.Errorf("env %v: credentials must come from a Secret", e)
+		}
+	}
+
+	// File flags point into read-only volumes mounted from Secrets that the env's secretKeyRefs also use.
+	volumes := map[string]map[string]any{}
+	vl, _, _ := unstructured.NestedSlice(podSpec, "volumes")
+	for _, v := range vl {
+		m := v.(map[string]any)
+		volumes[m["name"].(string)] = m
+	}
+	mounts, _, _ := unstructured.NestedSlice(c, "volumeMounts")
+	for _, f := range spec.wantFileFlags {
+		if len(argVal[f]) != 1 {
+			t.Errorf("%s: want once, have %v", f, argVal[f])
+		}
+	}
+	for name, vals := range argVal {
+		if !strings.HasSuffix(name, "-file") {
+			continue
+		}
+		for _, path := range vals {
+			ok := false
+			for _, mnt := range mounts {
+				m := mnt.(map[string]any)
+				mp, _ := m["mountPath"].(string)
+				if strings.HasPrefix(path, strings.TrimSuffix(mp, "/")+"/") {
+					vol := volumes[m["name"].(string)]
+					if vol == nil {
+						t.Errorf("volumeMount %v has no volume", m)
+					}
+					if ro, _ := m["readOnly"].(bool); !ro {
+						t.Errorf("volumeMount %s must be readOnly", mp)
+					}
+					if sn, _, _ := unstructured.NestedString(vol, "secret", "secretName"); sn == "" {
+						t.Errorf("%s=%s: volume %v is not a Secret", name, path, vol)
+					}
+					ok = true
+				}
+			}
+			if !ok {
+				t.Errorf("%s=%s lies in no volumeMount", name, path)
+			}
+		}
+	}
+
+	// Ports and probes: /healthz and /readyz on the named port "metrics" = --metrics-port.
+	ports, _, _ := unstructured.NestedSlice(c, "ports")
+	metricsPort := int64(0)
+	for _, p := range ports {
+		m := p.(map[string]any)
+		if m["name"] == "metrics" {
+			metricsPort, _, _ = unstructured.NestedInt64(m, "containerPort")
+		}
+	}
+	if got := argVal["--metrics-port"]; metricsPort == 0 || !slices.Equal(got, []string{strconv.FormatInt(metricsPort, 10)}) {
+		t.Errorf("container port \"metrics\" %d and --metrics-port %v disagree", metricsPort, got)
+	}
+	for probe, path := range map[string]string{"livenessProbe": "/healthz", "readinessProbe": "/readyz"} {
+		p, _, _ := unstructured.NestedString(c, probe, "httpGet", "path")
+		port, _, _ := unstructured.NestedFieldNoCopy(c, probe, "httpGet", "port")
+		if p != path || (port != "metrics" && fmt.Sprint(port) != strconv.FormatInt(metricsPort, 10)) {
+			t.Errorf("%s httpGet %s on %v, want %s on the metrics port", probe, p, port, path)
+		}
+	}
+
+	// The Service exposes the pods' metrics port as "metrics".
+	var relaySvc *unstructured.Unstructured
+	for _, s := range byKind(objs, "Service") {
+		if ip, _, _ := unstructured.NestedString(s.Object, "spec", "clusterIP"); ip == "None" {
+			continue
+		}
+		if relaySvc != nil {
+			t.Errorf("more than one non-headless Service")
+		}
+		relaySvc = s
+	}
+	if relaySvc == nil {
+		t.Fatal("no Service")
+	}
+	sel, _, _ := unstructured.NestedStringMap(relaySvc.Object, "spec", "selector")
+	if len(sel) == 0 || !subset(sel, podLabels) {
+		t.Errorf("Service selector %v does not select the pods %v", sel, podLabels)
+	}
+	svcPorts, _, _ := unstructured.NestedSlice(relaySvc.Object, "spec", "ports")
+	if len(svcPorts) != 1 || svcPorts[0].(map[string]any)["name"] != "metrics" || svcPorts[0].(map[string]any)["targetPort"] != "metrics" {
+		t.Errorf("Service ports %v, want one named metrics targeting the port metrics", svcPorts)
+	}
+
+	sms := byKind(objs, "ServiceMonitor")
+	if spec.serviceMon != (len(sms) == 1) || len(sms) > 1 {
+		t.Fatalf("%d ServiceMonitors, want %v", len(sms), spec.serviceMon)
+	}
+	if spec.serviceMon {
+		sm := sms[0]
+		if sm.GetAPIVersion() != "monitoring.coreos.com/v1" {
+			t.Errorf("ServiceMonitor apiVersion %s", sm.GetAPIVersion())
+		}
+		smSel, _, _ := unstructured.NestedStringMap(sm.Object, "spec", "selector", "matchLabels")
+		if len(smSel) == 0 || !subset(smSel, relaySvc.GetLabels()) {
+			t.Errorf("ServiceMonitor selector %v does not select the Service's labels %v", smSel, relaySvc.GetLabels())
+		}
+		nsNames, _, _ := unstructured.NestedStringSlice(sm.Object, "spec", "namespaceSelector", "matchNames")
+		if !slices.Equal(nsNames, []string{ReleaseNamespace}) {
+			t.Errorf("ServiceMonitor namespaceSelector %v", nsNames)
+		}
+		eps, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
+		if len(eps) != 1 {
+			t.Fatalf("ServiceMonitor endpoints %v", eps)
+		}
+		ep := eps[0].(map[string]any)
+		if ep["port"] != "metrics" || ep["path"] != "/metrics" || ep["honorLabels"] != true {
+			t.Errorf("ServiceMonitor endpoint %v, want port metrics, path /metrics, honorLabels true", ep)
+		}
+	}
+}
+
+func subset(sub, super map[string]string) bool {
+	for k, v := range sub {
+		if super[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// The installer bundle is the base with the image set, and nothing else changed.
+func TestInstallerIsTheBaseWithIMG(t *testing.T) {
+	r := renderings(t)
+	inst := string(r["installer"])
+	if !strings.Contains(inst, "image: "+InstallerImage+"\n") {
+		t.Fatalf("installer lacks image %s", InstallerImage)
+	}
+	base := string(r["kustomize/base"])
+	baseImg := regexp.MustCompile(`image: (kubelet-meta-proxy:\S+)\n`).FindStringSubmatch(base)
+	if baseImg == nil {
+		t.Fatal("base has no kubelet-meta-proxy image")
+	}
+	if got := strings.ReplaceAll(inst, InstallerImage, baseImg[1]); got != base {
+		t.Errorf("installer differs from the base beyond the image:\n%s", got)
+	}
+}
+
+// `make build-installer` writes dist/install.yaml by default, which git ignores.
+func TestInstallerPathIsGitIgnored(t *testing.T) {
+	root := repoRoot(t)
+	mk, err := os.ReadFile(filepath.Join(root, "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^INSTALLER \?= dist/install.yaml$`).Match(mk) {
+		t.Error("Makefile: INSTALLER ?= dist/install.yaml missing")
+	}
+	gi, err := os.ReadFile(filepath.Join(root, ".gitignore"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(strings.Split(string(gi), "\n"), "/dist/install.yaml") {
+		t.Error(".gitignore does not ignore /dist/install.yaml")
+	}
+}
+
+func kinds(objs []*unstructured.Unstructured) []string {
+	set := map[string]bool{}
+	for _, o := range objs {
+		set[o.GetKind()] = true
+	}
+	var out []string
+	for k := range set {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// The chart with its defaults makes the kustomize base's objects (Helm leaves the Namespace to
+// `--create-namespace`), with the same RBAC.
+func TestChartMatchesKustomizeBase(t *testing.T) {
+	var baseKinds []string
+	for _, k := range kinds(objects(t, "kustomize/base")) {
+		if k != "Namespace" {
+			baseKinds = append(baseKinds, k)
+		}
+	}
+	if got := kinds(objects(t, "chart/default")); !slices.Equal(got, baseKinds) {
+		t.Errorf("chart kinds %v, kustomize base kinds %v (less Namespace)", got, baseKinds)
+	}
+	// Same object names with the release named kubelet-meta-proxy.
+	names := func(objs []*unstructured.Unstructured) []string {
+		var out []string
+		for _, o := range objs {
+			if o.GetKind() != "Namespace" {
+				out = append(out, o.GetKind()+"/"+o.GetName())
+			}
+		}
+		sort.Strings(out)
+		return out
+	}
+	if a, b := names(objects(t, "chart/default")), names(objects(t, "kustomize/base")); !slices.Equal(a, b) {
+		t.Errorf("chart objects %v, kustomize base objects %v", a, b)
+	}
+	// Both modes of the chart: same kinds but the workload.
+	if got := kinds(objects(t, "chart/kubelet")); !slices.Contains(got, "DaemonSet") || slices.Contains(got, "Deployment") {
+		t.Errorf("chart mode=kubelet kinds %v", got)
+	}
+}
+
+// The chart's values.schema.json rejects what the templates cannot render.
+func TestChartSchemaRejectsBadValues(t *testing.T) {
+	helm, err := Tool(repoRoot(t), "helm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	chart := filepath.Join(repoRoot(t), "dist/chart")
+	for _, set := range []string{"mode=sidecar", "remoteWrite.auth.type=oauth", "metricsPort=0", "nosuchvalue=1", "remoteWrite.url=ftp://x"} {
+		if out, err := run(repoRoot(t), helm, "template", "x", chart, "--set", set); err == nil {
+			t.Errorf("helm template --set %s succeeded:\n%.300s", set, out)
+		}
+	}
+	// And a missing credential is an error, not an empty file.
+	if _, err := run(repoRoot(t), helm, "template", "x", chart, "--set", "remoteWrite.url=https://x/api/v1/push", "--set", "remoteWrite.auth.type=bearerToken"); err == nil {
+		t.Error("auth.type=bearerToken without a token rendered")
+	}
+}
+
+func TestHelmLint(t *testing.T) {
+	helm, err := Tool(repoRoot(t), "helm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	chart := filepath.Join(repoRoot(t), "dist/chart")
+	for _, values := range []string{"", "ci/kubelet-values.yaml", "ci/ha-values.yaml"} {
+		args := []string{"lint", "--strict", chart}
+		if values != "" {
+			args = append(args, "--values", filepath.Join(chart, values))
+		}
+		if out, err := run(repoRoot(t), helm, args...); err != nil {
+			t.Errorf("helm %v: %v\n%s", args, err, out)
+		}
+	}
+}
+
+// Every YAML file under deploy/ and the chart's non-template files parse.
+func TestYAMLFilesParse(t *testing.T) {
+	root := repoRoot(t)
+	n := 0
+	for _, dir := range []string{"deploy", "dist/chart"} {
+		err := filepath.WalkDir(filepath.Join(root, dir), func(p string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() || !strings.HasSuffix(p, ".yaml") || strings.Contains(p, "/templates/") {
+				return err
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			for _, doc := range splitYAML(b) {
+				var v any
+				if err := yaml.Unmarshal(doc, &v); err != nil {
+					t.Errorf("%s: %v", p, err)
+				}
+			}
+			n++
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n < 15 {
+		t.Errorf("only %d YAML files found", n)
+	}
+}
