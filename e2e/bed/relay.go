@@ -1,0 +1,133 @@
+package bed
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Relay is a running kubelet-meta-proxy.
+type Relay struct {
+	// Args are the command line (after the binary).
+	Args []string
+	Port int
+	// BaseURL is http://127.0.0.1:Port; MetricsURL its /metrics.
+	BaseURL    string
+	MetricsURL string
+	LogFile    string
+	p          *proc
+}
+
+// RelayDefaults are the flags StartRelay passes unless args set them.
+func (b *Bed) RelayDefaults(port int) []string {
+	return []string{
+		"--kubeconfig", b.RelayKubeconfig,
+		"--scrape-interval", "5s",
+		"--namespace-labels", "team",
+		"--metrics-bind-address", "127.0.0.1",
+		"--metrics-port", fmt.Sprint(port),
+		"--remote-write-url", b.RemoteWriteURL,
+	}
+}
+
+func hasFlag(args []string, name string) bool {
+	for _, a := range args {
+		a = "-" + strings.TrimLeft(a, "-")
+		if a == "-"+name || strings.HasPrefix(a, "-"+name+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+// StartRelay runs `kubelet-meta-proxy run` with the bed's defaults (RelayDefaults) for every
+// flag args does not set, plus args, and waits until its /healthz answers 200. The binary is
+// Options.RelayBinary or bin/kubelet-meta-proxy.
+func (b *Bed) StartRelay(ctx context.Context, args ...string) (*Relay, error) {
+	if !fileExists(b.bin.relay) {
+		return nil, fmt.Errorf("relay binary %s missing: make build (or go build -o bin/kubelet-meta-proxy ./cmd/kubelet-meta-proxy)", b.bin.relay)
+	}
+	port, err := freePort("127.0.0.1")
+	if err != nil {
+		return nil, err
+	}
+	full := []string{"run"}
+	defs := b.RelayDefaults(port)
+	for i := 0; i < len(defs); i += 2 {
+		if !hasFlag(args, strings.TrimLeft(defs[i], "-")) {
+			full = append(full, defs[i], defs[i+1])
+		}
+	}
+	full = append(full, args...)
+	if hasFlag(args, "metrics-port") {
+		for i, a := range full {
+			if v, ok := strings.CutPrefix(a, "--metrics-port="); ok {
+				fmt.Sscan(v, &port)
+			} else if a == "--metrics-port" && i+1 < len(full) {
+				fmt.Sscan(full[i+1], &port)
+			}
+		}
+	}
+	b.mu.Lock()
+	name := fmt.Sprintf("relay-%d", len(b.relays)+1)
+	b.mu.Unlock()
+	r := &Relay{Args: full, Port: port, BaseURL: fmt.Sprintf("http://127.0.0.1:%d", port)}
+	r.MetricsURL = r.BaseURL + "/metrics"
+	r.p = b.newProc(name, b.bin.relay, full...)
+	r.LogFile = r.p.logPath
+	if err := r.p.start(); err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	b.relays = append(b.relays, r)
+	b.mu.Unlock()
+	if err := waitFor(ctx, name, 60*time.Second, r.p, httpOK(httpClient, r.BaseURL+"/healthz", nil)); err != nil {
+		r.p.stop(5 * time.Second)
+		return nil, fmt.Errorf("%w\n%s", err, tail(r.LogFile, 40))
+	}
+	return r, nil
+}
+
+// Stop stops the relay (SIGTERM, then SIGKILL after 15s).
+func (r *Relay) Stop() { r.p.stop(15 * time.Second) }
+
+// Kill kills the relay at once.
+func (r *Relay) Kill() { r.p.kill() }
+
+// Running reports whether the relay process is up.
+func (r *Relay) Running() bool { return r.p.running() }
+
+// Restart stops and starts the relay with the same arguments.
+func (r *Relay) Restart(ctx context.Context) error {
+	r.Stop()
+	if err := r.p.start(); err != nil {
+		return err
+	}
+	return waitFor(ctx, "relay", 60*time.Second, r.p, httpOK(httpClient, r.BaseURL+"/healthz", nil))
+}
+
+// Get fetches a path of the relay ("/metrics", "/metrics?node=node-1", "/readyz").
+func (r *Relay) Get(ctx context.Context, path string) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.BaseURL+path, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	return doRead(httpClient, req)
+}
+
+// Logs returns the last n lines of the relay's log.
+func (r *Relay) Logs(n int) string { return tail(r.LogFile, n) }
+
+// tlsClient trusts the bed's CA (for the fake kubelets).
+func (b *Bed) tlsClient() (*http.Client, error) {
+	pool := x509.NewCertPool()
+	pool.AddCert(b.ca.cert)
+	return &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
+		Proxy:           nil,
+		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+	}}, nil
+}
