@@ -75,3 +75,21 @@ undeploy: kustomize-img ## Delete what deploy applied.
 helm-lint: $(HELM) ## helm lint the chart (dist/chart), in both modes.
 	$(HELM) lint --strict dist/chart
 	$(HELM) lint --strict dist/chart --set mode=kubelet --set remoteWrite.url=https://mimir.example.com/api/v1/push
+
+##@ End-to-end test bed (e2e/bed: real etcd, kube-apiserver, fake kubelets in a netns, Prometheus, Alertmanager)
+
+.PHONY: e2e
+e2e: ## Run the end-to-end tests (root; builds bin/kube-apiserver and bin/etcd once, ~5 min the first time).
+	$(GO) test -count=1 -timeout 40m -v ./e2e/
+
+.PHONY: demo
+demo: build ## Bring the bed up with the relay in the background (state in .demo/), print URLs, a query and an alert.
+	bash hack/build-kube.sh
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/fake-kubelet ./e2e/cmd/fake-kubelet
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/kmp-bed ./e2e/cmd/bed
+	$(BIN)/kmp-bed up --state .demo --background
+
+.PHONY: demo-down
+demo-down: ## Stop the demo: kill every process, remove the netns and .demo/.
+	@if [ -x $(BIN)/kmp-bed ]; then $(BIN)/kmp-bed down --state .demo; \
+	else $(GO) run ./e2e/cmd/bed down --state .demo; fi
