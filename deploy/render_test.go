@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -499,6 +500,33 @@ func checkRendering(t *testing.T, spec renderSpec, objs []*unstructured.Unstruct
 	} else if _, ok := argVal["--node-name-or-ip"]; ok {
 		t.Error("--node-name-or-ip in apiserver mode limits the relay to one node")
 	}
+	if spec.mode == "kubelet" {
+		tol, _, _ := unstructured.NestedSlice(podSpec, "tolerations")
+		if !slices.ContainsFunc(tol, func(x any) bool { m := x.(map[string]any); return m["operator"] == "Exists" && m["key"] == nil && m["effect"] == nil }) {
+			t.Errorf("kubelet mode: tolerations %v, want one that tolerates every taint (a relay on every node)", tol)
+		}
+	}
+	if spec.replicas > 1 && spec.workloadKind == "Deployment" {
+		pdbs := byKind(objs, "PodDisruptionBudget")
+		if len(pdbs) != 1 {
+			t.Fatalf("%d replicas but %d PodDisruptionBudgets", spec.replicas, len(pdbs))
+		}
+		pdbSel, _, _ := unstructured.NestedStringMap(pdbs[0].Object, "spec", "selector", "matchLabels")
+		if minAvail, _, _ := unstructured.NestedInt64(pdbs[0].Object, "spec", "minAvailable"); minAvail != 1 || len(pdbSel) == 0 || !subset(pdbSel, podLabels) {
+			t.Errorf("PodDisruptionBudget minAvailable %d selector %v, want 1 selecting the pods %v", minAvail, pdbSel, podLabels)
+		}
+		tsc, _, _ := unstructured.NestedSlice(podSpec, "topologySpreadConstraints")
+		if len(tsc) == 0 || tsc[0].(map[string]any)["topologyKey"] != "kubernetes.io/hostname" {
+			t.Errorf("topologySpreadConstraints %v, want the replicas spread over nodes", tsc)
+		}
+		clusterLabel := false
+		for _, v := range argVal["--external-label"] {
+			clusterLabel = clusterLabel || strings.HasPrefix(v, "cluster=")
+		}
+		if !clusterLabel || !slices.Contains(argVal["--external-label"], "__replica__=$(POD_NAME)") {
+			t.Errorf("HA replicas need --external-label cluster=... and __replica__=$(POD_NAME), have %v", argVal["--external-label"])
+		}
+	}
 	if env["POD_NAME"] != nil && fieldRef("POD_NAME") != "metadata.name" {
 		t.Error("env POD_NAME must come from the downward API metadata.name")
 	}
@@ -682,6 +710,39 @@ func TestInstallerIsTheBaseWithIMG(t *testing.T) {
 	}
 	if got := strings.ReplaceAll(inst, InstallerImage, baseImg[1]); got != base {
 		t.Errorf("installer differs from the base beyond the image:\n%s", got)
+	}
+}
+
+// KUSTOMIZE_DIR picks an overlay, and the image is set without touching the tree.
+func TestInstallerFromOverlayLeavesTreeAlone(t *testing.T) {
+	root := repoRoot(t)
+	kfile := filepath.Join(root, "deploy/kustomize/overlays/daemonset/kustomization.yaml")
+	before, err := os.ReadFile(kfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "install.yaml")
+	if _, err := run(root, "make", "-s", "build-installer", "IMG=example.com/other:v2", "KUSTOMIZE_DIR=deploy/kustomize/overlays/daemonset", "INSTALLER="+out); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := Objects(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := byKind(objs, "DaemonSet")
+	if len(ds) != 1 || len(byKind(objs, "Deployment")) != 0 {
+		t.Fatalf("installer from overlays/daemonset: kinds %v", kinds(objs))
+	}
+	if img, _, _ := unstructured.NestedSlice(ds[0].Object, "spec", "template", "spec", "containers"); img[0].(map[string]any)["image"] != "example.com/other:v2" {
+		t.Errorf("image %v, want example.com/other:v2", img[0].(map[string]any)["image"])
+	}
+	after, _ := os.ReadFile(kfile)
+	if !bytes.Equal(before, after) {
+		t.Error("make build-installer changed deploy/kustomize/overlays/daemonset/kustomization.yaml")
 	}
 }
 
