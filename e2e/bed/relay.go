@@ -131,3 +131,12 @@ func (b *Bed) tlsClient() (*http.Client, error) {
 		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
 	}}, nil
 }
+
+// KubeletModeArgs are the relay flags for direct kubelet mode against one node: token auth
+// with the relay's ServiceAccount token, the fake kubelets' serving CA.
+func (b *Bed) KubeletModeArgs(node string) []string {
+	return []string{
+		"--mode=kubelet", "--node-name-or-ip=" + node,
+		"--kubelet-ca-file=" + b.CAFile, "--kubelet-token-file=" + b.RelayTokenFile,
+	}
+}
