@@ -213,60 +213,55 @@ func (c *TargetCache) Process(body []byte, contentType string, now time.Time, du
 
 func (c *TargetCache) parse(body []byte, contentType string, nowMs int64, ix *enrich.NamespaceIndex, view *TargetView, res *Result) error {
 	if len(body) > 0 && body[len(body)-1] != '\n' {
-		// The parser wants a final newline; add it here so that offsets into
-		// body stay valid for error messages.
+		// Both parsers want a final newline; adding it here keeps every
+		// slice they return inside body.
 		body = append(body, '\n')
 	}
-	p, err := newParser(body, contentType)
+	sc, err := newScanner(body, contentType)
 	if err != nil {
 		return err
 	}
 	gen := ix.Generation()
 	curFam := int32(-1)
 	curFamName := ""
-	lastOff := -1 // offset of the last entry parsed, to name the failing line
 	rangeFam := int32(-1)
 	for {
-		et, err := p.Next()
+		et, err := sc.Next()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				break
 			}
-			return &ParseError{Line: lineAfter(body, lastOff), Err: err}
+			return &ParseError{Line: sc.Line(), Err: err}
 		}
 		switch et {
-		case textparse.EntryHelp:
-			name, help := p.Help()
-			lastOff = offsetOf(body, name)
+		case entryHelp:
+			name, help := sc.Meta()
 			curFam, curFamName = c.family(name)
-			if string(help) != c.families[curFam].Help {
-				c.setFamily(curFam, func(f *Family) { f.Help = string(help) })
+			if help != c.families[curFam].Help {
+				help = strings.Clone(help)
+				c.setFamily(curFam, func(f *Family) { f.Help = help })
 			}
 			continue
-		case textparse.EntryType:
-			name, typ := p.Type()
-			lastOff = offsetOf(body, name)
+		case entryType:
+			name, typ := sc.Meta()
 			curFam, curFamName = c.family(name)
-			if t := typeName(typ); t != c.families[curFam].Type {
-				c.setFamily(curFam, func(f *Family) { f.Type = t })
+			if typ != c.families[curFam].Type {
+				c.setFamily(curFam, func(f *Family) { f.Type = typ })
 			}
 			continue
-		case textparse.EntrySeries:
-		case textparse.EntryComment:
-			lastOff = offsetOf(body, p.Comment())
-			continue
-		default:
-			continue // comments, units; histograms do not occur in text
 		}
-		raw, tp, v := p.Series()
-		lastOff = offsetOf(body, raw)
+		raw, ts, hasTS, v := sc.Series()
 		res.Scraped++
 		h := xxhash.Sum64(raw)
 		e := c.entries[h]
 		if e == nil || e.rawLen != len(raw) {
-			e = c.newEntry(p, h, len(raw), curFam, curFamName, ix, nowMs)
+			if e, err = c.newEntry(sc, h, len(raw), curFam, curFamName, ix); err != nil {
+				return &ParseError{Line: sc.Line(), Err: err}
+			}
 		} else if e.gen != gen {
-			c.recheck(p, e, ix, nowMs)
+			if err := c.recheck(sc, e, ix, nowMs); err != nil {
+				return &ParseError{Line: sc.Line(), Err: err}
+			}
 		}
 		if e.seen == c.iter {
 			continue // a duplicate line; Prometheus would reject it too
@@ -281,15 +276,17 @@ func (c *TargetCache) parse(body []byte, contentType string, nowMs int64, ix *en
 		case enrichUnknown:
 			res.Unknown++
 		}
-		t, hasT := nowMs, false
-		if tp != nil && c.honorTS {
-			t, hasT = *tp, true
+		t := nowMs
+		if hasTS && c.honorTS {
+			t = ts
+		} else {
+			hasTS = false
 		}
 		if e.fam != rangeFam || len(view.Ranges) == 0 {
 			view.Ranges = append(view.Ranges, FamilyRange{Family: e.fam, Start: len(view.Samples)})
 			rangeFam = e.fam
 		}
-		view.Samples = append(view.Samples, ViewSample{Series: e.series, T: t, V: v, HasT: hasT})
+		view.Samples = append(view.Samples, ViewSample{Series: e.series, T: t, V: v, HasT: hasTS})
 		view.Ranges[len(view.Ranges)-1].End = len(view.Samples)
 		if t <= e.lastT {
 			res.Skipped++ // the target repeated a timestamp: never send it twice
@@ -302,8 +299,10 @@ func (c *TargetCache) parse(body []byte, contentType string, nowMs int64, ix *en
 }
 
 // newEntry builds the enriched series of a raw series seen for the first time.
-func (c *TargetCache) newEntry(p textparse.Parser, h uint64, rawLen int, curFam int32, curFamName string, ix *enrich.NamespaceIndex, nowMs int64) *seriesEntry {
-	p.Labels(&c.lbls)
+func (c *TargetCache) newEntry(sc scanner, h uint64, rawLen int, curFam int32, curFamName string, ix *enrich.NamespaceIndex) (*seriesEntry, error) {
+	if err := sc.Labels(&c.lbls); err != nil {
+		return nil, err
+	}
 	name := c.lbls.Get(labels.MetricName)
 	fam := curFam
 	if curFam < 0 || !belongsTo(name, curFamName, c.families[curFam].Type) {
@@ -311,29 +310,31 @@ func (c *TargetCache) newEntry(p textparse.Parser, h uint64, rawLen int, curFam 
 	}
 	e := &seriesEntry{rawLen: rawLen, fam: fam, lastT: noTimestamp, gen: ix.Generation()}
 	e.ns = c.lbls.Get(enrich.NamespaceLabel)
-	c.build(e, ix, nowMs)
+	c.build(e, ix)
 	c.entries[h] = e
-	return e
+	return e, nil
 }
 
 // recheck runs when the namespace index changed since the entry was built:
 // only a change to this series' own namespace rebuilds it.
-func (c *TargetCache) recheck(p textparse.Parser, e *seriesEntry, ix *enrich.NamespaceIndex, nowMs int64) {
+func (c *TargetCache) recheck(sc scanner, e *seriesEntry, ix *enrich.NamespaceIndex, nowMs int64) error {
 	e.gen = ix.Generation()
 	if e.ns == "" {
-		return
+		return nil
 	}
 	info, ok := ix.Lookup(e.ns)
 	if ok == e.nsFound && info.Version == e.nsVer {
-		return
+		return nil
 	}
-	p.Labels(&c.lbls)
+	if err := sc.Labels(&c.lbls); err != nil {
+		return err
+	}
 	old := e.series
 	oldT := e.lastT
-	c.build(e, ix, nowMs)
+	c.build(e, ix)
 	if bytes.Equal(old.Labels, e.series.Labels) {
 		e.series, e.lastT = old, oldT
-		return
+		return nil
 	}
 	// The series now has other labels (the namespace was relabelled): the old
 	// identity ends here, with a stale marker, so queries see it go at once.
@@ -342,9 +343,10 @@ func (c *TargetCache) recheck(p textparse.Parser, e *seriesEntry, ix *enrich.Nam
 		c.send = append(c.send, remotewrite.Sample{Series: old, T: st, V: math.Float64frombits(value.StaleNaN)})
 		c.tombstones[old.Hash] = tombstone{t: st, expires: time.UnixMilli(nowMs).Add(tombstoneTTL)}
 	}
+	return nil
 }
 
-func (c *TargetCache) build(e *seriesEntry, ix *enrich.NamespaceIndex, nowMs int64) {
+func (c *TargetCache) build(e *seriesEntry, ix *enrich.NamespaceIndex) {
 	var add []enrich.Label
 	e.enrich, e.nsVer, e.nsFound = enrichNone, 0, false
 	if e.ns != "" {
@@ -533,16 +535,16 @@ func firstNonEmptyLine(body []byte) int {
 	return line
 }
 
-func newParser(body []byte, contentType string) (textparse.Parser, error) {
+func newScanner(body []byte, contentType string) (scanner, error) {
 	mt := contentType
 	if i := strings.IndexByte(mt, ';'); i >= 0 {
 		mt = mt[:i]
 	}
 	switch strings.TrimSpace(mt) {
 	case "application/openmetrics-text":
-		return textparse.NewOpenMetricsParser(body, labels.NewSymbolTable()), nil
+		return newParserScanner(textparse.NewOpenMetricsParser(body, labels.NewSymbolTable()), body), nil
 	case "", "text/plain":
-		return textparse.NewPromParser(body, labels.NewSymbolTable(), false), nil
+		return newTextScanner(body), nil
 	}
 	return nil, fmt.Errorf("unsupported content type %q: want text/plain (Prometheus text format 0.0.4) or application/openmetrics-text", contentType)
 }

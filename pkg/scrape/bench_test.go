@@ -1,0 +1,107 @@
+package scrape
+
+import (
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/textparse"
+)
+
+func countSamples(b []byte) int {
+	n := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		if l != "" && l[0] != '#' {
+			n++
+		}
+	}
+	return n
+}
+
+func shortName(s string) string { return strings.TrimSuffix(strings.SplitN(s, "__", 2)[1], ".txt") }
+
+func perSample(b *testing.B, samples int) {
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(samples), "ns/sample")
+}
+
+// BenchmarkParse is the floor: the textparse lexer alone, reading every
+// series and its value.
+func BenchmarkParse(b *testing.B) {
+	for _, name := range captures {
+		body := readCapture(b, name)
+		n := countSamples(body)
+		b.Run(shortName(name), func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				p := textparse.NewPromParser(body, labels.NewSymbolTable(), false)
+				for {
+					et, err := p.Next()
+					if err == io.EOF {
+						break
+					}
+					if et == textparse.EntrySeries {
+						p.Series()
+					}
+				}
+			}
+			perSample(b, n)
+		})
+	}
+}
+
+// BenchmarkProcess is parse + enrich in steady state: every series known,
+// what each scrape of a target costs.
+func BenchmarkProcess(b *testing.B) {
+	for _, name := range captures {
+		body := readCapture(b, name)
+		n := countSamples(body)
+		b.Run(shortName(name), func(b *testing.B) {
+			ix := testIndex(1, baseTeams)
+			c := NewTargetCache(testTarget(), true)
+			now := scrapeTime
+			c.Process(body, "", now, time.Second, ix, nil)
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				now = now.Add(time.Second)
+				c.Process(body, "", now, time.Second, ix, nil)
+			}
+			perSample(b, n)
+		})
+	}
+}
+
+// BenchmarkProcessCold is a target's first scrape: every series is built.
+func BenchmarkProcessCold(b *testing.B) {
+	body := readCapture(b, captures[0])
+	n := countSamples(body)
+	ix := testIndex(1, baseTeams)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		NewTargetCache(testTarget(), true).Process(body, "", scrapeTime, time.Second, ix, nil)
+	}
+	perSample(b, n)
+}
+
+// BenchmarkRender is the /metrics text view of one target's latest scrape.
+func BenchmarkRender(b *testing.B) {
+	for _, name := range captures {
+		body := readCapture(b, name)
+		n := countSamples(body)
+		b.Run(shortName(name), func(b *testing.B) {
+			res := NewTargetCache(testTarget(), true).Process(body, "", scrapeTime, time.Second, testIndex(1, baseTeams), nil)
+			views := []*TargetView{res.View}
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := WriteText(io.Discard, views, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+			perSample(b, n)
+		})
+	}
+}

@@ -1,0 +1,235 @@
+package scrape
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"sort"
+	"strconv"
+	"sync"
+
+	"github.com/cespare/xxhash/v2"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/enrich"
+)
+
+// DefaultKubeletPort is used when a Node does not report its kubelet port.
+const DefaultKubeletPort = 10250
+
+// NodeTargetOptions say how a Node becomes a target.
+type NodeTargetOptions struct {
+	// Direct: scrape https://ADDRESS:PORT/PATH (kubelet mode); otherwise the
+	// apiserver's node proxy.
+	Direct bool
+	Path   string
+	// Port overrides status.daemonEndpoints.kubeletEndpoint.Port when > 0.
+	Port int
+	// Address overrides the node's address (--node-ip).
+	Address string
+	// NameOrIP keeps only the node with that name or address.
+	NameOrIP string
+	// Job, MetricsPathLabel and NodeLabel name the target labels; an empty
+	// label name leaves that label out.
+	Job              string
+	MetricsPathLabel string
+	NodeLabel        string
+	// Shard keeps only the nodes this replica owns.
+	Shard Shard
+}
+
+// NodeTarget turns a Node into a target, or returns nil if it is not ours.
+func (o *NodeTargetOptions) NodeTarget(n *corev1.Node) *Target {
+	addr := o.Address
+	if addr == "" {
+		addr = nodeAddress(n)
+	}
+	if o.NameOrIP != "" && o.NameOrIP != n.Name && !hasAddress(n, o.NameOrIP) {
+		return nil
+	}
+	if !o.Shard.Owns(n.Name) {
+		return nil
+	}
+	port := o.Port
+	if port <= 0 {
+		port = int(n.Status.DaemonEndpoints.KubeletEndpoint.Port)
+	}
+	if port <= 0 {
+		port = DefaultKubeletPort
+	}
+	return o.target(n.Name, addr, port)
+}
+
+// StaticTarget is a kubelet named by --node-name-or-ip that is an address
+// and matches no Node object (kubelet mode without node list access).
+func (o *NodeTargetOptions) StaticTarget() *Target {
+	port := o.Port
+	if port <= 0 {
+		port = DefaultKubeletPort
+	}
+	return o.target(o.NameOrIP, o.NameOrIP, port)
+}
+
+func (o *NodeTargetOptions) target(node, addr string, port int) *Target {
+	hostport := net.JoinHostPort(addr, strconv.Itoa(port))
+	t := &Target{Key: "node/" + node, Node: node, Address: hostport, Path: o.Path}
+	if o.Direct {
+		t.URL = (&url.URL{Scheme: "https", Host: hostport, Path: o.Path}).String()
+	}
+	ls := []enrich.Label{{Name: "instance", Value: hostport}}
+	if o.Job != "" {
+		ls = append(ls, enrich.Label{Name: "job", Value: o.Job})
+	}
+	if o.MetricsPathLabel != "" {
+		ls = append(ls, enrich.Label{Name: o.MetricsPathLabel, Value: o.Path})
+	}
+	if o.NodeLabel != "" {
+		ls = append(ls, enrich.Label{Name: o.NodeLabel, Value: node})
+	}
+	enrich.SortLabels(ls)
+	t.Labels = ls
+	return t
+}
+
+// PlainTarget is a --target URL, labelled as Prometheus labels a static
+// target: job and instance=HOST:PORT.
+func PlainTarget(raw, job string) (*Target, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("--target %q: %w", raw, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("--target %q: want an http:// or https:// URL with a host", raw)
+	}
+	host := u.Host
+	if u.Port() == "" {
+		port := "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+		host = net.JoinHostPort(u.Hostname(), port)
+	}
+	ls := []enrich.Label{{Name: "instance", Value: host}, {Name: "job", Value: job}}
+	enrich.SortLabels(ls)
+	return &Target{Key: "target/" + raw, Address: host, URL: raw, Labels: ls}, nil
+}
+
+func nodeAddress(n *corev1.Node) string {
+	for _, want := range []corev1.NodeAddressType{corev1.NodeInternalIP, corev1.NodeExternalIP, corev1.NodeHostName} {
+		for _, a := range n.Status.Addresses {
+			if a.Type == want && a.Address != "" {
+				return a.Address
+			}
+		}
+	}
+	return n.Name
+}
+
+func hasAddress(n *corev1.Node, addr string) bool {
+	for _, a := range n.Status.Addresses {
+		if a.Address == addr {
+			return true
+		}
+	}
+	return false
+}
+
+// Shard assigns nodes to replicas: Index of Count. Rendezvous hashing, so
+// that going from N to N+1 replicas moves only about 1/(N+1) of the nodes.
+type Shard struct {
+	Index, Count int
+}
+
+// Owns reports whether this replica scrapes the node.
+func (s Shard) Owns(node string) bool {
+	if s.Count <= 1 {
+		return true
+	}
+	return s.Owner(node) == s.Index
+}
+
+// Owner is the replica that scrapes the node.
+func (s Shard) Owner(node string) int {
+	best, bestScore := 0, uint64(0)
+	buf := make([]byte, 0, len(node)+8)
+	for i := 0; i < s.Count; i++ {
+		buf = append(append(buf[:0], node...), byte(i), byte(i>>8), byte(i>>16), byte(i>>24))
+		if h := xxhash.Sum64(buf); i == 0 || h > bestScore {
+			best, bestScore = i, h
+		}
+	}
+	return best
+}
+
+// NodeDiscovery watches Nodes and reports the targets they make.
+type NodeDiscovery struct {
+	opts     NodeTargetOptions
+	informer cache.SharedIndexInformer
+	notify   func()
+
+	mu     sync.Mutex
+	synced bool
+}
+
+// NewNodeDiscovery watches the nodes matching selector (a label selector).
+// notify is called after every change.
+func NewNodeDiscovery(client kubernetes.Interface, selector string, opts NodeTargetOptions, notify func()) *NodeDiscovery {
+	factory := informers.NewSharedInformerFactoryWithOptions(client, 0,
+		informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
+			lo.LabelSelector = selector
+			// A DaemonSet pod watches its own node only: 5,000 pods each
+			// watching every node would load the apiserver for nothing.
+			if opts.NameOrIP != "" && net.ParseIP(opts.NameOrIP) == nil {
+				lo.FieldSelector = "metadata.name=" + opts.NameOrIP
+			}
+		}))
+	inf := factory.Core().V1().Nodes().Informer()
+	d := &NodeDiscovery{opts: opts, informer: inf, notify: notify}
+	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { d.notify() },
+		UpdateFunc: func(old, cur any) { d.notify() },
+		DeleteFunc: func(any) { d.notify() },
+	})
+	return d
+}
+
+// Run runs the informer until ctx is done.
+func (d *NodeDiscovery) Run(ctx context.Context) { d.informer.Run(ctx.Done()) }
+
+// WaitForSync blocks until the node list is in, or ctx ends.
+func (d *NodeDiscovery) WaitForSync(ctx context.Context) bool {
+	ok := cache.WaitForCacheSync(ctx.Done(), d.informer.HasSynced)
+	d.mu.Lock()
+	d.synced = ok
+	d.mu.Unlock()
+	return ok
+}
+
+// Synced reports whether the node list is in.
+func (d *NodeDiscovery) Synced() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.synced
+}
+
+// Targets returns the targets of the nodes currently known, sorted by key.
+func (d *NodeDiscovery) Targets() []*Target {
+	var out []*Target
+	for _, obj := range d.informer.GetStore().List() {
+		if n, ok := obj.(*corev1.Node); ok {
+			if t := d.opts.NodeTarget(n); t != nil {
+				out = append(out, t)
+			}
+		}
+	}
+	if len(out) == 0 && d.opts.Direct && d.opts.NameOrIP != "" && net.ParseIP(d.opts.NameOrIP) != nil {
+		out = append(out, d.opts.StaticTarget())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
+}

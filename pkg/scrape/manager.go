@@ -1,0 +1,316 @@
+package scrape
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/enrich"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/remotewrite"
+)
+
+// Sink receives every scrape's samples (remote write). Append must not block
+// and must copy what it keeps.
+type Sink interface {
+	Append(samples []remotewrite.Sample)
+}
+
+// NamespaceSource gives the current namespace snapshot.
+type NamespaceSource interface {
+	Snapshot() *enrich.NamespaceIndex
+}
+
+// ManagerConfig configures the scrape loops.
+type ManagerConfig struct {
+	Interval, Timeout time.Duration
+	MaxConcurrency    int
+	HonorTimestamps   bool
+	// NodeFetcher fetches node targets; PlainFetcher --target URLs.
+	NodeFetcher, PlainFetcher Fetcher
+	Namespaces                NamespaceSource
+	View                      *View
+	Sink                      Sink // may be nil
+	Logger                    *slog.Logger
+	Registerer                prometheus.Registerer
+}
+
+// Manager runs one scrape loop per target, spread over the interval.
+type Manager struct {
+	cfg     ManagerConfig
+	sem     chan struct{}
+	bufs    sync.Pool
+	metrics *metrics
+
+	mu    sync.Mutex
+	loops map[string]*loop
+	wg    sync.WaitGroup
+}
+
+type loop struct {
+	target *Target
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// NewManager returns a manager with no targets.
+func NewManager(cfg ManagerConfig) *Manager {
+	if cfg.MaxConcurrency <= 0 {
+		cfg.MaxConcurrency = 1
+	}
+	return &Manager{
+		cfg:     cfg,
+		sem:     make(chan struct{}, cfg.MaxConcurrency),
+		bufs:    sync.Pool{New: func() any { return new(bytes.Buffer) }},
+		metrics: newMetrics(cfg.Registerer),
+		loops:   map[string]*loop{},
+	}
+}
+
+// Sync makes the running loops match targets: new ones start at their offset
+// in the interval, gone ones stop and their series go stale.
+func (m *Manager) Sync(ctx context.Context, targets []*Target) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	want := make(map[string]*Target, len(targets))
+	for _, t := range targets {
+		want[t.Key] = t
+	}
+	for key, l := range m.loops {
+		if t, ok := want[key]; ok && t.Same(l.target) {
+			continue
+		}
+		l.cancel()
+		<-l.done
+		delete(m.loops, key)
+	}
+	for key, t := range want {
+		if _, ok := m.loops[key]; ok {
+			continue
+		}
+		lctx, cancel := context.WithCancel(ctx)
+		l := &loop{target: t, cancel: cancel, done: make(chan struct{})}
+		m.loops[key] = l
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			defer close(l.done)
+			m.run(lctx, t)
+		}()
+	}
+	m.metrics.targets.Set(float64(len(m.loops)))
+}
+
+// Stop ends every loop; their series go stale.
+func (m *Manager) Stop() {
+	m.mu.Lock()
+	for key, l := range m.loops {
+		l.cancel()
+		<-l.done
+		delete(m.loops, key)
+	}
+	m.mu.Unlock()
+	m.wg.Wait()
+}
+
+// offset places a target at a stable point inside the interval, so that the
+// scrapes of many nodes spread out instead of arriving together.
+func offset(key string, interval time.Duration, now time.Time) time.Duration {
+	h := xxhash.Sum64String(key)
+	base := interval - time.Duration(now.UnixNano()%int64(interval))
+	return (time.Duration(h%uint64(interval)) + base) % interval
+}
+
+func (m *Manager) run(ctx context.Context, t *Target) {
+	cache := NewTargetCache(t, m.cfg.HonorTimestamps)
+	log := m.cfg.Logger.With("target", t.Key)
+	defer func() {
+		// The target went away (or we are shutting down): end its series.
+		if m.cfg.Sink != nil {
+			m.cfg.Sink.Append(cache.MarkAllStale(time.Now()))
+		}
+		m.cfg.View.Delete(t.Key)
+		m.metrics.forget(t.Key)
+	}()
+
+	select {
+	case <-time.After(offset(t.Key, m.cfg.Interval, time.Now())):
+	case <-ctx.Done():
+		return
+	}
+	ticker := time.NewTicker(m.cfg.Interval)
+	defer ticker.Stop()
+	var lastErr string
+	for {
+		m.scrapeOnce(ctx, t, cache, log, &lastErr)
+		select {
+		case <-ticker.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (m *Manager) scrapeOnce(ctx context.Context, t *Target, cache *TargetCache, log *slog.Logger, lastErr *string) {
+	select {
+	case m.sem <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	defer func() { <-m.sem }()
+	res := m.Scrape(ctx, t, cache)
+	if ctx.Err() != nil && res.Err != nil {
+		return // shutting down, not a target failure
+	}
+	m.Publish(t, res)
+	// Log a failure when it starts or changes, not on every interval.
+	switch {
+	case res.Err != nil && res.Err.Error() != *lastErr:
+		log.Error("scrape failed", "err", res.Err)
+		*lastErr = res.Err.Error()
+	case res.Err == nil && *lastErr != "":
+		log.Info("scrape recovered")
+		*lastErr = ""
+	}
+}
+
+// Scrape fetches and processes one target once.
+func (m *Manager) Scrape(ctx context.Context, t *Target, cache *TargetCache) *Result {
+	buf := m.bufs.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() < 64<<20 { // do not pin a one-off huge body
+			buf.Reset()
+			m.bufs.Put(buf)
+		}
+	}()
+	buf.Reset()
+	start := time.Now()
+	fctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
+	f := m.cfg.NodeFetcher
+	if t.Node == "" {
+		f = m.cfg.PlainFetcher
+	}
+	ct, err := f.Fetch(fctx, t, buf)
+	cancel()
+	if err != nil && errors.Is(err, context.DeadlineExceeded) {
+		err = &TimeoutError{Timeout: m.cfg.Timeout, Err: err}
+	}
+	var body []byte
+	if err == nil {
+		body = buf.Bytes()
+	}
+	return cache.Process(body, ct, start, time.Since(start), m.cfg.Namespaces.Snapshot(), err)
+}
+
+// Publish hands a result to both outputs and the relay's own metrics.
+func (m *Manager) Publish(t *Target, res *Result) {
+	m.cfg.View.Set(res.View)
+	if m.cfg.Sink != nil {
+		m.cfg.Sink.Append(res.Send)
+	}
+	m.metrics.observe(t.Key, res)
+}
+
+// TimeoutError is a scrape cut off by --scrape-timeout.
+type TimeoutError struct {
+	Timeout time.Duration
+	Err     error
+}
+
+func (e *TimeoutError) Error() string {
+	return "scrape timed out after " + e.Timeout.String() + " (--scrape-timeout): " + e.Err.Error()
+}
+func (e *TimeoutError) Unwrap() error { return e.Err }
+
+type metrics struct {
+	targets    prometheus.Gauge
+	duration   prometheus.Histogram
+	lastDur    *prometheus.GaugeVec
+	up         *prometheus.GaugeVec
+	series     *prometheus.GaugeVec
+	errors     *prometheus.CounterVec
+	scraped    prometheus.Counter
+	enrichment *prometheus.CounterVec
+	skipped    prometheus.Counter
+	stale      prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		targets: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kubelet_meta_proxy_targets", Help: "Targets being scraped."}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kubelet_meta_proxy_scrape_duration_seconds",
+			Help: "Time to fetch, parse and enrich one target.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 12)}),
+		lastDur: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kubelet_meta_proxy_target_scrape_duration_seconds",
+			Help: "Duration of the target's last scrape."}, []string{"target"}),
+		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kubelet_meta_proxy_target_up",
+			Help: "1 if the target's last scrape succeeded."}, []string{"target"}),
+		series: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kubelet_meta_proxy_target_series",
+			Help: "Samples in the target's last scrape."}, []string{"target"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kubelet_meta_proxy_target_scrape_errors_total",
+			Help: "Failed scrapes by target and reason."}, []string{"target", "reason"}),
+		scraped: prometheus.NewCounter(prometheus.CounterOpts{Name: "kubelet_meta_proxy_samples_scraped_total",
+			Help: "Samples read from targets."}),
+		enrichment: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kubelet_meta_proxy_enrichment_total",
+			Help: "Samples by enrichment outcome: hit (namespace found), miss (namespace not in the index), none (no namespace label)."}, []string{"result"}),
+		skipped: prometheus.NewCounter(prometheus.CounterOpts{Name: "kubelet_meta_proxy_samples_not_newer_total",
+			Help: "Samples not sent again because their timestamp had not moved since the last one sent."}),
+		stale: prometheus.NewCounter(prometheus.CounterOpts{Name: "kubelet_meta_proxy_stale_markers_total",
+			Help: "Stale markers written for series that went away or changed labels."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.targets, m.duration, m.lastDur, m.up, m.series, m.errors, m.scraped, m.enrichment, m.skipped, m.stale)
+	}
+	return m
+}
+
+func (m *metrics) observe(key string, res *Result) {
+	dur := res.View.Samples[len(res.View.Samples)-numSelfFamilies+famDuration].V
+	m.duration.Observe(dur)
+	m.lastDur.WithLabelValues(key).Set(dur)
+	m.series.WithLabelValues(key).Set(float64(res.Scraped))
+	m.scraped.Add(float64(res.Scraped))
+	m.skipped.Add(float64(res.Skipped))
+	m.stale.Add(float64(res.Stale))
+	m.enrichment.WithLabelValues("hit").Add(float64(res.Enriched))
+	m.enrichment.WithLabelValues("miss").Add(float64(res.Unknown))
+	m.enrichment.WithLabelValues("none").Add(float64(res.Scraped - res.Enriched - res.Unknown))
+	if res.Err != nil {
+		m.up.WithLabelValues(key).Set(0)
+		m.errors.WithLabelValues(key, ErrorReason(res.Err)).Inc()
+	} else {
+		m.up.WithLabelValues(key).Set(1)
+	}
+}
+
+func (m *metrics) forget(key string) {
+	m.lastDur.DeleteLabelValues(key)
+	m.up.DeleteLabelValues(key)
+	m.series.DeleteLabelValues(key)
+	m.errors.DeletePartialMatch(prometheus.Labels{"target": key})
+}
+
+// ErrorReason classifies a scrape error for metrics.
+func ErrorReason(err error) string {
+	var (
+		pe *ParseError
+		pm *PermissionError
+		bl *BodyTooLargeError
+		to *TimeoutError
+	)
+	switch {
+	case errors.As(err, &pe):
+		return "parse"
+	case errors.As(err, &pm):
+		return "permission"
+	case errors.As(err, &bl):
+		return "body_too_large"
+	case errors.As(err, &to):
+		return "timeout"
+	}
+	return "fetch"
+}

@@ -1,0 +1,349 @@
+package scrape
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"unsafe"
+
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/textparse"
+)
+
+type entryKind uint8
+
+const (
+	entrySeries entryKind = iota
+	entryHelp
+	entryType
+)
+
+// scanner yields the entries of one payload.
+type scanner interface {
+	// Next advances; it returns io.EOF at the end.
+	Next() (entryKind, error)
+	// Series returns the current sample: the raw series bytes (name and
+	// labels, as written), the timestamp if the line has one, and the value.
+	Series() (raw []byte, ts int64, hasTS bool, v float64)
+	// Meta returns the family name and the HELP text or TYPE name.
+	Meta() (name []byte, text string)
+	// Labels parses the current series' labels, fully validated.
+	Labels(l *labels.Labels) error
+	// Line is the 1-based line number of the current entry.
+	Line() int
+}
+
+// textScanner reads the Prometheus text format (0.0.4). It is written by hand
+// because the hot path only has to find where a series ends and read its
+// value and timestamp: a series seen before is recognised by its raw bytes,
+// so its labels need no parsing. Only a new series goes through the
+// reference parser (model/textparse), one line at a time, which validates
+// and unescapes its labels. BenchmarkParse shows the difference.
+type textScanner struct {
+	b         []byte
+	pos       int
+	line      int
+	lineStart int
+	lineEnd   int // index of the line's '\n'
+	series    []byte
+	val       float64
+	ts        int64
+	hasTS     bool
+	name      []byte
+	text      string
+	lbls      labels.Labels
+}
+
+func newTextScanner(b []byte) *textScanner { return &textScanner{b: b} }
+
+func (s *textScanner) Line() int { return s.line }
+
+func (s *textScanner) Series() ([]byte, int64, bool, float64) { return s.series, s.ts, s.hasTS, s.val }
+
+func (s *textScanner) Meta() ([]byte, string) { return s.name, s.text }
+
+func (s *textScanner) Next() (entryKind, error) {
+	for s.pos < len(s.b) {
+		s.line++
+		start := s.pos
+		end := bytes.IndexByte(s.b[start:], '\n')
+		if end < 0 {
+			end = len(s.b)
+		} else {
+			end += start
+		}
+		s.pos = end + 1
+		s.lineStart, s.lineEnd = start, end
+		line := s.b[start:end]
+		for len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
+			line = line[1:]
+		}
+		if len(line) == 0 {
+			continue
+		}
+		if line[0] == '#' {
+			k, ok, err := s.comment(line)
+			if err != nil {
+				return 0, err
+			}
+			if ok {
+				return k, nil
+			}
+			continue
+		}
+		return entrySeries, s.sample(line)
+	}
+	return 0, io.EOF
+}
+
+var errLine = errors.New("malformed line")
+
+func (s *textScanner) sample(line []byte) error {
+	i := 0
+	for i < len(line) && line[i] != '{' && line[i] != ' ' && line[i] != '\t' {
+		i++
+	}
+	if i < len(line) && line[i] == '{' {
+		rest := line[i+1:]
+		off := i + 1
+		for {
+			q := bytes.IndexByte(rest, '"')
+			head := rest
+			if q >= 0 {
+				head = rest[:q]
+			}
+			if c := bytes.IndexByte(head, '}'); c >= 0 {
+				i = off + c + 1
+				break
+			}
+			if q < 0 {
+				return fmt.Errorf("label set not closed with '}': %q", line)
+			}
+			// Skip the quoted value, minding escaped quotes.
+			j := q + 1
+			for {
+				k := bytes.IndexByte(rest[j:], '"')
+				if k < 0 {
+					return fmt.Errorf("unterminated quoted label value: %q", line)
+				}
+				j += k
+				bs := 0
+				for p := j - 1; p > q && rest[p] == '\\'; p-- {
+					bs++
+				}
+				j++
+				if bs%2 == 0 {
+					break
+				}
+			}
+			rest = rest[j:]
+			off += j
+		}
+	}
+	if i == 0 {
+		return fmt.Errorf("expected a metric name: %q", line)
+	}
+	s.series = line[:i]
+	rest := line[i:]
+	v, rest, ok := field(rest)
+	if !ok {
+		return fmt.Errorf("expected a value after the series: %q", line)
+	}
+	f, err := parseValue(v)
+	if err != nil {
+		return fmt.Errorf("invalid value %q: %q", v, line)
+	}
+	s.val = f
+	s.hasTS = false
+	t, rest, ok := field(rest)
+	if ok {
+		ts, err := strconv.ParseInt(unsafe.String(unsafe.SliceData(t), len(t)), 10, 64)
+		if err != nil {
+			return fmt.Errorf("invalid timestamp %q: %q", t, line)
+		}
+		s.ts, s.hasTS = ts, true
+		if _, _, more := field(rest); more {
+			return fmt.Errorf("unexpected text after the timestamp: %q", line)
+		}
+	}
+	return nil
+}
+
+// field returns the next whitespace-separated token of b.
+func field(b []byte) (tok, rest []byte, ok bool) {
+	i := 0
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r') {
+		i++
+	}
+	j := i
+	for j < len(b) && b[j] != ' ' && b[j] != '\t' && b[j] != '\r' {
+		j++
+	}
+	return b[i:j], b[j:], j > i
+}
+
+func parseValue(v []byte) (float64, error) {
+	s := unsafe.String(unsafe.SliceData(v), len(v))
+	// strconv takes a few spellings the format does not (hex, underscores);
+	// these never come from a kubelet, and refusing them costs a check.
+	if len(s) > 1 && (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) || strings.IndexByte(s, '_') >= 0 {
+		return 0, errLine
+	}
+	return strconv.ParseFloat(s, 64)
+}
+
+func (s *textScanner) comment(line []byte) (entryKind, bool, error) {
+	rest := line[1:]
+	kw, rest, ok := field(rest)
+	if !ok {
+		return 0, false, nil
+	}
+	var k entryKind
+	switch string(kw) {
+	case "HELP":
+		k = entryHelp
+	case "TYPE":
+		k = entryType
+	default:
+		return 0, false, nil // a plain comment
+	}
+	name, rest, ok := field(rest)
+	if !ok {
+		return 0, false, fmt.Errorf("expected a metric name after %s: %q", kw, line)
+	}
+	if !model.LegacyValidation.IsValidMetricName(unsafe.String(unsafe.SliceData(name), len(name))) {
+		return 0, false, fmt.Errorf("invalid metric name %q in %s", name, kw)
+	}
+	s.name = name
+	if len(rest) > 0 && (rest[0] == ' ' || rest[0] == '\t') {
+		rest = rest[1:]
+	}
+	if k == entryType {
+		typ, more, _ := field(rest)
+		if _, _, extra := field(more); extra {
+			return 0, false, fmt.Errorf("unexpected text after TYPE: %q", line)
+		}
+		switch string(typ) {
+		case "counter", "gauge", "histogram", "summary", "untyped":
+			s.text = typeNames[string(typ)]
+		default:
+			return 0, false, fmt.Errorf("invalid metric type %q", typ)
+		}
+		return k, true, nil
+	}
+	s.text = unescapeHelp(rest)
+	return k, true, nil
+}
+
+var typeNames = map[string]string{"counter": "counter", "gauge": "gauge", "histogram": "histogram", "summary": "summary", "untyped": "untyped"}
+
+// unescapeHelp returns HELP text; it allocates only when the text changed,
+// which the caller checks by comparing against what it holds.
+func unescapeHelp(b []byte) string {
+	if bytes.IndexByte(b, '\\') < 0 {
+		return unsafe.String(unsafe.SliceData(b), len(b))
+	}
+	var sb strings.Builder
+	for i := 0; i < len(b); i++ {
+		if b[i] == '\\' && i+1 < len(b) {
+			switch b[i+1] {
+			case 'n':
+				sb.WriteByte('\n')
+				i++
+				continue
+			case '\\':
+				sb.WriteByte('\\')
+				i++
+				continue
+			}
+		}
+		sb.WriteByte(b[i])
+	}
+	return sb.String()
+}
+
+// Labels parses the current line with the reference parser.
+func (s *textScanner) Labels(l *labels.Labels) error {
+	line := s.b[s.lineStart : s.lineEnd+1] // with its '\n', which the body always has
+	p := textparse.NewPromParser(line, labels.NewSymbolTable(), false)
+	for {
+		et, err := p.Next()
+		if err != nil {
+			if err == io.EOF {
+				return fmt.Errorf("no sample in %q", line)
+			}
+			return err
+		}
+		if et == textparse.EntrySeries {
+			p.Labels(l)
+			return nil
+		}
+	}
+}
+
+// parserScanner adapts a model/textparse parser (OpenMetrics) to scanner.
+type parserScanner struct {
+	p     textparse.Parser
+	body  []byte
+	last  int
+	line  int
+	name  []byte
+	text  string
+	raw   []byte
+	ts    int64
+	hasTS bool
+	v     float64
+}
+
+func newParserScanner(p textparse.Parser, body []byte) *parserScanner {
+	return &parserScanner{p: p, body: body, last: -1}
+}
+
+func (s *parserScanner) Next() (entryKind, error) {
+	for {
+		et, err := s.p.Next()
+		if err != nil {
+			if err == io.EOF {
+				return 0, io.EOF
+			}
+			s.line = lineAfter(s.body, s.last)
+			return 0, err
+		}
+		switch et {
+		case textparse.EntryHelp:
+			n, h := s.p.Help()
+			s.name, s.text = n, string(h)
+			s.mark(n)
+			return entryHelp, nil
+		case textparse.EntryType:
+			n, t := s.p.Type()
+			s.name, s.text = n, typeName(t)
+			s.mark(n)
+			return entryType, nil
+		case textparse.EntrySeries:
+			raw, tp, v := s.p.Series()
+			s.raw, s.v, s.hasTS = raw, v, tp != nil
+			if tp != nil {
+				s.ts = *tp
+			}
+			s.mark(raw)
+			return entrySeries, nil
+		}
+	}
+}
+
+func (s *parserScanner) mark(b []byte) { s.last = offsetOf(s.body, b) }
+
+func (s *parserScanner) Series() ([]byte, int64, bool, float64) { return s.raw, s.ts, s.hasTS, s.v }
+func (s *parserScanner) Meta() ([]byte, string)                 { return s.name, s.text }
+func (s *parserScanner) Labels(l *labels.Labels) error          { s.p.Labels(l); return nil }
+func (s *parserScanner) Line() int {
+	if s.line == 0 && s.last >= 0 {
+		return bytes.Count(s.body[:s.last], []byte{'\n'}) + 1
+	}
+	return s.line
+}
