@@ -72,9 +72,9 @@ undeploy: kustomize-img ## Delete what deploy applied.
 	$(KUSTOMIZE) build $(IMG_KUSTOMIZATION) | $(KUBECTL) delete --ignore-not-found -f -
 
 .PHONY: helm-lint
-helm-lint: $(HELM) ## helm lint the chart (dist/chart), in both modes.
+helm-lint: $(HELM) ## helm lint the chart (dist/chart) with its defaults and each dist/chart/ci/*-values.yaml.
 	$(HELM) lint --strict dist/chart
-	$(HELM) lint --strict dist/chart --set mode=kubelet --set remoteWrite.url=https://mimir.example.com/api/v1/push
+	@set -e; for f in dist/chart/ci/*-values.yaml; do echo "$(HELM) lint --strict dist/chart --values $$f"; $(HELM) lint --strict dist/chart --values $$f; done
 
 ##@ End-to-end test bed (e2e/bed: real etcd, kube-apiserver, fake kubelets in a netns, Prometheus, Alertmanager)
 

@@ -502,7 +502,10 @@ func checkRendering(t *testing.T, spec renderSpec, objs []*unstructured.Unstruct
 	}
 	if spec.mode == "kubelet" {
 		tol, _, _ := unstructured.NestedSlice(podSpec, "tolerations")
-		if !slices.ContainsFunc(tol, func(x any) bool { m := x.(map[string]any); return m["operator"] == "Exists" && m["key"] == nil && m["effect"] == nil }) {
+		if !slices.ContainsFunc(tol, func(x any) bool {
+			m := x.(map[string]any)
+			return m["operator"] == "Exists" && m["key"] == nil && m["effect"] == nil
+		}) {
 			t.Errorf("kubelet mode: tolerations %v, want one that tolerates every taint (a relay on every node)", tol)
 		}
 	}
