@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 )
@@ -141,6 +142,14 @@ func TestClusterRoleFileIsTheSingleLeastPrivilegeRole(t *testing.T) {
 	}
 	if len(objs) != 1 || len(splitNonEmpty(b)) != 1 {
 		t.Fatalf("clusterrole.yaml must hold exactly one document, has %d objects", len(objs))
+	}
+	// The e2e bed reads the file with a strict typed decode: unknown fields would break it.
+	var typed rbacv1.ClusterRole
+	if err := yaml.UnmarshalStrict(b, &typed); err != nil {
+		t.Fatalf("clusterrole.yaml does not decode strictly as an rbac/v1 ClusterRole: %v", err)
+	}
+	if len(typed.Rules) != 4 {
+		t.Errorf("clusterrole.yaml: %d rules, want 4 (one per resource)", len(typed.Rules))
 	}
 	cr := objs[0]
 	if cr.GetKind() != "ClusterRole" || cr.GetAPIVersion() != "rbac.authorization.k8s.io/v1" || cr.GetName() != "kubelet-meta-proxy" {
