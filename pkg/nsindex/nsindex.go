@@ -56,6 +56,14 @@ func New(client metadata.Interface, mapper enrich.NamespaceMapper, resync time.D
 	return ix
 }
 
+// NewStatic returns an index without an informer, fed by Set and Delete
+// (scrape-once lists namespaces once).
+func NewStatic(mapper enrich.NamespaceMapper, logger *slog.Logger) *Index {
+	ix := newIndex(mapper, logger, nil)
+	ix.synced.Store(true)
+	return ix
+}
+
 func newIndex(mapper enrich.NamespaceMapper, logger *slog.Logger, reg prometheus.Registerer) *Index {
 	ix := &Index{
 		mapper:   mapper,

@@ -49,13 +49,24 @@ type Manager struct {
 
 	mu    sync.Mutex
 	loops map[string]*loop
-	wg    sync.WaitGroup
+	// graves remember the last timestamps of targets that went away, so
+	// that if one comes back none of its series gets a sample older than
+	// its stale marker (which a receiver would reject, with its whole batch).
+	graves map[string]grave
+	wg     sync.WaitGroup
+}
+
+type grave struct {
+	tombs   map[uint64]tombstone
+	expires time.Time
 }
 
 type loop struct {
-	target *Target
-	cancel context.CancelFunc
-	done   chan struct{}
+	target  *Target
+	cancel  context.CancelFunc
+	done    chan struct{}
+	removed bool // the target went away, as opposed to the relay stopping
+	tombs   map[uint64]tombstone
 }
 
 // NewManager returns a manager with no targets.
@@ -69,6 +80,7 @@ func NewManager(cfg ManagerConfig) *Manager {
 		bufs:    sync.Pool{New: func() any { return new(bytes.Buffer) }},
 		metrics: newMetrics(cfg.Registerer),
 		loops:   map[string]*loop{},
+		graves:  map[string]grave{},
 	}
 }
 
@@ -81,13 +93,21 @@ func (m *Manager) Sync(ctx context.Context, targets []*Target) {
 	for _, t := range targets {
 		want[t.Key] = t
 	}
+	now := time.Now()
+	for key, g := range m.graves {
+		if now.After(g.expires) {
+			delete(m.graves, key)
+		}
+	}
 	for key, l := range m.loops {
 		if t, ok := want[key]; ok && t.Same(l.target) {
 			continue
 		}
+		l.removed = true
 		l.cancel()
 		<-l.done
 		delete(m.loops, key)
+		m.graves[key] = grave{tombs: l.tombs, expires: now.Add(tombstoneTTL)}
 	}
 	for key, t := range want {
 		if _, ok := m.loops[key]; ok {
@@ -96,17 +116,23 @@ func (m *Manager) Sync(ctx context.Context, targets []*Target) {
 		lctx, cancel := context.WithCancel(ctx)
 		l := &loop{target: t, cancel: cancel, done: make(chan struct{})}
 		m.loops[key] = l
+		cache := NewTargetCache(t, m.cfg.HonorTimestamps)
+		if g, ok := m.graves[key]; ok {
+			cache.seed(g.tombs, now.Add(tombstoneTTL))
+			delete(m.graves, key)
+		}
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
 			defer close(l.done)
-			m.run(lctx, t)
+			m.run(lctx, l, cache)
 		}()
 	}
 	m.metrics.targets.Set(float64(len(m.loops)))
 }
 
-// Stop ends every loop; their series go stale.
+// Stop ends every loop. Their series are not marked stale: the relay is
+// stopping, not the targets, and the next relay carries them on.
 func (m *Manager) Stop() {
 	m.mu.Lock()
 	for key, l := range m.loops {
@@ -126,13 +152,18 @@ func offset(key string, interval time.Duration, now time.Time) time.Duration {
 	return (time.Duration(h%uint64(interval)) + base) % interval
 }
 
-func (m *Manager) run(ctx context.Context, t *Target) {
-	cache := NewTargetCache(t, m.cfg.HonorTimestamps)
+func (m *Manager) run(ctx context.Context, l *loop, cache *TargetCache) {
+	t := l.target
 	log := m.cfg.Logger.With("target", t.Key)
 	defer func() {
-		// The target went away (or we are shutting down): end its series.
-		if m.cfg.Sink != nil {
-			m.cfg.Sink.Append(cache.MarkAllStale(time.Now()))
+		if l.removed {
+			// The target went away: end its series at once.
+			stale := cache.MarkAllStale(time.Now())
+			if m.cfg.Sink != nil {
+				m.cfg.Sink.Append(stale)
+			}
+			l.tombs = cache.tombstoneAll()
+			log.Info("target removed; its series were marked stale")
 		}
 		m.cfg.View.Delete(t.Key)
 		m.metrics.forget(t.Key)

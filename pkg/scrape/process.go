@@ -425,6 +425,27 @@ func (c *TargetCache) evict(now time.Time) {
 	}
 }
 
+// tombstoneAll returns the last timestamp of every series the cache knows.
+func (c *TargetCache) tombstoneAll() map[uint64]tombstone {
+	out := make(map[uint64]tombstone, len(c.entries)+len(c.tombstones))
+	for h, ts := range c.tombstones {
+		out[h] = ts
+	}
+	for _, e := range c.entries {
+		if e.lastT != noTimestamp {
+			out[e.series.Hash] = tombstone{t: e.lastT}
+		}
+	}
+	return out
+}
+
+// seed gives a new cache the tombstones of an earlier one of the same target.
+func (c *TargetCache) seed(tombs map[uint64]tombstone, expires time.Time) {
+	for h, ts := range tombs {
+		c.tombstones[h] = tombstone{t: ts.t, expires: expires}
+	}
+}
+
 // Len is the number of series the cache holds.
 func (c *TargetCache) Len() int { return len(c.entries) }
 

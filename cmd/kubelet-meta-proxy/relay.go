@@ -1,0 +1,132 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/scrape"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/version"
+)
+
+func userAgent() string { return version.UserAgent() }
+
+// commonOptions are shared by run and scrape-once.
+type commonOptions struct {
+	kube   kubeOptions
+	scrape scrapeOptions
+	enrich enrichOptions
+	log    logOptions
+}
+
+func (o *commonOptions) Validate() error {
+	return errors.Join(o.kube.Validate(), o.scrape.Validate(), o.enrich.Validate(), o.log.Validate())
+}
+
+// clients are the Kubernetes clients the relay uses.
+type clients struct {
+	config   *rest.Config
+	kube     kubernetes.Interface
+	metadata metadata.Interface
+	proxy    rest.Interface // core/v1 without client-side rate limiting
+}
+
+func (o *commonOptions) clients() (*clients, error) {
+	cfg, err := o.kube.restConfig()
+	if err != nil {
+		return nil, err
+	}
+	kc, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	mc, err := metadata.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	pc, err := kubernetes.NewForConfig(unthrottled(cfg))
+	if err != nil {
+		return nil, err
+	}
+	return &clients{config: cfg, kube: kc, metadata: mc, proxy: pc.CoreV1().RESTClient()}, nil
+}
+
+func (o *commonOptions) nodeTargetOptions() (scrape.NodeTargetOptions, error) {
+	shard, err := o.scrape.shard()
+	if err != nil {
+		return scrape.NodeTargetOptions{}, err
+	}
+	return scrape.NodeTargetOptions{
+		Direct:           o.kube.Mode == modeKubelet,
+		Path:             o.kube.NodeCadvisorPath,
+		Port:             o.kube.NodePort,
+		Address:          o.kube.NodeIP,
+		NameOrIP:         o.kube.NodeNameOrIP,
+		Job:              o.scrape.KubeletJob,
+		MetricsPathLabel: o.scrape.MetricsPathLabel,
+		NodeLabel:        o.scrape.NodeLabel,
+		Shard:            shard,
+	}, nil
+}
+
+// fetchers returns the fetcher for nodes (by mode) and for plain targets.
+func (o *commonOptions) fetchers(c *clients) (node, plain scrape.Fetcher, err error) {
+	limit, err := o.scrape.bodyLimit()
+	if err != nil {
+		return nil, nil, err
+	}
+	plainClient := &http.Client{Transport: newTransport(nil)}
+	plainClient.Transport = userAgentTransport{plainClient.Transport}
+	plain = &scrape.HTTPFetcher{Client: plainClient, Limit: limit, Permission: "access to the --target URL"}
+	if o.kube.Mode == modeAPIServer {
+		return &scrape.APIServerFetcher{Client: c.proxy, Limit: limit}, plain, nil
+	}
+	// Kubelet mode: the pod's service-account token (re-read as it rotates),
+	// verifying the kubelet's certificate against a CA.
+	ca := o.kube.KubeletCAFile
+	if ca == "" && !o.kube.KubeletInsecureSkipVerify {
+		ca = serviceAccountDir + "/ca.crt"
+	}
+	kcfg := &rest.Config{
+		Host:            "https://kubelet.invalid", // requests carry full URLs
+		BearerTokenFile: o.kube.KubeletTokenFile,
+		UserAgent:       userAgent(),
+		TLSClientConfig: rest.TLSClientConfig{CAFile: ca, Insecure: o.kube.KubeletInsecureSkipVerify},
+		Timeout:         0,
+	}
+	hc, err := rest.HTTPClientFor(kcfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubelet client (--kubelet-ca-file, --kubelet-token-file): %w", err)
+	}
+	return &scrape.HTTPFetcher{Client: hc, Limit: limit, Permission: "get nodes/metrics (and nodes/proxy)"}, plain, nil
+}
+
+func newTransport(_ *rest.Config) http.RoundTripper {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 4
+	t.IdleConnTimeout = 2 * time.Minute
+	return t
+}
+
+type userAgentTransport struct{ next http.RoundTripper }
+
+func (t userAgentTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("User-Agent", userAgent())
+	return t.next.RoundTrip(r)
+}
+
+// plainTargets are the --target URLs.
+func (o *commonOptions) plainTargets() []*scrape.Target {
+	var out []*scrape.Target
+	for _, u := range o.scrape.Targets {
+		t, _ := scrape.PlainTarget(u, o.scrape.TargetJob) // validated
+		out = append(out, t)
+	}
+	return out
+}

@@ -1,0 +1,225 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/nsindex"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/remotewrite"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/scrape"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/server"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/version"
+)
+
+type runOptions struct {
+	commonOptions
+	serve serveOptions
+	rw    remoteWriteOptions
+}
+
+func newRunCommand() *cobra.Command {
+	o := &runOptions{}
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Scrape every node, enrich, serve /metrics and remote-write, until stopped",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	fs := cmd.Flags()
+	o.kube.AddFlags(fs)
+	o.scrape.AddFlags(fs)
+	o.enrich.AddFlags(fs)
+	o.serve.AddFlags(fs)
+	o.rw.AddFlags(fs)
+	o.log.AddFlags(fs)
+	return cmd
+}
+
+func (o *runOptions) Validate() error {
+	return errors.Join(o.commonOptions.Validate(), o.serve.Validate(), o.rw.Validate())
+}
+
+// Run runs the relay until ctx is done, then stops scraping, ends every
+// series with stale markers and flushes remote write (--shutdown-timeout).
+func (o *runOptions) Run(ctx context.Context) error {
+	logger := o.log.logger()
+	logger.Info("starting kubelet-meta-proxy", "version", version.Version, "commit", version.Commit, "mode", o.kube.Mode)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	rwCfg, err := o.rw.Config()
+	if err != nil {
+		return err
+	}
+	c, err := o.clients()
+	if err != nil {
+		return err
+	}
+	nodeFetcher, plainFetcher, err := o.fetchers(c)
+	if err != nil {
+		return err
+	}
+	nodeOpts, err := o.nodeTargetOptions()
+	if err != nil {
+		return err
+	}
+
+	var writer *remotewrite.Writer
+	var sink scrape.Sink
+	if rwCfg.Enabled() {
+		if writer, err = remotewrite.New(rwCfg, logger.With("component", "remote-write"), reg); err != nil {
+			return err
+		}
+		sink = writer
+	}
+
+	index := nsindex.New(c.metadata, o.enrich.mapper(), 0, logger.With("component", "nsindex"), reg)
+	changed := make(chan struct{}, 1)
+	notify := func() {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	}
+	nodes := scrape.NewNodeDiscovery(c.kube, o.kube.NodeSelector, nodeOpts, notify)
+	view := scrape.NewView()
+	mgr := scrape.NewManager(scrape.ManagerConfig{
+		Interval: o.scrape.Interval, Timeout: o.scrape.Timeout, MaxConcurrency: o.scrape.MaxConcurrency,
+		HonorTimestamps: o.scrape.HonorTimestamps, NodeFetcher: nodeFetcher, PlainFetcher: plainFetcher,
+		Namespaces: index, View: view, Sink: sink, Logger: logger.With("component", "scrape"), Registerer: reg,
+	})
+
+	var ready readiness
+	srvCfg := server.Config{Address: o.serve.address(), View: view, Gatherer: reg, Ready: ready.err, Logger: logger.With("component", "server")}
+	if o.serve.Secure {
+		if srvCfg.TLS, err = server.TLSConfig(o.serve.TLSCertFile, o.serve.TLSKeyFile); err != nil {
+			return fmt.Errorf("--metrics-secure: %w", err)
+		}
+		if !o.serve.EnableHTTP2 {
+			srvCfg.TLS.NextProtos = []string{"http/1.1"}
+		}
+		srvCfg.Authorizer = &server.KubeAuthorizer{Client: c.kube}
+	}
+	ln, err := net.Listen("tcp", srvCfg.Address)
+	if err != nil {
+		return fmt.Errorf("--metrics-port: %w", err)
+	}
+	logger.Info("serving", "address", ln.Addr().String(), "secure", o.serve.Secure)
+
+	// Three lifetimes: informers and the server live until the end; the
+	// scrape loops stop first; remote write last, so it can flush what the
+	// loops' final stale markers added.
+	var wg sync.WaitGroup
+	infCtx, stopInformers := context.WithCancel(context.Background())
+	defer stopInformers()
+	srvCtx, stopServer := context.WithCancel(context.Background())
+	defer stopServer()
+	rwCtx, stopWriter := context.WithCancel(context.Background())
+	defer stopWriter()
+	srvErr := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := server.New(srvCfg).Run(srvCtx, ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			srvErr <- err
+		}
+	}()
+	rwDone := make(chan error, 1)
+	if writer != nil {
+		go func() { rwDone <- writer.Run(rwCtx) }()
+	} else {
+		close(rwDone)
+	}
+	go index.Run(infCtx)
+	go nodes.Run(infCtx)
+
+	syncCtx, cancelSync := context.WithTimeout(ctx, o.enrich.CacheSyncTimeout)
+	nsOK := index.WaitForSync(syncCtx)
+	nodesOK := nodes.WaitForSync(syncCtx)
+	cancelSync()
+	if ctx.Err() == nil && (!nsOK || !nodesOK) {
+		stopServer()
+		wg.Wait()
+		what := "namespaces (RBAC: list/watch namespaces)"
+		if nsOK {
+			what = "nodes (RBAC: get/list/watch nodes)"
+		}
+		return fmt.Errorf("caches did not sync within --cache-sync-timeout=%s: %s; check the relay's RBAC and its connection to the apiserver", o.enrich.CacheSyncTimeout, what)
+	}
+	ready.set(nil)
+	logger.Info("caches synced", "namespaces", index.Snapshot().Len(), "nodes", len(nodes.Targets()))
+
+	plain := o.plainTargets()
+	sync := func() {
+		targets := append(nodes.Targets(), plain...)
+		mgr.Sync(ctx, targets)
+	}
+	sync()
+	// A short debounce: a burst of Node updates (heartbeats every 10s on
+	// every node) makes one target recomputation, not hundreds.
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err := <-srvErr:
+			logger.Error("server failed", "err", err)
+			mgr.Stop()
+			return err
+		case <-changed:
+			debounce.Reset(200 * time.Millisecond)
+		case <-debounce.C:
+			sync()
+		}
+	}
+
+	logger.Info("shutting down: stopping scrapes, flushing remote write", "shutdown_timeout", o.rw.ShutdownTimeout)
+	ready.set(errors.New("shutting down"))
+	mgr.Stop()
+	stopWriter()
+	if err := <-rwDone; err != nil {
+		logger.Error("remote write did not flush everything", "err", err)
+	}
+	stopServer()
+	stopInformers()
+	wg.Wait()
+	logger.Info("stopped")
+	return nil
+}
+
+type readiness struct {
+	mu   sync.Mutex
+	set_ bool
+	e    error
+}
+
+func (r *readiness) set(err error) {
+	r.mu.Lock()
+	r.set_, r.e = true, err
+	r.mu.Unlock()
+}
+
+func (r *readiness) err() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.set_ {
+		return errors.New("waiting for the Namespace and Node caches to sync")
+	}
+	return r.e
+}

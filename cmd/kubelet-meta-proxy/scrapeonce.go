@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"sync"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/nsindex"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/scrape"
+)
+
+type scrapeOnceOptions struct {
+	commonOptions
+	Nodes  []string
+	Output string
+}
+
+func newScrapeOnceCommand() *cobra.Command {
+	o := &scrapeOnceOptions{}
+	cmd := &cobra.Command{
+		Use:   "scrape-once",
+		Short: "Scrape every node (or --node, or --target) once and print the enriched exposition",
+		Long: `scrape-once scrapes every node (or only --node NAME, or only the --target URLs), enriches
+the samples from their Namespaces exactly as run does, and writes the text exposition to stdout
+or --output. Each failed target is reported on stderr, and the exit code is 1 if any failed.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	fs := cmd.Flags()
+	o.kube.AddFlags(fs)
+	o.scrape.AddFlags(fs)
+	o.enrich.AddFlags(fs)
+	o.log.AddFlags(fs)
+	fs.StringArrayVar(&o.Nodes, "node", nil, "Scrape only this node (repeatable).")
+	fs.StringVarP(&o.Output, "output", "o", "", "Write the exposition to this file instead of stdout.")
+	return cmd
+}
+
+var namespacesGVR = schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
+
+// Run scrapes once and writes the result.
+func (o *scrapeOnceOptions) Run(ctx context.Context, stdout, stderr io.Writer) error {
+	logger := o.log.logger()
+	c, err := o.clients()
+	if err != nil {
+		return err
+	}
+	nodeFetcher, plainFetcher, err := o.fetchers(c)
+	if err != nil {
+		return err
+	}
+	nodeOpts, err := o.nodeTargetOptions()
+	if err != nil {
+		return err
+	}
+
+	index := nsindex.NewStatic(o.enrich.mapper(), logger)
+	nsList, err := c.metadata.Resource(namespacesGVR).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("listing namespaces (RBAC: list namespaces): %w", err)
+	}
+	for _, ns := range nsList.Items {
+		index.Set(ns.Name, ns.Labels, ns.Annotations)
+	}
+
+	targets := o.plainTargets()
+	if len(o.scrape.Targets) == 0 || len(o.Nodes) > 0 {
+		nodeTargets, err := o.nodeTargets(ctx, c, nodeOpts)
+		if err != nil {
+			return err
+		}
+		targets = append(targets, nodeTargets...)
+	}
+	if len(targets) == 0 {
+		return errors.New("nothing to scrape: no node matched and no --target was given")
+	}
+
+	view := scrape.NewView()
+	mgr := scrape.NewManager(scrape.ManagerConfig{
+		Interval: o.scrape.Interval, Timeout: o.scrape.Timeout, MaxConcurrency: o.scrape.MaxConcurrency,
+		HonorTimestamps: o.scrape.HonorTimestamps, NodeFetcher: nodeFetcher, PlainFetcher: plainFetcher,
+		Namespaces: index, View: view, Logger: logger,
+	})
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		failed []string
+		sem    = make(chan struct{}, o.scrape.MaxConcurrency)
+	)
+	for _, t := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			res := mgr.Scrape(ctx, t, scrape.NewTargetCache(t, o.scrape.HonorTimestamps))
+			mgr.Publish(t, res)
+			if res.Err != nil {
+				mu.Lock()
+				failed = append(failed, fmt.Sprintf("%s (%s): %v", t.Key, t.Address, res.Err))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+
+	out := stdout
+	if o.Output != "" {
+		f, err := os.Create(o.Output)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		out = f
+	}
+	if err := scrape.WriteText(out, view.Targets(), nil); err != nil {
+		return err
+	}
+	if len(failed) > 0 {
+		sort.Strings(failed)
+		for _, f := range failed {
+			fmt.Fprintln(stderr, "scrape failed:", f)
+		}
+		return fmt.Errorf("%d of %d targets failed", len(failed), len(targets))
+	}
+	return nil
+}
+
+func (o *scrapeOnceOptions) nodeTargets(ctx context.Context, c *clients, opts scrape.NodeTargetOptions) ([]*scrape.Target, error) {
+	var nodes []corev1.Node
+	if len(o.Nodes) > 0 {
+		for _, name := range o.Nodes {
+			n, err := c.kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return nil, fmt.Errorf("--node %s: %w", name, err)
+			}
+			nodes = append(nodes, *n)
+		}
+	} else {
+		list, err := c.kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: o.kube.NodeSelector})
+		if err != nil {
+			return nil, fmt.Errorf("listing nodes (RBAC: list nodes): %w", err)
+		}
+		nodes = list.Items
+	}
+	var out []*scrape.Target
+	for i := range nodes {
+		if t := opts.NodeTarget(&nodes[i]); t != nil {
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
