@@ -303,7 +303,7 @@ func (c *TargetCache) newEntry(sc scanner, h uint64, rawLen int, curFam int32, c
 	if err := sc.Labels(&c.lbls); err != nil {
 		return nil, err
 	}
-	name := c.lbls.Get(labels.MetricName)
+	name := c.lbls.Get(model.MetricNameLabel)
 	fam := curFam
 	if curFam < 0 || !belongsTo(name, curFamName, c.families[curFam].Type) {
 		fam, _ = c.family([]byte(name))

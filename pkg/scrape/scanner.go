@@ -55,7 +55,6 @@ type textScanner struct {
 	hasTS     bool
 	name      []byte
 	text      string
-	lbls      labels.Labels
 }
 
 func newTextScanner(b []byte) *textScanner { return &textScanner{b: b} }
