@@ -44,6 +44,9 @@ func (b *Builder) Build(scraped labels.Labels, target, namespace []Label) *remot
 		}
 	}
 	for _, n := range namespace {
+		if n.Value == "" {
+			continue
+		}
 		name := n.Name
 		if indexOf(ls, name) >= 0 {
 			name = freeName(ls, exportedPrefix+name)
