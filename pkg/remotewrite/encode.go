@@ -38,6 +38,15 @@ type encoder struct {
 // stays valid until the next call, and how many samples it holds. Samples of
 // malformed series are left out and counted in invalid.
 func (e *encoder) encode(samples []Sample) (body []byte, n, invalid int) {
+	n, invalid = e.marshal(samples)
+	if n == 0 {
+		return nil, 0, invalid
+	}
+	return e.compress(), n, invalid
+}
+
+// marshal encodes the WriteRequest into e.raw.
+func (e *encoder) marshal(samples []Sample) (n, invalid int) {
 	raw := e.raw[:0]
 	for i := range samples {
 		var ok bool
@@ -49,15 +58,17 @@ func (e *encoder) encode(samples []Sample) (body []byte, n, invalid int) {
 		}
 	}
 	e.raw = raw
-	if n == 0 {
-		return nil, 0, invalid
-	}
+	return n, invalid
+}
+
+// compress snappy-encodes e.raw (block format, as the protocol requires).
+func (e *encoder) compress() []byte {
 	// snappy.Encode uses out only if it is large enough; size it so it is.
-	if need := snappy.MaxEncodedLen(len(raw)); cap(e.out) < need {
+	if need := snappy.MaxEncodedLen(len(e.raw)); cap(e.out) < need {
 		e.out = make([]byte, need)
 	}
-	e.out = snappy.Encode(e.out[:cap(e.out)], raw)
-	return e.out, n, invalid
+	e.out = snappy.Encode(e.out[:cap(e.out)], e.raw)
+	return e.out
 }
 
 // appendTimeSeries appends one WriteRequest.timeseries (field 1) holding the
@@ -99,7 +110,7 @@ func (e *encoder) appendLabels(dst, labels []byte) ([]byte, bool) {
 	run := 0 // start of the series labels not yet copied
 	for off := 0; off < len(labels); {
 		name, value, size, ok := parseLabel(labels[off:])
-		if !ok || len(name) == 0 || len(value) == 0 || (prev != nil && bytes.Compare(prev, name) >= 0) {
+		if !ok || len(name) == 0 || len(value) == 0 || (prev != nil && !less(prev, name)) {
 			return dst, false
 		}
 		if !hasName && string(name) == "__name__" {
@@ -132,6 +143,19 @@ func (e *encoder) appendLabels(dst, labels []byte) ([]byte, bool) {
 // parseLabel parses one TimeSeries.labels field (a prompb.Label message) at
 // the start of b, returning its name, value and encoded size.
 func parseLabel(b []byte) (name, value []byte, size int, ok bool) {
+	// Fast path for the common shape, as AppendLabel writes it: name then
+	// value, every length below 128 (one-byte varints).
+	if len(b) >= 6 && b[0] == 0x0a && b[1] < 0x80 && b[2] == 0x0a && b[3] < 0x80 {
+		n, nl := int(b[1]), int(b[3])
+		if n <= len(b)-2 && 4+nl+2 <= 2+n && b[4+nl] == 0x12 && b[5+nl] < 0x80 && 6+nl+int(b[5+nl]) == 2+n {
+			return b[4 : 4+nl], b[6+nl : 2+n], 2 + n, true
+		}
+	}
+	return parseLabelSlow(b)
+}
+
+// parseLabelSlow is parseLabel for any valid encoding.
+func parseLabelSlow(b []byte) (name, value []byte, size int, ok bool) {
 	if len(b) < 2 || b[0] != 0x0a {
 		return nil, nil, 0, false
 	}
@@ -158,6 +182,18 @@ func parseLabel(b []byte) (name, value []byte, size int, ok bool) {
 		msg = msg[1+k+int(l):]
 	}
 	return name, value, 1 + k + int(n), true
+}
+
+// less reports whether a sorts before b. Label names are short and usually
+// differ early, where a plain loop beats bytes.Compare's call overhead.
+func less(a, b []byte) bool {
+	n := min(len(a), len(b))
+	for i := 0; i < n; i++ {
+		if a[i] != b[i] {
+			return a[i] < b[i]
+		}
+	}
+	return len(a) < len(b)
 }
 
 // ValidateSeries checks that s follows the rules every receiver enforces:

@@ -228,6 +228,12 @@ func FuzzEncodeLabels(f *testing.F) {
 	f.Add(newSeries("job", "a", "__name__", "up").Labels)
 	f.Add([]byte{0x0a, 0x02, 0x0a, 0x00})
 	f.Fuzz(func(t *testing.T, b []byte) {
+		// The fast path of parseLabel agrees with the general one.
+		n1, v1, size1, ok1 := parseLabel(b)
+		n2, v2, size2, ok2 := parseLabelSlow(b)
+		if ok1 != ok2 || size1 != size2 || string(n1) != string(n2) || string(v1) != string(v2) {
+			t.Fatalf("parseLabel %q %q %d %v, parseLabelSlow %q %q %d %v", n1, v1, size1, ok1, n2, v2, size2, ok2)
+		}
 		s := &Series{Labels: b}
 		e := encoder{external: newExternalLabels([]Label{{"cluster", "ext"}})}
 		body, n, invalid := e.encode([]Sample{{Series: s, T: 5, V: 1}})

@@ -1,0 +1,70 @@
+// Package remotewrite sends enriched samples to Prometheus remote-write 1.0
+// receivers (Prometheus, Mimir, Cortex, Thanos Receive, VictoriaMetrics).
+//
+// Use: Options (bound to flags) -> Options.Config (parses and validates,
+// reading the credential and TLS files once) -> New -> Run in a goroutine ->
+// Append from the scrape loop.
+//
+// # Queues
+//
+// Every endpoint has its own queue of a fixed number of shards. A sample goes
+// to shard Series.Hash % shards, so a series always uses the same shard; a
+// shard sends one batch at a time and retries it until it is accepted, fails
+// for good, or shutdown gives up on it, which keeps each series' samples in
+// the order they were appended. A batch is sent when it holds
+// MaxSamplesPerSend samples, or after BatchSendDeadline.
+//
+// Append never blocks: it copies the samples into the shards' rings (24-byte
+// Sample values). A ring holds at most Capacity/Shards samples; when it is
+// full the oldest samples are dropped and counted (reason="queue_full"). So
+// while an endpoint is down the newest Capacity samples wait for it, and when
+// it is back they are delivered in order. Memory per endpoint is bounded by
+// Capacity plus one batch per shard in flight.
+//
+// # Failures
+//
+// Network errors, timeouts, 5xx and 429 are recoverable (RecoverableError):
+// the batch is retried after an exponential, jittered backoff between
+// MinBackoff and MaxBackoff, or after the receiver's Retry-After (seconds or
+// HTTP date, capped at 10 minutes). Any other status is final: the batch is
+// dropped and counted as samples_failed_total and
+// samples_dropped_total{reason="http_<status>"}, and logged at most once a
+// minute per cause. Samples of a malformed series (labels not sorted, empty,
+// duplicated, or no __name__) are dropped alone (reason="invalid_series")
+// rather than letting the receiver reject their whole batch.
+//
+// # Shutdown
+//
+// When Run's context is cancelled, Append stops accepting (reason="shutdown")
+// and the shards send everything they hold, for at most ShutdownTimeout
+// (default 20s, so that the relay stops within Kubernetes's default 30s grace
+// period). Whatever is left then is dropped and counted, and Run returns an
+// error saying how much.
+//
+// # Wire format
+//
+// Requests are POSTs of a snappy block-compressed prompb.WriteRequest with
+// Content-Encoding: snappy, Content-Type: application/x-protobuf,
+// X-Prometheus-Remote-Write-Version: 0.1.0 and User-Agent
+// kubelet-meta-proxy/VERSION; configured headers cannot replace these. The
+// WriteRequest is written by hand from the pre-encoded Series.Labels into
+// reused buffers, with the external labels merged in name order (a series'
+// own label of the same name wins), one TimeSeries per sample. Values are
+// copied bit for bit, so stale markers (StaleNaN) survive.
+//
+// # High availability
+//
+// For Mimir/Cortex HA deduplication run two relays with
+// --external-label cluster=NAME --external-label __replica__=$(POD_NAME).
+// These are ordinary external labels: every series of every request carries
+// the one cluster/replica pair, which is what the receiver's HA tracker
+// needs; nothing else is done for HA.
+//
+// # Metrics
+//
+// All names start with kubelet_meta_proxy_remote_write_ and carry the labels
+// remote_name and url: samples_in_total, samples_sent_total,
+// samples_retried_total, samples_failed_total, samples_dropped_total{reason},
+// bytes_sent_total, request_duration_seconds{code}, queue_length,
+// queue_capacity, shards and highest_sent_timestamp_seconds.
+package remotewrite
