@@ -161,7 +161,7 @@ func (s *textScanner) sample(line []byte) error {
 	t, rest, ok := field(rest)
 	if ok {
 		ts, err := strconv.ParseInt(unsafe.String(unsafe.SliceData(t), len(t)), 10, 64)
-		if err != nil {
+		if err != nil || t[0] < '0' || t[0] > '9' { // digits only, as the reference lexer: no sign
 			return fmt.Errorf("invalid timestamp %q: %q", t, line)
 		}
 		s.ts, s.hasTS = ts, true
@@ -175,11 +175,11 @@ func (s *textScanner) sample(line []byte) error {
 // field returns the next whitespace-separated token of b.
 func field(b []byte) (tok, rest []byte, ok bool) {
 	i := 0
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r') {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t') {
 		i++
 	}
 	j := i
-	for j < len(b) && b[j] != ' ' && b[j] != '\t' && b[j] != '\r' {
+	for j < len(b) && b[j] != ' ' && b[j] != '\t' {
 		j++
 	}
 	return b[i:j], b[j:], j > i
@@ -187,9 +187,9 @@ func field(b []byte) (tok, rest []byte, ok bool) {
 
 func parseValue(v []byte) (float64, error) {
 	s := unsafe.String(unsafe.SliceData(v), len(v))
-	// strconv takes a few spellings the format does not (hex, underscores);
-	// these never come from a kubelet, and refusing them costs a check.
-	if len(s) > 1 && (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) || strings.IndexByte(s, '_') >= 0 {
+	// strconv takes a few spellings the format does not (hex floats with a
+	// p exponent, underscores); the reference parser refuses exactly these.
+	if strings.ContainsAny(s, "pP_") {
 		return 0, errLine
 	}
 	return strconv.ParseFloat(s, 64)
