@@ -356,17 +356,17 @@ func start(t testing.TB, cfg Config, prepare func(*Writer)) *harness {
 }
 
 // stop cancels Run and returns its error and how long it took to return.
-func (h *harness) stop() (error, time.Duration) {
+func (h *harness) stop() (time.Duration, error) {
 	h.t.Helper()
 	begin := time.Now()
 	h.cancel()
 	select {
 	case err := <-h.done:
 		h.done <- err // for Cleanup
-		return err, time.Since(begin)
+		return time.Since(begin), err
 	case <-time.After(10 * time.Second):
 		h.t.Fatal("Run did not return within 10s of cancel")
-		return nil, 0
+		return 0, nil
 	}
 }
 

@@ -30,7 +30,7 @@ func TestRetriesOn5xxAndLosesNothing(t *testing.T) {
 	s := newSeries("__name__", "m", "job", "a")
 	h.w.Append(sequence(s, 1, 50))
 	eventually(t, 3*time.Second, "all samples accepted", func() bool { return rcv.acceptedSamples() == 50 })
-	if err, _ := h.stop(); err != nil {
+	if _, err := h.stop(); err != nil {
 		t.Fatal(err)
 	}
 	if got := timestamps(rcv.samplesOf(s)); !slices.Equal(got, rangeTS(1, 50)) {
@@ -53,14 +53,15 @@ func TestRetriesOn5xxAndLosesNothing(t *testing.T) {
 
 func TestRetryAfterIsHonoured(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		value func() string
-		want  time.Duration
+		name      string
+		value     func() string
+		least, at time.Duration // the wait must be in (least, at]
 	}{
-		{"seconds", func() string { return "2" }, 2 * time.Second},
-		// An HTTP date has one-second resolution; ask for 3s ahead so the
-		// wait is in (2s, 3s] whenever the header is read.
-		{"HTTP date", func() string { return time.Now().Add(3 * time.Second).UTC().Format(http.TimeFormat) }, 3 * time.Second},
+		{"seconds", func() string { return "2" }, 2*time.Second - 1, 2 * time.Second},
+		// An HTTP date has one-second resolution; 3s ahead gives a wait of
+		// a little over 2s to 3s. Backoff alone would be milliseconds.
+		{"HTTP date", func() string { return time.Now().Add(3 * time.Second).UTC().Format(http.TimeFormat) },
+			time.Second, 3 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rcv := newReceiver(t, func(n int) response {
@@ -84,8 +85,8 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 			eventually(t, 3*time.Second, "delivery after the 429", func() bool { return rcv.acceptedSamples() == 10 })
 			mu.Lock()
 			defer mu.Unlock()
-			if len(waits) != 1 || waits[0] > tc.want || waits[0] <= tc.want-time.Second {
-				t.Fatalf("waits %v, want one of about %s", waits, tc.want)
+			if len(waits) != 1 || waits[0] > tc.at || waits[0] <= tc.least {
+				t.Fatalf("waits %v, want one in (%s, %s]", waits, tc.least, tc.at)
 			}
 			if rcv.requestCount() != 2 {
 				t.Fatalf("%d requests, want 2", rcv.requestCount())
@@ -402,7 +403,7 @@ func TestShutdownFlushesWithinTimeout(t *testing.T) {
 	if n := rcv.requestCount(); n != 0 {
 		t.Fatalf("%d requests before shutdown", n)
 	}
-	err, took := h.stop()
+	took, err := h.stop()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -433,7 +434,7 @@ func TestShutdownTimeoutGivesUp(t *testing.T) {
 	h := start(t, Config{Endpoints: []EndpointConfig{ep}, ShutdownTimeout: 300 * time.Millisecond}, nil)
 	h.w.Append(sequence(newSeries("__name__", "m"), 1, 25))
 	eventually(t, 3*time.Second, "the hanging request", func() bool { return rcv.requestCount() == 1 })
-	err, took := h.stop()
+	took, err := h.stop()
 	if err == nil {
 		t.Fatal("Run returned nil although samples were lost")
 	}
