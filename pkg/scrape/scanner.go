@@ -55,6 +55,9 @@ type textScanner struct {
 	hasTS     bool
 	name      []byte
 	text      string
+	// mtype is the type of the last TYPE line, which the reference parser
+	// needs to normalize le and quantile values (le="1" -> le="1.0").
+	mtype string
 }
 
 func newTextScanner(b []byte) *textScanner { return &textScanner{b: b} }
@@ -229,6 +232,7 @@ func (s *textScanner) comment(line []byte) (entryKind, bool, error) {
 		switch string(typ) {
 		case "counter", "gauge", "histogram", "summary", "untyped":
 			s.text = typeNames[string(typ)]
+			s.mtype = s.text
 		default:
 			return 0, false, fmt.Errorf("invalid metric type %q", typ)
 		}
@@ -268,6 +272,12 @@ func unescapeHelp(b []byte) string {
 // Labels parses the current line with the reference parser.
 func (s *textScanner) Labels(l *labels.Labels) error {
 	line := s.b[s.lineStart : s.lineEnd+1] // with its '\n', which the body always has
+	if s.mtype == "histogram" || s.mtype == "summary" {
+		// Parsed alone, the line would lose its family's type, and with it
+		// the normalization of le and quantile that Prometheus applies when
+		// it scrapes the target itself: give the parser the type first.
+		line = append([]byte("# TYPE x "+s.mtype+"\n"), line...)
+	}
 	p := textparse.NewPromParser(line, labels.NewSymbolTable(), false)
 	for {
 		et, err := p.Next()
