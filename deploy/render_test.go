@@ -834,6 +834,10 @@ func TestChartSchemaRejectsBadValues(t *testing.T) {
 			t.Errorf("helm template --set %s succeeded:\n%.300s", set, out)
 		}
 	}
+	// A parent chart's global values are accepted.
+	if out, err := run(repoRoot(t), helm, "template", "x", chart, "--set", "global.imageRegistry=example.com"); err != nil {
+		t.Errorf("helm template with global values: %v\n%s", err, out)
+	}
 	// And a missing credential is an error, not an empty file.
 	if _, err := run(repoRoot(t), helm, "template", "x", chart, "--set", "remoteWrite.url=https://x/api/v1/push", "--set", "remoteWrite.auth.type=bearerToken"); err == nil {
 		t.Error("auth.type=bearerToken without a token rendered")
