@@ -5,6 +5,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"math"
 	"net/http"
@@ -35,6 +36,7 @@ func TestMain(m *testing.M) {
 }
 
 func testMain(m *testing.M) int {
+	flag.Parse()
 	if os.Geteuid() != 0 {
 		skipReason = "e2e needs root (it makes a network namespace)"
 	} else if _, err := exec.LookPath("ip"); err != nil {

@@ -22,7 +22,8 @@ type Relay struct {
 	p          *proc
 }
 
-// RelayDefaults are the flags StartRelay passes unless args set them.
+// RelayDefaults are the flags StartRelay passes unless args set them (plus --scrape-timeout,
+// which defaults to the scrape interval).
 func (b *Bed) RelayDefaults(port int) []string {
 	return []string{
 		"--kubeconfig", b.RelayKubeconfig,
@@ -44,6 +45,20 @@ func hasFlag(args []string, name string) bool {
 	return false
 }
 
+// flagValue returns the last value of a flag given as --name V, --name=V, -name V or -name=V.
+func flagValue(args []string, name string) string {
+	v := ""
+	for i, a := range args {
+		a = "-" + strings.TrimLeft(a, "-")
+		if x, ok := strings.CutPrefix(a, "-"+name+"="); ok {
+			v = x
+		} else if a == "-"+name && i+1 < len(args) {
+			v = args[i+1]
+		}
+	}
+	return v
+}
+
 // StartRelay runs `kubelet-meta-proxy run` with the bed's defaults (RelayDefaults) for every
 // flag args does not set, plus args, and waits until its /healthz answers 200. The binary is
 // Options.RelayBinary or bin/kubelet-meta-proxy.
@@ -57,20 +72,22 @@ func (b *Bed) StartRelay(ctx context.Context, args ...string) (*Relay, error) {
 	}
 	full := []string{"run"}
 	defs := b.RelayDefaults(port)
+	// The scrape timeout must not exceed the interval: default it to the interval.
+	if !hasFlag(args, "scrape-timeout") {
+		interval := "5s"
+		if v := flagValue(args, "scrape-interval"); v != "" {
+			interval = v
+		}
+		full = append(full, "--scrape-timeout", interval)
+	}
 	for i := 0; i < len(defs); i += 2 {
 		if !hasFlag(args, strings.TrimLeft(defs[i], "-")) {
 			full = append(full, defs[i], defs[i+1])
 		}
 	}
 	full = append(full, args...)
-	if hasFlag(args, "metrics-port") {
-		for i, a := range full {
-			if v, ok := strings.CutPrefix(a, "--metrics-port="); ok {
-				fmt.Sscan(v, &port)
-			} else if a == "--metrics-port" && i+1 < len(full) {
-				fmt.Sscan(full[i+1], &port)
-			}
-		}
+	if v := flagValue(args, "metrics-port"); v != "" {
+		fmt.Sscan(v, &port)
 	}
 	b.mu.Lock()
 	name := fmt.Sprintf("relay-%d", len(b.relays)+1)
