@@ -252,11 +252,7 @@ func TestDockerBuildContext(t *testing.T) {
 		}
 	}
 	// Only once cmd/kubelet-meta-proxy builds from the full tree can the context be judged.
-	full := exec.Command("go", "build", "-o", os.DevNull, "./cmd/kubelet-meta-proxy")
-	full.Dir = root
-	if out, err := full.CombinedOutput(); err != nil {
-		t.Skipf("cmd/kubelet-meta-proxy does not build from the full tree yet, so the Docker context cannot be judged: %v\n%s", err, out)
-	}
+	cli(t)
 
 	ctx := t.TempDir()
 	n := 0

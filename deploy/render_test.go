@@ -891,3 +891,74 @@ func TestYAMLFilesParse(t *testing.T) {
 		t.Errorf("only %d YAML files found", n)
 	}
 }
+
+var (
+	cliOnce sync.Once
+	cliPath string
+	cliErr  error
+)
+
+// cli builds cmd/kubelet-meta-proxy once; tests that need it skip (saying why) while it does not build yet.
+func cli(t *testing.T) string {
+	t.Helper()
+	cliOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "kmp-cli-")
+		if err != nil {
+			cliErr = err
+			return
+		}
+		cliPath = filepath.Join(dir, "kubelet-meta-proxy")
+		_, cliErr = run(repoRoot(t), "go", "build", "-o", cliPath, "./cmd/kubelet-meta-proxy")
+	})
+	if cliErr != nil {
+		t.Skipf("cmd/kubelet-meta-proxy does not build from the full tree yet: %v", cliErr)
+	}
+	return cliPath
+}
+
+// Every rendering's args parse with the real CLI (flag names and value types): `run ARGS... --help`, with the
+// $(VAR)s the kubelet would expand set to plausible values, exits 0 only if every flag parses.
+func TestArgsParseWithTheRealCLI(t *testing.T) {
+	bin := cli(t)
+	values := map[string]string{
+		"NODE_NAME": "node-1", "POD_NAME": "kubelet-meta-proxy-1", "REMOTE_WRITE_URL": "https://mimir.example.com/api/v1/push",
+		"REMOTE_WRITE_USERNAME": "tenant-1",
+	}
+	for _, spec := range specs {
+		t.Run(spec.name, func(t *testing.T) {
+			objs := objects(t, spec.name)
+			w := byKind(objs, spec.workloadKind)
+			if len(w) != 1 {
+				t.Fatalf("no %s", spec.workloadKind)
+			}
+			containers, _, _ := unstructured.NestedSlice(w[0].Object, "spec", "template", "spec", "containers")
+			c := containers[0].(map[string]any)
+			args, _, _ := unstructured.NestedStringSlice(c, "args")
+			env, _, _ := unstructured.NestedSlice(c, "env")
+			vals := map[string]string{}
+			for k, v := range values {
+				vals[k] = v
+			}
+			for _, e := range env {
+				m := e.(map[string]any)
+				if v, ok := m["value"].(string); ok {
+					vals[m["name"].(string)] = v
+				}
+			}
+			var expanded []string
+			for _, a := range args {
+				expanded = append(expanded, regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`).ReplaceAllStringFunc(a, func(ref string) string {
+					name := ref[2 : len(ref)-1]
+					v, ok := vals[name]
+					if !ok {
+						t.Errorf("no test value for $(%s)", name)
+					}
+					return v
+				}))
+			}
+			if out, err := run(repoRoot(t), bin, append(expanded, "--help")...); err != nil {
+				t.Errorf("kubelet-meta-proxy %v: %v\n%.500s", expanded, err, out)
+			}
+		})
+	}
+}
