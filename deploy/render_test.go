@@ -962,3 +962,35 @@ func TestArgsParseWithTheRealCLI(t *testing.T) {
 		})
 	}
 }
+
+// `make deploy` / `make undeploy` pipe the IMG kustomization into $(KUBECTL) apply / delete.
+func TestMakeDeployUndeploy(t *testing.T) {
+	root := repoRoot(t)
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "kubectl")
+	script := "#!/bin/sh\necho \"$@\" > " + dir + "/args.$1\ncat > " + dir + "/stdin.$1\n"
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for verb, wantArgs := range map[string]string{"deploy": "apply -f -", "undeploy": "delete --ignore-not-found -f -"} {
+		if out, err := run(root, "make", "-s", verb, "IMG=example.com/kmp:v3", "KUBECTL="+fake, "KUSTOMIZE_DIR=deploy/kustomize/overlays/ha"); err != nil {
+			t.Fatalf("make %s: %v\n%s", verb, err, out)
+		}
+		kubectlVerb := strings.Fields(wantArgs)[0]
+		args, err := os.ReadFile(filepath.Join(dir, "args."+kubectlVerb))
+		if err != nil {
+			t.Fatalf("make %s did not call $(KUBECTL) %s: %v", verb, kubectlVerb, err)
+		}
+		if got := strings.TrimSpace(string(args)); got != wantArgs {
+			t.Errorf("make %s: kubectl %s, want kubectl %s", verb, got, wantArgs)
+		}
+		stdin, _ := os.ReadFile(filepath.Join(dir, "stdin."+kubectlVerb))
+		objs, err := Objects(stdin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := byKind(objs, "Deployment"); len(d) != 1 || !strings.Contains(string(stdin), "image: example.com/kmp:v3\n") || len(byKind(objs, "PodDisruptionBudget")) != 1 {
+			t.Errorf("make %s fed kubectl %v without the ha overlay with image example.com/kmp:v3", verb, kinds(objs))
+		}
+	}
+}
