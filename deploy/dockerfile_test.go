@@ -343,3 +343,38 @@ func copyFile(src, dst string) error {
 	}
 	return out.Close()
 }
+
+// `make docker-build` passes exactly the build args the Dockerfile declares for stamping, and tags IMG.
+func TestMakeDockerBuild(t *testing.T) {
+	root := repoRoot(t)
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "docker")
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\necho \"$@\" >> "+dir+"/calls\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, target := range []string{"docker-build", "docker-push"} {
+		if out, err := run(root, "make", "-s", target, "IMG=example.com/kmp:v4", "CONTAINER_TOOL="+fake, "VERSION=v4.0.0", "COMMIT=abc1234"); err != nil {
+			t.Fatalf("make %s: %v\n%s", target, err, out)
+		}
+	}
+	calls, err := os.ReadFile(filepath.Join(dir, "calls"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "build --build-arg VERSION=v4.0.0 --build-arg COMMIT=abc1234 -t example.com/kmp:v4 .\npush example.com/kmp:v4\n"
+	if string(calls) != want {
+		t.Errorf("container tool calls:\n%s\nwant:\n%s", calls, want)
+	}
+	declared := map[string]bool{}
+	for _, in := range dockerfile(t) {
+		if in.cmd == "ARG" {
+			name, _, _ := strings.Cut(in.args, "=")
+			declared[name] = true
+		}
+	}
+	for _, m := range regexp.MustCompile(`--build-arg (\w+)=`).FindAllStringSubmatch(string(calls), -1) {
+		if !declared[m[1]] {
+			t.Errorf("make docker-build passes --build-arg %s, which the Dockerfile does not declare", m[1])
+		}
+	}
+}
