@@ -14,6 +14,9 @@ import (
 	"sync"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
@@ -989,6 +992,44 @@ func TestMakeDeployUndeploy(t *testing.T) {
 		}
 		if d := byKind(objs, "Deployment"); len(d) != 1 || !strings.Contains(string(stdin), "image: example.com/kmp:v3\n") || len(byKind(objs, "PodDisruptionBudget")) != 1 {
 			t.Errorf("make %s fed kubectl %v without the ha overlay with image example.com/kmp:v3", verb, kinds(objs))
+		}
+	}
+}
+
+// Every object decodes strictly into its k8s.io/api type: no unknown or misspelt field, no wrong type. (The
+// e2e bed's server-side dry-run checks the rest against a real kube-apiserver.)
+func TestObjectsDecodeStrictly(t *testing.T) {
+	newTyped := map[string]func() any{
+		"v1/Namespace":      func() any { return &corev1.Namespace{} },
+		"v1/ServiceAccount": func() any { return &corev1.ServiceAccount{} },
+		"v1/Service":        func() any { return &corev1.Service{} },
+		"v1/Secret":         func() any { return &corev1.Secret{} },
+		"rbac.authorization.k8s.io/v1/ClusterRole":        func() any { return &rbacv1.ClusterRole{} },
+		"rbac.authorization.k8s.io/v1/ClusterRoleBinding": func() any { return &rbacv1.ClusterRoleBinding{} },
+		"apps/v1/Deployment":                              func() any { return &appsv1.Deployment{} },
+		"apps/v1/DaemonSet":                               func() any { return &appsv1.DaemonSet{} },
+		"apps/v1/StatefulSet":                             func() any { return &appsv1.StatefulSet{} },
+		"policy/v1/PodDisruptionBudget":                   func() any { return &policyv1.PodDisruptionBudget{} },
+	}
+	for _, name := range Names(renderings(t)) {
+		objs := objects(t, name)
+		for _, o := range objs {
+			key := o.GetAPIVersion() + "/" + o.GetKind()
+			if key == "monitoring.coreos.com/v1/ServiceMonitor" {
+				continue // no Go type here; its fields are checked in TestRenderings
+			}
+			mk, ok := newTyped[key]
+			if !ok {
+				t.Errorf("%s: unexpected %s %s", name, key, o.GetName())
+				continue
+			}
+			j, err := o.MarshalJSON()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := yaml.UnmarshalStrict(j, mk()); err != nil {
+				t.Errorf("%s: %s %s: %v", name, key, o.GetName(), err)
+			}
 		}
 	}
 }
