@@ -28,7 +28,9 @@ type Node struct {
 	KubeletURL string
 	// Offset rotates the pod to namespace round robin of this node's capture.
 	Offset int
-	p      *proc
+	// LogFile is the fake kubelet's log (one line per request, with the authenticated user).
+	LogFile string
+	p       *proc
 }
 
 // Nodes returns the nodes, by name.
@@ -84,6 +86,7 @@ func (b *Bed) AddNode(ctx context.Context, name string) (*Node, error) {
 		"--apiserver-cert-file="+ccrt, "--apiserver-key-file="+ckey,
 		"--capture="+b.opts.Capture, "--namespaces="+strings.Join(b.Namespaces, ","),
 		fmt.Sprintf("--offset=%d", n.Offset), "--auth-cache-ttl="+b.opts.KubeletAuthCacheTTL.String())
+	n.LogFile = n.p.logPath
 	if err := n.p.start(); err != nil {
 		return nil, err
 	}

@@ -127,15 +127,25 @@ func (w *Webhook) Alerts(receiver string) []WebhookAlert {
 // WaitAlert waits until the receiver got an alert with status ("" = any) whose labels
 // include every label of match, and returns it.
 func (w *Webhook) WaitAlert(ctx context.Context, receiver, status string, match map[string]string, timeout time.Duration) (WebhookAlert, error) {
+	return w.WaitAlertSince(ctx, receiver, status, match, time.Time{}, timeout)
+}
+
+// WaitAlertSince is WaitAlert counting only messages received after since.
+func (w *Webhook) WaitAlertSince(ctx context.Context, receiver, status string, match map[string]string, since time.Time, timeout time.Duration) (WebhookAlert, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
 		w.mu.Lock()
 		changed := w.changed
 		w.mu.Unlock()
-		for _, a := range w.Alerts(receiver) {
-			if (status == "" || a.Status == status) && hasLabels(a.Labels, match) {
-				return a, nil
+		for _, m := range w.Messages(receiver) {
+			if m.Received.Before(since) {
+				continue
+			}
+			for _, a := range m.Alerts {
+				if (status == "" || a.Status == status) && hasLabels(a.Labels, match) {
+					return a, nil
+				}
 			}
 		}
 		select {
