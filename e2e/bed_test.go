@@ -62,7 +62,8 @@ func testMain(m *testing.M) int {
 	}
 	fmt.Fprintf(os.Stderr, "e2e: binaries ready in %s\n", time.Since(start).Round(time.Millisecond))
 	start = time.Now()
-	theBed, err = bed.Start(ctx, bed.Options{Nodes: 3, Log: os.Stderr})
+	// E2E_KEEP_DIR=1 keeps the bed's dir (configs, data, every component's log) after the run.
+	theBed, err = bed.Start(ctx, bed.Options{Nodes: 3, Log: os.Stderr, KeepDir: os.Getenv("E2E_KEEP_DIR") != ""})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1

@@ -227,14 +227,18 @@ func TestPrometheusOutageNoGap(t *testing.T) {
 func TestAPIServerRestart(t *testing.T) {
 	b, _, sel := startRelay(t)
 	waitQ(t, b, fmt.Sprintf(`container_memory_working_set_bytes{%s}`, sel), settle, bed.NonEmpty)
+	start := time.Now()
 	if err := b.RestartAPIServer(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("apiserver restarted in %s", time.Since(start).Round(time.Millisecond))
+	start = time.Now()
 	restoreLabel(t, b, "unlabelled-service", "")
 	if err := b.SetNamespaceLabel(t.Context(), "unlabelled-service", "team", "qa"); err != nil {
 		t.Fatal(err)
 	}
 	waitQ(t, b, fmt.Sprintf(`container_memory_working_set_bytes{%s, namespace="unlabelled-service", team="qa"}`, sel), 60*time.Second, bed.NonEmpty)
+	t.Logf("relabel after the restart seen in %s", time.Since(start).Round(time.Millisecond))
 	// Still scraping every node.
 	waitQ(t, b, fmt.Sprintf(`count by (node) (time() - timestamp(container_memory_working_set_bytes{%s, id="/"}) < 10)`, sel), settle,
 		func(s []bed.Sample) bool { return len(s) == len(b.Nodes()) })

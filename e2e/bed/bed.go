@@ -359,7 +359,7 @@ func (b *Bed) Stop() {
 		wg.Wait()
 		for _, p := range []*proc{b.apiserver, b.etcd} {
 			if p != nil {
-				p.stop(10 * time.Second)
+				p.stop(3 * time.Second)
 			}
 		}
 		b.Webhook.close()

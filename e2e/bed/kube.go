@@ -112,9 +112,14 @@ func (b *Bed) waitAPIServer(ctx context.Context) error {
 	})
 }
 
-// RestartAPIServer stops the kube-apiserver (SIGTERM) and starts it again on the same address.
+// apiserverGrace is how long a stopping kube-apiserver gets after SIGTERM before SIGKILL: it
+// stops listening at once but then can hang ~30s+ on open watches.
+const apiserverGrace = 5 * time.Second
+
+// RestartAPIServer stops the kube-apiserver (SIGTERM, SIGKILL after 5s) and starts it again
+// on the same address.
 func (b *Bed) RestartAPIServer(ctx context.Context) error {
-	b.apiserver.stop(30 * time.Second)
+	b.apiserver.stop(apiserverGrace)
 	if err := b.apiserver.start(); err != nil {
 		return err
 	}
@@ -122,7 +127,7 @@ func (b *Bed) RestartAPIServer(ctx context.Context) error {
 }
 
 // StopAPIServer stops the kube-apiserver; StartAPIServer starts it again.
-func (b *Bed) StopAPIServer() { b.apiserver.stop(30 * time.Second) }
+func (b *Bed) StopAPIServer() { b.apiserver.stop(apiserverGrace) }
 
 // StartAPIServer starts the kube-apiserver after StopAPIServer and waits until it is ready.
 func (b *Bed) StartAPIServer(ctx context.Context) error {
