@@ -11,12 +11,38 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 )
+
+// Pdeathsig fires when the *thread* that forked the child exits, and the Go runtime may end
+// threads. Every child is started from one goroutine locked to its thread for good, so the
+// signal comes only when the process dies.
+var spawnCh = make(chan spawnReq)
+
+type spawnReq struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func init() {
+	go func() {
+		runtime.LockOSThread() // never unlocked: this thread lives as long as the process
+		for r := range spawnCh {
+			r.done <- r.cmd.Start()
+		}
+	}()
+}
+
+func spawn(cmd *exec.Cmd) error {
+	done := make(chan error, 1)
+	spawnCh <- spawnReq{cmd, done}
+	return <-done
+}
 
 // proc is one child process with its log file. It dies with the bed (Pdeathsig) and is
 // stopped with SIGTERM to its process group, then SIGKILL.
@@ -43,7 +69,7 @@ func (p *proc) start() error {
 	cmd := exec.Command(p.path, p.args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := spawn(cmd); err != nil {
 		f.Close()
 		return fmt.Errorf("start %s: %w", p.name, err)
 	}
