@@ -10,6 +10,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/value"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/enrich"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/remotewrite"
@@ -155,8 +156,14 @@ func offset(key string, interval time.Duration, now time.Time) time.Duration {
 func (m *Manager) run(ctx context.Context, l *loop, cache *TargetCache) {
 	t := l.target
 	log := m.cfg.Logger.With("target", t.Key)
+	var dropped *Result
 	defer func() {
 		if l.removed {
+			if dropped != nil && m.cfg.Sink != nil {
+				// The scrape the removal cut short already ended the
+				// series in the cache: its stale markers are the ones.
+				m.cfg.Sink.Append(staleOnly(dropped.Send))
+			}
 			// The target went away: end its series at once.
 			stale := cache.MarkAllStale(time.Now())
 			if m.cfg.Sink != nil {
@@ -178,7 +185,7 @@ func (m *Manager) run(ctx context.Context, l *loop, cache *TargetCache) {
 	defer ticker.Stop()
 	var lastErr string
 	for {
-		m.scrapeOnce(ctx, t, cache, log, &lastErr)
+		dropped = m.scrapeOnce(ctx, t, cache, log, &lastErr)
 		select {
 		case <-ticker.C:
 		case <-ctx.Done():
@@ -187,16 +194,18 @@ func (m *Manager) run(ctx context.Context, l *loop, cache *TargetCache) {
 	}
 }
 
-func (m *Manager) scrapeOnce(ctx context.Context, t *Target, cache *TargetCache, log *slog.Logger, lastErr *string) {
+// scrapeOnce scrapes and publishes; a scrape failed because the loop is
+// stopping is not published, and returned instead.
+func (m *Manager) scrapeOnce(ctx context.Context, t *Target, cache *TargetCache, log *slog.Logger, lastErr *string) *Result {
 	select {
 	case m.sem <- struct{}{}:
 	case <-ctx.Done():
-		return
+		return nil
 	}
 	defer func() { <-m.sem }()
 	res := m.Scrape(ctx, t, cache)
 	if ctx.Err() != nil && res.Err != nil {
-		return // shutting down, not a target failure
+		return res // shutting down, not a target failure
 	}
 	m.Publish(t, res)
 	// Log a failure when it starts or changes, not on every interval.
@@ -208,6 +217,17 @@ func (m *Manager) scrapeOnce(ctx context.Context, t *Target, cache *TargetCache,
 		log.Info("scrape recovered")
 		*lastErr = ""
 	}
+	return nil
+}
+
+func staleOnly(in []remotewrite.Sample) []remotewrite.Sample {
+	var out []remotewrite.Sample
+	for _, s := range in {
+		if value.IsStaleNaN(s.V) {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // Scrape fetches and processes one target once.
