@@ -106,8 +106,13 @@ var errLine = errors.New("malformed line")
 
 func (s *textScanner) sample(line []byte) error {
 	i := 0
-	for i < len(line) && line[i] != '{' && line[i] != ' ' && line[i] != '\t' {
+	for i < len(line) && metricNameChar[line[i]] {
 		i++
+	}
+	if i < len(line) && line[i] != '{' && line[i] != ' ' && line[i] != '\t' {
+		// The reference lexer ends the name here and reads what follows
+		// as the value (A+1 2 is A, value +1, timestamp 2): refuse it.
+		return fmt.Errorf("unexpected %q after the metric name: %q", line[i], line)
 	}
 	if i < len(line) && line[i] == '{' {
 		rest := line[i+1:]
@@ -174,6 +179,13 @@ func (s *textScanner) sample(line []byte) error {
 	}
 	return nil
 }
+
+var metricNameChar = func() (t [256]bool) {
+	for c := range t {
+		t[c] = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == ':'
+	}
+	return t
+}()
 
 // field returns the next whitespace-separated token of b.
 func field(b []byte) (tok, rest []byte, ok bool) {
