@@ -67,6 +67,12 @@ type Options struct {
 	NoSignalHandler bool
 	// Log receives progress lines (default: discarded).
 	Log io.Writer
+	// KubeOnly starts only etcd and the kube-apiserver (with the namespaces, the relay's
+	// RBAC, token and kubeconfig), both on 127.0.0.1: no network namespace (so no root and
+	// no ip command), no Prometheus, Alertmanager, webhook or fake kubelets. Nodes must be
+	// 0; register Node objects for kubelets of your own with RegisterNode. Load tests use
+	// it (e2e/loadbench).
+	KubeOnly bool
 }
 
 // DefaultNamespaces is the README story.
@@ -158,11 +164,17 @@ func (b *Bed) logf(format string, args ...any) {
 // Start brings a bed up. On error everything started so far is torn down and the error
 // carries the tails of the component logs.
 func Start(ctx context.Context, opts Options) (_ *Bed, err error) {
-	if os.Geteuid() != 0 {
-		return nil, errors.New("the bed needs root (network namespaces)")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		return nil, errors.New("the bed needs the ip command (iproute2)")
+	if opts.KubeOnly {
+		if opts.Nodes != 0 {
+			return nil, errors.New("bed: KubeOnly starts no fake kubelets: Nodes must be 0 (use RegisterNode)")
+		}
+	} else {
+		if os.Geteuid() != 0 {
+			return nil, errors.New("the bed needs root (network namespaces)")
+		}
+		if _, err := exec.LookPath("ip"); err != nil {
+			return nil, errors.New("the bed needs the ip command (iproute2)")
+		}
 	}
 	if opts.Namespaces == nil {
 		opts.Namespaces = DefaultNamespaces()
@@ -213,10 +225,11 @@ func Start(ctx context.Context, opts Options) (_ *Bed, err error) {
 			b.Stop()
 		}
 	}()
-	steps := []struct {
+	type step struct {
 		name string
 		fn   func(context.Context) error
-	}{
+	}
+	steps := []step{
 		{"pki", b.setupPKI},
 		{"netns", b.setupNetns},
 		{"webhook", b.startWebhook},
@@ -225,6 +238,15 @@ func Start(ctx context.Context, opts Options) (_ *Bed, err error) {
 		{"objects", b.setupObjects},
 		{"alertmanager", b.startAlertmanager},
 		{"prometheus", b.startPrometheus},
+	}
+	if opts.KubeOnly {
+		steps = []step{
+			{"pki", b.setupPKI},
+			{"loopback", func(context.Context) error { b.HostIP = "127.0.0.1"; return nil }},
+			{"etcd", b.startEtcd},
+			{"kube-apiserver", b.startAPIServer},
+			{"objects", b.setupObjects},
+		}
 	}
 	for _, s := range steps {
 		t := time.Now()
@@ -275,8 +297,12 @@ func findBinaries(opts Options) (binaries, error) {
 		prometheus:   pick(opts.PrometheusBinary, "prometheus"),
 		alertmanager: pick(opts.AlertmanagerBinary, "prometheus-alertmanager", "alertmanager"),
 	}
+	need := []string{bin.etcd, bin.apiserver, bin.fakeKubelet, bin.prometheus, bin.alertmanager}
+	if opts.KubeOnly {
+		need = need[:2]
+	}
 	var missing []string
-	for _, p := range []string{bin.etcd, bin.apiserver, bin.fakeKubelet, bin.prometheus, bin.alertmanager} {
+	for _, p := range need {
 		if !fileExists(p) {
 			missing = append(missing, p)
 		}

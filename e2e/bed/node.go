@@ -206,3 +206,10 @@ func doRead(hc *http.Client, req *http.Request) (int, []byte, error) {
 }
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+// RegisterNode registers a Ready Node object for a kubelet the caller runs itself (with
+// KubeOnly): InternalIP ip, status.daemonEndpoints.kubeletEndpoint.Port port. The bed does
+// not track it as one of its Nodes.
+func (b *Bed) RegisterNode(ctx context.Context, name, ip string, port int) error {
+	return b.registerNode(ctx, &Node{Name: name, IP: ip, Port: port})
+}

@@ -157,3 +157,6 @@ func (b *Bed) KubeletModeArgs(node string) []string {
 		"--kubelet-ca-file=" + b.CAFile, "--kubelet-token-file=" + b.RelayTokenFile,
 	}
 }
+
+// PID is the relay's process id (0 if it is not running), e.g. to read /proc/PID/stat.
+func (r *Relay) PID() int { return r.p.pid() }
