@@ -7,6 +7,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/prometheus/common/model"
@@ -236,11 +237,10 @@ func (s *textScanner) comment(line []byte) (entryKind, bool, error) {
 	if len(rest) > 0 && (rest[0] == ' ' || rest[0] == '\t') {
 		rest = rest[1:]
 	}
+	// As the reference lexer does, exactly one blank separates the name
+	// from the text: the rest, as it is, is the TYPE or the HELP.
 	if k == entryType {
-		typ, more, _ := field(rest)
-		if _, _, extra := field(more); extra {
-			return 0, false, fmt.Errorf("unexpected text after TYPE: %q", line)
-		}
+		typ := rest
 		switch string(typ) {
 		case "counter", "gauge", "histogram", "summary", "untyped":
 			s.text = typeNames[string(typ)]
@@ -249,6 +249,9 @@ func (s *textScanner) comment(line []byte) (entryKind, bool, error) {
 			return 0, false, fmt.Errorf("invalid metric type %q", typ)
 		}
 		return k, true, nil
+	}
+	if !utf8.Valid(rest) {
+		return 0, false, fmt.Errorf("HELP text of %s is not valid UTF-8", name)
 	}
 	s.text = unescapeHelp(rest)
 	return k, true, nil
