@@ -1,7 +1,10 @@
 package scrape
 
 import (
+	"fmt"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/enrich"
 	"io"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -103,5 +106,37 @@ func BenchmarkRender(b *testing.B) {
 			}
 			perSample(b, n)
 		})
+	}
+}
+
+// BenchmarkMemoryPerSeries reports the live heap each cached series costs
+// (cache entry, encoded series, the view's sample) with many targets.
+func BenchmarkMemoryPerSeries(b *testing.B) {
+	body := readCapture(b, captures[0])
+	ix := testIndex(1, baseTeams)
+	const targets = 20
+	for b.Loop() {
+		runtime.GC()
+		var before runtime.MemStats
+		runtime.ReadMemStats(&before)
+		caches := make([]*TargetCache, targets)
+		views := make([]*TargetView, targets)
+		series := 0
+		for i := range caches {
+			t := testTarget()
+			t.Key = fmt.Sprintf("node/node-%d", i)
+			t.Labels = append([]enrich.Label(nil), t.Labels...)
+			t.Labels[len(t.Labels)-1].Value = fmt.Sprintf("node-%d", i)
+			caches[i] = NewTargetCache(t, true)
+			res := caches[i].Process(body, "", scrapeTime, time.Second, ix, nil)
+			views[i] = res.View
+			series += caches[i].Len()
+		}
+		runtime.GC()
+		var after runtime.MemStats
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(series), "B/series")
+		runtime.KeepAlive(caches)
+		runtime.KeepAlive(views)
 	}
 }

@@ -123,6 +123,7 @@ type TargetCache struct {
 	cur, prev      []*seriesEntry
 	curPrevT       []int64
 	tombstones     map[uint64]tombstone
+	namespaces     map[string]string
 	builder        enrich.Builder
 	lbls           labels.Labels
 	self           [numSelfFamilies]*remotewrite.Series
@@ -145,6 +146,7 @@ func NewTargetCache(t *Target, honorTimestamps bool) *TargetCache {
 		entries:    make(map[uint64]*seriesEntry),
 		famIndex:   make(map[string]int32),
 		tombstones: make(map[uint64]tombstone),
+		namespaces: make(map[string]string),
 	}
 	for i, f := range selfFamilies {
 		c.families = append(c.families, f)
@@ -309,7 +311,9 @@ func (c *TargetCache) newEntry(sc scanner, h uint64, rawLen int, curFam int32, c
 		fam, _ = c.family([]byte(name))
 	}
 	e := &seriesEntry{rawLen: rawLen, fam: fam, lastT: noTimestamp, gen: ix.Generation()}
-	e.ns = c.lbls.Get(enrich.NamespaceLabel)
+	// Clone: the parsed labels share one backing string, which a substring
+	// would keep alive for as long as the entry lives.
+	e.ns = c.internNS(c.lbls.Get(enrich.NamespaceLabel))
 	c.build(e, ix)
 	c.entries[h] = e
 	return e, nil
@@ -444,6 +448,19 @@ func (c *TargetCache) seed(tombs map[uint64]tombstone, expires time.Time) {
 	for h, ts := range tombs {
 		c.tombstones[h] = tombstone{t: ts.t, expires: expires}
 	}
+}
+
+// internNS returns a copy of ns shared by every entry of the namespace.
+func (c *TargetCache) internNS(ns string) string {
+	if ns == "" {
+		return ""
+	}
+	if s, ok := c.namespaces[ns]; ok {
+		return s
+	}
+	s := strings.Clone(ns)
+	c.namespaces[s] = s
+	return s
 }
 
 // Len is the number of series the cache holds.
