@@ -1,0 +1,154 @@
+package loadbench
+
+import (
+	"compress/gzip"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"math/big"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/e2e/fakekubelet"
+)
+
+// Kubelet is one simulated kubelet: an HTTPS server on 127.0.0.1 serving a pre-rendered
+// node exposition on /metrics/cadvisor, where per scrape only the timestamps change. It
+// accepts any bearer token (it generates load; it does not test authentication) and
+// refuses requests without one.
+type Kubelet struct {
+	Name string
+	Addr string // 127.0.0.1:port
+	Port int
+	// Series per scrape, and Bytes about the size of one scrape.
+	Series, Bytes int
+
+	capture *fakekubelet.Capture
+	srv     *http.Server
+	gzip    bool
+	scrapes atomic.Int64
+	served  atomic.Int64 // bytes written (after compression)
+	bufs    *sync.Pool
+}
+
+// Scrapes is how many times /metrics/cadvisor was served.
+func (k *Kubelet) Scrapes() int64 { return k.scrapes.Load() }
+
+// ServedBytes is how many body bytes went out.
+func (k *Kubelet) ServedBytes() int64 { return k.served.Load() }
+
+// Kubelets are the running simulated kubelets.
+type Kubelets struct {
+	List []*Kubelet
+	bufs sync.Pool
+}
+
+// StartKubelets starts one HTTPS server per capture, each on its own 127.0.0.1 port, with
+// one self-signed certificate for 127.0.0.1. gzipOn compresses (BestSpeed) when the client
+// asks for it, as real kubelets do.
+func StartKubelets(names []string, captures []*fakekubelet.Capture, gzipOn bool) (*Kubelets, error) {
+	cert, err := selfSigned()
+	if err != nil {
+		return nil, err
+	}
+	ks := &Kubelets{}
+	tcfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	for i, c := range captures {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			ks.Stop()
+			return nil, err
+		}
+		k := &Kubelet{Name: names[i], Addr: ln.Addr().String(), Port: ln.Addr().(*net.TCPAddr).Port,
+			Series: c.Series, Bytes: c.Size(), capture: c, gzip: gzipOn, bufs: &ks.bufs}
+		k.srv = &http.Server{Handler: k, TLSConfig: tcfg, ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog: nil}
+		go func() { _ = k.srv.ServeTLS(ln, "", "") }()
+		ks.List = append(ks.List, k)
+	}
+	return ks, nil
+}
+
+// Stop closes every server.
+func (ks *Kubelets) Stop() {
+	for _, k := range ks.List {
+		_ = k.srv.Close()
+	}
+}
+
+func (k *Kubelet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") {
+		http.Error(w, "Unauthorized", http.StatusUnauthorized)
+		return
+	}
+	if r.URL.Path != "/metrics/cadvisor" {
+		http.NotFound(w, r)
+		return
+	}
+	bp, _ := k.bufs.Get().(*[]byte)
+	if bp == nil {
+		b := make([]byte, 0, k.Bytes+k.Bytes/8)
+		bp = &b
+	}
+	buf := k.capture.AppendTo((*bp)[:0], time.Now())
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	var n int
+	if k.gzip && strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+		w.Header().Set("Content-Encoding", "gzip")
+		cw := &countWriter{w: w}
+		zw, _ := gzip.NewWriterLevel(cw, gzip.BestSpeed)
+		_, _ = zw.Write(buf)
+		_ = zw.Close()
+		n = cw.n
+	} else {
+		w.Header().Set("Content-Length", strconv.Itoa(len(buf)))
+		n, _ = w.Write(buf)
+	}
+	*bp = buf
+	k.bufs.Put(bp)
+	k.scrapes.Add(1)
+	k.served.Add(int64(n))
+}
+
+type countWriter struct {
+	w interface{ Write([]byte) (int, error) }
+	n int
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += n
+	return n, err
+}
+
+func selfSigned() (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "loadbench-kubelet"},
+		NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	if len(der) == 0 {
+		return tls.Certificate{}, errors.New("empty certificate")
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}

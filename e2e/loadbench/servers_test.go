@@ -1,0 +1,129 @@
+package loadbench
+
+import (
+	"bytes"
+	"crypto/tls"
+	"io"
+	"math"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/golang/snappy"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/value"
+	"github.com/prometheus/prometheus/prompb"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/e2e/fakekubelet"
+)
+
+func post(t *testing.T, url string, body []byte) int {
+	t.Helper()
+	resp, err := http.Post(url, "application/x-protobuf", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func writeRequest(t *testing.T, series ...prompb.TimeSeries) []byte {
+	t.Helper()
+	wr := &prompb.WriteRequest{Timeseries: series}
+	b, err := wr.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snappy.Encode(nil, b)
+}
+
+func TestReceiverCounts(t *testing.T) {
+	r, err := StartReceiver()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Stop()
+	a := []prompb.Label{{Name: "__name__", Value: "x"}, {Name: "team", Value: "frontend"}}
+	b := []prompb.Label{{Name: "__name__", Value: "y"}}
+	req1 := writeRequest(t,
+		prompb.TimeSeries{Labels: a, Samples: []prompb.Sample{{Value: 1, Timestamp: 10}, {Value: 2, Timestamp: 20}}},
+		prompb.TimeSeries{Labels: b, Samples: []prompb.Sample{{Value: 1, Timestamp: 10}}})
+	if code := post(t, r.URL, req1); code != http.StatusNoContent {
+		t.Fatalf("status %d", code)
+	}
+	// a goes back in time, b gets a stale marker.
+	req2 := writeRequest(t,
+		prompb.TimeSeries{Labels: a, Samples: []prompb.Sample{{Value: 3, Timestamp: 20}}},
+		prompb.TimeSeries{Labels: b, Samples: []prompb.Sample{{Value: math.Float64frombits(value.StaleNaN), Timestamp: 30}}})
+	if code := post(t, r.URL, req2); code != http.StatusNoContent {
+		t.Fatalf("status %d", code)
+	}
+	if code := post(t, r.URL, []byte("not snappy")); code != http.StatusBadRequest {
+		t.Fatalf("garbage: status %d, want 400", code)
+	}
+	s := r.Stats()
+	want := ReceiverStats{Requests: 3, BadRequests: 1, WireBytes: int64(len(req1) + len(req2) + len("not snappy")),
+		Samples: 5, StaleMarkers: 1, NotIncreasing: 1, WithLabel: 3, Series: 2}
+	s.First, s.Last, s.DecodedBytes = time.Time{}, time.Time{}, 0
+	if s != want {
+		t.Fatalf("stats\n got %+v\nwant %+v", s, want)
+	}
+	r.Reset()
+	if s := r.Stats(); s.Samples != 0 || s.Series != 0 {
+		t.Fatalf("after Reset: %+v", s)
+	}
+}
+
+func TestKubeletServes(t *testing.T) {
+	tpl := mustTemplate(t)
+	n := tpl.GenerateNode(DefaultWorkload(1), 0)
+	c, err := n.Prepare()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, gz := range []bool{false, true} {
+		ks, err := StartKubelets([]string{n.Name}, []*fakekubelet.Capture{c}, gz)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := ks.List[0]
+		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+		get := func(token string) (int, []byte) {
+			req, _ := http.NewRequest(http.MethodGet, "https://"+k.Addr+"/metrics/cadvisor", nil)
+			if token != "" {
+				req.Header.Set("Authorization", "Bearer "+token)
+			}
+			resp, err := hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode, body
+		}
+		if code, _ := get(""); code != http.StatusUnauthorized {
+			t.Fatalf("no token: %d, want 401", code)
+		}
+		code, body := get("anything")
+		if code != http.StatusOK {
+			t.Fatalf("status %d", code)
+		}
+		p := expfmt.NewTextParser(model.UTF8Validation)
+		fams, err := p.TextToMetricFamilies(bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for _, f := range fams {
+			got += len(f.Metric)
+		}
+		if got != n.Series || k.Scrapes() != 1 {
+			t.Fatalf("gzip=%v: %d samples (want %d), %d scrapes", gz, got, n.Series, k.Scrapes())
+		}
+		if gz && k.ServedBytes() >= int64(len(body))/2 {
+			t.Fatalf("gzip: served %d bytes for %d", k.ServedBytes(), len(body))
+		}
+		ks.Stop()
+	}
+}
