@@ -1,7 +1,6 @@
 package enrich
 
 import (
-	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/remotewrite"
@@ -73,9 +72,7 @@ func (b *Builder) encode(ls []Label) *remotewrite.Series {
 		buf = remotewrite.AppendLabel(buf, l.Name, l.Value)
 	}
 	b.buf = buf
-	enc := make([]byte, len(buf)) // the one allocation a new series costs
-	copy(enc, buf)
-	return &remotewrite.Series{Labels: enc, Hash: xxhash.Sum64(enc)}
+	return remotewrite.NewSeries(buf)
 }
 
 func indexOf(ls []Label, name string) int {

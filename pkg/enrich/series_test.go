@@ -28,7 +28,7 @@ var kubeletTarget = []Label{
 func decode(t testing.TB, s *remotewrite.Series) []Label {
 	t.Helper()
 	var ts prompb.TimeSeries
-	if err := ts.Unmarshal(s.Labels); err != nil {
+	if err := ts.Unmarshal(s.AppendEncoded(nil)); err != nil {
 		t.Fatalf("prompb.TimeSeries does not decode the series: %v", err)
 	}
 	var out []Label
@@ -119,7 +119,7 @@ func TestBuild(t *testing.T) {
 			// Same labels, same identity.
 			var b2 Builder
 			s2 := b2.Build(labels.FromStrings(tc.scraped...), tc.target, tc.namespace)
-			if s2.Hash != s.Hash || !bytes.Equal(s2.Labels, s.Labels) {
+			if s2.Hash != s.Hash || !s2.Equal(s) {
 				t.Fatal("equal label sets encode differently")
 			}
 		})
@@ -129,9 +129,9 @@ func TestBuild(t *testing.T) {
 func TestBuildDoesNotAliasScratch(t *testing.T) {
 	var b Builder
 	s1 := b.Build(labels.FromStrings("__name__", "a", "x", "1"), kubeletTarget, nil)
-	keep := append([]byte(nil), s1.Labels...)
+	keep := s1.AppendEncoded(nil)
 	b.Build(labels.FromStrings("__name__", "zzzz", "y", "2"), nil, []Label{{"t", "v"}})
-	if !bytes.Equal(keep, s1.Labels) {
+	if !bytes.Equal(keep, s1.AppendEncoded(nil)) {
 		t.Fatal("a later Build modified an earlier series")
 	}
 }

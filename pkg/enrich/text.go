@@ -11,14 +11,14 @@ import (
 // name{label="value",...}, to dst. Label values are escaped as the format
 // requires; names are already valid.
 func AppendSeriesText(dst []byte, s *remotewrite.Series) []byte {
-	it := remotewrite.NewLabelIter(s.Labels)
+	it := s.Labels()
 	for it.Next() {
 		if string(it.Name) == "__name__" {
 			dst = append(dst, it.Value...)
 			break
 		}
 	}
-	it = remotewrite.NewLabelIter(s.Labels)
+	it = s.Labels()
 	first := true
 	for it.Next() {
 		if string(it.Name) == "__name__" {

@@ -1,12 +1,14 @@
 package remotewrite
 
 import (
+	"bytes"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/golang/snappy"
+	"github.com/klauspost/compress/s2"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
 )
@@ -175,4 +177,31 @@ func BenchmarkAppend(b *testing.B) {
 		w.Append(samples)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(samples)), "ns/sample")
+}
+
+// BenchmarkCompress compares the two snappy block encoders on a real batch;
+// the relay uses s2.EncodeSnappy (see encoder.compress).
+func BenchmarkCompress(b *testing.B) {
+	samples, _, _ := benchSamples(b)
+	var e encoder
+	e.marshal(samples)
+	raw := e.raw
+	out := make([]byte, max(s2.MaxEncodedLen(len(raw)), snappy.MaxEncodedLen(len(raw))))
+	for _, c := range []struct {
+		name string
+		enc  func(dst, src []byte) []byte
+	}{{"golang-snappy", snappy.Encode}, {"s2-snappy", s2.EncodeSnappy}} {
+		b.Run(c.name, func(b *testing.B) {
+			wire := len(c.enc(out, raw))
+			if d, err := snappy.Decode(nil, c.enc(out, raw)); err != nil || !bytes.Equal(d, raw) {
+				b.Fatalf("not a snappy block: %v", err)
+			}
+			b.SetBytes(int64(len(raw)))
+			b.ReportAllocs()
+			for b.Loop() {
+				c.enc(out, raw)
+			}
+			reportPerSample(b, wire)
+		})
+	}
 }

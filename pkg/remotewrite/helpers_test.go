@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
 	"github.com/golang/snappy"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -31,14 +30,14 @@ func newSeries(nameValues ...string) *Series {
 	for i := 0; i < len(nameValues); i += 2 {
 		b = AppendLabel(b, nameValues[i], nameValues[i+1])
 	}
-	return &Series{Labels: b, Hash: xxhash.Sum64(b)}
+	return NewSeries(b)
 }
 
 // seriesOf encodes a (sorted) labels.Labels as a Series.
 func seriesOf(ls labels.Labels) *Series {
 	var b []byte
 	ls.Range(func(l labels.Label) { b = AppendLabel(b, l.Name, l.Value) })
-	return &Series{Labels: b, Hash: xxhash.Sum64(b)}
+	return NewSeries(b)
 }
 
 type fixtureSeries struct {
@@ -144,7 +143,7 @@ func labelsKey(ls []prompb.Label) string {
 // seriesKey is labelsKey for a Series.
 func seriesKey(s *Series) string {
 	var sb strings.Builder
-	it := NewLabelIter(s.Labels)
+	it := s.Labels()
 	for it.Next() {
 		sb.Write(it.Name)
 		sb.WriteByte('=')

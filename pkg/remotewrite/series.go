@@ -3,6 +3,11 @@ package remotewrite
 import (
 	"encoding/binary"
 	"math"
+	"sync/atomic"
+	"unique"
+	"unsafe"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // Series is the immutable identity of one enriched series, encoded once when the
@@ -10,14 +15,88 @@ import (
 // Values of Series are shared between the scrape loop, the /metrics view and
 // every remote-write queue, so they must never be modified after creation.
 type Series struct {
-	// Labels is the protobuf encoding of the series' labels exactly as they
-	// appear inside a prompb.TimeSeries: a run of field-1 (Label) messages,
-	// sorted by label name, __name__ included, no empty values.
-	Labels []byte
-	// Hash identifies the series (xxhash of Labels); queues shard on it so each
-	// series keeps its sample order.
+	// labels holds, in name order, each label's protobuf encoding exactly as
+	// it appears inside a prompb.TimeSeries (one field-1 Label message).
+	// Each encoding is interned: the ~50 series of one container share their
+	// long labels (id, image, name, pod, namespace) and the target's, so a
+	// series costs a slice of handles rather than ~450 bytes of its own.
+	labels []unique.Handle[string]
+	// Hash identifies the series (xxhash of its whole encoding); queues shard
+	// on it so each series keeps its sample order.
 	Hash uint64
+	// valid memoizes the encoder's check of the label rules (0 not checked
+	// yet, 1 valid, 2 invalid), so a series is checked once, not per sample.
+	valid atomic.Uint32
 }
+
+// NewSeries builds a Series from the encoding of its labels: a run of
+// field-1 Label messages as AppendLabel writes them, sorted by name. Malformed
+// input is kept as it is (the encoder then refuses the series).
+func NewSeries(encoded []byte) *Series {
+	s := &Series{Hash: xxhash.Sum64(encoded)}
+	n := 0
+	for rest := encoded; len(rest) > 0; n++ {
+		size := labelSize(rest)
+		if size <= 0 {
+			break
+		}
+		rest = rest[size:]
+	}
+	s.labels = make([]unique.Handle[string], 0, n+1)
+	for rest := encoded; len(rest) > 0; {
+		size := labelSize(rest)
+		if size <= 0 {
+			size = len(rest) // malformed: keep the rest whole
+		}
+		s.labels = append(s.labels, unique.Make(string(rest[:size])))
+		rest = rest[size:]
+	}
+	return s
+}
+
+// labelSize is the length of the field-1 message at the start of b, or 0.
+func labelSize(b []byte) int {
+	if len(b) < 2 || b[0] != 0x0a {
+		return 0
+	}
+	n, k := binary.Uvarint(b[1:])
+	if k <= 0 || n > uint64(len(b)-1-k) {
+		return 0
+	}
+	return 1 + k + int(n)
+}
+
+// AppendEncoded appends the series' whole label encoding (as it goes inside
+// a prompb.TimeSeries) to dst.
+func (s *Series) AppendEncoded(dst []byte) []byte {
+	for _, h := range s.labels {
+		dst = append(dst, h.Value()...)
+	}
+	return dst
+}
+
+// Equal reports whether two series have the same labels. Interned
+// encodings compare as handles: no bytes are read.
+func (s *Series) Equal(o *Series) bool {
+	if s.Hash != o.Hash || len(s.labels) != len(o.labels) {
+		return false
+	}
+	for i := range s.labels {
+		if s.labels[i] != o.labels[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// NumLabels is the number of labels.
+func (s *Series) NumLabels() int { return len(s.labels) }
+
+// EncodedLabel is the encoding of the i-th label (a field-1 Label message).
+func (s *Series) EncodedLabel(i int) string { return s.labels[i].Value() }
+
+// Labels returns an iterator over the series' labels.
+func (s *Series) Labels() LabelIter { return LabelIter{series: s} }
 
 // Sample is one value of one series, as handed to the remote-write queues.
 type Sample struct {
@@ -40,18 +119,26 @@ func AppendLabel(dst []byte, name, value string) []byte {
 	return append(dst, value...)
 }
 
-// LabelIter walks the labels of an encoded Series.Labels without allocating.
+// LabelIter walks labels without allocating: those of a Series, or a run of
+// encoded labels.
 type LabelIter struct {
+	series      *Series
+	next        int
 	b           []byte
 	Name, Value []byte
 	err         bool
 }
 
-// NewLabelIter returns an iterator over encoded labels (Series.Labels).
+// NewLabelIter returns an iterator over a run of encoded labels.
 func NewLabelIter(b []byte) LabelIter { return LabelIter{b: b} }
 
 // Next advances to the next label; it returns false at the end or on malformed input.
 func (it *LabelIter) Next() bool {
+	if it.series != nil && len(it.b) == 0 && it.next < len(it.series.labels) {
+		v := it.series.labels[it.next].Value()
+		it.b = unsafe.Slice(unsafe.StringData(v), len(v)) // read-only
+		it.next++
+	}
 	if len(it.b) == 0 || it.err {
 		return false
 	}

@@ -52,7 +52,7 @@ func (s *fakeSink) len() int {
 }
 
 func hasLabel(s *remotewrite.Series, name, val string) bool {
-	it := remotewrite.NewLabelIter(s.Labels)
+	it := s.Labels()
 	for it.Next() {
 		if string(it.Name) == name && string(it.Value) == val {
 			return true

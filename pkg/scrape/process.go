@@ -336,7 +336,7 @@ func (c *TargetCache) recheck(sc scanner, e *seriesEntry, ix *enrich.NamespaceIn
 	old := e.series
 	oldT := e.lastT
 	c.build(e, ix)
-	if bytes.Equal(old.Labels, e.series.Labels) {
+	if old.Equal(e.series) {
 		e.series, e.lastT = old, oldT
 		return nil
 	}

@@ -70,7 +70,7 @@ func refParse(body []byte) ([]refSample, int, error) {
 
 func seriesString(s *remotewrite.Series) string {
 	var kv []string
-	it := remotewrite.NewLabelIter(s.Labels)
+	it := s.Labels()
 	for it.Next() {
 		kv = append(kv, string(it.Name), string(it.Value))
 	}
