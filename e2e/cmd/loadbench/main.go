@@ -1,0 +1,104 @@
+// Command loadbench is the relay's whole-process load test: simulated kubelets (pods cloned
+// from the kubelet 1.35 capture, spread over namespaces with a heavy tail) on 127.0.0.1, a
+// real etcd and kube-apiserver (bin/), the relay binary (bin/kubelet-meta-proxy, built with
+// make build) in --mode=kubelet, and a remote-write receiver that decodes and counts what
+// arrives. It prints and writes (default .bench/loadbench-NODESxPODS.txt) samples/s
+// delivered, relay CPU-seconds per million samples, peak RSS and wire bytes per sample, with
+// enrichment on and off.
+//
+//	go run ./e2e/cmd/loadbench -nodes 50 -pods 30 -interval 15s -rounds 6 -enrich both
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/e2e/bed"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/e2e/loadbench"
+)
+
+func main() {
+	nodes := flag.Int("nodes", 50, "simulated kubelets (nodes)")
+	pods := flag.Int("pods", 30, "pods per node, including its 5-8 kube-system daemonset pods")
+	namespaces := flag.Int("namespaces", 200, "application namespaces (Zipf-spread), each with a team label")
+	interval := flag.Duration("interval", 15*time.Second, "relay --scrape-interval")
+	rounds := flag.Int("rounds", 6, "measured scrape rounds (after warm-up)")
+	duration := flag.Duration("duration", 0, "measured time instead of -rounds (rounded up to whole intervals)")
+	warmup := flag.Int("warmup", 1, "warm-up rounds, not measured")
+	enrich := flag.String("enrich", "both", "on, off or both")
+	gz := flag.Bool("kubelet-gzip", false, "simulated kubelets gzip their responses when asked (real kubelets do; costs the relay a gunzip)")
+	out := flag.String("out", "", "report file (default .bench/loadbench-NODESxPODS.txt in the repository)")
+	noBuild := flag.Bool("no-build", false, "do not run make build (use bin/kubelet-meta-proxy as it is)")
+	timeout := flag.Duration("timeout", 0, "stop everything after this long (default: computed from the rounds, plus 5m)")
+	var relayArgs multiFlag
+	flag.Var(&relayArgs, "relay-arg", "extra relay flag (repeatable), e.g. -relay-arg=--max-concurrency=32")
+	flag.Parse()
+
+	var modes []bool
+	switch *enrich {
+	case "on":
+		modes = []bool{true}
+	case "off":
+		modes = []bool{false}
+	case "both":
+		modes = []bool{true, false}
+	default:
+		fail(fmt.Errorf("-enrich must be on, off or both, not %q", *enrich))
+	}
+	if *duration > 0 {
+		*rounds = int((*duration + *interval - 1) / *interval)
+	}
+	if *rounds < 1 || *nodes < 1 || *pods < 1 || *interval <= 0 {
+		fail(fmt.Errorf("need -rounds, -nodes, -pods >= 1 and -interval > 0"))
+	}
+	root, err := bed.RepoRoot()
+	if err != nil {
+		fail(err)
+	}
+	if *out == "" {
+		*out = filepath.Join(root, ".bench", fmt.Sprintf("loadbench-%dx%d.txt", *nodes, *pods))
+	}
+	w := loadbench.DefaultWorkload(*nodes)
+	w.PodsPerNode, w.Namespaces = *pods, *namespaces
+	cfg := loadbench.Config{
+		Workload: w, Interval: *interval, WarmupRounds: *warmup, Rounds: *rounds, Enrich: modes,
+		KubeletGzip: *gz, Build: !*noBuild, RelayArgs: relayArgs, Out: *out,
+		Command: strings.Join(os.Args, " "), Log: os.Stderr,
+	}
+	if *timeout == 0 {
+		perMode := time.Duration(*warmup+*rounds+3)*(*interval) + 3*time.Minute
+		*timeout = 5*time.Minute + time.Duration(len(modes))*perMode
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	report, results, err := loadbench.Run(ctx, cfg)
+	fmt.Print(report)
+	if err != nil {
+		fail(err)
+	}
+	fmt.Fprintf(os.Stderr, "loadbench: report written to %s\n", *out)
+	for _, r := range results {
+		if r.Err != nil || len(r.Problems) > 0 {
+			os.Exit(1)
+		}
+	}
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, " ") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "loadbench:", err)
+	os.Exit(1)
+}

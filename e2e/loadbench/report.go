@@ -1,0 +1,126 @@
+package loadbench
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/e2e/bed"
+)
+
+// Report formats the results with the machine and the exact command.
+func Report(cfg Config, series, textBytes int64, results []*Result) string {
+	var sb strings.Builder
+	w := cfg.Workload
+	fmt.Fprintf(&sb, "loadbench %dx%d: %d nodes x %d pods, %d series and %.1f MB of text per round, interval %s, %d warm-up + %d measured rounds, kubelet gzip %s\n",
+		w.Nodes, w.PodsPerNode, w.Nodes, w.PodsPerNode, series, float64(textBytes)/1e6, cfg.Interval, max(cfg.WarmupRounds, 1), cfg.Rounds, onOff(cfg.KubeletGzip))
+	fmt.Fprintf(&sb, "namespaces: %d (Zipf s=%.2f) + kube-system (%d-%d daemonset pods per node), %d teams; %.0f%% of app pods with 2 containers\n",
+		w.Namespaces, w.ZipfS, w.DaemonSetsMin, w.DaemonSetsMax, w.Teams, 100*w.TwoContainers)
+	fmt.Fprintf(&sb, "targets (enrichment on): <= %.1f CPU-s per million samples delivered, peak RSS <= %d MiB, delivered == scraped\n\n", TargetCPUPerMillion, TargetPeakRSSMiB)
+
+	tw := tabwriter.NewWriter(&sb, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "enrich\tsamples/s\tCPU-s/M samples\trelay cores\tpeak RSS MiB\tmax RSS MiB (window)\theap inuse MiB\twire B/sample\t/metrics MB (s)\tdelivered==scraped\ttargets\t")
+	for _, r := range results {
+		if r.Err != nil {
+			fmt.Fprintf(tw, "%s\terror\t\t\t\t\t\t\t\t\t\t\n", onOff(r.Enrich))
+			continue
+		}
+		ok := "yes"
+		if len(r.Problems) > 0 {
+			ok = "NO"
+		}
+		tg := "-"
+		if r.Enrich {
+			tg = "met"
+			var miss []string
+			if r.CPUPerMillion() > TargetCPUPerMillion {
+				miss = append(miss, "cpu")
+			}
+			if mib(r.PeakRSS) > TargetPeakRSSMiB {
+				miss = append(miss, "rss")
+			}
+			if len(r.Problems) > 0 {
+				miss = append(miss, "delivery")
+			}
+			if len(miss) > 0 {
+				tg = "MISSED: " + strings.Join(miss, ",")
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%.3f\t%.2f\t%.1f\t%.1f\t%.1f\t%.2f\t%.1f (%.2f)\t%s\t%s\t\n",
+			onOff(r.Enrich), r.SamplesPerSecond(), r.CPUPerMillion(), r.CPU.Seconds()/r.Window.Seconds(),
+			mib(r.PeakRSS), mib(r.MaxRSS), r.HeapInuse/(1<<20), r.BytesPerSample(),
+			float64(r.ViewBytes)/1e6, r.ViewTime.Seconds(), ok, tg)
+	}
+	tw.Flush()
+
+	for _, r := range results {
+		fmt.Fprintf(&sb, "\nenrichment %s:\n", onOff(r.Enrich))
+		if r.Err != nil {
+			fmt.Fprintf(&sb, "  error: %v\n", r.Err)
+			continue
+		}
+		fmt.Fprintf(&sb, "  window %s: %d samples delivered, relay CPU %.2fs, %.0f scrapes, %.0f samples scraped, %d wire bytes\n",
+			r.Window.Round(time.Millisecond), r.Delivered, r.CPU.Seconds(), r.ScrapesWindow, r.ScrapedWindow, r.WireBytes)
+		m := r.Final
+		fmt.Fprintf(&sb, "  totals (quiescent=%v): relay scraped %.0f, not newer %.0f, stale %.0f, scrapes %.0f, queued %.0f, sent %.0f, dropped %.0f, failed %.0f, retried %.0f; receiver %s\n",
+			r.Quiescent, m.Get("kubelet_meta_proxy_samples_scraped_total"), m.Get("kubelet_meta_proxy_samples_not_newer_total"),
+			m.Get("kubelet_meta_proxy_stale_markers_total"), m.Get("kubelet_meta_proxy_scrape_duration_seconds_count"),
+			m.Get("kubelet_meta_proxy_remote_write_samples_in_total"), m.Get("kubelet_meta_proxy_remote_write_samples_sent_total"),
+			m.Get("kubelet_meta_proxy_remote_write_samples_dropped_total"), m.Get("kubelet_meta_proxy_remote_write_samples_failed_total"),
+			m.Get("kubelet_meta_proxy_remote_write_samples_retried_total"), r.Recv)
+		var enr []string
+		for _, k := range m.keysWith("kubelet_meta_proxy_enrichment_total/") {
+			enr = append(enr, fmt.Sprintf("%s=%.0f", strings.TrimPrefix(k, "kubelet_meta_proxy_enrichment_total/"), m[k]))
+		}
+		fmt.Fprintf(&sb, "  enrichment: %s; scrape duration mean %.3fs; RSS mean in window %.1f MiB; GCs %.0f\n",
+			strings.Join(enr, " "), m.Get("kubelet_meta_proxy_scrape_duration_seconds_sum")/max(m.Get("kubelet_meta_proxy_scrape_duration_seconds_count"), 1),
+			mib(r.MeanRSS), m.Get("go_gc_duration_seconds_count"))
+		if len(r.Problems) > 0 {
+			fmt.Fprintf(&sb, "  PROBLEMS: %s\n", strings.Join(r.Problems, "; "))
+		}
+		fmt.Fprintf(&sb, "  relay: bin/kubelet-meta-proxy run %s\n", strings.Join(r.Args, " "))
+	}
+
+	fmt.Fprintf(&sb, "\nmachine: %d CPUs (%s), %s/%s; %s; loadbench built with %s\n", runtime.NumCPU(), cpuModel(), runtime.GOOS, runtime.GOARCH,
+		strings.TrimSpace(cmdOut("go", "version")), runtime.Version())
+	fmt.Fprintf(&sb, "relay: %s (git %s)\n", strings.TrimSpace(cmdOut(relayBinary(), "--version")), strings.TrimSpace(cmdOut("git", "describe", "--tags", "--always", "--dirty")))
+	fmt.Fprintf(&sb, "date: %s\ncommand: %s\n", time.Now().Format(time.RFC3339), cfg.Command)
+	return sb.String()
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+func cmdOut(name string, args ...string) string {
+	cmd := exec.Command(name, args...)
+	if root, err := bed.RepoRoot(); err == nil {
+		cmd.Dir = root
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Sprintf("(%s: %v)", name, err)
+	}
+	return string(out)
+}
+
+func relayBinary() string {
+	root, err := bed.RepoRoot()
+	if err != nil {
+		return "kubelet-meta-proxy"
+	}
+	return root + "/bin/kubelet-meta-proxy"
+}

@@ -1,0 +1,469 @@
+package loadbench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/e2e/bed"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/e2e/fakekubelet"
+)
+
+// Config of one load-test run.
+type Config struct {
+	Workload Workload
+	Interval time.Duration
+	// WarmupRounds are scrape rounds not measured (the first one parses every series).
+	WarmupRounds int
+	// Rounds are the measured scrape rounds.
+	Rounds int
+	// Enrich lists the modes to run: true = --namespace-labels=team, false = "".
+	Enrich []bool
+	// KubeletGzip: the simulated kubelets gzip when asked, as real ones do.
+	KubeletGzip bool
+	// Build runs `make build` first (and hack/build-kube.sh if etcd or kube-apiserver is missing).
+	Build bool
+	// RelayArgs are extra flags for the relay.
+	RelayArgs []string
+	// Out is the report file ("" for none).
+	Out string
+	// Command is the command line, for the report.
+	Command string
+	Log     io.Writer
+}
+
+// Result is one relay run (one enrichment mode).
+type Result struct {
+	Enrich bool
+	// Window is the measured time; Delivered the samples the receiver got in it.
+	Window    time.Duration
+	Delivered int64
+	// CPU is the relay's utime+stime in the window.
+	CPU time.Duration
+	// WireBytes received in the window.
+	WireBytes int64
+	// PeakRSS is VmHWM at the end (whole run: start-up, the first round, the /metrics fetch);
+	// MaxRSS and MeanRSS are VmRSS sampled every 250ms in the measured window.
+	PeakRSS, MaxRSS, MeanRSS int64
+	// HeapInuse is go_memstats_heap_inuse_bytes at the end of the window.
+	HeapInuse float64
+	// ScrapedWindow and ScrapesWindow are the relay's samples scraped and scrapes in the window.
+	ScrapedWindow, ScrapesWindow float64
+	// ViewBytes and ViewTime: the one GET /metrics during the window.
+	ViewBytes int64
+	ViewTime  time.Duration
+	ViewErr   error
+	// Totals at a quiescent moment after the window (receiver and relay agree, or not).
+	Quiescent bool
+	Final     SelfMetrics
+	Recv      ReceiverStats
+	// Checks that failed (empty: delivered == scraped, nothing dropped or failed, ...).
+	Problems []string
+	Err      error
+	Args     []string
+}
+
+// SamplesPerSecond delivered.
+func (r *Result) SamplesPerSecond() float64 { return float64(r.Delivered) / r.Window.Seconds() }
+
+// CPUPerMillion is CPU-seconds per million samples delivered.
+func (r *Result) CPUPerMillion() float64 {
+	if r.Delivered == 0 {
+		return 0
+	}
+	return r.CPU.Seconds() / float64(r.Delivered) * 1e6
+}
+
+// BytesPerSample on the wire (snappy-compressed remote write).
+func (r *Result) BytesPerSample() float64 {
+	if r.Delivered == 0 {
+		return 0
+	}
+	return float64(r.WireBytes) / float64(r.Delivered)
+}
+
+// Targets of the issue for the whole process with enrichment on.
+const (
+	TargetCPUPerMillion = 1.0
+	TargetPeakRSSMiB    = 120
+)
+
+// Run runs the load test: builds, starts etcd + kube-apiserver (bed.Options.KubeOnly),
+// the simulated kubelets and the receiver, then the relay once per enrichment mode; writes
+// the report to cfg.Out and returns it.
+func Run(ctx context.Context, cfg Config) (string, []*Result, error) {
+	logf := func(format string, args ...any) {
+		if cfg.Log != nil {
+			fmt.Fprintf(cfg.Log, "loadbench: "+format+"\n", args...)
+		}
+	}
+	root, err := bed.RepoRoot()
+	if err != nil {
+		return "", nil, err
+	}
+	if cfg.Build {
+		if err := build(ctx, root, cfg.Log); err != nil {
+			return "", nil, err
+		}
+	}
+	w := cfg.Workload
+	tpl, err := LoadTemplate()
+	if err != nil {
+		return "", nil, err
+	}
+	start := time.Now()
+	names := make([]string, w.Nodes)
+	caps := make([]*fakekubelet.Capture, w.Nodes)
+	var series, textBytes int64
+	{
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		errs := make([]error, w.Nodes)
+		sem := make(chan struct{}, runtime.NumCPU())
+		for i := range w.Nodes {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				n := tpl.GenerateNode(w, i)
+				c, err := n.Prepare()
+				names[i], caps[i], errs[i] = n.Name, c, err
+				mu.Lock()
+				series += int64(n.Series)
+				textBytes += int64(len(n.Text))
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return "", nil, err
+		}
+	}
+	logf("generated %d nodes x %d pods: %d series, %.1f MB of text per round (%s)",
+		w.Nodes, w.PodsPerNode, series, float64(textBytes)/1e6, time.Since(start).Round(time.Millisecond))
+
+	nsLabels := w.NamespaceLabels()
+	b, err := bed.Start(ctx, bed.Options{KubeOnly: true, Namespaces: nsLabels, Log: cfg.Log})
+	if err != nil {
+		return "", nil, err
+	}
+	defer b.Stop()
+	if err := b.SetNamespaceLabel(ctx, "kube-system", "team", "platform"); err != nil {
+		return "", nil, err
+	}
+	ks, err := StartKubelets(names, caps, cfg.KubeletGzip)
+	if err != nil {
+		return "", nil, err
+	}
+	defer ks.Stop()
+	if err := registerNodes(ctx, b, ks); err != nil {
+		return "", nil, err
+	}
+	logf("%d kubelets on 127.0.0.1 registered as Nodes (%s since start)", len(ks.List), time.Since(start).Round(time.Millisecond))
+	recv, err := StartReceiver()
+	if err != nil {
+		return "", nil, err
+	}
+	defer recv.Stop()
+
+	var results []*Result
+	for _, enrich := range cfg.Enrich {
+		res := runRelay(ctx, cfg, b, recv, enrich, len(ks.List), logf)
+		results = append(results, res)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	report := Report(cfg, series, textBytes, results)
+	if cfg.Out != "" {
+		if err := os.MkdirAll(filepath.Dir(cfg.Out), 0o755); err != nil {
+			return report, results, err
+		}
+		if err := os.WriteFile(cfg.Out, []byte(report), 0o644); err != nil {
+			return report, results, err
+		}
+	}
+	return report, results, nil
+}
+
+func build(ctx context.Context, root string, log io.Writer) error {
+	if log == nil {
+		log = io.Discard
+	}
+	run := func(name string, args ...string) error {
+		cmd := exec.CommandContext(ctx, name, args...)
+		cmd.Dir, cmd.Stdout, cmd.Stderr = root, log, log
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), err)
+		}
+		return nil
+	}
+	for _, b := range []string{"etcd", "kube-apiserver"} {
+		if _, err := os.Stat(filepath.Join(root, "bin", b)); err != nil {
+			if err := run("bash", "hack/build-kube.sh"); err != nil {
+				return err
+			}
+			break
+		}
+	}
+	return run("make", "build")
+}
+
+func registerNodes(ctx context.Context, b *bed.Bed, ks *Kubelets) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(ks.List))
+	sem := make(chan struct{}, 16)
+	for i, k := range ks.List {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			errs[i] = b.RegisterNode(ctx, k.Name, "127.0.0.1", k.Port)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// runRelay runs the relay for one mode and measures it. Errors end up in Result.Err.
+func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, enrich bool, nodes int, logf func(string, ...any)) *Result {
+	res := &Result{Enrich: enrich}
+	recv.Reset()
+	labels := ""
+	if enrich {
+		labels = "team"
+	}
+	args := []string{
+		"--mode=kubelet",
+		"--kubeconfig", b.RelayKubeconfig,
+		"--kubelet-insecure-skip-verify",
+		"--kubelet-token-file", b.RelayTokenFile,
+		"--namespace-labels=" + labels,
+		"--scrape-interval", cfg.Interval.String(),
+		"--scrape-timeout", min(cfg.Interval, 10*time.Second).String(),
+		"--remote-write-url", recv.URL,
+		"--metrics-bind-address", "127.0.0.1",
+	}
+	args = append(args, cfg.RelayArgs...)
+	res.Args = args
+	logf("enrichment %s: starting the relay", onOff(enrich))
+	r, err := b.StartRelay(ctx, args...)
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	defer r.Stop()
+	pid := r.PID()
+	rss := sampleRSS(pid, 250*time.Millisecond)
+	defer rss.stop()
+	self := func() (SelfMetrics, error) {
+		c, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		return fetchSelf(c, r.BaseURL)
+	}
+
+	// Warm-up: every node scraped WarmupRounds times (the first scrape parses every series).
+	warm := float64(nodes * max(cfg.WarmupRounds, 1))
+	warmStart := time.Now()
+	deadline := warmStart.Add(time.Duration(max(cfg.WarmupRounds, 1)+2)*cfg.Interval + 90*time.Second)
+	for {
+		m, err := self()
+		if err == nil && m.Get("kubelet_meta_proxy_scrape_duration_seconds_count") >= warm {
+			break
+		}
+		if time.Now().After(deadline) {
+			res.Err = fmt.Errorf("warm-up: not every node scraped after %s (%.0f scrapes, want %.0f; last error %v)\n%s",
+				time.Since(warmStart).Round(time.Second), m.Get("kubelet_meta_proxy_scrape_duration_seconds_count"), warm, err, r.Logs(20))
+			return res
+		}
+		if !sleep(ctx, 200*time.Millisecond) {
+			res.Err = ctx.Err()
+			return res
+		}
+	}
+	logf("enrichment %s: warm-up done, measuring %d rounds of %s", onOff(enrich), cfg.Rounds, cfg.Interval)
+
+	rss.reset()
+	t0 := time.Now()
+	cpu0, err := ProcCPU(pid)
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	s0, err := self()
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	r0 := recv.Stats()
+	window := time.Duration(cfg.Rounds) * cfg.Interval
+
+	// The /metrics view, once, in the middle of the window (its cost is in CPU and RSS).
+	if !sleep(ctx, window/2) {
+		res.Err = ctx.Err()
+		return res
+	}
+	vt := time.Now()
+	res.ViewBytes, res.ViewErr = fetchView(ctx, r.BaseURL)
+	res.ViewTime = time.Since(vt)
+	if !sleep(ctx, time.Until(t0.Add(window))) {
+		res.Err = ctx.Err()
+		return res
+	}
+
+	cpu1, err := ProcCPU(pid)
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	t1 := time.Now()
+	r1 := recv.Stats()
+	s1, err := self()
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	res.Window = t1.Sub(t0)
+	res.CPU = cpu1 - cpu0
+	res.Delivered = r1.Samples - r0.Samples
+	res.WireBytes = r1.WireBytes - r0.WireBytes
+	res.MaxRSS, res.MeanRSS = rss.stats()
+	res.HeapInuse = s1.Get("go_memstats_heap_inuse_bytes")
+	res.ScrapedWindow = s1.Get("kubelet_meta_proxy_samples_scraped_total") - s0.Get("kubelet_meta_proxy_samples_scraped_total")
+	res.ScrapesWindow = s1.Get("kubelet_meta_proxy_scrape_duration_seconds_count") - s0.Get("kubelet_meta_proxy_scrape_duration_seconds_count")
+
+	// Totals at a quiescent moment: the receiver's count read before and after the relay's
+	// counters, all equal, and nothing queued.
+	qdeadline := time.Now().Add(max(cfg.Interval, 20*time.Second))
+	for time.Now().Before(qdeadline) {
+		a := recv.Stats()
+		m, err := self()
+		z := recv.Stats()
+		if err == nil {
+			res.Final, res.Recv = m, z
+			sent := int64(m.Get("kubelet_meta_proxy_remote_write_samples_sent_total"))
+			in := int64(m.Get("kubelet_meta_proxy_remote_write_samples_in_total"))
+			if a.Samples == z.Samples && z.Samples == sent && in == sent && m.Get("kubelet_meta_proxy_remote_write_queue_length") == 0 {
+				res.Quiescent = true
+				break
+			}
+		}
+		if !sleep(ctx, 50*time.Millisecond) {
+			break
+		}
+	}
+	if _, hwm, err := ProcMem(pid); err == nil {
+		res.PeakRSS = hwm
+	}
+	res.Problems = check(res, nodes, cfg.Interval)
+	logf("enrichment %s: %.0f samples/s, %.3f CPU-s per million, peak RSS %.1f MiB, %.2f wire bytes/sample, problems: %v",
+		onOff(enrich), res.SamplesPerSecond(), res.CPUPerMillion(), mib(res.PeakRSS), res.BytesPerSample(), res.Problems)
+	return res
+}
+
+// check lists what is wrong with a run: anything not delivered, dropped, failed, retried,
+// out of order, failed scrapes, enrichment not as configured.
+func check(res *Result, nodes int, interval time.Duration) []string {
+	var p []string
+	m, rs := res.Final, res.Recv
+	if m == nil {
+		return []string{"no /metrics/self"}
+	}
+	in := m.Get("kubelet_meta_proxy_remote_write_samples_in_total")
+	sent := m.Get("kubelet_meta_proxy_remote_write_samples_sent_total")
+	scraped := m.Get("kubelet_meta_proxy_samples_scraped_total")
+	notNewer := m.Get("kubelet_meta_proxy_samples_not_newer_total")
+	stale := m.Get("kubelet_meta_proxy_stale_markers_total")
+	scrapes := m.Get("kubelet_meta_proxy_scrape_duration_seconds_count")
+	if !res.Quiescent {
+		p = append(p, fmt.Sprintf("never quiescent: receiver %d, relay sent %.0f, in %.0f, queued %.0f",
+			rs.Samples, sent, in, m.Get("kubelet_meta_proxy_remote_write_queue_length")))
+	}
+	// Every sample the relay read and did not skip as not newer, plus its stale markers and
+	// the 3 series of its own per scrape (up, scrape_duration_seconds, scrape_samples_scraped),
+	// went into the queue.
+	if want := scraped - notNewer + stale + 3*scrapes; in != want {
+		p = append(p, fmt.Sprintf("queued %.0f samples, want scraped %.0f - not newer %.0f + stale %.0f + 3 x %.0f scrapes = %.0f",
+			in, scraped, notNewer, stale, scrapes, want))
+	}
+	for _, k := range []string{"kubelet_meta_proxy_remote_write_samples_dropped_total", "kubelet_meta_proxy_remote_write_samples_failed_total",
+		"kubelet_meta_proxy_remote_write_samples_retried_total", "kubelet_meta_proxy_target_scrape_errors_total"} {
+		if v := m.Get(k); v != 0 {
+			p = append(p, fmt.Sprintf("%s = %.0f", k, v))
+		}
+	}
+	if up := m.Get("kubelet_meta_proxy_target_up"); int(up) != nodes {
+		p = append(p, fmt.Sprintf("%.0f of %d targets up", up, nodes))
+	}
+	if rs.BadRequests != 0 || rs.NotIncreasing != 0 {
+		p = append(p, fmt.Sprintf("receiver: %d bad requests, %d samples not after their series' previous one", rs.BadRequests, rs.NotIncreasing))
+	}
+	if res.Enrich && rs.WithLabel == 0 {
+		p = append(p, "enrichment on but no sample has a team label")
+	}
+	if !res.Enrich && rs.WithLabel != 0 {
+		p = append(p, fmt.Sprintf("enrichment off but %d samples have a team label", rs.WithLabel))
+	}
+	if res.ViewErr != nil {
+		p = append(p, fmt.Sprintf("GET /metrics: %v", res.ViewErr))
+	}
+	if res.Delivered == 0 {
+		p = append(p, "nothing delivered in the window")
+	}
+	// Every node is scraped once per interval: a relay that falls behind scrapes less.
+	if want := float64(nodes) * res.Window.Seconds() / interval.Seconds(); res.ScrapesWindow < 0.95*want {
+		p = append(p, fmt.Sprintf("%.0f scrapes in the window, want about %.0f: the relay fell behind", res.ScrapesWindow, want))
+	}
+	return p
+}
+
+func fetchView(ctx context.Context, base string) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := plainClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
+	return n, err
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
