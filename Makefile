@@ -24,9 +24,19 @@ test: tools ## Run every test: unit and end-to-end.
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 60m ./...
 
+# Load test profiles (e2e/cmd/loadbench): simulated kubelets, real etcd + kube-apiserver, the relay
+# binary, a counting remote-write receiver. Reports go to .bench/loadbench-NODESxPODS.txt.
+LOADBENCH_ARGS ?=
+LOADBENCH_LARGE_ARGS ?=
+
 .PHONY: bench
-bench: ## Run the Go benchmarks on the real captures.
+bench: ## Run the Go benchmarks on the real captures, then the 50x30 load test (enrichment on and off, ~6 min).
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...
+	$(GO) run ./e2e/cmd/loadbench -nodes 50 -pods 30 -interval 15s -rounds 6 -enrich both $(LOADBENCH_ARGS)
+
+.PHONY: bench-large
+bench-large: ## Run the 500x30 load test (30s interval, one replica, enrichment on and off, ~10 min).
+	$(GO) run ./e2e/cmd/loadbench -nodes 500 -pods 30 -interval 30s -rounds 4 -enrich both $(LOADBENCH_LARGE_ARGS)
 
 # ---- Packaging and deployment (deploy/, dist/chart, Dockerfile) ----
 include hack/tools.mk

@@ -70,7 +70,7 @@ func main() {
 	cfg := loadbench.Config{
 		Workload: w, Interval: *interval, WarmupRounds: *warmup, Rounds: *rounds, Enrich: modes,
 		KubeletGzip: *gz, Build: !*noBuild, RelayArgs: relayArgs, Out: *out,
-		Command: strings.Join(os.Args, " "), Log: os.Stderr,
+		Command: "go run ./e2e/cmd/loadbench " + strings.Join(os.Args[1:], " "), Log: os.Stderr,
 	}
 	if *timeout == 0 {
 		perMode := time.Duration(*warmup+*rounds+3)*(*interval) + 3*time.Minute
