@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -36,6 +37,10 @@ type Config struct {
 	RelayArgs []string
 	// Out is the report file ("" for none).
 	Out string
+	// Pprof, if set, runs a build of the relay with net/http/pprof (BuildPprofRelay) and
+	// saves a CPU profile of the measured window and a heap profile at its end to
+	// Pprof-<on|off>.cpu.pprof and .heap.pprof. Profiling costs the relay a little CPU.
+	Pprof string
 	// Command is the command line, for the report.
 	Command string
 	Log     io.Writer
@@ -153,7 +158,17 @@ func Run(ctx context.Context, cfg Config) (string, []*Result, error) {
 		w.Nodes, w.PodsPerNode, series, float64(textBytes)/1e6, time.Since(start).Round(time.Millisecond))
 
 	nsLabels := w.NamespaceLabels()
-	b, err := bed.Start(ctx, bed.Options{KubeOnly: true, Namespaces: nsLabels, Log: cfg.Log})
+	opts := bed.Options{KubeOnly: true, Namespaces: nsLabels, Log: cfg.Log}
+	if cfg.Pprof != "" {
+		opts.RelayBinary = filepath.Join(root, "bin", "kubelet-meta-proxy-pprof")
+		if err := BuildPprofRelay(ctx, root, opts.RelayBinary, cfg.Log); err != nil {
+			return "", nil, err
+		}
+		if err := os.MkdirAll(filepath.Dir(cfg.Pprof), 0o755); err != nil {
+			return "", nil, err
+		}
+	}
+	b, err := bed.Start(ctx, opts)
 	if err != nil {
 		return "", nil, err
 	}
@@ -257,6 +272,17 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, enric
 	}
 	args = append(args, cfg.RelayArgs...)
 	res.Args = args
+	pprofAddr := ""
+	if cfg.Pprof != "" {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			res.Err = err
+			return res
+		}
+		pprofAddr = ln.Addr().String()
+		ln.Close()
+		os.Setenv(PprofEnv, pprofAddr)
+	}
 	logf("enrichment %s: starting the relay", onOff(enrich))
 	r, err := b.StartRelay(ctx, args...)
 	if err != nil {
@@ -308,6 +334,15 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, enric
 	}
 	r0 := recv.Stats()
 	window := time.Duration(cfg.Rounds) * cfg.Interval
+	var profDone chan error
+	if pprofAddr != "" {
+		profDone = make(chan error, 1)
+		go func() {
+			secs := max(int(window.Seconds())-1, 1)
+			profDone <- fetchProfile(ctx, pprofAddr, fmt.Sprintf("profile?seconds=%d", secs),
+				cfg.Pprof+"-"+onOff(enrich)+".cpu.pprof", window+time.Minute)
+		}()
+	}
 
 	// The /metrics view, once, in the middle of the window (its cost is in CPU and RSS).
 	if !sleep(ctx, window/2) {
@@ -336,6 +371,15 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, enric
 	}
 	res.Window = t1.Sub(t0)
 	res.CPU = cpu1 - cpu0
+	if profDone != nil {
+		if err := <-profDone; err != nil {
+			logf("cpu profile: %v", err)
+		}
+		if err := fetchProfile(ctx, pprofAddr, "heap", cfg.Pprof+"-"+onOff(enrich)+".heap.pprof", time.Minute); err != nil {
+			logf("heap profile: %v", err)
+		}
+		logf("profiles: %s-%s.{cpu,heap}.pprof", cfg.Pprof, onOff(enrich))
+	}
 	res.Delivered = r1.Samples - r0.Samples
 	res.WireBytes = r1.WireBytes - r0.WireBytes
 	res.MaxRSS, res.MeanRSS = rss.stats()

@@ -35,6 +35,7 @@ func main() {
 	enrich := flag.String("enrich", "both", "on, off or both")
 	gz := flag.Bool("kubelet-gzip", false, "simulated kubelets gzip their responses when asked (real kubelets do; costs the relay a gunzip)")
 	out := flag.String("out", "", "report file (default .bench/loadbench-NODESxPODS.txt in the repository)")
+	pprof := flag.Bool("pprof", false, "run a build of the relay with net/http/pprof and save CPU (measured window) and heap profiles next to the report (-out without .txt, plus -on|-off.cpu.pprof / .heap.pprof)")
 	noBuild := flag.Bool("no-build", false, "do not run make build (use bin/kubelet-meta-proxy as it is)")
 	timeout := flag.Duration("timeout", 0, "stop everything after this long (default: computed from the rounds, plus 5m)")
 	var relayArgs multiFlag
@@ -71,6 +72,9 @@ func main() {
 		Workload: w, Interval: *interval, WarmupRounds: *warmup, Rounds: *rounds, Enrich: modes,
 		KubeletGzip: *gz, Build: !*noBuild, RelayArgs: relayArgs, Out: *out,
 		Command: "go run ./e2e/cmd/loadbench " + strings.Join(os.Args[1:], " "), Log: os.Stderr,
+	}
+	if *pprof {
+		cfg.Pprof = strings.TrimSuffix(*out, ".txt")
 	}
 	if *timeout == 0 {
 		perMode := time.Duration(*warmup+*rounds+3)*(*interval) + 3*time.Minute
