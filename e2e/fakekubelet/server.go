@@ -62,7 +62,6 @@ type cached struct {
 	until time.Time
 	user  *authnv1.UserInfo
 	ok    bool
-	msg   string
 }
 
 func loadCapture(name string, opt RewriteOptions) (*Capture, error) {
