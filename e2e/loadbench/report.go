@@ -87,7 +87,7 @@ func Report(cfg Config, series, textBytes int64, results []*Result) string {
 
 	fmt.Fprintf(&sb, "\nmachine: %d CPUs (%s), %s/%s; %s; loadbench built with %s\n", runtime.NumCPU(), cpuModel(), runtime.GOOS, runtime.GOARCH,
 		strings.TrimSpace(cmdOut("go", "version")), runtime.Version())
-	fmt.Fprintf(&sb, "relay: %s (git %s)\n", strings.TrimSpace(cmdOut(relayBinary(), "--version")), strings.TrimSpace(cmdOut("git", "describe", "--tags", "--always", "--dirty")))
+	fmt.Fprintf(&sb, "relay: %s\n", cfg.relayVersion)
 	fmt.Fprintf(&sb, "date: %s\ncommand: %s\n", time.Now().Format(time.RFC3339), cfg.Command)
 	return sb.String()
 }
@@ -115,12 +115,4 @@ func cmdOut(name string, args ...string) string {
 		return fmt.Sprintf("(%s: %v)", name, err)
 	}
 	return string(out)
-}
-
-func relayBinary() string {
-	root, err := bed.RepoRoot()
-	if err != nil {
-		return "kubelet-meta-proxy"
-	}
-	return root + "/bin/kubelet-meta-proxy"
 }

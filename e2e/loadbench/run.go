@@ -44,6 +44,8 @@ type Config struct {
 	// Command is the command line, for the report.
 	Command string
 	Log     io.Writer
+
+	relayVersion string
 }
 
 // Result is one relay run (one enrichment mode).
@@ -158,16 +160,26 @@ func Run(ctx context.Context, cfg Config) (string, []*Result, error) {
 		w.Nodes, w.PodsPerNode, series, float64(textBytes)/1e6, time.Since(start).Round(time.Millisecond))
 
 	nsLabels := w.NamespaceLabels()
-	opts := bed.Options{KubeOnly: true, Namespaces: nsLabels, Log: cfg.Log}
+	// A private copy of the relay: others may rebuild bin/ while this runs.
+	binDir, err := os.MkdirTemp("", "loadbench-relay-")
+	if err != nil {
+		return "", nil, err
+	}
+	defer os.RemoveAll(binDir)
+	opts := bed.Options{KubeOnly: true, Namespaces: nsLabels, Log: cfg.Log,
+		RelayBinary: filepath.Join(binDir, "kubelet-meta-proxy")}
 	if cfg.Pprof != "" {
-		opts.RelayBinary = filepath.Join(root, "bin", "kubelet-meta-proxy-pprof")
 		if err := BuildPprofRelay(ctx, root, opts.RelayBinary, cfg.Log); err != nil {
 			return "", nil, err
 		}
 		if err := os.MkdirAll(filepath.Dir(cfg.Pprof), 0o755); err != nil {
 			return "", nil, err
 		}
+	} else if err := copyFile(filepath.Join(root, "bin", "kubelet-meta-proxy"), opts.RelayBinary); err != nil {
+		return "", nil, err
 	}
+	cfg.relayVersion = fmt.Sprintf("%s (git %s)", strings.TrimSpace(cmdOut(opts.RelayBinary, "--version")),
+		strings.TrimSpace(cmdOut("git", "describe", "--tags", "--always", "--dirty")))
 	b, err := bed.Start(ctx, opts)
 	if err != nil {
 		return "", nil, err
@@ -511,3 +523,11 @@ func onOff(b bool) string {
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+func copyFile(from, to string) error {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, b, 0o755)
+}
