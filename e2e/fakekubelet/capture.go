@@ -6,7 +6,8 @@ package fakekubelet
 
 import (
 	"bytes"
-	"embed"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/captures"
+
 	"fmt"
 	"io"
 	"math"
@@ -15,24 +16,15 @@ import (
 	"time"
 )
 
-//go:embed testdata/*.txt
-var testdata embed.FS
+// Captures names the captures served, by short name (internal/captures.Files).
+var Captures = captures.Files
 
-// Captures names the embedded captures, by short name.
-var Captures = map[string]string{
-	"1_35":            "testdata/newrelic-nri-kubernetes__1_35-kubelet-metrics-cadvisor.txt",
-	"1_28":            "testdata/newrelic-nri-kubernetes__1_28-kubelet-metrics-cadvisor.txt",
-	"1_15":            "testdata/newrelic-nri-kubernetes__k8s_v1_15_kubelet_metrics_cadvisor_payload_plain.txt",
-	"kubelet-metrics": "testdata/datadog-integrations-core__kubelet_metrics.txt",
-}
-
-// ReadCapture returns the bytes of an embedded capture by short name (see Captures).
+// ReadCapture returns the bytes of a capture by short name (see Captures).
 func ReadCapture(name string) ([]byte, error) {
-	p, ok := Captures[name]
-	if !ok {
+	if _, ok := Captures[name]; !ok {
 		return nil, fmt.Errorf("unknown capture %q", name)
 	}
-	return testdata.ReadFile(p)
+	return captures.Read(name)
 }
 
 // RewriteOptions says how a capture is rewritten.

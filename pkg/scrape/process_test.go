@@ -22,9 +22,9 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
 
-const fixtureDir = "../../testdata/kubelet"
+const fixtureDir = "../../internal/captures"
 
-// captures are the real kubelet payloads (see testdata/kubelet/SOURCES.md).
+// captures are the real kubelet payloads (see internal/captures/SOURCES.md).
 var captures = []string{
 	"newrelic-nri-kubernetes__1_35-kubelet-metrics-cadvisor.txt",
 	"newrelic-nri-kubernetes__1_28-kubelet-metrics-cadvisor.txt",
