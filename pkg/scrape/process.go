@@ -88,7 +88,9 @@ const (
 // owned by the target's scrape goroutine; only the *Series escapes.
 type seriesEntry struct {
 	series  *remotewrite.Series
+	key     uint64 // xxhash of the raw series bytes, the cache key
 	rawLen  int    // guards the 64-bit hash key against collisions
+	pos     int    // index in the scrape it was last seen in (TargetCache.cur)
 	ns      string // the series' namespace label
 	nsVer   uint64 // NamespaceInfo.Version the series was built with
 	gen     uint64 // index generation last checked
@@ -227,7 +229,18 @@ func (c *TargetCache) parse(body []byte, contentType string, nowMs int64, ix *en
 	curFam := int32(-1)
 	curFamName := ""
 	rangeFam := int32(-1)
+	// Targets write their series in the same order every time: predict
+	// each from the previous scrape, so the text scanner need not look for
+	// where its labels end (see textScanner.sample).
+	ts, _ := sc.(*textScanner)
+	pred := 0
 	for {
+		if ts != nil {
+			ts.predLen = 0
+			if pred < len(c.prev) {
+				ts.predLen, ts.predKey = c.prev[pred].rawLen, c.prev[pred].key
+			}
+		}
 		et, err := sc.Next()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
@@ -252,15 +265,24 @@ func (c *TargetCache) parse(body []byte, contentType string, nowMs int64, ix *en
 			}
 			continue
 		}
-		raw, ts, hasTS, v := sc.Series()
+		raw, t, hasTS, v := sc.Series()
 		res.Scraped++
-		h := xxhash.Sum64(raw)
-		e := c.entries[h]
-		if e == nil || e.rawLen != len(raw) {
-			if e, err = c.newEntry(sc, h, len(raw), curFam, curFamName, ix); err != nil {
-				return &ParseError{Line: sc.Line(), Err: err}
+		var e *seriesEntry
+		if ts != nil && ts.predicted {
+			e = c.prev[pred]
+			pred++
+		} else {
+			h := xxhash.Sum64(raw)
+			e = c.entries[h]
+			if e == nil || e.rawLen != len(raw) {
+				if e, err = c.newEntry(sc, h, len(raw), curFam, curFamName, ix); err != nil {
+					return &ParseError{Line: sc.Line(), Err: err}
+				}
+			} else if e.seen == c.iter-1 && e.pos < len(c.prev) && c.prev[e.pos] == e {
+				pred = e.pos + 1 // back in step with the previous scrape
 			}
-		} else if e.gen != gen {
+		}
+		if e.gen != gen {
 			if err := c.recheck(sc, e, ix, nowMs); err != nil {
 				return &ParseError{Line: sc.Line(), Err: err}
 			}
@@ -268,6 +290,7 @@ func (c *TargetCache) parse(body []byte, contentType string, nowMs int64, ix *en
 		if e.seen == c.iter {
 			continue // a duplicate line; Prometheus would reject it too
 		}
+		e.pos = len(c.cur)
 		c.cur = append(c.cur, e)
 		c.curPrevT = append(c.curPrevT, e.lastT)
 		e.seen = c.iter
@@ -278,11 +301,8 @@ func (c *TargetCache) parse(body []byte, contentType string, nowMs int64, ix *en
 		case enrichUnknown:
 			res.Unknown++
 		}
-		t := nowMs
-		if hasTS && c.honorTS {
-			t = ts
-		} else {
-			hasTS = false
+		if !hasTS || !c.honorTS {
+			t, hasTS = nowMs, false
 		}
 		if e.fam != rangeFam || len(view.Ranges) == 0 {
 			view.Ranges = append(view.Ranges, FamilyRange{Family: e.fam, Start: len(view.Samples)})
@@ -310,7 +330,7 @@ func (c *TargetCache) newEntry(sc scanner, h uint64, rawLen int, curFam int32, c
 	if curFam < 0 || !belongsTo(name, curFamName, c.families[curFam].Type) {
 		fam, _ = c.family([]byte(name))
 	}
-	e := &seriesEntry{rawLen: rawLen, fam: fam, lastT: noTimestamp, gen: ix.Generation()}
+	e := &seriesEntry{key: h, rawLen: rawLen, fam: fam, lastT: noTimestamp, gen: ix.Generation()}
 	// Clone: the parsed labels share one backing string, which a substring
 	// would keep alive for as long as the entry lives.
 	e.ns = c.internNS(c.lbls.Get(enrich.NamespaceLabel))

@@ -393,3 +393,72 @@ func textParser() *expfmt.TextParser {
 	p := expfmt.NewTextParser(model.LegacyValidation)
 	return &p
 }
+
+// The scanner predicts each series from the previous scrape's order; when
+// the order changes, series come and go, or a line is almost the same, the
+// result must be exactly what a cache that never saw the target produces.
+func TestPredictionNeverChangesTheResult(t *testing.T) {
+	body := readCapture(t, captures[1])
+	lines := strings.Split(strings.TrimRight(string(body), "\n"), "\n")
+	var samples []int
+	for i, l := range lines {
+		if l != "" && l[0] != '#' {
+			samples = append(samples, i)
+		}
+	}
+	variants := map[string][]string{}
+	swapped := append([]string(nil), lines...)
+	for k := 0; k+1 < len(samples); k += 7 {
+		i, j := samples[k], samples[k+1]
+		swapped[i], swapped[j] = swapped[j], swapped[i]
+	}
+	variants["neighbours swapped"] = swapped
+	inserted := append([]string(nil), lines...)
+	for k := len(samples) - 1; k >= 0; k -= 50 {
+		i := samples[k]
+		extra := strings.Replace(lines[i], "{", `{new_label="x",`, 1)
+		inserted = append(inserted[:i+1], append([]string{extra}, inserted[i+1:]...)...)
+	}
+	variants["new series inserted"] = inserted
+	removed := []string{}
+	for i, l := range lines {
+		if i%5 != 0 || l == "" || l[0] == '#' {
+			removed = append(removed, l)
+		}
+	}
+	variants["every fifth series gone"] = removed
+	sameLength := append([]string(nil), lines...)
+	for k := 0; k < len(samples); k += 3 {
+		i := samples[k]
+		// Same length, one label value byte changed: a different series.
+		sameLength[i] = strings.Replace(lines[i], `id="/`, `id="X`, 1)
+	}
+	variants["same length, other bytes"] = sameLength
+
+	ix := testIndex(1, baseTeams)
+	for name, v := range variants {
+		t.Run(name, func(t *testing.T) {
+			payload := []byte(strings.Join(v, "\n") + "\n")
+			warm := NewTargetCache(testTarget(), false)
+			warm.Process(body, "", scrapeTime, time.Second, ix, nil)
+			got := warm.Process(payload, "", scrapeTime.Add(time.Minute), time.Second, ix, nil)
+			want := NewTargetCache(testTarget(), false).Process(payload, "", scrapeTime.Add(time.Minute), time.Second, ix, nil)
+			if got.Err != nil || want.Err != nil {
+				t.Fatal(got.Err, want.Err)
+			}
+			var g, w bytes.Buffer
+			if err := WriteText(&g, []*TargetView{got.View}, nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := WriteText(&w, []*TargetView{want.View}, nil); err != nil {
+				t.Fatal(err)
+			}
+			if g.String() != w.String() {
+				t.Fatal("a warm cache renders the payload differently from a cold one")
+			}
+			if got.Scraped != want.Scraped || got.Enriched != want.Enriched {
+				t.Fatalf("scraped %d/%d enriched %d/%d", got.Scraped, want.Scraped, got.Enriched, want.Enriched)
+			}
+		})
+	}
+}

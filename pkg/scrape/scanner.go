@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 	"unsafe"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/textparse"
@@ -54,6 +55,11 @@ type textScanner struct {
 	val       float64
 	ts        int64
 	hasTS     bool
+	// predLen and predKey describe the series expected next (its raw length
+	// and hash); predicted says the current series was that one.
+	predLen   int
+	predKey   uint64
+	predicted bool
 	name      []byte
 	text      string
 	// mtype is the type of the last TYPE line, which the reference parser
@@ -106,6 +112,13 @@ func (s *textScanner) Next() (entryKind, error) {
 var errLine = errors.New("malformed line")
 
 func (s *textScanner) sample(line []byte) error {
+	s.predicted = false
+	if n := s.predLen; n > 0 && n < len(line) && (line[n] == ' ' || line[n] == '\t') && xxhash.Sum64(line[:n]) == s.predKey {
+		// The series the previous scrape had next, byte for byte (its
+		// hash and length): no need to find where its labels end.
+		s.predicted = true
+		return s.valueAndTimestamp(line, n)
+	}
 	i := 0
 	for i < len(line) && metricNameChar[line[i]] {
 		i++
@@ -155,6 +168,11 @@ func (s *textScanner) sample(line []byte) error {
 	if i == 0 {
 		return fmt.Errorf("expected a metric name: %q", line)
 	}
+	return s.valueAndTimestamp(line, i)
+}
+
+// valueAndTimestamp reads what follows the series, which ends at i.
+func (s *textScanner) valueAndTimestamp(line []byte, i int) error {
 	s.series = line[:i]
 	rest := line[i:]
 	v, rest, ok := field(rest)
@@ -169,8 +187,8 @@ func (s *textScanner) sample(line []byte) error {
 	s.hasTS = false
 	t, rest, ok := field(rest)
 	if ok {
-		ts, err := strconv.ParseInt(unsafe.String(unsafe.SliceData(t), len(t)), 10, 64)
-		if err != nil || t[0] < '0' || t[0] > '9' { // digits only, as the reference lexer: no sign
+		ts, ok := parseDigits(t) // digits only, as the reference lexer: no sign
+		if !ok {
 			return fmt.Errorf("invalid timestamp %q: %q", t, line)
 		}
 		s.ts, s.hasTS = ts, true
@@ -201,7 +219,41 @@ func field(b []byte) (tok, rest []byte, ok bool) {
 	return b[i:j], b[j:], j > i
 }
 
+// parseDigits parses a non-empty run of decimal digits that fits an int64.
+func parseDigits(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) > 18 {
+		if len(b) > 18 {
+			n, err := strconv.ParseInt(unsafe.String(unsafe.SliceData(b), len(b)), 10, 64)
+			return n, err == nil && b[0] >= '0' && b[0] <= '9'
+		}
+		return 0, false
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
 func parseValue(v []byte) (float64, error) {
+	// Most cAdvisor values are integers (bytes, counts): those below 2^53
+	// convert exactly, with no need for strconv's general parser.
+	if len(v) > 0 && len(v) <= 15 {
+		neg := v[0] == '-'
+		digits := v
+		if neg {
+			digits = v[1:]
+		}
+		if n, ok := parseDigits(digits); ok {
+			if neg {
+				return -float64(n), nil
+			}
+			return float64(n), nil
+		}
+	}
 	s := unsafe.String(unsafe.SliceData(v), len(v))
 	// strconv takes a few spellings the format does not (hex floats with a
 	// p exponent, underscores); the reference parser refuses exactly these.
