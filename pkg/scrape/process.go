@@ -87,15 +87,17 @@ const (
 // seriesEntry is the cache entry of one raw series of one target. Entries are
 // owned by the target's scrape goroutine; only the *Series escapes.
 type seriesEntry struct {
+	// Field sizes are chosen so an entry fits 80 bytes: there is one per
+	// series, hundreds of thousands of them.
 	series  *remotewrite.Series
 	key     uint64 // xxhash of the raw series bytes, the cache key
-	rawLen  int    // guards the 64-bit hash key against collisions
-	pos     int    // index in the scrape it was last seen in (TargetCache.cur)
 	ns      string // the series' namespace label
 	nsVer   uint64 // NamespaceInfo.Version the series was built with
 	gen     uint64 // index generation last checked
 	lastT   int64  // last timestamp handed to remote write
-	seen    uint64 // scrape iteration the series was last seen in
+	rawLen  int32  // guards the 64-bit hash key against collisions
+	pos     int32  // index in the scrape it was last seen in (TargetCache.cur)
+	seen    uint32 // scrape iteration the series was last seen in
 	fam     int32
 	enrich  enrichState
 	stale   bool
@@ -119,7 +121,7 @@ type TargetCache struct {
 	target         *Target
 	honorTS        bool
 	entries        map[uint64]*seriesEntry
-	iter           uint64
+	iter           uint32
 	families       []Family
 	famIndex       map[string]int32
 	cur, prev      []*seriesEntry
@@ -238,7 +240,7 @@ func (c *TargetCache) parse(body []byte, contentType string, nowMs int64, ix *en
 		if ts != nil {
 			ts.predLen = 0
 			if pred < len(c.prev) {
-				ts.predLen, ts.predKey = c.prev[pred].rawLen, c.prev[pred].key
+				ts.predLen, ts.predKey = int(c.prev[pred].rawLen), c.prev[pred].key
 			}
 		}
 		et, err := sc.Next()
@@ -274,12 +276,12 @@ func (c *TargetCache) parse(body []byte, contentType string, nowMs int64, ix *en
 		} else {
 			h := xxhash.Sum64(raw)
 			e = c.entries[h]
-			if e == nil || e.rawLen != len(raw) {
+			if e == nil || int(e.rawLen) != len(raw) {
 				if e, err = c.newEntry(sc, h, len(raw), curFam, curFamName, ix); err != nil {
 					return &ParseError{Line: sc.Line(), Err: err}
 				}
-			} else if e.seen == c.iter-1 && e.pos < len(c.prev) && c.prev[e.pos] == e {
-				pred = e.pos + 1 // back in step with the previous scrape
+			} else if e.seen == c.iter-1 && int(e.pos) < len(c.prev) && c.prev[e.pos] == e {
+				pred = int(e.pos) + 1 // back in step with the previous scrape
 			}
 		}
 		if e.gen != gen {
@@ -290,7 +292,7 @@ func (c *TargetCache) parse(body []byte, contentType string, nowMs int64, ix *en
 		if e.seen == c.iter {
 			continue // a duplicate line; Prometheus would reject it too
 		}
-		e.pos = len(c.cur)
+		e.pos = int32(len(c.cur))
 		c.cur = append(c.cur, e)
 		c.curPrevT = append(c.curPrevT, e.lastT)
 		e.seen = c.iter
@@ -330,7 +332,7 @@ func (c *TargetCache) newEntry(sc scanner, h uint64, rawLen int, curFam int32, c
 	if curFam < 0 || !belongsTo(name, curFamName, c.families[curFam].Type) {
 		fam, _ = c.family([]byte(name))
 	}
-	e := &seriesEntry{key: h, rawLen: rawLen, fam: fam, lastT: noTimestamp, gen: ix.Generation()}
+	e := &seriesEntry{key: h, rawLen: int32(rawLen), fam: fam, lastT: noTimestamp, gen: ix.Generation()}
 	// Clone: the parsed labels share one backing string, which a substring
 	// would keep alive for as long as the entry lives.
 	e.ns = c.internNS(c.lbls.Get(enrich.NamespaceLabel))
