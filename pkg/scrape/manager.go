@@ -43,9 +43,12 @@ type ManagerConfig struct {
 
 // Manager runs one scrape loop per target, spread over the interval.
 type Manager struct {
-	cfg     ManagerConfig
-	sem     chan struct{}
-	bufs    sync.Pool
+	cfg ManagerConfig
+	sem chan struct{}
+	// bufs holds the body buffers not in use. Unlike a sync.Pool it is not
+	// emptied by every GC, so megabyte bodies are not reallocated scrape
+	// after scrape; it holds at most as many as scrapes ever ran at once.
+	bufs    chan *bytes.Buffer
 	metrics *metrics
 
 	mu    sync.Mutex
@@ -78,7 +81,7 @@ func NewManager(cfg ManagerConfig) *Manager {
 	return &Manager{
 		cfg:     cfg,
 		sem:     make(chan struct{}, cfg.MaxConcurrency),
-		bufs:    sync.Pool{New: func() any { return new(bytes.Buffer) }},
+		bufs:    make(chan *bytes.Buffer, cfg.MaxConcurrency),
 		metrics: newMetrics(cfg.Registerer),
 		loops:   map[string]*loop{},
 		graves:  map[string]grave{},
@@ -232,14 +235,25 @@ func staleOnly(in []remotewrite.Sample) []remotewrite.Sample {
 
 // Scrape fetches and processes one target once.
 func (m *Manager) Scrape(ctx context.Context, t *Target, cache *TargetCache) *Result {
-	buf := m.bufs.Get().(*bytes.Buffer)
+	var buf *bytes.Buffer
+	select {
+	case buf = <-m.bufs:
+	default:
+		buf = new(bytes.Buffer)
+	}
 	defer func() {
 		if buf.Cap() < 64<<20 { // do not pin a one-off huge body
 			buf.Reset()
-			m.bufs.Put(buf)
+			select {
+			case m.bufs <- buf:
+			default:
+			}
 		}
 	}()
 	buf.Reset()
+	if n := cache.lastBodySize; n > buf.Cap() {
+		buf.Grow(n + n/8) // one allocation, not a doubling series
+	}
 	start := time.Now()
 	fctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
 	f := m.cfg.NodeFetcher
@@ -254,6 +268,7 @@ func (m *Manager) Scrape(ctx context.Context, t *Target, cache *TargetCache) *Re
 	var body []byte
 	if err == nil {
 		body = buf.Bytes()
+		cache.lastBodySize = len(body)
 	}
 	return cache.Process(body, ct, start, time.Since(start), m.cfg.Namespaces.Snapshot(), err)
 }

@@ -133,6 +133,7 @@ type TargetCache struct {
 	self           [numSelfFamilies]*remotewrite.Series
 	send           []remotewrite.Sample
 	lastViewLen    int
+	lastBodySize   int // the target's last payload, to size the next buffer
 	lastRangeCount int
 }
 
