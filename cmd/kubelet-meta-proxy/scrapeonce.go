@@ -107,8 +107,9 @@ func (o *scrapeOnceOptions) Run(ctx context.Context, stdout, stderr io.Writer) e
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			res := mgr.Scrape(ctx, t, scrape.NewTargetCache(t, o.scrape.HonorTimestamps))
-			mgr.Publish(t, res)
+			cache := scrape.NewTargetCache(t, o.scrape.HonorTimestamps)
+			res := mgr.Scrape(ctx, t, cache)
+			mgr.Publish(t, cache, res)
 			if res.Err != nil {
 				mu.Lock()
 				failed = append(failed, fmt.Sprintf("%s (%s): %v", t.Key, t.Address, res.Err))
@@ -127,7 +128,9 @@ func (o *scrapeOnceOptions) Run(ctx context.Context, stdout, stderr io.Writer) e
 		defer f.Close()
 		out = f
 	}
-	if err := scrape.WriteText(out, view.Targets(), nil); err != nil {
+	tvs := view.Targets()
+	defer view.Release(tvs)
+	if err := scrape.WriteText(out, tvs, nil); err != nil {
 		return err
 	}
 	if len(failed) > 0 {

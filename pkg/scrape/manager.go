@@ -210,7 +210,7 @@ func (m *Manager) scrapeOnce(ctx context.Context, t *Target, cache *TargetCache,
 	if ctx.Err() != nil && res.Err != nil {
 		return res // shutting down, not a target failure
 	}
-	m.Publish(t, res)
+	m.Publish(t, cache, res)
 	// Log a failure when it starts or changes, not on every interval.
 	switch {
 	case res.Err != nil && res.Err.Error() != *lastErr:
@@ -274,8 +274,8 @@ func (m *Manager) Scrape(ctx context.Context, t *Target, cache *TargetCache) *Re
 }
 
 // Publish hands a result to both outputs and the relay's own metrics.
-func (m *Manager) Publish(t *Target, res *Result) {
-	m.cfg.View.Set(res.View)
+func (m *Manager) Publish(t *Target, cache *TargetCache, res *Result) {
+	cache.Recycle(m.cfg.View.Set(res.View))
 	if m.cfg.Sink != nil {
 		m.cfg.Sink.Append(res.Send)
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -58,6 +59,7 @@ type TargetView struct {
 	Families []Family // indexed by FamilyRange.Family; never modified in place
 	Samples  []ViewSample
 	Ranges   []FamilyRange
+	readers  atomic.Int32 // renders in progress (View.Targets .. View.Release)
 }
 
 // Result is what one scrape produced.
@@ -134,6 +136,7 @@ type TargetCache struct {
 	send           []remotewrite.Sample
 	lastViewLen    int
 	lastBodySize   int // the target's last payload, to size the next buffer
+	spare          *TargetView
 	lastRangeCount int
 }
 
@@ -181,10 +184,15 @@ func (c *TargetCache) Process(body []byte, contentType string, now time.Time, du
 	c.send = c.send[:0]
 	c.cur = c.cur[:0]
 	c.curPrevT = c.curPrevT[:0]
-	view := &TargetView{
-		Target:  c.target,
-		Samples: make([]ViewSample, 0, c.lastViewLen+numSelfFamilies),
-		Ranges:  make([]FamilyRange, 0, c.lastRangeCount+numSelfFamilies),
+	view := &TargetView{Target: c.target}
+	if sp := c.spare; sp != nil {
+		// The view published two scrapes ago, which nobody reads any more:
+		// reuse its buffers rather than allocate a sample slice per scrape.
+		view.Samples, view.Ranges = sp.Samples[:0], sp.Ranges[:0]
+		c.spare = nil
+	} else {
+		view.Samples = make([]ViewSample, 0, c.lastViewLen+numSelfFamilies)
+		view.Ranges = make([]FamilyRange, 0, c.lastRangeCount+numSelfFamilies)
 	}
 	if fetchErr == nil {
 		res.Err = c.parse(body, contentType, nowMs, ix, view, res)
@@ -449,6 +457,14 @@ func (c *TargetCache) evict(now time.Time) {
 		if now.After(ts.expires) {
 			delete(c.tombstones, h)
 		}
+	}
+}
+
+// Recycle hands back a view of this target that was just replaced in the
+// View store; if nobody is reading it, the next scrape reuses its buffers.
+func (c *TargetCache) Recycle(old *TargetView) {
+	if old != nil && old.Target == c.target && old.readers.Load() == 0 {
+		c.spare = old
 	}
 }
 

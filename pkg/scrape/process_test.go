@@ -462,3 +462,44 @@ func TestPredictionNeverChangesTheResult(t *testing.T) {
 		})
 	}
 }
+
+// A view's buffers are reused two scrapes later, but never while a /metrics
+// render still holds it.
+func TestViewBuffersReusedOnlyWhenUnread(t *testing.T) {
+	body := readCapture(t, captures[1])
+	ix := testIndex(1, baseTeams)
+	c := NewTargetCache(testTarget(), false)
+	v := NewView()
+	now := scrapeTime
+	scrape := func() *TargetView {
+		now = now.Add(time.Second)
+		res := c.Process(body, "", now, time.Second, ix, nil)
+		c.Recycle(v.Set(res.View))
+		return res.View
+	}
+	first := scrape()
+	scrape()
+	third := scrape()
+	if &third.Samples[0] != &first.Samples[0] {
+		t.Fatal("an unread view's buffers were not reused")
+	}
+	held := v.Targets() // a render in progress holds the third view
+	var before bytes.Buffer
+	if err := WriteText(&before, held, nil); err != nil {
+		t.Fatal(err)
+	}
+	scrape()
+	fifth := scrape()
+	scrape()
+	if &fifth.Samples[0] == &third.Samples[0] {
+		t.Fatal("a view being read was reused")
+	}
+	var after bytes.Buffer
+	if err := WriteText(&after, held, nil); err != nil {
+		t.Fatal(err)
+	}
+	if before.String() != after.String() {
+		t.Fatal("a view changed under its reader")
+	}
+	v.Release(held)
+}

@@ -19,11 +19,14 @@ type View struct {
 // NewView returns an empty view.
 func NewView() *View { return &View{targets: map[string]*TargetView{}} }
 
-// Set replaces the latest scrape of a target.
-func (v *View) Set(tv *TargetView) {
+// Set replaces the latest scrape of a target and returns the one it
+// replaced (nil if none), which no new reader can obtain any more.
+func (v *View) Set(tv *TargetView) *TargetView {
 	v.mu.Lock()
+	old := v.targets[tv.Target.Key]
 	v.targets[tv.Target.Key] = tv
 	v.mu.Unlock()
+	return old
 }
 
 // Delete forgets a target that went away.
@@ -33,16 +36,25 @@ func (v *View) Delete(key string) {
 	v.mu.Unlock()
 }
 
-// Targets returns the latest views, sorted by target key.
+// Targets returns the latest views, sorted by target key. The caller reads
+// them and then calls Release: until then their buffers are not reused.
 func (v *View) Targets() []*TargetView {
 	v.mu.RLock()
 	out := make([]*TargetView, 0, len(v.targets))
 	for _, tv := range v.targets {
+		tv.readers.Add(1)
 		out = append(out, tv)
 	}
 	v.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Target.Key < out[j].Target.Key })
 	return out
+}
+
+// Release ends a read that Targets began.
+func (v *View) Release(tvs []*TargetView) {
+	for _, tv := range tvs {
+		tv.readers.Add(-1)
+	}
 }
 
 // WriteText writes the view in the text exposition format (0.0.4): every

@@ -143,7 +143,9 @@ func (s *Server) serveView(w http.ResponseWriter, r *http.Request) {
 		}()
 		out = gz
 	}
-	if err := scrape.WriteText(out, s.cfg.View.Targets(), filter); err != nil {
+	tvs := s.cfg.View.Targets()
+	defer s.cfg.View.Release(tvs)
+	if err := scrape.WriteText(out, tvs, filter); err != nil {
 		s.cfg.Logger.Debug("writing /metrics", "err", err)
 	}
 }
