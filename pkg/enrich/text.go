@@ -67,8 +67,18 @@ func AppendFloat(dst []byte, v float64) []byte {
 	return strconv.AppendFloat(dst, v, 'g', -1, 64)
 }
 
+// needsEscape marks the bytes a label value escapes.
+var needsEscape = [256]bool{'\\': true, '"': true, '\n': true}
+
+// appendEscaped copies runs of plain bytes in one go: almost every label
+// value is one run.
 func appendEscaped(dst, v []byte) []byte {
-	for _, c := range v {
+	start := 0
+	for i, c := range v {
+		if !needsEscape[c] {
+			continue
+		}
+		dst = append(dst, v[start:i]...)
 		switch c {
 		case '\\':
 			dst = append(dst, '\\', '\\')
@@ -76,11 +86,10 @@ func appendEscaped(dst, v []byte) []byte {
 			dst = append(dst, '\\', '"')
 		case '\n':
 			dst = append(dst, '\\', 'n')
-		default:
-			dst = append(dst, c)
 		}
+		start = i + 1
 	}
-	return dst
+	return append(dst, v[start:]...)
 }
 
 // AppendEscapedHelp escapes HELP text (backslash and newline only).
