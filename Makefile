@@ -20,8 +20,7 @@ unit: ## Run the unit tests (no cluster needed).
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /e2e)
 
 .PHONY: test
-test: tools ## Run every test: unit and end-to-end.
-	$(GO) vet ./...
+test: tools lint ## Run every test: lint (gofmt, go vet, staticcheck), unit and end-to-end.
 	$(GO) test -count=1 -timeout 60m ./...
 
 # Load test profiles (e2e/cmd/loadbench): simulated kubelets, real etcd + kube-apiserver, the relay
