@@ -78,6 +78,15 @@ func StartKubelets(names []string, captures []*fakekubelet.Capture, gzipOn bool)
 	return ks, nil
 }
 
+// scrapeCounts is every kubelet's Scrapes, in List order.
+func (ks *Kubelets) scrapeCounts() []int64 {
+	c := make([]int64, len(ks.List))
+	for i, k := range ks.List {
+		c[i] = k.Scrapes()
+	}
+	return c
+}
+
 // Stop closes every server.
 func (ks *Kubelets) Stop() {
 	for _, k := range ks.List {

@@ -126,8 +126,9 @@ func (s *rssSampler) stats() (maxRSS, meanRSS int64) {
 func (s *rssSampler) stop() { s.cancel(); <-s.done }
 
 // SelfMetrics are the relay's /metrics/self, flattened: the sum over every series of a name
-// (histograms as NAME_count and NAME_sum), and for a few labelled counters also
-// NAME/VALUE by their one distinguishing label (result, reason, code).
+// (histograms as NAME_count and NAME_sum), and for a few labelled counters and histograms
+// also NAME/VALUE (NAME_count/VALUE, NAME_sum/VALUE) by their one distinguishing label
+// (result, reason, code).
 type SelfMetrics map[string]float64
 
 // Get returns a value (0 if absent).
@@ -156,6 +157,12 @@ func ParseSelf(r io.Reader) (SelfMetrics, error) {
 			case mt.Histogram != nil:
 				m[name+"_count"] += float64(mt.Histogram.GetSampleCount())
 				m[name+"_sum"] += mt.Histogram.GetSampleSum()
+				for _, l := range mt.Label {
+					if labelIn(l, splitLabels) {
+						m[name+"_count/"+l.GetValue()] += float64(mt.Histogram.GetSampleCount())
+						m[name+"_sum/"+l.GetValue()] += mt.Histogram.GetSampleSum()
+					}
+				}
 				continue
 			case mt.Summary != nil:
 				m[name+"_count"] += float64(mt.Summary.GetSampleCount())

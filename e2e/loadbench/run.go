@@ -61,14 +61,27 @@ type Result struct {
 	// PeakRSS is VmHWM at the end (whole run: start-up, the first round, the /metrics fetch);
 	// MaxRSS and MeanRSS are VmRSS sampled every 250ms in the measured window.
 	PeakRSS, MaxRSS, MeanRSS int64
+	// BenchCPU is the load test's own CPU in the window (simulated kubelets, receiver): on a
+	// small machine it competes with the relay.
+	BenchCPU time.Duration
 	// HeapInuse is go_memstats_heap_inuse_bytes at the end of the window.
 	HeapInuse float64
 	// ScrapedWindow and ScrapesWindow are the relay's samples scraped and scrapes in the window.
 	ScrapedWindow, ScrapesWindow float64
-	// ViewBytes and ViewTime: the one GET /metrics during the window.
-	ViewBytes int64
-	ViewTime  time.Duration
-	ViewErr   error
+	// NodeScrapes counts nodes by how many scrapes their kubelet served in the window
+	// (scrapes -> nodes): every node Rounds times, give or take one at the window's edges.
+	NodeScrapes map[int64]int
+	// Warmup is how long the warm-up took (relay start to every node's first scrape done).
+	Warmup time.Duration
+	// The one GET /metrics, made after the warm-up and before the window (so its memory is
+	// in PeakRSS, its CPU is not in CPU): body bytes, time, the relay's CPU around it (which
+	// includes the scrapes running meanwhile) and VmHWM before and after it.
+	ViewBytes                 int64
+	ViewTime, ViewCPU         time.Duration
+	ViewHWMBefore, ViewHWMAft int64
+	ViewErr                   error
+	// Self0 and Self1 are /metrics/self at the start and the end of the window.
+	Self0, Self1 SelfMetrics
 	// Totals at a quiescent moment after the window (receiver and relay agree, or not).
 	Quiescent bool
 	Final     SelfMetrics
@@ -205,7 +218,7 @@ func Run(ctx context.Context, cfg Config) (string, []*Result, error) {
 
 	var results []*Result
 	for _, enrich := range cfg.Enrich {
-		res := runRelay(ctx, cfg, b, recv, enrich, len(ks.List), logf)
+		res := runRelay(ctx, cfg, b, recv, enrich, ks, logf)
 		results = append(results, res)
 		if ctx.Err() != nil {
 			break
@@ -264,8 +277,9 @@ func registerNodes(ctx context.Context, b *bed.Bed, ks *Kubelets) error {
 }
 
 // runRelay runs the relay for one mode and measures it. Errors end up in Result.Err.
-func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, enrich bool, nodes int, logf func(string, ...any)) *Result {
+func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, enrich bool, ks *Kubelets, logf func(string, ...any)) *Result {
 	res := &Result{Enrich: enrich}
+	nodes := len(ks.List)
 	recv.Reset()
 	labels := ""
 	if enrich {
@@ -296,6 +310,8 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, enric
 		os.Setenv(PprofEnv, pprofAddr)
 	}
 	logf("enrichment %s: starting the relay", onOff(enrich))
+	// What an earlier mode's relay left in the kubelets' counters.
+	base := ks.scrapeCounts()
 	r, err := b.StartRelay(ctx, args...)
 	if err != nil {
 		res.Err = err
@@ -311,18 +327,31 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, enric
 		return fetchSelf(c, r.BaseURL)
 	}
 
-	// Warm-up: every node scraped WarmupRounds times (the first scrape parses every series).
-	warm := float64(nodes * max(cfg.WarmupRounds, 1))
+	// Warm-up: every node scraped WarmupRounds times (the first scrape parses every series),
+	// counted per node at the kubelets, and every scrape they served finished in the relay.
+	// (Counting the relay's total instead starts the window while the slowest first scrapes
+	// are still running, when early nodes are already on their second: those nodes then
+	// finish rounds+1 scrapes in the window, one of them the expensive first one.)
+	warm := int64(max(cfg.WarmupRounds, 1))
 	warmStart := time.Now()
-	deadline := warmStart.Add(time.Duration(max(cfg.WarmupRounds, 1)+2)*cfg.Interval + 90*time.Second)
+	deadline := warmStart.Add(time.Duration(warm+2)*cfg.Interval + 90*time.Second)
 	for {
+		minServed, served := int64(-1), int64(0)
+		for i, c := range ks.scrapeCounts() {
+			d := c - base[i]
+			served += d
+			if minServed < 0 || d < minServed {
+				minServed = d
+			}
+		}
 		m, err := self()
-		if err == nil && m.Get("kubelet_meta_proxy_scrape_duration_seconds_count") >= warm {
+		done := m.Get("kubelet_meta_proxy_scrape_duration_seconds_count")
+		if err == nil && minServed >= warm && done >= float64(served) {
 			break
 		}
 		if time.Now().After(deadline) {
-			res.Err = fmt.Errorf("warm-up: not every node scraped after %s (%.0f scrapes, want %.0f; last error %v)\n%s",
-				time.Since(warmStart).Round(time.Second), m.Get("kubelet_meta_proxy_scrape_duration_seconds_count"), warm, err, r.Logs(20))
+			res.Err = fmt.Errorf("warm-up: not every node scraped %d times after %s (least-scraped node %d, relay finished %.0f of %d served; last error %v)\n%s",
+				warm, time.Since(warmStart).Round(time.Second), minServed, done, served, err, r.Logs(20))
 			return res
 		}
 		if !sleep(ctx, 200*time.Millisecond) {
@@ -330,7 +359,30 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, enric
 			return res
 		}
 	}
-	logf("enrichment %s: warm-up done, measuring %d rounds of %s", onOff(enrich), cfg.Rounds, cfg.Interval)
+	res.Warmup = time.Since(warmStart)
+	logf("enrichment %s: warm-up done in %s; GET /metrics, then measuring %d rounds of %s", onOff(enrich),
+		res.Warmup.Round(time.Second), cfg.Rounds, cfg.Interval)
+
+	// The /metrics view, once, before the window: its memory is in VmHWM (peak RSS), its CPU
+	// is measured on its own and not in the CPU per delivered sample.
+	_, res.ViewHWMBefore, _ = ProcMem(pid)
+	vcpu0, err := ProcCPU(pid)
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	vt := time.Now()
+	res.ViewBytes, res.ViewErr = fetchView(ctx, r.BaseURL)
+	res.ViewTime = time.Since(vt)
+	vcpu1, err := ProcCPU(pid)
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	res.ViewCPU = vcpu1 - vcpu0
+	_, res.ViewHWMAft, _ = ProcMem(pid)
+	logf("enrichment %s: GET /metrics: %.1f MB in %s, relay CPU %.2fs", onOff(enrich),
+		float64(res.ViewBytes)/1e6, res.ViewTime.Round(time.Millisecond), res.ViewCPU.Seconds())
 
 	rss.reset()
 	t0 := time.Now()
@@ -339,6 +391,8 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, enric
 		res.Err = err
 		return res
 	}
+	bcpu0, _ := ProcCPU(os.Getpid())
+	k0 := ks.scrapeCounts()
 	s0, err := self()
 	if err != nil {
 		res.Err = err
@@ -356,14 +410,6 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, enric
 		}()
 	}
 
-	// The /metrics view, once, in the middle of the window (its cost is in CPU and RSS).
-	if !sleep(ctx, window/2) {
-		res.Err = ctx.Err()
-		return res
-	}
-	vt := time.Now()
-	res.ViewBytes, res.ViewErr = fetchView(ctx, r.BaseURL)
-	res.ViewTime = time.Since(vt)
 	if !sleep(ctx, time.Until(t0.Add(window))) {
 		res.Err = ctx.Err()
 		return res
@@ -375,6 +421,8 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, enric
 		return res
 	}
 	t1 := time.Now()
+	bcpu1, _ := ProcCPU(os.Getpid())
+	k1 := ks.scrapeCounts()
 	r1 := recv.Stats()
 	s1, err := self()
 	if err != nil {
@@ -383,6 +431,12 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, enric
 	}
 	res.Window = t1.Sub(t0)
 	res.CPU = cpu1 - cpu0
+	res.BenchCPU = bcpu1 - bcpu0
+	res.Self0, res.Self1 = s0, s1
+	res.NodeScrapes = map[int64]int{}
+	for i := range k1 {
+		res.NodeScrapes[k1[i]-k0[i]]++
+	}
 	if profDone != nil {
 		if err := <-profDone; err != nil {
 			logf("cpu profile: %v", err)
@@ -480,6 +534,13 @@ func check(res *Result, nodes int, interval time.Duration) []string {
 	// Every node is scraped once per interval: a relay that falls behind scrapes less.
 	if want := float64(nodes) * res.Window.Seconds() / interval.Seconds(); res.ScrapesWindow < 0.95*want {
 		p = append(p, fmt.Sprintf("%.0f scrapes in the window, want about %.0f: the relay fell behind", res.ScrapesWindow, want))
+	}
+	// Per node, at the kubelets: rounds each, one more or less only at the window's edges.
+	rounds := int64(res.Window.Seconds()/interval.Seconds() + 0.5)
+	for n, c := range res.NodeScrapes {
+		if n < rounds-1 || n > rounds+1 {
+			p = append(p, fmt.Sprintf("%d nodes scraped %d times in the window, want %d", c, n, rounds))
+		}
 	}
 	return p
 }
