@@ -38,6 +38,8 @@ type Kubelet struct {
 	scrapes atomic.Int64
 	served  atomic.Int64 // bytes written (after compression)
 	bufs    *sync.Pool
+	gate    *atomic.Pointer[chan struct{}]
+	busy    *atomic.Int64
 }
 
 // Scrapes is how many times /metrics/cadvisor was served.
@@ -50,6 +52,11 @@ func (k *Kubelet) ServedBytes() int64 { return k.served.Load() }
 type Kubelets struct {
 	List []*Kubelet
 	bufs sync.Pool
+	// gate is set by hold: new scrapes wait until release closes it, so that the relay can
+	// go quiet.
+	gate atomic.Pointer[chan struct{}]
+	// busy counts scrapes past the gate and not yet served.
+	busy atomic.Int64
 }
 
 // StartKubelets starts one HTTPS server per capture, each on its own 127.0.0.1 port, with
@@ -69,7 +76,7 @@ func StartKubelets(names []string, captures []*fakekubelet.Capture, gzipOn bool)
 			return nil, err
 		}
 		k := &Kubelet{Name: names[i], Addr: ln.Addr().String(), Port: ln.Addr().(*net.TCPAddr).Port,
-			Series: c.Series, Bytes: c.Size(), capture: c, gzip: gzipOn, bufs: &ks.bufs}
+			Series: c.Series, Bytes: c.Size(), capture: c, gzip: gzipOn, bufs: &ks.bufs, gate: &ks.gate, busy: &ks.busy}
 		k.srv = &http.Server{Handler: k, TLSConfig: tcfg, ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog: nil}
 		go func() { _ = k.srv.ServeTLS(ln, "", "") }()
@@ -87,6 +94,23 @@ func (ks *Kubelets) scrapeCounts() []int64 {
 	return c
 }
 
+// hold makes new scrapes wait (they are answered after release, late but not failed, as
+// long as the hold is shorter than the relay's scrape timeout); scrapes already past the
+// gate finish.
+func (ks *Kubelets) hold() {
+	g := make(chan struct{})
+	ks.gate.Store(&g)
+}
+
+// inFlight is how many scrapes are being served (past the gate, not finished).
+func (ks *Kubelets) inFlight() int64 { return ks.busy.Load() }
+
+func (ks *Kubelets) release() {
+	if g := ks.gate.Swap(nil); g != nil {
+		close(*g)
+	}
+}
+
 // Stop closes every server.
 func (ks *Kubelets) Stop() {
 	for _, k := range ks.List {
@@ -102,6 +126,13 @@ func (k *Kubelet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path != "/metrics/cadvisor" {
 		http.NotFound(w, r)
 		return
+	}
+	k.busy.Add(1)
+	defer k.busy.Add(-1)
+	if g := k.gate.Load(); g != nil {
+		k.busy.Add(-1)
+		<-*g // the kubelets are held
+		k.busy.Add(1)
 	}
 	bp, _ := k.bufs.Get().(*[]byte)
 	if bp == nil {

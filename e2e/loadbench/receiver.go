@@ -34,6 +34,7 @@ type Receiver struct {
 	last map[uint64]int64 // series hash -> last timestamp
 	st   ReceiverStats
 	pool sync.Pool // *recvScratch
+	hint int       // series expected, for Reset
 }
 
 // recvScratch is one request's buffers and what it found, merged under the lock.
@@ -95,11 +96,19 @@ func (r *Receiver) Stats() ReceiverStats {
 	return s
 }
 
+// Presize makes Reset allocate room for n series, so that the first round does not grow
+// the map (under the lock) while the relay waits.
+func (r *Receiver) Presize(n int) {
+	r.mu.Lock()
+	r.hint = n
+	r.mu.Unlock()
+}
+
 // Reset forgets every series and zeroes the counters.
 func (r *Receiver) Reset() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.last = map[uint64]int64{}
+	r.last = make(map[uint64]int64, r.hint)
 	r.st = ReceiverStats{}
 }
 

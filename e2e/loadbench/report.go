@@ -86,7 +86,7 @@ func Report(cfg Config, series, textBytes int64, results []*Result) string {
 		m := r.Final
 		var drops []string
 		for _, k := range m.keysWith(rw + "samples_dropped_total/") {
-			drops = append(drops, fmt.Sprintf("%s=%.0f (window %.0f)", strings.TrimPrefix(k, rw+"samples_dropped_total/"), m[k], d(k)))
+			drops = append(drops, fmt.Sprintf("%s=%.0f (before the window %.0f, in it %.0f)", strings.TrimPrefix(k, rw+"samples_dropped_total/"), m[k], r.Self0.Get(k), d(k)))
 		}
 		if len(drops) == 0 {
 			drops = []string{"none"}

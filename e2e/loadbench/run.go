@@ -215,6 +215,7 @@ func Run(ctx context.Context, cfg Config) (string, []*Result, error) {
 		return "", nil, err
 	}
 	defer recv.Stop()
+	recv.Presize(int(series) + 3*w.Nodes)
 
 	var results []*Result
 	for _, enrich := range cfg.Enrich {
@@ -453,23 +454,39 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, enric
 	res.ScrapedWindow = s1.Get("kubelet_meta_proxy_samples_scraped_total") - s0.Get("kubelet_meta_proxy_samples_scraped_total")
 	res.ScrapesWindow = s1.Get("kubelet_meta_proxy_scrape_duration_seconds_count") - s0.Get("kubelet_meta_proxy_scrape_duration_seconds_count")
 
-	// Totals at a quiescent moment: the receiver's count read before and after the relay's
-	// counters, all equal, and nothing queued.
+	// Totals at a quiescent moment: the kubelets hold new scrapes (at most 3s, well under
+	// the scrape timeout) until every scrape they served is finished in the relay and its
+	// queue is empty; the receiver's count is read before and after the relay's counters,
+	// and all agree. (At 500 nodes a scrape starts every 60ms: without the hold the relay
+	// is never quiet between two of them.)
 	qdeadline := time.Now().Add(max(cfg.Interval, 20*time.Second))
-	for time.Now().Before(qdeadline) {
-		a := recv.Stats()
-		m, err := self()
-		z := recv.Stats()
-		if err == nil {
-			res.Final, res.Recv = m, z
-			sent := int64(m.Get("kubelet_meta_proxy_remote_write_samples_sent_total"))
-			in := int64(m.Get("kubelet_meta_proxy_remote_write_samples_in_total"))
-			if a.Samples == z.Samples && z.Samples == sent && in == sent && m.Get("kubelet_meta_proxy_remote_write_queue_length") == 0 {
-				res.Quiescent = true
+	for !res.Quiescent && time.Now().Before(qdeadline) {
+		ks.hold()
+		hdeadline := time.Now().Add(3 * time.Second)
+		for time.Now().Before(hdeadline) {
+			var served int64
+			for i, c := range ks.scrapeCounts() {
+				served += c - base[i]
+			}
+			a := recv.Stats()
+			m, err := self()
+			z := recv.Stats()
+			if err == nil {
+				res.Final, res.Recv = m, z
+				sent := int64(m.Get("kubelet_meta_proxy_remote_write_samples_sent_total"))
+				in := int64(m.Get("kubelet_meta_proxy_remote_write_samples_in_total"))
+				if a.Samples == z.Samples && z.Samples == sent && in == sent && m.Get("kubelet_meta_proxy_remote_write_queue_length") == 0 &&
+					ks.inFlight() == 0 && m.Get("kubelet_meta_proxy_scrape_duration_seconds_count") >= float64(served) {
+					res.Quiescent = true
+					break
+				}
+			}
+			if !sleep(ctx, 20*time.Millisecond) {
 				break
 			}
 		}
-		if !sleep(ctx, 50*time.Millisecond) {
+		ks.release()
+		if !res.Quiescent && !sleep(ctx, time.Second) {
 			break
 		}
 	}
