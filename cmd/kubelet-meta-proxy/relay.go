@@ -97,7 +97,10 @@ func (o *commonOptions) fetchers(c *clients) (node, plain scrape.Fetcher, err er
 		BearerTokenFile: o.kube.KubeletTokenFile,
 		UserAgent:       userAgent(),
 		TLSClientConfig: rest.TLSClientConfig{CAFile: ca, Insecure: o.kube.KubeletInsecureSkipVerify},
-		Timeout:         0,
+		// A DaemonSet pod scrapes the kubelet on its own node: gzip would
+		// cost CPU on both ends to save traffic that never leaves the host
+		// (un-gzipping alone is about 1 µs per cAdvisor sample).
+		DisableCompression: true,
 	}
 	hc, err := rest.HTTPClientFor(kcfg)
 	if err != nil {
