@@ -475,7 +475,9 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, enric
 				res.Final, res.Recv = m, z
 				sent := int64(m.Get("kubelet_meta_proxy_remote_write_samples_sent_total"))
 				in := int64(m.Get("kubelet_meta_proxy_remote_write_samples_in_total"))
-				if a.Samples == z.Samples && z.Samples == sent && in == sent && m.Get("kubelet_meta_proxy_remote_write_queue_length") == 0 &&
+				// Dropped and failed samples are flagged on their own (check).
+				gone := int64(m.Get("kubelet_meta_proxy_remote_write_samples_dropped_total") + m.Get("kubelet_meta_proxy_remote_write_samples_failed_total"))
+				if a.Samples == z.Samples && z.Samples == sent && in == sent+gone && m.Get("kubelet_meta_proxy_remote_write_queue_length") == 0 &&
 					ks.inFlight() == 0 && m.Get("kubelet_meta_proxy_scrape_duration_seconds_count") >= float64(served) {
 					res.Quiescent = true
 					break
