@@ -28,6 +28,29 @@ func (o *commonOptions) Validate() error {
 	return errors.Join(o.kube.Validate(), o.scrape.Validate(), o.enrich.Validate(), o.log.Validate())
 }
 
+// pipeline is what run and scrape-once both build from the options.
+type pipeline struct {
+	clients                   *clients
+	nodeFetcher, plainFetcher scrape.Fetcher
+	nodeTargets               scrape.NodeTargetOptions
+}
+
+func (o *commonOptions) pipeline() (*pipeline, error) {
+	c, err := o.clients()
+	if err != nil {
+		return nil, err
+	}
+	nodeFetcher, plainFetcher, err := o.fetchers(c)
+	if err != nil {
+		return nil, err
+	}
+	nodeOpts, err := o.nodeTargetOptions()
+	if err != nil {
+		return nil, err
+	}
+	return &pipeline{clients: c, nodeFetcher: nodeFetcher, plainFetcher: plainFetcher, nodeTargets: nodeOpts}, nil
+}
+
 // clients are the Kubernetes clients the relay uses.
 type clients struct {
 	config   *rest.Config

@@ -78,18 +78,11 @@ func (o *runOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c, err := o.clients()
+	p, err := o.pipeline()
 	if err != nil {
 		return err
 	}
-	nodeFetcher, plainFetcher, err := o.fetchers(c)
-	if err != nil {
-		return err
-	}
-	nodeOpts, err := o.nodeTargetOptions()
-	if err != nil {
-		return err
-	}
+	c, nodeFetcher, plainFetcher, nodeOpts := p.clients, p.nodeFetcher, p.plainFetcher, p.nodeTargets
 
 	var writer *remotewrite.Writer
 	var sink scrape.Sink

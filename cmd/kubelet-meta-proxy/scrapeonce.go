@@ -55,18 +55,11 @@ var namespacesGVR = schema.GroupVersionResource{Version: "v1", Resource: "namesp
 // Run scrapes once and writes the result.
 func (o *scrapeOnceOptions) Run(ctx context.Context, stdout, stderr io.Writer) error {
 	logger := o.log.logger()
-	c, err := o.clients()
+	p, err := o.pipeline()
 	if err != nil {
 		return err
 	}
-	nodeFetcher, plainFetcher, err := o.fetchers(c)
-	if err != nil {
-		return err
-	}
-	nodeOpts, err := o.nodeTargetOptions()
-	if err != nil {
-		return err
-	}
+	c, nodeFetcher, plainFetcher, nodeOpts := p.clients, p.nodeFetcher, p.plainFetcher, p.nodeTargets
 
 	index := nsindex.NewStatic(o.enrich.mapper(), logger)
 	nsList, err := c.metadata.Resource(namespacesGVR).List(ctx, metav1.ListOptions{})

@@ -1,6 +1,7 @@
 package enrich
 
 import (
+	"github.com/prometheus/common/model"
 	"sort"
 	"strconv"
 	"strings"
@@ -35,18 +36,7 @@ func SanitizeLabelName(key string) string {
 
 // IsValidLabelName reports whether name is a legacy (ASCII) Prometheus label
 // name. The relay only emits such names so that every receiver accepts them.
-func IsValidLabelName(name string) bool {
-	if name == "" {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c >= '0' && c <= '9' && i > 0) {
-			return false
-		}
-	}
-	return true
-}
+func IsValidLabelName(name string) bool { return model.LegacyValidation.IsValidLabelName(name) }
 
 // Conflict records Kubernetes keys that sanitize to the same label name.
 type Conflict struct {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/prometheus/common/model"
 	"net/http"
 	"net/url"
 	"os"
@@ -489,18 +490,7 @@ func validateExternalLabels(ls []Label) error {
 
 // isValidLabelName reports whether name is a legacy Prometheus label name,
 // the form every receiver accepts.
-func isValidLabelName(name string) bool {
-	if name == "" {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c >= '0' && c <= '9' && i > 0) {
-			return false
-		}
-	}
-	return true
-}
+func isValidLabelName(name string) bool { return model.LegacyValidation.IsValidLabelName(name) }
 
 // ParseHeaders parses --remote-write-header values of the form Name=value.
 // Validation of names and values happens in Config.Validate.
