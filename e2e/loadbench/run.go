@@ -58,7 +58,8 @@ type Result struct {
 	CPU time.Duration
 	// WireBytes received in the window.
 	WireBytes int64
-	// PeakRSS is VmHWM at the end (whole run: start-up, the first round, the /metrics fetch);
+	// PeakRSS is VmHWM at the end of the window (whole life until then: start-up, the first
+	// round, the /metrics fetch; not the quiescence check after it);
 	// MaxRSS and MeanRSS are VmRSS sampled every 250ms in the measured window.
 	PeakRSS, MaxRSS, MeanRSS int64
 	// BenchCPU is the load test's own CPU in the window (simulated kubelets, receiver): on a
@@ -454,6 +455,12 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, enric
 	res.ScrapedWindow = s1.Get("kubelet_meta_proxy_samples_scraped_total") - s0.Get("kubelet_meta_proxy_samples_scraped_total")
 	res.ScrapesWindow = s1.Get("kubelet_meta_proxy_scrape_duration_seconds_count") - s0.Get("kubelet_meta_proxy_scrape_duration_seconds_count")
 
+	// Peak RSS now, before the hold below: the scrapes it releases all at once would add a
+	// burst that a steady relay does not see.
+	if _, hwm, err := ProcMem(pid); err == nil {
+		res.PeakRSS = hwm
+	}
+
 	// Totals at a quiescent moment: the kubelets hold new scrapes (at most 3s, well under
 	// the scrape timeout) until every scrape they served is finished in the relay and its
 	// queue is empty; the receiver's count is read before and after the relay's counters,
@@ -491,9 +498,6 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, enric
 		if !res.Quiescent && !sleep(ctx, time.Second) {
 			break
 		}
-	}
-	if _, hwm, err := ProcMem(pid); err == nil {
-		res.PeakRSS = hwm
 	}
 	res.Problems = check(res, nodes, cfg.Interval)
 	logf("enrichment %s: %.0f samples/s, %.3f CPU-s per million, peak RSS %.1f MiB, %.2f wire bytes/sample, problems: %v",
