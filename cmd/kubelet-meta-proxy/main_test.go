@@ -38,17 +38,12 @@ func TestNormalizeArgs(t *testing.T) {
 // readmeArgs are the original project's DaemonSet args (its README).
 var readmeArgs = []string{"-node-port=443", "-enable-http2=false", "-kube-apiserver=kubernetes.default.svc", "-node-name-or-ip=node-a", "-metrics-port=8080"}
 
-// runFlags binds a runOptions to a flag set exactly as newRunCommand does.
+// runFlags binds a runOptions to a flag set as newRunCommand does.
 func runFlags() (*runOptions, *pflag.FlagSet) {
 	o := &runOptions{}
 	fs := pflag.NewFlagSet("run", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	o.kube.AddFlags(fs)
-	o.scrape.AddFlags(fs)
-	o.enrich.AddFlags(fs)
-	o.serve.AddFlags(fs)
-	o.rw.AddFlags(fs)
-	o.log.AddFlags(fs)
+	o.AddFlags(fs)
 	return o, fs
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/nsindex"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/remotewrite"
@@ -44,14 +45,18 @@ func newRunCommand() *cobra.Command {
 			return o.Run(cmd.Context())
 		},
 	}
-	fs := cmd.Flags()
+	o.AddFlags(cmd.Flags())
+	return cmd
+}
+
+// AddFlags registers every flag of run.
+func (o *runOptions) AddFlags(fs *pflag.FlagSet) {
 	o.kube.AddFlags(fs)
 	o.scrape.AddFlags(fs)
 	o.enrich.AddFlags(fs)
 	o.serve.AddFlags(fs)
 	o.rw.AddFlags(fs)
 	o.log.AddFlags(fs)
-	return cmd
 }
 
 func (o *runOptions) Validate() error {
