@@ -110,7 +110,8 @@ func BenchmarkRender(b *testing.B) {
 }
 
 // BenchmarkMemoryPerSeries reports the live heap each cached series costs
-// (cache entry, encoded series, the view's sample) with many targets.
+// in steady state (cache entry, encoded series, the published view and the
+// recycled one) with many targets, after a few scrapes through a View.
 func BenchmarkMemoryPerSeries(b *testing.B) {
 	body := readCapture(b, captures[0])
 	ix := testIndex(1, baseTeams)
@@ -120,7 +121,7 @@ func BenchmarkMemoryPerSeries(b *testing.B) {
 		var before runtime.MemStats
 		runtime.ReadMemStats(&before)
 		caches := make([]*TargetCache, targets)
-		views := make([]*TargetView, targets)
+		view := NewView()
 		series := 0
 		for i := range caches {
 			t := testTarget()
@@ -128,8 +129,10 @@ func BenchmarkMemoryPerSeries(b *testing.B) {
 			t.Labels = append([]enrich.Label(nil), t.Labels...)
 			t.Labels[len(t.Labels)-1].Value = fmt.Sprintf("node-%d", i)
 			caches[i] = NewTargetCache(t, true)
-			res := caches[i].Process(body, "", scrapeTime, time.Second, ix, nil)
-			views[i] = res.View
+			for k := range 4 {
+				res := caches[i].Process(body, "", scrapeTime.Add(time.Duration(k)*time.Second), time.Second, ix, nil)
+				caches[i].Recycle(view.Set(res.View))
+			}
 			series += caches[i].Len()
 		}
 		runtime.GC()
@@ -137,6 +140,6 @@ func BenchmarkMemoryPerSeries(b *testing.B) {
 		runtime.ReadMemStats(&after)
 		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(series), "B/series")
 		runtime.KeepAlive(caches)
-		runtime.KeepAlive(views)
+		runtime.KeepAlive(view)
 	}
 }
