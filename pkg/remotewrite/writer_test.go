@@ -505,6 +505,11 @@ func TestMetricsAreRegisteredPerEndpoint(t *testing.T) {
 	h.w.Append(sequence(newSeries("__name__", "m"), 1000, 10))
 	eventually(t, 3*time.Second, "delivery", func() bool { return rcv.acceptedSamples() == 10 })
 	l := map[string]string{"remote_name": "mimir", "url": rcv.url()}
+	// The receiver counts a batch before the sender has read the response
+	// and recorded it; the highest sent timestamp is recorded last.
+	eventually(t, 3*time.Second, "the sender recording the batch", func() bool {
+		return h.metric("highest_sent_timestamp_seconds", l) == 1.009
+	})
 	for name, want := range map[string]float64{
 		"samples_in_total":               10,
 		"samples_sent_total":             10,
