@@ -7,12 +7,10 @@ type Label struct {
 	Name, Value string
 }
 
-func sortLabels(ls []Label) {
+// SortLabels sorts ls by name, in place.
+func SortLabels(ls []Label) {
 	sort.Slice(ls, func(i, j int) bool { return ls[i].Name < ls[j].Name })
 }
-
-// SortLabels sorts ls by name, in place.
-func SortLabels(ls []Label) { sortLabels(ls) }
 
 // NamespaceInfo is what the index knows of one namespace.
 type NamespaceInfo struct {

@@ -127,7 +127,7 @@ func (m NamespaceMapper) Map(labels, annotations map[string]string) ([]Label, []
 		}
 		out = append(out, Label{Name: name, Value: c.value})
 	}
-	sortLabels(out)
+	SortLabels(out)
 	return out, conflicts
 }
 

@@ -52,7 +52,7 @@ func (b *Builder) Build(scraped labels.Labels, target, namespace []Label) *remot
 		}
 		ls = append(ls, Label{Name: name, Value: n.Value})
 	}
-	sortLabels(ls)
+	SortLabels(ls)
 	b.scratch = ls
 	return b.encode(ls)
 }
@@ -61,7 +61,7 @@ func (b *Builder) Build(scraped labels.Labels, target, namespace []Label) *remot
 // series such as up).
 func (b *Builder) SeriesOf(ls []Label) *remotewrite.Series {
 	sorted := append(b.scratch[:0], ls...)
-	sortLabels(sorted)
+	SortLabels(sorted)
 	b.scratch = sorted
 	return b.encode(sorted)
 }

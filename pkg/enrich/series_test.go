@@ -166,7 +166,7 @@ func parseText(t testing.TB, text string) ([]Label, float64, int64) {
 		for _, lp := range m.Label {
 			ls = append(ls, Label{lp.GetName(), lp.GetValue()})
 		}
-		sortLabels(ls)
+		SortLabels(ls)
 		return ls, m.GetUntyped().GetValue(), m.GetTimestampMs()
 	}
 	panic("unreachable")
@@ -261,7 +261,7 @@ func fuzzLabels(s string, prefix string) []Label {
 		seen[name] = true
 		out = append(out, Label{name, parts[i+1]})
 	}
-	sortLabels(out)
+	SortLabels(out)
 	return out
 }
 

@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"sort"
 	"strconv"
-	"sync"
 
 	"github.com/cespare/xxhash/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -171,9 +170,6 @@ type NodeDiscovery struct {
 	opts     NodeTargetOptions
 	informer cache.SharedIndexInformer
 	notify   func()
-
-	mu     sync.Mutex
-	synced bool
 }
 
 // NewNodeDiscovery watches the nodes matching selector (a label selector).
@@ -203,19 +199,11 @@ func (d *NodeDiscovery) Run(ctx context.Context) { d.informer.Run(ctx.Done()) }
 
 // WaitForSync blocks until the node list is in, or ctx ends.
 func (d *NodeDiscovery) WaitForSync(ctx context.Context) bool {
-	ok := cache.WaitForCacheSync(ctx.Done(), d.informer.HasSynced)
-	d.mu.Lock()
-	d.synced = ok
-	d.mu.Unlock()
-	return ok
+	return cache.WaitForCacheSync(ctx.Done(), d.informer.HasSynced)
 }
 
 // Synced reports whether the node list is in.
-func (d *NodeDiscovery) Synced() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.synced
-}
+func (d *NodeDiscovery) Synced() bool { return d.informer.HasSynced() }
 
 // Targets returns the targets of the nodes currently known, sorted by key.
 func (d *NodeDiscovery) Targets() []*Target {

@@ -335,7 +335,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 }
 
 func (m *metrics) observe(key string, res *Result) {
-	dur := res.View.Samples[len(res.View.Samples)-numSelfFamilies+famDuration].V
+	dur := res.Duration.Seconds()
 	m.duration.Observe(dur)
 	m.lastDur.WithLabelValues(key).Set(dur)
 	m.series.WithLabelValues(key).Set(float64(res.Scraped))

@@ -71,11 +71,12 @@ type Result struct {
 	// Err is set when the scrape or the parse failed; View then holds only
 	// the target's own series (up == 0) and Send the stale markers.
 	Err      error
-	Scraped  int // samples in the payload
-	Stale    int // stale markers in Send
-	Skipped  int // samples not sent again because their timestamp did not move
-	Enriched int // samples that got labels from their Namespace
-	Unknown  int // samples whose namespace is not (yet) in the index
+	Duration time.Duration // fetch + parse + enrich
+	Scraped  int           // samples in the payload
+	Stale    int           // stale markers in Send
+	Skipped  int           // samples not sent again because their timestamp did not move
+	Enriched int           // samples that got labels from their Namespace
+	Unknown  int           // samples whose namespace is not (yet) in the index
 }
 
 type enrichState uint8
@@ -180,7 +181,7 @@ func (e *ParseError) Unwrap() error { return e.Err }
 func (c *TargetCache) Process(body []byte, contentType string, now time.Time, duration time.Duration, ix *enrich.NamespaceIndex, fetchErr error) *Result {
 	c.iter++
 	nowMs := now.UnixMilli()
-	res := &Result{Err: fetchErr}
+	res := &Result{Err: fetchErr, Duration: duration}
 	c.send = c.send[:0]
 	c.cur = c.cur[:0]
 	c.curPrevT = c.curPrevT[:0]
