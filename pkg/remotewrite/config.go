@@ -46,8 +46,10 @@ type Config struct {
 	// Endpoints are the receivers; each gets its own queue. None means remote
 	// write is disabled.
 	Endpoints []EndpointConfig
-	// ExternalLabels are added to every series sent, unless the series has a
-	// label of the same name (the series' own label wins). For Mimir/Cortex HA
+	// ExternalLabels are added to every series, unless the series has a
+	// label of the same name (the series' own label wins). The Writer does
+	// not add them: the relay does when it builds a series (enrich.Builder),
+	// so that /metrics shows what every endpoint gets, as /federate does. For Mimir/Cortex HA
 	// deduplication set a cluster and a replica label here (for example
 	// cluster=prod and __replica__=$(POD_NAME)): every series, and so every
 	// request, then carries exactly one cluster/replica pair.

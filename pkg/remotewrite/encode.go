@@ -6,24 +6,8 @@ import (
 	"errors"
 	"fmt"
 
-	"unsafe"
-
 	"github.com/klauspost/compress/s2"
 )
-
-// externalLabel is an external label with its prompb encoding precomputed.
-type externalLabel struct {
-	name string
-	enc  []byte // AppendLabel(nil, name, value)
-}
-
-func newExternalLabels(ls []Label) []externalLabel {
-	out := make([]externalLabel, len(ls))
-	for i, l := range ls {
-		out[i] = externalLabel{name: l.Name, enc: AppendLabel(nil, l.Name, l.Value)}
-	}
-	return out
-}
 
 // encoder builds the body of a remote-write request by hand: a
 // prompb.WriteRequest whose TimeSeries are copied from the pre-encoded
@@ -31,9 +15,8 @@ func newExternalLabels(ls []Label) []externalLabel {
 // buffers between batches, so a shard's steady state allocates nothing.
 // An encoder serves one goroutine.
 type encoder struct {
-	external []externalLabel
-	raw      []byte // the uncompressed WriteRequest
-	out      []byte // the snappy block of raw
+	raw []byte // the uncompressed WriteRequest
+	out []byte // the snappy block of raw
 }
 
 // encode encodes samples and returns the snappy-compressed request body, which
@@ -77,123 +60,19 @@ func (e *encoder) compress() []byte {
 }
 
 // appendTimeSeries appends one WriteRequest.timeseries (field 1) holding the
-// sample's labels and the sample. If the series' labels are malformed (not
-// sorted by name, duplicate or empty names, empty values, no __name__) it
-// leaves dst unchanged and returns false: one broken series must not make the
-// receiver reject a whole batch.
+// sample's labels and the sample. A series whose labels break the rules
+// receivers enforce (LabelInterner.Intern checked them) is left out, and
+// false returned: one broken series must not make the receiver reject a
+// whole batch.
 func (e *encoder) appendTimeSeries(dst []byte, s *Sample) ([]byte, bool) {
-	start := len(dst)
-	// The TimeSeries length goes before its content; most fit a 2-byte
-	// varint (128 B to 16 KiB), so reserve that and fix it up if wrong.
-	dst = append(dst, 0x0a, 0, 0)
-	body := len(dst)
-	dst, ok := e.appendLabels(dst, s.Series)
-	if !ok {
-		return dst[:start], false
-	}
-	dst = appendSample(dst, s.T, s.V)
-	size := len(dst) - body
-	if w := uvarintLen(uint64(size)); w != 2 {
-		// Move the content so the length varint fits exactly.
-		if w > 2 {
-			dst = append(dst, make([]byte, w-2)...)
-		}
-		copy(dst[body+w-2:], dst[body:body+size])
-		dst = dst[:body+w-2+size]
-	}
-	binary.PutUvarint(dst[start+1:], uint64(size))
-	return dst, true
-}
-
-// appendLabels copies the series' encoded labels to dst, inserting the
-// external labels in name order (a series' own label of the same name wins),
-// and checks the label rules on the way.
-func (e *encoder) appendLabels(dst []byte, s *Series) ([]byte, bool) {
-	switch s.valid.Load() {
-	case seriesValid:
-		return e.appendValidLabels(dst, s), true
-	case seriesInvalid:
+	if !s.Ref.Valid() {
 		return dst, false
 	}
-	start := len(dst)
-	dst, ok := e.checkAndAppendLabels(dst, s)
-	if ok {
-		s.valid.Store(seriesValid)
-	} else {
-		s.valid.Store(seriesInvalid)
-		dst = dst[:start]
-	}
-	return dst, ok
-}
-
-const (
-	seriesValid   = 1
-	seriesInvalid = 2
-)
-
-// appendValidLabels is appendLabels for a series already checked: it only
-// compares names while external labels remain to be placed.
-func (e *encoder) appendValidLabels(dst []byte, s *Series) []byte {
-	ext := e.external
-	i := 0
-	for ; i < len(s.labels) && len(ext) > 0; i++ {
-		enc := s.labels[i].Value()
-		name := labelName(enc)
-		for len(ext) > 0 && ext[0].name <= name {
-			if ext[0].name < name {
-				dst = append(dst, ext[0].enc...)
-			} // else the series' own label wins
-			ext = ext[1:]
-		}
-		dst = append(dst, enc...)
-	}
-	for _, h := range s.labels[i:] {
-		dst = append(dst, h.Value()...)
-	}
-	for _, l := range ext {
-		dst = append(dst, l.enc...)
-	}
-	return dst
-}
-
-// labelName returns the name of a checked label encoding.
-func labelName(enc string) string {
-	b := unsafe.Slice(unsafe.StringData(enc), len(enc))
-	name, _, _, _ := parseLabel(b)
-	return unsafe.String(unsafe.SliceData(name), len(name))
-}
-
-// checkAndAppendLabels is appendLabels for a series not checked yet.
-func (e *encoder) checkAndAppendLabels(dst []byte, s *Series) ([]byte, bool) {
-	ext := e.external
-	var prev []byte
-	hasName := false
-	for _, h := range s.labels {
-		enc := h.Value()
-		b := unsafe.Slice(unsafe.StringData(enc), len(enc)) // read-only
-		name, value, size, ok := parseLabel(b)
-		if !ok || size != len(b) || len(name) == 0 || len(value) == 0 || (prev != nil && !less(prev, name)) {
-			return dst, false
-		}
-		if !hasName && string(name) == "__name__" {
-			hasName = true
-		}
-		for len(ext) > 0 && ext[0].name <= string(name) {
-			if ext[0].name < string(name) {
-				dst = append(dst, ext[0].enc...)
-			} // else the series' own label wins
-			ext = ext[1:]
-		}
-		dst = append(dst, enc...)
-		prev = name
-	}
-	if !hasName {
-		return dst, false
-	}
-	for _, l := range ext {
-		dst = append(dst, l.enc...)
-	}
-	return dst, true
+	size := s.Table.EncodedLen(s.Ref) + sampleLen(s.T)
+	dst = append(dst, 0x0a)
+	dst = binary.AppendUvarint(dst, uint64(size))
+	dst = s.Table.AppendEncoded(dst, s.Ref)
+	return appendSample(dst, s.T, s.V), true
 }
 
 // parseLabel parses one TimeSeries.labels field (a prompb.Label message) at
@@ -252,15 +131,14 @@ func less(a, b []byte) bool {
 	return len(a) < len(b)
 }
 
-// ValidateSeries checks that s follows the rules every receiver enforces:
-// well-formed encoding, labels sorted by name without duplicates, valid
-// (legacy) names, no empty values, and a __name__ label. The writer checks all
-// but the name characters on its own; producers of Series can use this in
-// tests.
-func ValidateSeries(s *Series) error {
+// ValidateSeries checks that a series follows the rules every receiver
+// enforces: well-formed encoding, labels sorted by name without duplicates,
+// valid (legacy) names, no empty values, and a __name__ label. Producers of
+// samples can use it in tests.
+func ValidateSeries(t *LabelTable, ref SeriesRef) error {
 	var prev []byte
 	hasName := false
-	enc := s.AppendEncoded(nil)
+	enc := t.AppendEncoded(nil, ref)
 	for off := 0; off < len(enc); {
 		name, value, size, ok := parseLabel(enc[off:])
 		switch {

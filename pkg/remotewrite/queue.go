@@ -36,7 +36,7 @@ type queue struct {
 	shutdownDropped *atomic.Int64
 }
 
-func newQueue(e EndpointConfig, external []externalLabel, logger *slog.Logger, m *metrics, shutdownDropped *atomic.Int64) (*queue, error) {
+func newQueue(e EndpointConfig, logger *slog.Logger, m *metrics, shutdownDropped *atomic.Int64) (*queue, error) {
 	c, err := newClient(e)
 	if err != nil {
 		return nil, err
@@ -61,7 +61,6 @@ func newQueue(e EndpointConfig, external []externalLabel, logger *slog.Logger, m
 			ring:   ring{max: perShard},
 			notify: make(chan struct{}, 1),
 			batch:  make([]Sample, 0, min(e.Queue.MaxSamplesPerSend, perShard)),
-			enc:    encoder{external: external},
 		}
 	}
 	return q, nil
@@ -94,7 +93,7 @@ func (q *queue) append(samples []Sample, sc *appendScratch) {
 	offsets := sc.offsets[:n+1]
 	clear(offsets)
 	for i := range samples {
-		k := uint16(samples[i].Series.Hash % uint64(n))
+		k := uint16(samples[i].Table.Key % uint64(n))
 		shardOf[i] = k
 		offsets[k+1]++
 	}

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,10 +37,6 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Writer, e
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	ext := slices.Clone(cfg.ExternalLabels)
-	slices.SortFunc(ext, func(a, b Label) int { return strings.Compare(a.Name, b.Name) })
-	external := newExternalLabels(ext)
-
 	w := &Writer{
 		logger:          logger,
 		shutdownTimeout: cfg.ShutdownTimeout,
@@ -51,7 +45,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Writer, e
 	m := newMetrics()
 	for _, e := range cfg.Endpoints {
 		e.Headers = maps.Clone(e.Headers)
-		q, err := newQueue(e, external, logger, m, &w.shutdownDropped)
+		q, err := newQueue(e, logger, m, &w.shutdownDropped)
 		if err != nil {
 			return nil, fmt.Errorf("remote write endpoint %q: %w", e.effectiveName(), err)
 		}

@@ -1,0 +1,290 @@
+package remotewrite
+
+import (
+	"bytes"
+	"sync/atomic"
+
+	"github.com/cespare/xxhash/v2"
+)
+
+// SeriesRef names one label set in a LabelTable: its first label (a symbol)
+// and the rest (an interned run of symbols). Splitting off the first label,
+// almost always __name__, lets the ~50 series of one container share one
+// run of their ~13 other labels: a series costs 8 bytes of references, and
+// the encoder can copy the shared run as a whole.
+type SeriesRef struct {
+	First uint32 // symbol index; the top bit marks an invalid set
+	Rest  uint32 // offset of the run in LabelTable.rests
+}
+
+const invalidRef = 1 << 31
+
+// Valid reports whether the label set follows the rules every receiver
+// enforces (see Intern); invalid sets are never sent.
+func (r SeriesRef) Valid() bool { return r.First&invalidRef == 0 }
+
+func (r SeriesRef) first() uint32 { return r.First &^ invalidRef }
+
+// LabelTable is an immutable snapshot of one producer's interned labels.
+// Symbols are label encodings exactly as they appear inside a
+// prompb.TimeSeries (one field-1 Label message each), so encoding a series
+// is copying its symbols. A LabelTable holds no pointers but its three
+// arrays: hundreds of thousands of series cost the garbage collector
+// nothing to scan.
+//
+// Snapshots of one LabelInterner share an ID: the interner only appends, so
+// a reference valid in one snapshot is valid, with the same meaning, in every
+// later snapshot of that ID. Compaction starts a new ID.
+type LabelTable struct {
+	ID uint64
+	// Key is the producer's: the same for all its tables. Queues shard on
+	// it, so every series keeps its sample order.
+	Key    uint64
+	syms   []byte   // symbol encodings, back to back
+	symOff []uint32 // symbol i is syms[symOff[i]:symOff[i+1]]
+	rests  []uint32 // runs: [count, encoded length, symbol...]
+}
+
+// NumSymbols is the number of symbols; symbol indexes are below it.
+func (t *LabelTable) NumSymbols() int { return len(t.symOff) - 1 }
+
+// RestsLen bounds the Rest offsets of the table's SeriesRefs.
+func (t *LabelTable) RestsLen() int { return len(t.rests) }
+
+// Symbol returns the encoding of symbol i (read-only).
+func (t *LabelTable) Symbol(i uint32) []byte { return t.syms[t.symOff[i]:t.symOff[i+1]] }
+
+// Rest returns the symbols of run r and the length of their encodings.
+func (t *LabelTable) Rest(r uint32) (syms []uint32, encodedLen int) {
+	n := t.rests[r]
+	return t.rests[r+2 : r+2+n], int(t.rests[r+1])
+}
+
+// EncodedLen is the length of the series' label encodings.
+func (t *LabelTable) EncodedLen(ref SeriesRef) int {
+	f := ref.first()
+	return int(t.symOff[f+1]-t.symOff[f]) + int(t.rests[ref.Rest+1])
+}
+
+// AppendEncoded appends the series' label encodings (as inside a
+// prompb.TimeSeries) to dst.
+func (t *LabelTable) AppendEncoded(dst []byte, ref SeriesRef) []byte {
+	dst = append(dst, t.Symbol(ref.first())...)
+	syms, _ := t.Rest(ref.Rest)
+	for _, s := range syms {
+		dst = append(dst, t.Symbol(s)...)
+	}
+	return dst
+}
+
+// Hash identifies the label set by content, the same in every table.
+func (t *LabelTable) Hash(ref SeriesRef) uint64 {
+	var d xxhash.Digest
+	d.Reset()
+	_, _ = d.Write(t.Symbol(ref.first()))
+	syms, _ := t.Rest(ref.Rest)
+	for _, s := range syms {
+		_, _ = d.Write(t.Symbol(s))
+	}
+	return d.Sum64()
+}
+
+// Labels iterates over the series' labels.
+func (t *LabelTable) Labels(ref SeriesRef) LabelIter {
+	syms, _ := t.Rest(ref.Rest)
+	return LabelIter{table: t, first: ref.first(), rest: syms, hasFirst: true}
+}
+
+// Sample is one value of one series, as handed to the remote-write queues.
+type Sample struct {
+	Table *LabelTable
+	Ref   SeriesRef
+	T     int64 // milliseconds since the Unix epoch
+	V     float64
+}
+
+var tableIDs atomic.Uint64
+
+// LabelInterner builds LabelTables: one per producer (a scrape target),
+// owned by one goroutine. It interns every label encoding and every run of
+// labels after the first, and only ever appends, so that snapshots handed
+// to other goroutines stay valid while it grows.
+type LabelInterner struct {
+	id       uint64
+	key      uint64
+	syms     []byte
+	symOff   []uint32
+	rests    []uint32
+	symIndex map[uint64]uint32 // xxhash of an encoding -> symbol
+	runIndex map[uint64]uint32 // xxhash of a run's symbols -> offset in rests
+	snapshot *LabelTable
+	scratch  []uint32
+	buf      []byte
+	// liveAfterCompact is the table size right after the last compaction
+	// (or start): the baseline NeedsCompaction compares with.
+	liveAfterCompact int
+}
+
+// NewLabelInterner returns an empty interner. key is the producer's
+// (LabelTable.Key), e.g. a hash of the target's name.
+func NewLabelInterner(key uint64) *LabelInterner {
+	b := &LabelInterner{key: key}
+	b.reset()
+	return b
+}
+
+func (b *LabelInterner) reset() {
+	b.id = tableIDs.Add(1)
+	b.syms = nil
+	b.symOff = []uint32{0}
+	b.rests = nil
+	b.symIndex = make(map[uint64]uint32)
+	b.runIndex = make(map[uint64]uint32)
+	b.snapshot = nil
+}
+
+// Intern returns the reference of a label set. ls must be sorted by name;
+// if it breaks the rules receivers enforce (sorted, unique, valid names,
+// non-empty values, a __name__ label) the reference is marked invalid but
+// still usable for the /metrics view and equality.
+func (b *LabelInterner) Intern(ls []Label) SeriesRef {
+	if len(ls) == 0 {
+		return SeriesRef{First: b.symbol(nil) | invalidRef, Rest: b.run(nil)}
+	}
+	valid := validLabels(ls)
+	b.buf = AppendLabel(b.buf[:0], ls[0].Name, ls[0].Value)
+	first := b.symbol(b.buf)
+	run := b.scratch[:0]
+	for _, l := range ls[1:] {
+		b.buf = AppendLabel(b.buf[:0], l.Name, l.Value)
+		run = append(run, b.symbol(b.buf))
+	}
+	b.scratch = run
+	ref := SeriesRef{First: first, Rest: b.run(run)}
+	if !valid {
+		ref.First |= invalidRef
+	}
+	return ref
+}
+
+// symbol interns one encoding.
+func (b *LabelInterner) symbol(enc []byte) uint32 {
+	h := xxhash.Sum64(enc)
+	i, found := b.symIndex[h]
+	if found && bytes.Equal(b.syms[b.symOff[i]:b.symOff[i+1]], enc) {
+		return i
+	}
+	// New, or a 64-bit collision: then both are kept, the later one not
+	// interned.
+	i = uint32(len(b.symOff) - 1)
+	b.syms = append(b.syms, enc...)
+	b.symOff = append(b.symOff, uint32(len(b.syms)))
+	if !found {
+		b.symIndex[h] = i
+	}
+	b.snapshot = nil
+	return i
+}
+
+// run interns a run of symbols.
+func (b *LabelInterner) run(syms []uint32) uint32 {
+	var d xxhash.Digest
+	d.Reset()
+	var w [4]byte
+	encLen := 0
+	for _, s := range syms {
+		w[0], w[1], w[2], w[3] = byte(s), byte(s>>8), byte(s>>16), byte(s>>24)
+		_, _ = d.Write(w[:])
+		encLen += int(b.symOff[s+1] - b.symOff[s])
+	}
+	h := d.Sum64()
+	if off, ok := b.runIndex[h]; ok {
+		n := b.rests[off]
+		if int(n) == len(syms) && equalUint32(b.rests[off+2:off+2+n], syms) {
+			return off
+		}
+	} else {
+		b.runIndex[h] = uint32(len(b.rests))
+	}
+	off := uint32(len(b.rests))
+	b.rests = append(b.rests, uint32(len(syms)), uint32(encLen))
+	b.rests = append(b.rests, syms...)
+	b.snapshot = nil
+	return off
+}
+
+func equalUint32(a, b []uint32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Table returns a snapshot of everything interned so far. It allocates only
+// when something was added since the last call.
+func (b *LabelInterner) Table() *LabelTable {
+	if b.snapshot == nil {
+		b.snapshot = &LabelTable{
+			ID:     b.id,
+			Key:    b.key,
+			syms:   b.syms[:len(b.syms):len(b.syms)],
+			symOff: b.symOff[:len(b.symOff):len(b.symOff)],
+			rests:  b.rests[:len(b.rests):len(b.rests)],
+		}
+	}
+	return b.snapshot
+}
+
+// Size is the bytes the interner holds.
+func (b *LabelInterner) Size() int { return len(b.syms) + 4*len(b.symOff) + 4*len(b.rests) }
+
+// NeedsCompaction reports whether the interner has grown enough since its
+// last compaction that much of it is probably garbage (series that went
+// away leave their symbols behind).
+func (b *LabelInterner) NeedsCompaction() bool {
+	return b.Size() > 2*b.liveAfterCompact+64<<10
+}
+
+// Compact starts a new table holding only the label sets refs visits, and
+// rewrites those references to point into it. Snapshots taken before stay
+// valid for whoever still holds them.
+func (b *LabelInterner) Compact(refs func(visit func(*SeriesRef))) {
+	old := b.Table()
+	b.reset()
+	var ls []Label
+	refs(func(r *SeriesRef) {
+		ls = ls[:0]
+		it := old.Labels(*r)
+		for it.Next() {
+			ls = append(ls, Label{Name: string(it.Name), Value: string(it.Value)})
+		}
+		invalid := !r.Valid()
+		*r = b.Intern(ls)
+		if invalid {
+			r.First |= invalidRef
+		}
+	})
+	b.liveAfterCompact = b.Size()
+}
+
+// validLabels checks ls against the rules receivers enforce.
+func validLabels(ls []Label) bool {
+	hasName := false
+	for i, l := range ls {
+		if l.Value == "" || !isValidLabelName(l.Name) {
+			return false
+		}
+		if i > 0 && ls[i-1].Name >= l.Name {
+			return false
+		}
+		if l.Name == "__name__" {
+			hasName = true
+		}
+	}
+	return hasName
+}
