@@ -245,8 +245,12 @@ func (b *LabelInterner) Size() int { return len(b.syms) + 4*len(b.symOff) + 4*le
 
 // NeedsCompaction reports whether the interner has grown enough since its
 // last compaction that much of it is probably garbage (series that went
-// away leave their symbols behind).
+// away leave their symbols behind). The first call sets the baseline.
 func (b *LabelInterner) NeedsCompaction() bool {
+	if b.liveAfterCompact == 0 {
+		b.liveAfterCompact = b.Size()
+		return false
+	}
 	return b.Size() > 2*b.liveAfterCompact+64<<10
 }
 
@@ -256,15 +260,16 @@ func (b *LabelInterner) NeedsCompaction() bool {
 func (b *LabelInterner) Compact(refs func(visit func(*SeriesRef))) {
 	old := b.Table()
 	b.reset()
-	var ls []Label
 	refs(func(r *SeriesRef) {
-		ls = ls[:0]
-		it := old.Labels(*r)
-		for it.Next() {
-			ls = append(ls, Label{Name: string(it.Name), Value: string(it.Value)})
-		}
 		invalid := !r.Valid()
-		*r = b.Intern(ls)
+		first := b.symbol(old.Symbol(r.first()))
+		syms, _ := old.Rest(r.Rest)
+		run := b.scratch[:0]
+		for _, s := range syms {
+			run = append(run, b.symbol(old.Symbol(s)))
+		}
+		b.scratch = run
+		*r = SeriesRef{First: first, Rest: b.run(run)}
 		if invalid {
 			r.First |= invalidRef
 		}
