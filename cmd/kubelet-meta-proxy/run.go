@@ -110,7 +110,8 @@ func (o *runOptions) Run(ctx context.Context) error {
 	view := scrape.NewView()
 	mgr := scrape.NewManager(scrape.ManagerConfig{
 		Interval: o.scrape.Interval, Timeout: o.scrape.Timeout, MaxConcurrency: o.scrape.MaxConcurrency,
-		HonorTimestamps: o.scrape.HonorTimestamps, NodeFetcher: nodeFetcher, PlainFetcher: plainFetcher,
+		HonorTimestamps: o.scrape.HonorTimestamps, ExternalLabels: rwCfg.ExternalLabels,
+		NodeFetcher: nodeFetcher, PlainFetcher: plainFetcher,
 		Namespaces: index, View: view, Sink: sink, Logger: logger.With("component", "scrape"), Registerer: reg,
 	})
 

@@ -1,11 +1,13 @@
 package enrich
 
-import "sort"
+import (
+	"sort"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/remotewrite"
+)
 
 // Label is one name/value pair to add to a series.
-type Label struct {
-	Name, Value string
-}
+type Label = remotewrite.Label
 
 // SortLabels sorts ls by name, in place.
 func SortLabels(ls []Label) {

@@ -3,7 +3,6 @@ package enrich
 import (
 	"github.com/prometheus/prometheus/model/labels"
 
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/remotewrite"
 )
 
 // NamespaceLabel is the label whose value names a series' Namespace.
@@ -17,17 +16,21 @@ const exportedPrefix = "exported_"
 // one Builder serves one goroutine. Building happens once per new series, not
 // per sample: callers cache the result.
 type Builder struct {
-	scratch []Label
-	buf     []byte
+	// External labels are added last, to every series, unless it already has
+	// a label of the name: the series' own label wins, as with Prometheus's
+	// external_labels. Set once, before the first Build.
+	External []Label
+	scratch  []Label
 }
 
-// Build returns the enriched series for one scraped label set.
+// Build returns the enriched label set for one scraped label set, sorted by
+// name; it is valid until the next call.
 //
 // Target labels follow Prometheus's honor_labels: false: the target's value
 // wins and a clashing scraped label is kept as exported_NAME. Namespace labels
 // never overwrite anything: a clashing one is added as exported_NAME. Empty
 // values are dropped, as Prometheus treats them as absent.
-func (b *Builder) Build(scraped labels.Labels, target, namespace []Label) *remotewrite.Series {
+func (b *Builder) Build(scraped labels.Labels, target, namespace []Label) []Label {
 	ls := b.scratch[:0]
 	scraped.Range(func(l labels.Label) {
 		if l.Value != "" {
@@ -52,27 +55,25 @@ func (b *Builder) Build(scraped labels.Labels, target, namespace []Label) *remot
 		}
 		ls = append(ls, Label{Name: name, Value: n.Value})
 	}
-	SortLabels(ls)
-	b.scratch = ls
-	return b.encode(ls)
+	b.scratch = b.finish(ls)
+	return b.scratch
 }
 
-// SeriesOf encodes an already complete, sorted label set (for the relay's own
-// series such as up).
-func (b *Builder) SeriesOf(ls []Label) *remotewrite.Series {
-	sorted := append(b.scratch[:0], ls...)
-	SortLabels(sorted)
-	b.scratch = sorted
-	return b.encode(sorted)
+// SeriesOf returns a complete label set (the relay's own series such as
+// up) with the external labels, sorted; it is valid until the next call.
+func (b *Builder) SeriesOf(ls []Label) []Label {
+	b.scratch = b.finish(append(b.scratch[:0], ls...))
+	return b.scratch
 }
 
-func (b *Builder) encode(ls []Label) *remotewrite.Series {
-	buf := b.buf[:0]
-	for _, l := range ls {
-		buf = remotewrite.AppendLabel(buf, l.Name, l.Value)
+func (b *Builder) finish(ls []Label) []Label {
+	for _, e := range b.External {
+		if e.Value != "" && indexOf(ls, e.Name) < 0 {
+			ls = append(ls, e)
+		}
 	}
-	b.buf = buf
-	return remotewrite.NewSeries(buf)
+	SortLabels(ls)
+	return ls
 }
 
 func indexOf(ls []Label, name string) int {

@@ -24,11 +24,23 @@ var kubeletTarget = []Label{
 	{"node", "node-a"},
 }
 
+// series is one label set interned in a table of its own.
+type series struct {
+	table *remotewrite.LabelTable
+	ref   remotewrite.SeriesRef
+}
+
+func intern(ls []Label) series {
+	in := remotewrite.NewLabelInterner(1)
+	ref := in.Intern(ls)
+	return series{in.Table(), ref}
+}
+
 // decode unmarshals the series' encoding as a receiver would.
-func decode(t testing.TB, s *remotewrite.Series) []Label {
+func decode(t testing.TB, s series) []Label {
 	t.Helper()
 	var ts prompb.TimeSeries
-	if err := ts.Unmarshal(s.AppendEncoded(nil)); err != nil {
+	if err := ts.Unmarshal(s.table.AppendEncoded(nil, s.ref)); err != nil {
 		t.Fatalf("prompb.TimeSeries does not decode the series: %v", err)
 	}
 	var out []Label
@@ -108,7 +120,7 @@ func TestBuild(t *testing.T) {
 			var b Builder
 			// Builder reuses scratch space: build something else first.
 			b.Build(labels.FromStrings("__name__", "warmup", "a", "b", "c", "d", "e", "f"), kubeletTarget, []Label{{"x", "y"}})
-			s := b.Build(labels.FromStrings(tc.scraped...), tc.target, tc.namespace)
+			s := intern(b.Build(labels.FromStrings(tc.scraped...), tc.target, tc.namespace))
 			got := decode(t, s)
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("Build =\n  %v\nwant\n  %v", got, tc.want)
@@ -118,8 +130,8 @@ func TestBuild(t *testing.T) {
 			}
 			// Same labels, same identity.
 			var b2 Builder
-			s2 := b2.Build(labels.FromStrings(tc.scraped...), tc.target, tc.namespace)
-			if s2.Hash != s.Hash || !s2.Equal(s) {
+			s2 := intern(b2.Build(labels.FromStrings(tc.scraped...), tc.target, tc.namespace))
+			if s2.table.Hash(s2.ref) != s.table.Hash(s.ref) {
 				t.Fatal("equal label sets encode differently")
 			}
 		})
@@ -128,17 +140,17 @@ func TestBuild(t *testing.T) {
 
 func TestBuildDoesNotAliasScratch(t *testing.T) {
 	var b Builder
-	s1 := b.Build(labels.FromStrings("__name__", "a", "x", "1"), kubeletTarget, nil)
-	keep := s1.AppendEncoded(nil)
+	s1 := intern(b.Build(labels.FromStrings("__name__", "a", "x", "1"), kubeletTarget, nil))
+	keep := s1.table.AppendEncoded(nil, s1.ref)
 	b.Build(labels.FromStrings("__name__", "zzzz", "y", "2"), nil, []Label{{"t", "v"}})
-	if !bytes.Equal(keep, s1.AppendEncoded(nil)) {
+	if !bytes.Equal(keep, s1.table.AppendEncoded(nil, s1.ref)) {
 		t.Fatal("a later Build modified an earlier series")
 	}
 }
 
 func TestSeriesOfSorts(t *testing.T) {
 	var b Builder
-	s := b.SeriesOf([]Label{{"job", "kubelet"}, {"__name__", "up"}, {"instance", "i:1"}})
+	s := intern(b.SeriesOf([]Label{{"job", "kubelet"}, {"__name__", "up"}, {"instance", "i:1"}}))
 	want := []Label{{"__name__", "up"}, {"instance", "i:1"}, {"job", "kubelet"}}
 	if got := decode(t, s); !reflect.DeepEqual(got, want) {
 		t.Fatalf("SeriesOf = %v", got)
@@ -197,8 +209,8 @@ func TestAppendSeriesTextRoundTrip(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var b Builder
-			s := b.Build(labels.FromStrings(tc.ls...), nil, nil)
-			line := string(AppendSampleLine(nil, s, tc.ts, tc.v, tc.hasTS))
+			s := intern(b.Build(labels.FromStrings(tc.ls...), nil, nil))
+			line := string(AppendSampleLine(nil, s.table, s.ref, tc.ts, tc.v, tc.hasTS))
 			if line != tc.want {
 				t.Fatalf("line = %q, want %q", line, tc.want)
 			}
@@ -290,7 +302,7 @@ func FuzzBuild(f *testing.F) {
 			kv = append(kv, l.Name, l.Value)
 		}
 		var b Builder
-		s := b.Build(labels.FromStrings(kv...), tg, ns)
+		s := intern(b.Build(labels.FromStrings(kv...), tg, ns))
 		got := decode(t, s)
 
 		// Invariants: sorted, unique, no empty value, every target label with
@@ -322,10 +334,28 @@ func FuzzBuild(f *testing.F) {
 			t.Fatalf("%d labels, want %d: %v (scraped %v target %v namespace %v)", len(got), want, got, sc, tg, ns)
 		}
 
-		line := string(AppendSampleLine(nil, s, 1700000000000, 1.5, true))
+		line := string(AppendSampleLine(nil, s.table, s.ref, 1700000000000, 1.5, true))
 		back, v, ts := parseText(t, line)
 		if !reflect.DeepEqual(back, got) || v != 1.5 || ts != 1700000000000 {
 			t.Fatalf("round trip of %q: %v %v %v, want %v", line, back, v, ts, got)
 		}
 	})
+}
+
+func TestExternalLabelsNeverOverride(t *testing.T) {
+	b := Builder{External: []Label{{"cluster", "prod"}, {"team", "platform"}, {"__replica__", "r-0"}}}
+	got := decode(t, intern(b.Build(labels.FromStrings("__name__", "m", "namespace", "web"), kubeletTarget, []Label{{"team", "frontend"}})))
+	want := []Label{
+		{"__name__", "m"}, {"__replica__", "r-0"}, {"cluster", "prod"}, {"instance", "198.18.0.10:10250"}, {"job", "kubelet"},
+		{"metrics_path", "/metrics/cadvisor"}, {"namespace", "web"}, {"node", "node-a"}, {"team", "frontend"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("Build with external labels =\n  %v\nwant\n  %v", got, want)
+	}
+	// The relay's own series get them too.
+	got = decode(t, intern(b.SeriesOf([]Label{{"__name__", "up"}, {"cluster", "own"}})))
+	want = []Label{{"__name__", "up"}, {"__replica__", "r-0"}, {"cluster", "own"}, {"team", "platform"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("SeriesOf with external labels = %v, want %v", got, want)
+	}
 }

@@ -10,15 +10,15 @@ import (
 // AppendSeriesText appends the series in text exposition form,
 // name{label="value",...}, to dst. Label values are escaped as the format
 // requires; names are already valid.
-func AppendSeriesText(dst []byte, s *remotewrite.Series) []byte {
-	it := s.Labels()
+func AppendSeriesText(dst []byte, t *remotewrite.LabelTable, ref remotewrite.SeriesRef) []byte {
+	it := t.Labels(ref)
 	for it.Next() {
 		if string(it.Name) == "__name__" {
 			dst = append(dst, it.Value...)
 			break
 		}
 	}
-	it = s.Labels()
+	it = t.Labels(ref)
 	first := true
 	for it.Next() {
 		if string(it.Name) == "__name__" {
@@ -43,8 +43,8 @@ func AppendSeriesText(dst []byte, s *remotewrite.Series) []byte {
 
 // AppendSampleLine appends a whole exposition line: series, value and, if
 // hasT, the timestamp in milliseconds.
-func AppendSampleLine(dst []byte, s *remotewrite.Series, t int64, v float64, hasT bool) []byte {
-	dst = AppendSeriesText(dst, s)
+func AppendSampleLine(dst []byte, table *remotewrite.LabelTable, ref remotewrite.SeriesRef, t int64, v float64, hasT bool) []byte {
+	dst = AppendSeriesText(dst, table, ref)
 	dst = append(dst, ' ')
 	dst = AppendFloat(dst, v)
 	if hasT {

@@ -32,6 +32,8 @@ type ManagerConfig struct {
 	Interval, Timeout time.Duration
 	MaxConcurrency    int
 	HonorTimestamps   bool
+	// ExternalLabels are added to every series lacking a label of the name.
+	ExternalLabels []enrich.Label
 	// NodeFetcher fetches node targets; PlainFetcher --target URLs.
 	NodeFetcher, PlainFetcher Fetcher
 	Namespaces                NamespaceSource
@@ -48,7 +50,10 @@ type Manager struct {
 	// bufs holds the body buffers not in use. Unlike a sync.Pool it is not
 	// emptied by every GC, so megabyte bodies are not reallocated scrape
 	// after scrape; it holds at most as many as scrapes ever ran at once.
-	bufs    chan *bytes.Buffer
+	bufs chan *bytes.Buffer
+	// sends holds the remote-write sample buffers between scrapes: only
+	// the scrapes in flight need one, not every target.
+	sends   chan []remotewrite.Sample
 	metrics *metrics
 
 	mu    sync.Mutex
@@ -82,6 +87,7 @@ func NewManager(cfg ManagerConfig) *Manager {
 		cfg:     cfg,
 		sem:     make(chan struct{}, cfg.MaxConcurrency),
 		bufs:    make(chan *bytes.Buffer, cfg.MaxConcurrency),
+		sends:   make(chan []remotewrite.Sample, cfg.MaxConcurrency),
 		metrics: newMetrics(cfg.Registerer),
 		loops:   map[string]*loop{},
 		graves:  map[string]grave{},
@@ -120,7 +126,7 @@ func (m *Manager) Sync(ctx context.Context, targets []*Target) {
 		lctx, cancel := context.WithCancel(ctx)
 		l := &loop{target: t, cancel: cancel, done: make(chan struct{})}
 		m.loops[key] = l
-		cache := NewTargetCache(t, m.cfg.HonorTimestamps)
+		cache := NewTargetCache(t, m.cfg.HonorTimestamps, m.cfg.ExternalLabels...)
 		if g, ok := m.graves[key]; ok {
 			cache.seed(g.tombs, now.Add(tombstoneTTL))
 			delete(m.graves, key)
@@ -251,6 +257,12 @@ func (m *Manager) Scrape(ctx context.Context, t *Target, cache *TargetCache) *Re
 		}
 	}()
 	buf.Reset()
+	if cache.send == nil {
+		select {
+		case cache.send = <-m.sends:
+		default:
+		}
+	}
 	if n := cache.lastBodySize; n > buf.Cap() {
 		buf.Grow(n + n/8) // one allocation, not a doubling series
 	}
@@ -280,6 +292,16 @@ func (m *Manager) Publish(t *Target, cache *TargetCache, res *Result) {
 		m.cfg.Sink.Append(res.Send)
 	}
 	m.metrics.observe(t.Key, res)
+	// The sink copied the samples: the buffer can serve another target.
+	if send := cache.send; cap(send) > 0 {
+		clear(send) // do not keep label tables alive
+		cache.send = nil
+		res.Send = nil
+		select {
+		case m.sends <- send[:0]:
+		default:
+		}
+	}
 }
 
 // TimeoutError is a scrape cut off by --scrape-timeout.

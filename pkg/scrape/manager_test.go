@@ -38,7 +38,7 @@ func (s *fakeSink) count(name, val string, stale bool) int {
 	defer s.mu.Unlock()
 	n := 0
 	for _, smp := range s.samples {
-		if value.IsStaleNaN(smp.V) == stale && hasLabel(smp.Series, name, val) {
+		if value.IsStaleNaN(smp.V) == stale && hasLabel(smp.Table, smp.Ref, name, val) {
 			n++
 		}
 	}
@@ -51,8 +51,8 @@ func (s *fakeSink) len() int {
 	return len(s.samples)
 }
 
-func hasLabel(s *remotewrite.Series, name, val string) bool {
-	it := s.Labels()
+func hasLabel(t *remotewrite.LabelTable, ref remotewrite.SeriesRef, name, val string) bool {
+	it := t.Labels(ref)
 	for it.Next() {
 		if string(it.Name) == name && string(it.Value) == val {
 			return true

@@ -40,12 +40,15 @@ type Family struct {
 }
 
 // ViewSample is one sample of the latest scrape, as the /metrics view shows it.
+// It holds no pointer (its labels are in TargetView.Table): 24 bytes.
 type ViewSample struct {
-	Series *remotewrite.Series
-	T      int64
-	V      float64
-	HasT   bool
+	Ref remotewrite.SeriesRef
+	T   int64 // the target's timestamp, or NoTimestamp
+	V   float64
 }
+
+// NoTimestamp is ViewSample.T of a sample shown without a timestamp.
+const NoTimestamp = math.MinInt64
 
 // FamilyRange is a run of ViewSamples of one family.
 type FamilyRange struct {
@@ -56,7 +59,8 @@ type FamilyRange struct {
 // TargetView is the immutable result of one scrape for the /metrics view.
 type TargetView struct {
 	Target   *Target
-	Families []Family // indexed by FamilyRange.Family; never modified in place
+	Table    *remotewrite.LabelTable // the labels of Samples
+	Families []Family                // indexed by FamilyRange.Family; never modified in place
 	Samples  []ViewSample
 	Ranges   []FamilyRange
 	readers  atomic.Int32 // renders in progress (View.Targets .. View.Release)
@@ -88,23 +92,26 @@ const (
 )
 
 // seriesEntry is the cache entry of one raw series of one target. Entries are
-// owned by the target's scrape goroutine; only the *Series escapes.
+// owned by the target's scrape goroutine; only their labels escape, as
+// references into the target's LabelTable.
 type seriesEntry struct {
-	// Field sizes are chosen so an entry fits 80 bytes: there is one per
-	// series, hundreds of thousands of them.
-	series  *remotewrite.Series
+	// An entry holds no pointer and fits 64 bytes: there is one per series,
+	// hundreds of thousands of them, in one slice the garbage collector
+	// need not scan.
 	key     uint64 // xxhash of the raw series bytes, the cache key
-	ns      string // the series' namespace label
 	nsVer   uint64 // NamespaceInfo.Version the series was built with
 	gen     uint64 // index generation last checked
 	lastT   int64  // last timestamp handed to remote write
+	ref     remotewrite.SeriesRef
 	rawLen  int32  // guards the 64-bit hash key against collisions
 	pos     int32  // index in the scrape it was last seen in (TargetCache.cur)
 	seen    uint32 // scrape iteration the series was last seen in
 	fam     int32
+	ns      uint32 // index in TargetCache.nsNames; 0: no namespace label
 	enrich  enrichState
 	stale   bool
 	nsFound bool
+	live    bool // the slot holds a series (evicted slots are reused)
 }
 
 const noTimestamp = math.MinInt64
@@ -123,17 +130,21 @@ const evictAfter = 8
 type TargetCache struct {
 	target         *Target
 	honorTS        bool
-	entries        map[uint64]*seriesEntry
+	entries        []seriesEntry
+	index          map[uint64]uint32 // raw series hash -> entries index
+	free           []uint32          // entries slots to reuse
 	iter           uint32
 	families       []Family
 	famIndex       map[string]int32
-	cur, prev      []*seriesEntry
+	cur, prev      []uint32 // entries of this and the last scrape, in order
 	curPrevT       []int64
 	tombstones     map[uint64]tombstone
-	namespaces     map[string]string
+	nsNames        []string // [0] is "": no namespace
+	nsIndex        map[string]uint32
+	labels         *remotewrite.LabelInterner
 	builder        enrich.Builder
 	lbls           labels.Labels
-	self           [numSelfFamilies]*remotewrite.Series
+	self           [numSelfFamilies]remotewrite.SeriesRef
 	send           []remotewrite.Sample
 	lastViewLen    int
 	lastBodySize   int // the target's last payload, to size the next buffer
@@ -147,21 +158,25 @@ type tombstone struct {
 }
 
 // NewTargetCache returns the cache of one target. honorTimestamps keeps the
-// target's own timestamps, as Prometheus's honor_timestamps does.
-func NewTargetCache(t *Target, honorTimestamps bool) *TargetCache {
+// target's own timestamps, as Prometheus's honor_timestamps does. external
+// labels are added to every series that lacks a label of their name.
+func NewTargetCache(t *Target, honorTimestamps bool, external ...enrich.Label) *TargetCache {
 	c := &TargetCache{
 		target:     t,
 		honorTS:    honorTimestamps,
-		entries:    make(map[uint64]*seriesEntry),
+		index:      make(map[uint64]uint32),
 		famIndex:   make(map[string]int32),
 		tombstones: make(map[uint64]tombstone),
-		namespaces: make(map[string]string),
+		nsNames:    []string{""},
+		nsIndex:    make(map[string]uint32),
+		labels:     remotewrite.NewLabelInterner(xxhash.Sum64String(t.Key)),
 	}
+	c.builder.External = external
 	for i, f := range selfFamilies {
 		c.families = append(c.families, f)
 		c.famIndex[f.Name] = int32(i)
 		ls := append([]enrich.Label{{Name: "__name__", Value: f.Name}}, t.Labels...)
-		c.self[i] = c.builder.SeriesOf(ls)
+		c.self[i] = c.labels.Intern(c.builder.SeriesOf(ls))
 	}
 	return c
 }
@@ -213,9 +228,16 @@ func (c *TargetCache) Process(body []byte, contentType string, now time.Time, du
 	for i, v := range [numSelfFamilies]float64{up, duration.Seconds(), float64(res.Scraped)} {
 		s := c.self[i]
 		view.Ranges = append(view.Ranges, FamilyRange{Family: int32(i), Start: len(view.Samples), End: len(view.Samples) + 1})
-		view.Samples = append(view.Samples, ViewSample{Series: s, T: nowMs, V: v})
-		c.send = append(c.send, remotewrite.Sample{Series: s, T: nowMs, V: v})
+		view.Samples = append(view.Samples, ViewSample{Ref: s, T: NoTimestamp, V: v})
+		c.send = append(c.send, remotewrite.Sample{Ref: s, T: nowMs, V: v})
 	}
+	// Every label the samples refer to is in the table now: one snapshot
+	// serves them all, and the view.
+	table := c.labels.Table()
+	for i := range c.send {
+		c.send[i].Table = table
+	}
+	view.Table = table
 	view.Families = c.families[:len(c.families):len(c.families)]
 	c.lastViewLen, c.lastRangeCount = len(view.Samples), len(view.Ranges)
 	c.prev, c.cur = c.cur, c.prev
@@ -250,7 +272,8 @@ func (c *TargetCache) parse(body []byte, contentType string, nowMs int64, ix *en
 		if ts != nil {
 			ts.predLen = 0
 			if pred < len(c.prev) {
-				ts.predLen, ts.predKey = int(c.prev[pred].rawLen), c.prev[pred].key
+				p := &c.entries[c.prev[pred]]
+				ts.predLen, ts.predKey = int(p.rawLen), p.key
 			}
 		}
 		et, err := sc.Next()
@@ -279,21 +302,23 @@ func (c *TargetCache) parse(body []byte, contentType string, nowMs int64, ix *en
 		}
 		raw, t, hasTS, v := sc.Series()
 		res.Scraped++
-		var e *seriesEntry
+		var ei uint32
 		if ts != nil && ts.predicted {
-			e = c.prev[pred]
+			ei = c.prev[pred]
 			pred++
 		} else {
 			h := xxhash.Sum64(raw)
-			e = c.entries[h]
-			if e == nil || int(e.rawLen) != len(raw) {
-				if e, err = c.newEntry(sc, h, len(raw), curFam, curFamName, ix); err != nil {
+			i, ok := c.index[h]
+			if !ok || int(c.entries[i].rawLen) != len(raw) {
+				if i, err = c.newEntry(sc, h, len(raw), curFam, curFamName, ix); err != nil {
 					return &ParseError{Line: sc.Line(), Err: err}
 				}
-			} else if e.seen == c.iter-1 && int(e.pos) < len(c.prev) && c.prev[e.pos] == e {
+			} else if e := &c.entries[i]; e.seen == c.iter-1 && int(e.pos) < len(c.prev) && c.prev[e.pos] == i {
 				pred = int(e.pos) + 1 // back in step with the previous scrape
 			}
+			ei = i
 		}
+		e := &c.entries[ei]
 		if e.gen != gen {
 			if err := c.recheck(sc, e, ix, nowMs); err != nil {
 				return &ParseError{Line: sc.Line(), Err: err}
@@ -303,7 +328,7 @@ func (c *TargetCache) parse(body []byte, contentType string, nowMs int64, ix *en
 			continue // a duplicate line; Prometheus would reject it too
 		}
 		e.pos = int32(len(c.cur))
-		c.cur = append(c.cur, e)
+		c.cur = append(c.cur, ei)
 		c.curPrevT = append(c.curPrevT, e.lastT)
 		e.seen = c.iter
 		e.stale = false
@@ -313,71 +338,81 @@ func (c *TargetCache) parse(body []byte, contentType string, nowMs int64, ix *en
 		case enrichUnknown:
 			res.Unknown++
 		}
+		viewT := t
 		if !hasTS || !c.honorTS {
-			t, hasTS = nowMs, false
+			t, viewT = nowMs, NoTimestamp
 		}
 		if e.fam != rangeFam || len(view.Ranges) == 0 {
 			view.Ranges = append(view.Ranges, FamilyRange{Family: e.fam, Start: len(view.Samples)})
 			rangeFam = e.fam
 		}
-		view.Samples = append(view.Samples, ViewSample{Series: e.series, T: t, V: v, HasT: hasTS})
+		view.Samples = append(view.Samples, ViewSample{Ref: e.ref, T: viewT, V: v})
 		view.Ranges[len(view.Ranges)-1].End = len(view.Samples)
 		if t <= e.lastT {
 			res.Skipped++ // the target repeated a timestamp: never send it twice
 			continue
 		}
 		e.lastT = t
-		c.send = append(c.send, remotewrite.Sample{Series: e.series, T: t, V: v})
+		c.send = append(c.send, remotewrite.Sample{Ref: e.ref, T: t, V: v})
 	}
 	return nil
 }
 
-// newEntry builds the enriched series of a raw series seen for the first time.
-func (c *TargetCache) newEntry(sc scanner, h uint64, rawLen int, curFam int32, curFamName string, ix *enrich.NamespaceIndex) (*seriesEntry, error) {
+// newEntry builds the enriched series of a raw series seen for the first time
+// and returns its index in entries.
+func (c *TargetCache) newEntry(sc scanner, h uint64, rawLen int, curFam int32, curFamName string, ix *enrich.NamespaceIndex) (uint32, error) {
 	if err := sc.Labels(&c.lbls); err != nil {
-		return nil, err
+		return 0, err
 	}
 	name := c.lbls.Get(model.MetricNameLabel)
 	fam := curFam
 	if curFam < 0 || !belongsTo(name, curFamName, c.families[curFam].Type) {
 		fam, _ = c.family([]byte(name))
 	}
-	e := &seriesEntry{key: h, rawLen: int32(rawLen), fam: fam, lastT: noTimestamp, gen: ix.Generation()}
-	// Clone: the parsed labels share one backing string, which a substring
-	// would keep alive for as long as the entry lives.
+	var i uint32
+	if n := len(c.free); n > 0 {
+		i, c.free = c.free[n-1], c.free[:n-1]
+	} else {
+		i = uint32(len(c.entries))
+		c.entries = append(c.entries, seriesEntry{})
+	}
+	e := &c.entries[i]
+	*e = seriesEntry{key: h, rawLen: int32(rawLen), fam: fam, lastT: noTimestamp, gen: ix.Generation(), live: true}
 	e.ns = c.internNS(c.lbls.Get(enrich.NamespaceLabel))
 	c.build(e, ix)
-	c.entries[h] = e
-	return e, nil
+	// On a 64-bit collision (same hash, other length) the new series takes
+	// the index; the other is then found by prediction only.
+	c.index[h] = i
+	return i, nil
 }
 
 // recheck runs when the namespace index changed since the entry was built:
 // only a change to this series' own namespace rebuilds it.
 func (c *TargetCache) recheck(sc scanner, e *seriesEntry, ix *enrich.NamespaceIndex, nowMs int64) error {
 	e.gen = ix.Generation()
-	if e.ns == "" {
+	if e.ns == 0 {
 		return nil
 	}
-	info, ok := ix.Lookup(e.ns)
+	info, ok := ix.Lookup(c.nsNames[e.ns])
 	if ok == e.nsFound && info.Version == e.nsVer {
 		return nil
 	}
 	if err := sc.Labels(&c.lbls); err != nil {
 		return err
 	}
-	old := e.series
+	old := e.ref
 	oldT := e.lastT
 	c.build(e, ix)
-	if old.Equal(e.series) {
-		e.series, e.lastT = old, oldT
+	if old == e.ref {
+		e.lastT = oldT
 		return nil
 	}
 	// The series now has other labels (the namespace was relabelled): the old
 	// identity ends here, with a stale marker, so queries see it go at once.
 	if oldT != noTimestamp && !e.stale {
 		st := staleTime(nowMs, oldT)
-		c.send = append(c.send, remotewrite.Sample{Series: old, T: st, V: math.Float64frombits(value.StaleNaN)})
-		c.tombstones[old.Hash] = tombstone{t: st, expires: time.UnixMilli(nowMs).Add(tombstoneTTL)}
+		c.send = append(c.send, remotewrite.Sample{Ref: old, T: st, V: math.Float64frombits(value.StaleNaN)})
+		c.tombstones[c.labels.Table().Hash(old)] = tombstone{t: st, expires: time.UnixMilli(nowMs).Add(tombstoneTTL)}
 	}
 	return nil
 }
@@ -385,8 +420,8 @@ func (c *TargetCache) recheck(sc scanner, e *seriesEntry, ix *enrich.NamespaceIn
 func (c *TargetCache) build(e *seriesEntry, ix *enrich.NamespaceIndex) {
 	var add []enrich.Label
 	e.enrich, e.nsVer, e.nsFound = enrichNone, 0, false
-	if e.ns != "" {
-		info, ok := ix.Lookup(e.ns)
+	if e.ns != 0 {
+		info, ok := ix.Lookup(c.nsNames[e.ns])
 		e.nsFound, e.nsVer = ok, info.Version
 		if ok {
 			e.enrich = enrichHit
@@ -395,9 +430,9 @@ func (c *TargetCache) build(e *seriesEntry, ix *enrich.NamespaceIndex) {
 			e.enrich = enrichUnknown
 		}
 	}
-	e.series = c.builder.Build(c.lbls, c.target.Labels, add)
+	e.ref = c.labels.Intern(c.builder.Build(c.lbls, c.target.Labels, add))
 	e.lastT = noTimestamp
-	if ts, ok := c.tombstones[e.series.Hash]; ok {
+	if ts, ok := c.tombstones[c.labels.Table().Hash(e.ref)]; ok {
 		e.lastT = ts.t // came back: never send anything older than its stale marker
 	}
 }
@@ -406,7 +441,8 @@ func (c *TargetCache) build(e *seriesEntry, ix *enrich.NamespaceIndex) {
 // that the current one lacks (all of them when the scrape failed).
 func (c *TargetCache) markStale(nowMs int64, failed bool) int {
 	n := 0
-	for _, e := range c.prev {
+	for _, i := range c.prev {
+		e := &c.entries[i]
 		if (e.seen == c.iter && !failed) || e.stale {
 			continue
 		}
@@ -416,7 +452,7 @@ func (c *TargetCache) markStale(nowMs int64, failed bool) int {
 		}
 		st := staleTime(nowMs, e.lastT)
 		e.lastT = st
-		c.send = append(c.send, remotewrite.Sample{Series: e.series, T: st, V: math.Float64frombits(value.StaleNaN)})
+		c.send = append(c.send, remotewrite.Sample{Ref: e.ref, T: st, V: math.Float64frombits(value.StaleNaN)})
 		n++
 	}
 	if failed {
@@ -428,8 +464,8 @@ func (c *TargetCache) markStale(nowMs int64, failed bool) int {
 // rollback undoes what a failed parse did to the entries, so the samples it
 // did not send are not taken as sent.
 func (c *TargetCache) rollback() {
-	for i, e := range c.cur {
-		e.lastT = c.curPrevT[i]
+	for i, ei := range c.cur {
+		c.entries[ei].lastT = c.curPrevT[i]
 	}
 }
 
@@ -440,24 +476,52 @@ func (c *TargetCache) MarkAllStale(now time.Time) []remotewrite.Sample {
 	c.send = c.send[:0]
 	c.markStale(now.UnixMilli(), true)
 	for _, s := range c.self {
-		c.send = append(c.send, remotewrite.Sample{Series: s, T: now.UnixMilli(), V: math.Float64frombits(value.StaleNaN)})
+		c.send = append(c.send, remotewrite.Sample{Ref: s, T: now.UnixMilli(), V: math.Float64frombits(value.StaleNaN)})
+	}
+	table := c.labels.Table()
+	for i := range c.send {
+		c.send[i].Table = table
 	}
 	return c.send
 }
 
 func (c *TargetCache) evict(now time.Time) {
-	for h, e := range c.entries {
-		if c.iter-e.seen > evictAfter {
-			if e.lastT != noTimestamp {
-				c.tombstones[e.series.Hash] = tombstone{t: e.lastT, expires: now.Add(tombstoneTTL)}
-			}
-			delete(c.entries, h)
+	var table *remotewrite.LabelTable
+	for i := range c.entries {
+		e := &c.entries[i]
+		if !e.live || c.iter-e.seen <= evictAfter {
+			continue
 		}
+		if e.lastT != noTimestamp {
+			if table == nil {
+				table = c.labels.Table()
+			}
+			c.tombstones[table.Hash(e.ref)] = tombstone{t: e.lastT, expires: now.Add(tombstoneTTL)}
+		}
+		if j, ok := c.index[e.key]; ok && j == uint32(i) {
+			delete(c.index, e.key)
+		}
+		*e = seriesEntry{}
+		c.free = append(c.free, uint32(i))
 	}
 	for h, ts := range c.tombstones {
 		if now.After(ts.expires) {
 			delete(c.tombstones, h)
 		}
+	}
+	if c.labels.NeedsCompaction() {
+		// Series that went away left their labels behind: start a table
+		// with only the live ones. Views and queued samples keep the old one.
+		c.labels.Compact(func(visit func(*remotewrite.SeriesRef)) {
+			for i := range c.self {
+				visit(&c.self[i])
+			}
+			for i := range c.entries {
+				if c.entries[i].live {
+					visit(&c.entries[i].ref)
+				}
+			}
+		})
 	}
 }
 
@@ -471,13 +535,14 @@ func (c *TargetCache) Recycle(old *TargetView) {
 
 // tombstoneAll returns the last timestamp of every series the cache knows.
 func (c *TargetCache) tombstoneAll() map[uint64]tombstone {
-	out := make(map[uint64]tombstone, len(c.entries)+len(c.tombstones))
+	out := make(map[uint64]tombstone, len(c.index)+len(c.tombstones))
 	for h, ts := range c.tombstones {
 		out[h] = ts
 	}
-	for _, e := range c.entries {
-		if e.lastT != noTimestamp {
-			out[e.series.Hash] = tombstone{t: e.lastT}
+	table := c.labels.Table()
+	for i := range c.entries {
+		if e := &c.entries[i]; e.live && e.lastT != noTimestamp {
+			out[table.Hash(e.ref)] = tombstone{t: e.lastT}
 		}
 	}
 	return out
@@ -490,21 +555,23 @@ func (c *TargetCache) seed(tombs map[uint64]tombstone, expires time.Time) {
 	}
 }
 
-// internNS returns a copy of ns shared by every entry of the namespace.
-func (c *TargetCache) internNS(ns string) string {
+// internNS returns the index of namespace ns in nsNames (0 for none).
+func (c *TargetCache) internNS(ns string) uint32 {
 	if ns == "" {
-		return ""
+		return 0
 	}
-	if s, ok := c.namespaces[ns]; ok {
-		return s
+	if i, ok := c.nsIndex[ns]; ok {
+		return i
 	}
 	s := strings.Clone(ns)
-	c.namespaces[s] = s
-	return s
+	i := uint32(len(c.nsNames))
+	c.nsNames = append(c.nsNames, s)
+	c.nsIndex[s] = i
+	return i
 }
 
 // Len is the number of series the cache holds.
-func (c *TargetCache) Len() int { return len(c.entries) }
+func (c *TargetCache) Len() int { return len(c.entries) - len(c.free) }
 
 // staleTime is when a stale marker goes: now, unless the series already has
 // a sample that late (a target timestamp in the future), then just after it.

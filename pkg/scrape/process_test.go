@@ -171,7 +171,7 @@ func checkView(t *testing.T, name string, view []byte, res *Result) {
 func sentByName(send []remotewrite.Sample) map[string][]remotewrite.Sample {
 	m := map[string][]remotewrite.Sample{}
 	for _, s := range send {
-		k := string(enrich.AppendSeriesText(nil, s.Series))
+		k := string(enrich.AppendSeriesText(nil, s.Table, s.Ref))
 		m[k] = append(m[k], s)
 	}
 	return m
@@ -273,7 +273,7 @@ func TestVanishedSeriesAndFailedScrapesGoStale(t *testing.T) {
 		t.Fatalf("%d stale markers, want %d", res.Stale, dropped)
 	}
 	for _, s := range res.Send {
-		if value.IsStaleNaN(s.V) && !strings.HasPrefix(string(enrich.AppendSeriesText(nil, s.Series)), "container_memory_rss{") {
+		if value.IsStaleNaN(s.V) && !strings.HasPrefix(string(enrich.AppendSeriesText(nil, s.Table, s.Ref)), "container_memory_rss{") {
 			t.Fatal("stale marker for a series still there")
 		}
 	}
@@ -312,14 +312,14 @@ func TestParseErrorNamesTheLineAndFailsTheTargetAlone(t *testing.T) {
 			t.Fatalf("a failed parse must leave only up=0 and friends in the view")
 		}
 		for _, s := range res.Send {
-			if !value.IsStaleNaN(s.V) && !isSelf(c, s.Series) {
+			if !value.IsStaleNaN(s.V) && !isSelf(c, s.Ref) {
 				t.Fatalf("a failed parse sent a sample")
 			}
 		}
 	}
 }
 
-func isSelf(c *TargetCache, s *remotewrite.Series) bool {
+func isSelf(c *TargetCache, s remotewrite.SeriesRef) bool {
 	for _, x := range c.self {
 		if x == s {
 			return true

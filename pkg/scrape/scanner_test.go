@@ -68,9 +68,9 @@ func refParse(body []byte) ([]refSample, int, error) {
 	}
 }
 
-func seriesString(s *remotewrite.Series) string {
+func seriesString(t *remotewrite.LabelTable, ref remotewrite.SeriesRef) string {
 	var kv []string
-	it := s.Labels()
+	it := t.Labels(ref)
 	for it.Next() {
 		kv = append(kv, string(it.Name), string(it.Value))
 	}
@@ -116,8 +116,8 @@ func checkAgainstReference(t *testing.T, body []byte) {
 	}
 	for i, s := range got {
 		w := want[i]
-		g := refSample{labels: seriesString(s.Series), v: math.Float64bits(s.V), ts: s.T, hasTS: s.HasT}
-		if !s.HasT {
+		g := refSample{labels: seriesString(res.View.Table, s.Ref), v: math.Float64bits(s.V), ts: s.T, hasTS: s.T != NoTimestamp}
+		if s.T == NoTimestamp {
 			g.ts = 0
 		}
 		if g != w {
@@ -253,11 +253,11 @@ func TestScannerAcceptsTrickyLines(t *testing.T) {
 				t.Fatalf("rejected %q: %v", tc.body, res.Err)
 			}
 			s := res.View.Samples[0]
-			if got := seriesString(s.Series); got != tc.labels {
+			if got := seriesString(res.View.Table, s.Ref); got != tc.labels {
 				t.Errorf("labels %s, want %s", got, tc.labels)
 			}
-			if s.V != tc.v || s.HasT != tc.hasTS || (tc.hasTS && s.T != tc.ts) {
-				t.Errorf("got %v @%d (%v), want %v @%d (%v)", s.V, s.T, s.HasT, tc.v, tc.ts, tc.hasTS)
+			if hasT := s.T != NoTimestamp; s.V != tc.v || hasT != tc.hasTS || (tc.hasTS && s.T != tc.ts) {
+				t.Errorf("got %v @%d (%v), want %v @%d (%v)", s.V, s.T, hasT, tc.v, tc.ts, tc.hasTS)
 			}
 			checkAgainstReference(t, []byte(tc.body))
 		})

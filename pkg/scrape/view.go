@@ -100,7 +100,7 @@ func WriteText(w io.Writer, targets []*TargetView, filter func(*TargetView) bool
 			buf = append(buf, '\n')
 		}
 		for _, s := range ch.tv.Samples[ch.r.Start:ch.r.End] {
-			buf = enrich.AppendSampleLine(buf, s.Series, s.T, s.V, s.HasT)
+			buf = enrich.AppendSampleLine(buf, ch.tv.Table, s.Ref, s.T, s.V, s.T != NoTimestamp)
 			if len(buf) > 60<<10 {
 				if err := flush(); err != nil {
 					return err
