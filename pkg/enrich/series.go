@@ -2,7 +2,6 @@ package enrich
 
 import (
 	"github.com/prometheus/prometheus/model/labels"
-
 )
 
 // NamespaceLabel is the label whose value names a series' Namespace.

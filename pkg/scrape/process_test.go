@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -502,4 +503,65 @@ func TestViewBuffersReusedOnlyWhenUnread(t *testing.T) {
 		t.Fatal("a view changed under its reader")
 	}
 	v.Release(held)
+}
+
+func TestExternalLabelsOnEverySeries(t *testing.T) {
+	body := readCapture(t, captures[0])
+	c := NewTargetCache(testTarget(), true, enrich.Label{Name: "cluster", Value: "prod"}, enrich.Label{Name: "node", Value: "ignored"})
+	res := c.Process(body, "", scrapeTime, time.Second, testIndex(1, baseTeams), nil)
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	for _, s := range res.Send {
+		line := string(enrich.AppendSeriesText(nil, s.Table, s.Ref))
+		if !strings.Contains(line, `cluster="prod"`) || !strings.Contains(line, `node="node-a"`) || strings.Contains(line, "ignored") {
+			t.Fatalf("external labels: %s", line)
+		}
+	}
+}
+
+// TestChurnCompactsTheLabelTable: pods come and go; their labels must not
+// pile up, and every sample sent must still carry the right labels, also
+// across a compaction (samples of earlier scrapes keep their tables).
+func TestChurnCompactsTheLabelTable(t *testing.T) {
+	c := NewTargetCache(testTarget(), true)
+	ix := testIndex(1, baseTeams)
+	var kept []remotewrite.Sample
+	var keptText []string
+	maxSize := 0
+	for i := range 200 {
+		var b strings.Builder
+		b.WriteString("# TYPE container_memory_rss gauge\n")
+		for p := range 40 {
+			fmt.Fprintf(&b, "container_memory_rss{container=\"app\",id=\"/kubepods/pod-%d-%d-%s\",namespace=\"default\",pod=\"web-%d-%d\"} %d\n",
+				i, p, strings.Repeat("x", 60), i, p, p)
+		}
+		res := c.Process([]byte(b.String()), "", scrapeTime.Add(time.Duration(i)*15*time.Second), time.Second, ix, nil)
+		if res.Err != nil {
+			t.Fatal(res.Err)
+		}
+		if i%37 == 0 {
+			// Hold on to a sample, as a slow remote-write queue would.
+			s := res.Send[0]
+			kept = append(kept, s)
+			keptText = append(keptText, string(enrich.AppendSeriesText(nil, s.Table, s.Ref)))
+		}
+		maxSize = max(maxSize, c.labels.Size())
+	}
+	ids := map[uint64]bool{}
+	for i, s := range kept {
+		ids[s.Table.ID] = true
+		if got := string(enrich.AppendSeriesText(nil, s.Table, s.Ref)); got != keptText[i] {
+			t.Fatalf("a held sample changed labels after compaction:\n%s\nwant\n%s", got, keptText[i])
+		}
+	}
+	if len(ids) < 2 {
+		t.Fatal("the label table was never compacted")
+	}
+	if c.Len() > 40*(evictAfter+2) {
+		t.Fatalf("%d entries cached for 40 live series", c.Len())
+	}
+	if maxSize > 1<<20 {
+		t.Fatalf("label table grew to %d bytes for 40 live series", maxSize)
+	}
 }
