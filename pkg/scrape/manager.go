@@ -53,7 +53,10 @@ type Manager struct {
 	bufs chan *bytes.Buffer
 	// sends holds the remote-write sample buffers between scrapes: only
 	// the scrapes in flight need one, not every target.
-	sends   chan []remotewrite.Sample
+	sends chan []remotewrite.Sample
+	// views holds replaced views nobody reads, whose buffers the next
+	// scrape of any target reuses: one view per target stays, not two.
+	views   chan *TargetView
 	metrics *metrics
 
 	mu    sync.Mutex
@@ -88,6 +91,7 @@ func NewManager(cfg ManagerConfig) *Manager {
 		sem:     make(chan struct{}, cfg.MaxConcurrency),
 		bufs:    make(chan *bytes.Buffer, cfg.MaxConcurrency),
 		sends:   make(chan []remotewrite.Sample, cfg.MaxConcurrency),
+		views:   make(chan *TargetView, cfg.MaxConcurrency),
 		metrics: newMetrics(cfg.Registerer),
 		loops:   map[string]*loop{},
 		graves:  map[string]grave{},
@@ -263,6 +267,12 @@ func (m *Manager) Scrape(ctx context.Context, t *Target, cache *TargetCache) *Re
 		default:
 		}
 	}
+	if cache.spare == nil {
+		select {
+		case cache.spare = <-m.views:
+		default:
+		}
+	}
 	if n := cache.lastBodySize; n > buf.Cap() {
 		buf.Grow(n + n/8) // one allocation, not a doubling series
 	}
@@ -288,6 +298,13 @@ func (m *Manager) Scrape(ctx context.Context, t *Target, cache *TargetCache) *Re
 // Publish hands a result to both outputs and the relay's own metrics.
 func (m *Manager) Publish(t *Target, cache *TargetCache, res *Result) {
 	cache.Recycle(m.cfg.View.Set(res.View))
+	if cache.spare != nil {
+		select {
+		case m.views <- cache.spare:
+			cache.spare = nil
+		default:
+		}
+	}
 	if m.cfg.Sink != nil {
 		m.cfg.Sink.Append(res.Send)
 	}

@@ -137,7 +137,6 @@ type TargetCache struct {
 	families       []Family
 	famIndex       map[string]int32
 	cur, prev      []uint32 // entries of this and the last scrape, in order
-	curPrevT       []int64
 	tombstones     map[uint64]tombstone
 	nsNames        []string // [0] is "": no namespace
 	nsIndex        map[string]uint32
@@ -199,7 +198,6 @@ func (c *TargetCache) Process(body []byte, contentType string, now time.Time, du
 	res := &Result{Err: fetchErr, Duration: duration}
 	c.send = c.send[:0]
 	c.cur = c.cur[:0]
-	c.curPrevT = c.curPrevT[:0]
 	view := &TargetView{Target: c.target}
 	if sp := c.spare; sp != nil {
 		// The view published two scrapes ago, which nobody reads any more:
@@ -213,8 +211,9 @@ func (c *TargetCache) Process(body []byte, contentType string, now time.Time, du
 	if fetchErr == nil {
 		res.Err = c.parse(body, contentType, nowMs, ix, view, res)
 	}
-	if res.Err != nil {
-		c.rollback()
+	if res.Err == nil {
+		c.commit(view.Samples, nowMs)
+	} else {
 		view.Samples, view.Ranges = view.Samples[:0], view.Ranges[:0]
 		c.send = c.send[:0]
 		res.Scraped, res.Skipped, res.Enriched, res.Unknown = 0, 0, 0, 0
@@ -329,7 +328,6 @@ func (c *TargetCache) parse(body []byte, contentType string, nowMs int64, ix *en
 		}
 		e.pos = int32(len(c.cur))
 		c.cur = append(c.cur, ei)
-		c.curPrevT = append(c.curPrevT, e.lastT)
 		e.seen = c.iter
 		e.stale = false
 		switch e.enrich {
@@ -352,7 +350,8 @@ func (c *TargetCache) parse(body []byte, contentType string, nowMs int64, ix *en
 			res.Skipped++ // the target repeated a timestamp: never send it twice
 			continue
 		}
-		e.lastT = t
+		// e.lastT moves only once the whole payload parsed (commit): a
+		// payload that fails half way sends nothing.
 		c.send = append(c.send, remotewrite.Sample{Ref: e.ref, T: t, V: v})
 	}
 	return nil
@@ -461,11 +460,17 @@ func (c *TargetCache) markStale(nowMs int64, failed bool) int {
 	return n
 }
 
-// rollback undoes what a failed parse did to the entries, so the samples it
-// did not send are not taken as sent.
-func (c *TargetCache) rollback() {
+// commit records, once a payload parsed whole, the timestamps its samples
+// were sent with; samples holds the view's samples, in c.cur order.
+func (c *TargetCache) commit(samples []ViewSample, nowMs int64) {
 	for i, ei := range c.cur {
-		c.entries[ei].lastT = c.curPrevT[i]
+		t := samples[i].T
+		if t == NoTimestamp {
+			t = nowMs
+		}
+		if e := &c.entries[ei]; t > e.lastT {
+			e.lastT = t
+		}
 	}
 }
 
@@ -525,10 +530,10 @@ func (c *TargetCache) evict(now time.Time) {
 	}
 }
 
-// Recycle hands back a view of this target that was just replaced in the
-// View store; if nobody is reading it, the next scrape reuses its buffers.
+// Recycle hands back a view that was just replaced in the View store; if
+// nobody is reading it, the next scrape reuses its buffers.
 func (c *TargetCache) Recycle(old *TargetView) {
-	if old != nil && old.Target == c.target && old.readers.Load() == 0 {
+	if old != nil && old.readers.Load() == 0 {
 		c.spare = old
 	}
 }
