@@ -2,8 +2,6 @@ package remotewrite
 
 import (
 	"bytes"
-	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -15,129 +13,117 @@ import (
 
 const benchBatch = DefaultMaxSamplesPerSend
 
-var benchExternal = []Label{{"__replica__", "kubelet-meta-proxy-7d9f8-x2x4q"}, {"cluster", "prod-eu-west-1"}}
-
-// benchSamples is one full batch of real cAdvisor series, each sample with
-// its own timestamp, as a shard sends it.
-func benchSamples(b *testing.B) ([]Sample, []fixtureSeries, []int) {
-	fx := loadFixture(b)
-	samples := make([]Sample, benchBatch)
-	index := make([]int, benchBatch) // which fixture series each sample is
-	for i := range samples {
-		f := fx[i%len(fx)]
-		samples[i] = Sample{Series: f.series, T: f.t + int64(i/len(fx))*30_000, V: f.v}
-		index[i] = i % len(fx)
+// benchSamples is one full batch of real cAdvisor series from the 1.35
+// capture, with the target labels the relay adds, each series once, as a
+// shard sends a part of one scrape.
+func benchSamples(b *testing.B) ([]Sample, []fixtureSeries) {
+	_, fx := captureTargets(b, 1, benchBatch)
+	if len(fx[0]) != benchBatch {
+		b.Fatalf("capture has %d series", len(fx[0]))
 	}
-	return samples, fx, index
+	return samplesOf(fx[0], 0), fx[0]
 }
 
-func reportPerSample(b *testing.B, wireBytes int) {
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/benchBatch, "ns/sample")
+func reportPerSample(b *testing.B, n, wireBytes int) {
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/sample")
 	if wireBytes > 0 {
-		b.ReportMetric(float64(wireBytes)/benchBatch, "wire-bytes/sample")
+		b.ReportMetric(float64(wireBytes)/float64(n), "wire-B/sample")
 	}
 }
 
-// BenchmarkEncode compares the hand encoder with the usual way (fill
-// prompb structs, Marshal) for one 2000-sample batch with two external
-// labels. The prompb variant is given each series' labels already decoded,
-// merged with the external labels and sorted, and reuses its structs and
-// buffers: everything but the struct filling and Marshal is done for it, so
-// the comparison favours it.
+// BenchmarkEncode compares, for one 2000-sample batch, the ways to turn
+// samples into a request body: the label-aware snappy encoder (encoder), the
+// previous marshal + s2.EncodeSnappy (refEncoder), and the usual way in
+// Prometheus's ecosystem (fill prompb structs, Marshal, golang/snappy), given
+// each series' labels already decoded and its structs and buffers reused.
+// Mixed is four targets' batches of 500 in one request.
 func BenchmarkEncode(b *testing.B) {
-	samples, fx, index := benchSamples(b)
+	samples, fx := benchSamples(b)
+	raw := referenceRaw(samples)
+	_, four := captureTargets(b, 4, benchBatch/4)
+	var mixed []Sample
+	for _, f := range four {
+		mixed = append(mixed, samplesOf(f, 0)...)
+	}
 
-	b.Run("hand", func(b *testing.B) {
-		e := encoder{external: newExternalLabels(benchExternal)}
-		e.marshal(samples)
-		b.SetBytes(int64(len(e.raw)))
+	for _, c := range []struct {
+		name    string
+		samples []Sample
+	}{{"", samples}, {"mixed-", mixed}} {
+		b.Run(c.name+"label-aware", func(b *testing.B) {
+			var e encoder
+			body, _, _ := e.encode(c.samples)
+			b.SetBytes(int64(len(referenceRaw(c.samples))))
+			wire := len(body)
+			b.ReportAllocs()
+			for b.Loop() {
+				e.encode(c.samples)
+			}
+			reportPerSample(b, len(c.samples), wire)
+		})
+		b.Run(c.name+"marshal+s2", func(b *testing.B) {
+			var e refEncoder
+			body, _, _ := e.encode(c.samples)
+			b.SetBytes(int64(len(e.raw)))
+			wire := len(body)
+			b.ReportAllocs()
+			for b.Loop() {
+				e.encode(c.samples)
+			}
+			reportPerSample(b, len(c.samples), wire)
+		})
+	}
+
+	b.Run("marshal-only", func(b *testing.B) {
+		var e refEncoder
+		b.SetBytes(int64(len(raw)))
 		b.ReportAllocs()
-		b.ResetTimer()
 		for b.Loop() {
 			e.marshal(samples)
 		}
-		reportPerSample(b, 0)
+		reportPerSample(b, len(samples), 0)
 	})
 
-	b.Run("prompb", func(b *testing.B) {
-		merged := prompbLabels(fx, benchExternal)
-		wr, buf := prompbBatch(samples, index, merged), []byte(nil)
-		b.SetBytes(int64(wr.Size()))
-		b.ReportAllocs()
-		b.ResetTimer()
-		for b.Loop() {
-			wr = fillPrompb(wr, samples, index, merged)
-			buf = marshalPrompb(&wr, buf)
-		}
-		reportPerSample(b, 0)
-	})
-}
-
-// BenchmarkEncodeCompress is BenchmarkEncode plus the snappy step: the whole
-// cost of turning a batch into a request body, and the body's size.
-func BenchmarkEncodeCompress(b *testing.B) {
-	samples, fx, index := benchSamples(b)
-
-	b.Run("hand", func(b *testing.B) {
-		e := encoder{external: newExternalLabels(benchExternal)}
-		body, _, _ := e.encode(samples)
-		b.SetBytes(int64(len(e.raw)))
-		wire := len(body)
-		b.ReportAllocs()
-		b.ResetTimer()
-		for b.Loop() {
-			e.encode(samples)
-		}
-		reportPerSample(b, wire)
-	})
-
-	b.Run("prompb", func(b *testing.B) {
-		merged := prompbLabels(fx, benchExternal)
-		wr := prompbBatch(samples, index, merged)
+	b.Run("prompb+snappy", func(b *testing.B) {
+		merged := prompbLabels(fx)
+		wr := prompbBatch(samples, merged)
 		var buf, out []byte
 		buf = marshalPrompb(&wr, buf)
 		b.SetBytes(int64(len(buf)))
 		out = snappy.Encode(out, buf)
 		wire := len(out)
 		b.ReportAllocs()
-		b.ResetTimer()
 		for b.Loop() {
-			wr = fillPrompb(wr, samples, index, merged)
+			wr = fillPrompb(wr, samples, merged)
 			buf = marshalPrompb(&wr, buf)
 			out = snappy.Encode(out[:cap(out)], buf)
 		}
-		reportPerSample(b, wire)
+		reportPerSample(b, len(samples), wire)
 	})
 }
 
-func prompbLabels(fx []fixtureSeries, external []Label) [][]prompb.Label {
+func prompbLabels(fx []fixtureSeries) [][]prompb.Label {
 	out := make([][]prompb.Label, len(fx))
 	for i, f := range fx {
 		var ls []prompb.Label
 		f.labels.Range(func(l labels.Label) { ls = append(ls, prompb.Label{Name: l.Name, Value: l.Value}) })
-		for _, e := range external {
-			if !f.labels.Has(e.Name) {
-				ls = append(ls, prompb.Label{Name: e.Name, Value: e.Value})
-			}
-		}
-		slices.SortFunc(ls, func(a, b prompb.Label) int { return strings.Compare(a.Name, b.Name) })
 		out[i] = ls
 	}
 	return out
 }
 
-func prompbBatch(samples []Sample, index []int, merged [][]prompb.Label) prompb.WriteRequest {
+func prompbBatch(samples []Sample, merged [][]prompb.Label) prompb.WriteRequest {
 	wr := prompb.WriteRequest{Timeseries: make([]prompb.TimeSeries, len(samples))}
 	for i := range wr.Timeseries {
 		wr.Timeseries[i].Samples = make([]prompb.Sample, 1)
 	}
-	return fillPrompb(wr, samples, index, merged)
+	return fillPrompb(wr, samples, merged)
 }
 
-func fillPrompb(wr prompb.WriteRequest, samples []Sample, index []int, merged [][]prompb.Label) prompb.WriteRequest {
+func fillPrompb(wr prompb.WriteRequest, samples []Sample, merged [][]prompb.Label) prompb.WriteRequest {
 	for i, s := range samples {
 		ts := &wr.Timeseries[i]
-		ts.Labels = merged[index[i]]
+		ts.Labels = merged[i]
 		ts.Samples[0] = prompb.Sample{Value: s.V, Timestamp: s.T}
 	}
 	return wr
@@ -161,7 +147,7 @@ func BenchmarkAppend(b *testing.B) {
 	fx := loadFixture(b)
 	samples := make([]Sample, 10_000)
 	for i := range samples {
-		samples[i] = Sample{Series: fx[i%len(fx)].series, T: int64(i), V: 1}
+		samples[i] = fx[i%len(fx)].series.at(int64(i), 1)
 	}
 	ep := testEndpoint("http://127.0.0.1:1/push")
 	ep.Queue = DefaultQueueConfig()
@@ -170,22 +156,19 @@ func BenchmarkAppend(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.SetBytes(int64(len(samples)) * 24)
+	b.SetBytes(int64(len(samples)) * 32)
 	b.ReportAllocs()
-	b.ResetTimer()
 	for b.Loop() {
 		w.Append(samples)
 	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(samples)), "ns/sample")
+	reportPerSample(b, len(samples), 0)
 }
 
-// BenchmarkCompress compares the two snappy block encoders on a real batch;
-// the relay uses s2.EncodeSnappy (see encoder.compress).
+// BenchmarkCompress compares the two general snappy block encoders on a
+// marshalled batch (what refEncoder does after marshal).
 func BenchmarkCompress(b *testing.B) {
-	samples, _, _ := benchSamples(b)
-	var e encoder
-	e.marshal(samples)
-	raw := e.raw
+	samples, _ := benchSamples(b)
+	raw := referenceRaw(samples)
 	out := make([]byte, max(s2.MaxEncodedLen(len(raw)), snappy.MaxEncodedLen(len(raw))))
 	for _, c := range []struct {
 		name string
@@ -201,7 +184,7 @@ func BenchmarkCompress(b *testing.B) {
 			for b.Loop() {
 				c.enc(out, raw)
 			}
-			reportPerSample(b, wire)
+			reportPerSample(b, len(samples), wire)
 		})
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/golang/snappy"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -24,40 +25,90 @@ import (
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/version"
 )
 
-// newSeries encodes name/value pairs, in the order given, as a Series.
-func newSeries(nameValues ...string) *Series {
-	var b []byte
-	for i := 0; i < len(nameValues); i += 2 {
-		b = AppendLabel(b, nameValues[i], nameValues[i+1])
-	}
-	return NewSeries(b)
+// testSeries is one label set of a LabelTable, as a producer hands it over.
+type testSeries struct {
+	Table *LabelTable
+	Ref   SeriesRef
 }
 
-// seriesOf encodes a (sorted) labels.Labels as a Series.
-func seriesOf(ls labels.Labels) *Series {
-	var b []byte
-	ls.Range(func(l labels.Label) { b = AppendLabel(b, l.Name, l.Value) })
-	return NewSeries(b)
+// at is a sample of s.
+func (s testSeries) at(t int64, v float64) Sample {
+	return Sample{Table: s.Table, Ref: s.Ref, T: t, V: v}
+}
+
+// newSeries interns name/value pairs, in the order given (unsorted or broken
+// sets give invalid references), in an interner of its own whose key is the
+// hash of the labels: like the series of different targets, different series
+// spread over the shards.
+func newSeries(nameValues ...string) testSeries {
+	ls := pairs(nameValues...)
+	var key []byte
+	for _, l := range ls {
+		key = AppendLabel(key, l.Name, l.Value)
+	}
+	return newTarget(xxhash.Sum64(key)).series(ls...)
+}
+
+func pairs(nameValues ...string) []Label {
+	var ls []Label
+	for i := 0; i < len(nameValues); i += 2 {
+		ls = append(ls, Label{Name: nameValues[i], Value: nameValues[i+1]})
+	}
+	return ls
+}
+
+// target is a producer: its series share one interner, hence one Key.
+type target struct{ in *LabelInterner }
+
+func newTarget(key uint64) *target { return &target{in: NewLabelInterner(key)} }
+
+// series interns ls and returns it with the snapshot taken right after.
+func (tg *target) series(ls ...Label) testSeries {
+	ref := tg.in.Intern(ls)
+	return testSeries{Table: tg.in.Table(), Ref: ref}
+}
+
+// seriesOf interns a (sorted) labels.Labels.
+func (tg *target) seriesOf(ls labels.Labels) testSeries {
+	var out []Label
+	ls.Range(func(l labels.Label) { out = append(out, Label{Name: l.Name, Value: l.Value}) })
+	return tg.series(out...)
 }
 
 type fixtureSeries struct {
 	labels labels.Labels
-	series *Series
+	series testSeries
 	t      int64
 	v      float64
 }
 
 // loadFixture parses the cAdvisor excerpt into series as the scrape side
-// builds them: empty labels dropped, target labels added, sorted.
+// builds them: empty labels dropped, target labels added, sorted, interned
+// by one target.
 func loadFixture(tb testing.TB) []fixtureSeries {
 	tb.Helper()
 	b, err := os.ReadFile("testdata/cadvisor-1_35-excerpt.txt")
 	if err != nil {
 		tb.Fatal(err)
 	}
+	out := parseExposition(tb, b, newTarget(1), map[string]string{
+		"job":      "kubelet",
+		"instance": "node-a-1.example.internal:10250",
+		"node":     "node-a-1",
+	}, 0)
+	if len(out) < 100 {
+		tb.Fatalf("fixture has only %d series", len(out))
+	}
+	return out
+}
+
+// parseExposition parses text exposition into series of tg, dropping empty
+// labels and setting extra, keeping at most limit series (0: all).
+func parseExposition(tb testing.TB, b []byte, tg *target, extra map[string]string, limit int) []fixtureSeries {
+	tb.Helper()
 	p := textparse.NewPromParser(b, labels.NewSymbolTable(), false)
 	var out []fixtureSeries
-	for {
+	for limit == 0 || len(out) < limit {
 		et, err := p.Next()
 		if err == io.EOF {
 			break
@@ -76,19 +127,16 @@ func loadFixture(tb testing.TB) []fixtureSeries {
 				bld.Del(l.Name)
 			}
 		})
-		bld.Set("job", "kubelet")
-		bld.Set("instance", "node-a-1.example.internal:10250")
-		bld.Set("node", "node-a-1")
+		for k, v := range extra {
+			bld.Set(k, v)
+		}
 		ls = bld.Labels()
 		_, ts, v := p.Series()
 		t := int64(1782468875000)
 		if ts != nil {
 			t = *ts
 		}
-		out = append(out, fixtureSeries{labels: ls, series: seriesOf(ls), t: t, v: v})
-	}
-	if len(out) < 100 {
-		tb.Fatalf("fixture has only %d series", len(out))
+		out = append(out, fixtureSeries{labels: ls, series: tg.seriesOf(ls), t: t, v: v})
 	}
 	return out
 }
@@ -140,10 +188,10 @@ func labelsKey(ls []prompb.Label) string {
 	return sb.String()
 }
 
-// seriesKey is labelsKey for a Series.
-func seriesKey(s *Series) string {
+// seriesKey is labelsKey for a series.
+func seriesKey(s testSeries) string {
 	var sb strings.Builder
-	it := s.Labels()
+	it := s.Table.Labels(s.Ref)
 	for it.Next() {
 		sb.Write(it.Name)
 		sb.WriteByte('=')
@@ -263,7 +311,7 @@ func (r *receiver) requestCount() int {
 	return r.requests
 }
 
-func (r *receiver) samplesOf(s *Series) []prompb.Sample {
+func (r *receiver) samplesOf(s testSeries) []prompb.Sample {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.samples[seriesKey(s)])
@@ -427,10 +475,10 @@ func eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 }
 
 // sequence returns n samples of s with timestamps from t0, one per ms.
-func sequence(s *Series, t0 int64, n int) []Sample {
+func sequence(s testSeries, t0 int64, n int) []Sample {
 	out := make([]Sample, n)
 	for i := range out {
-		out[i] = Sample{Series: s, T: t0 + int64(i), V: float64(t0 + int64(i))}
+		out[i] = s.at(t0+int64(i), float64(t0+int64(i)))
 	}
 	return out
 }

@@ -1,9 +1,11 @@
 package remotewrite
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 	"unsafe"
@@ -11,9 +13,9 @@ import (
 
 func testLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func TestSampleIs24Bytes(t *testing.T) {
-	if n := unsafe.Sizeof(Sample{}); n != 24 {
-		t.Fatalf("Sample is %d bytes; the ring buffers budget 24", n)
+func TestSampleIs32Bytes(t *testing.T) {
+	if n := unsafe.Sizeof(Sample{}); n != 32 {
+		t.Fatalf("Sample is %d bytes; the ring buffers budget 32", n)
 	}
 }
 
@@ -59,20 +61,20 @@ func TestRingMatchesModel(t *testing.T) {
 	}
 }
 
-func TestRingReleasesSeries(t *testing.T) {
+func TestRingReleasesTables(t *testing.T) {
 	r := ring{max: 4}
 	s := newSeries("__name__", "x")
-	r.push([]Sample{{Series: s}, {Series: s}, {Series: s}})
-	r.push([]Sample{{Series: s}, {Series: s}}) // drops one
+	r.push([]Sample{s.at(0, 0), s.at(0, 0), s.at(0, 0)})
+	r.push([]Sample{s.at(0, 0), s.at(0, 0)}) // drops one
 	r.pop(make([]Sample, 2))
 	held := 0
 	for _, x := range r.buf {
-		if x.Series != nil {
+		if x.Table != nil {
 			held++
 		}
 	}
 	if held != r.n {
-		t.Fatalf("%d slots still reference a series, %d samples queued", held, r.n)
+		t.Fatalf("%d slots still reference a table, %d samples queued", held, r.n)
 	}
 }
 
@@ -119,7 +121,8 @@ func TestLogLimiter(t *testing.T) {
 }
 
 // TestAppendGroupsByShardStably checks the counting sort: each shard gets
-// exactly its series' samples, in the order appended.
+// exactly the samples of the tables whose Key maps to it, each table's (so
+// each series') in the order appended.
 func TestAppendGroupsByShardStably(t *testing.T) {
 	ep := testEndpoint("http://127.0.0.1:1/push")
 	ep.Queue.Shards = 7
@@ -127,35 +130,100 @@ func TestAppendGroupsByShardStably(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ss []*Series
-	for i := range 50 {
-		ss = append(ss, newSeries("__name__", "m", "i", string(rune('a'+i))))
+	// 10 targets of 5 series each; a series is identified by its table's
+	// Key and its ref.
+	type id struct {
+		key uint64
+		ref SeriesRef
+	}
+	var ss []testSeries
+	for tgt := range 10 {
+		tg := newTarget(uint64(1000 + 3*tgt))
+		for i := range 5 {
+			ss = append(ss, tg.series(pairs("__name__", "m", "i", fmt.Sprint(i))...))
+		}
 	}
 	var in []Sample
 	for r := range 20 {
 		for _, s := range ss {
-			in = append(in, Sample{Series: s, T: int64(r)})
+			in = append(in, s.at(int64(r), 0))
 		}
 	}
 	w.Append(in)
 	q := w.queues[0]
-	total := 0
+	total, used := 0, 0
 	for k, sh := range q.shards {
-		last := map[*Series]int64{}
+		last := map[id]int64{}
+		lastKey := map[uint64]int{} // index in in of the key's previous sample
 		got := make([]Sample, sh.ring.n)
 		sh.ring.pop(got)
 		total += len(got)
+		if len(got) > 0 {
+			used++
+		}
 		for _, x := range got {
-			if int(x.Series.Hash%uint64(len(q.shards))) != k {
-				t.Fatalf("series on shard %d belongs to another", k)
+			if int(x.Table.Key%uint64(len(q.shards))) != k {
+				t.Fatalf("table with key %d on shard %d", x.Table.Key, k)
 			}
-			if prev, ok := last[x.Series]; ok && x.T != prev+1 {
+			sid := id{x.Table.Key, x.Ref}
+			if prev, ok := last[sid]; ok && x.T != prev+1 {
 				t.Fatalf("shard %d: T %d after %d", k, x.T, prev)
 			}
-			last[x.Series] = x.T
+			last[sid] = x.T
+			// The table's samples as a whole keep their order too.
+			j := slices.IndexFunc(in, func(s Sample) bool { return s == x })
+			if prev, ok := lastKey[x.Table.Key]; ok && j <= prev {
+				t.Fatalf("shard %d: table %d's samples reordered", k, x.Table.Key)
+			}
+			lastKey[x.Table.Key] = j
 		}
 	}
 	if total != len(in) {
 		t.Fatalf("shards hold %d of %d samples", total, len(in))
+	}
+	if used < 2 {
+		t.Fatalf("10 tables all went to one shard of 7")
+	}
+}
+
+// TestTablesWithDifferentKeysUseDifferentShards: two producers whose Keys map
+// to different shards are sent by different shards, each producer's samples
+// in order, and all of a producer's series go to the one shard, however
+// many snapshots (and series) it has.
+func TestTablesWithDifferentKeysUseDifferentShards(t *testing.T) {
+	ep := testEndpoint("http://127.0.0.1:1/push")
+	ep.Queue.Shards = 4
+	w, err := New(Config{Endpoints: []EndpointConfig{ep}}, testLogger(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := newTarget(4*10+1), newTarget(4*10+2) // shards 1 and 2
+	var in []Sample
+	for r := range 30 {
+		// Each round adds a series, so each has a new snapshot too.
+		sa := a.series(pairs("__name__", "m", "r", fmt.Sprint(r))...)
+		sb := b.series(pairs("__name__", "m", "r", fmt.Sprint(r))...)
+		in = append(in, sa.at(int64(r), 1), sb.at(int64(r), 2))
+	}
+	w.Append(in)
+	q := w.queues[0]
+	for k, want := range map[int]float64{0: 0, 1: 1, 2: 2, 3: 0} {
+		sh := q.shards[k]
+		got := make([]Sample, sh.ring.n)
+		sh.ring.pop(got)
+		if want == 0 {
+			if len(got) != 0 {
+				t.Fatalf("shard %d holds %d samples", k, len(got))
+			}
+			continue
+		}
+		if len(got) != 30 {
+			t.Fatalf("shard %d holds %d samples, want 30", k, len(got))
+		}
+		for i, x := range got {
+			if x.V != want || x.T != int64(i) {
+				t.Fatalf("shard %d sample %d: V=%v T=%d, want V=%v T=%d", k, i, x.V, x.T, want, i)
+			}
+		}
 	}
 }

@@ -3,6 +3,7 @@ package remotewrite
 import (
 	"encoding/binary"
 	"math"
+	"math/bits"
 )
 
 // AppendLabel appends one prompb.Label, as field 1 of a TimeSeries, to dst.
@@ -59,14 +60,7 @@ func (it *LabelIter) Next() bool {
 // Err reports whether the encoding was malformed.
 func (it *LabelIter) Err() bool { return it.err }
 
-func uvarintLen(x uint64) int {
-	n := 1
-	for x >= 0x80 {
-		x >>= 7
-		n++
-	}
-	return n
-}
+func uvarintLen(x uint64) int { return (bits.Len64(x|1) + 6) / 7 }
 
 // sampleLen is the size of a prompb.Sample as field 2 of a TimeSeries.
 func sampleLen(t int64) int {

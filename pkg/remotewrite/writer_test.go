@@ -230,9 +230,11 @@ func TestHangingReceiverIsCutOffAndRetried(t *testing.T) {
 	}
 }
 
-// TestPerSeriesOrderUnderConcurrency appends many series from several
-// goroutines to many shards while the receiver fails a fifth of the
-// requests; every series must arrive complete and in timestamp order.
+// TestPerSeriesOrderUnderConcurrency appends many series of several
+// targets from several goroutines to many shards while the receiver fails a
+// fifth of the requests; every series must arrive complete and in timestamp
+// order. Each appender owns its targets' interners and adds a series to one
+// of them every round, so later samples carry later snapshots.
 func TestPerSeriesOrderUnderConcurrency(t *testing.T) {
 	var failures atomic.Int64
 	rcv := newReceiver(t, func(n int) response {
@@ -248,23 +250,49 @@ func TestPerSeriesOrderUnderConcurrency(t *testing.T) {
 	ep.Queue.Capacity = 100_000
 	h := start(t, Config{Endpoints: []EndpointConfig{ep}}, nil)
 
-	const appenders, seriesPerAppender, rounds = 4, 50, 40
-	var all []*Series
+	const appenders, targetsPerAppender, seriesPerTarget, rounds = 4, 3, 20, 40
+	var mu sync.Mutex
+	var all []testSeries
+	var firstRound []int // the round of each series' first sample
 	var wg sync.WaitGroup
 	for a := range appenders {
-		var mine []*Series
-		for i := range seriesPerAppender {
-			mine = append(mine, newSeries("__name__", "m", "appender", fmt.Sprint(a), "i", fmt.Sprint(i)))
+		var targets []*target
+		var mine [][]testSeries
+		for tgt := range targetsPerAppender {
+			tg := newTarget(uint64(a*targetsPerAppender + tgt))
+			targets = append(targets, tg)
+			var ss []testSeries
+			for i := range seriesPerTarget {
+				ss = append(ss, tg.series(pairs("__name__", "m", "appender", fmt.Sprint(a), "i", fmt.Sprint(i), "t", fmt.Sprint(tgt))...))
+			}
+			mine = append(mine, ss)
 		}
-		all = append(all, mine...)
+		mu.Lock()
+		for _, ss := range mine {
+			all = append(all, ss...)
+			for range ss {
+				firstRound = append(firstRound, 0)
+			}
+		}
+		mu.Unlock()
 		wg.Go(func() {
-			batch := make([]Sample, 0, len(mine))
+			batch := make([]Sample, 0, 64)
 			for r := range rounds {
-				batch = batch[:0]
-				for _, s := range mine {
-					batch = append(batch, Sample{Series: s, T: int64(r + 1), V: float64(r)})
+				// A new series on a target each round: a new snapshot.
+				tgt := r % targetsPerAppender
+				s := targets[tgt].series(pairs("__name__", "m", "appender", fmt.Sprint(a), "new", fmt.Sprint(r), "t", fmt.Sprint(tgt))...)
+				mine[tgt] = append(mine[tgt], s)
+				mu.Lock()
+				all = append(all, s)
+				firstRound = append(firstRound, r)
+				mu.Unlock()
+				for _, ss := range mine {
+					batch = batch[:0]
+					for _, s := range ss {
+						batch = append(batch, s.at(int64(r+1), float64(r)))
+					}
+					h.w.Append(batch) // the slice is reused: Append must copy
 				}
-				h.w.Append(batch) // the slice is reused: Append must copy
 				if r%8 == 0 {
 					time.Sleep(time.Millisecond)
 				}
@@ -272,10 +300,13 @@ func TestPerSeriesOrderUnderConcurrency(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	total := appenders * seriesPerAppender * rounds
+	total := 0
+	for _, r := range firstRound {
+		total += rounds - r
+	}
 	eventually(t, 5*time.Second, "all samples", func() bool { return rcv.acceptedSamples() == total })
-	for _, s := range all {
-		if got := timestamps(rcv.samplesOf(s)); !slices.Equal(got, rangeTS(1, rounds)) {
+	for i, s := range all {
+		if got := timestamps(rcv.samplesOf(s)); !slices.Equal(got, rangeTS(int64(firstRound[i]+1), rounds)) {
 			t.Fatalf("series %s received %v", seriesKey(s), got)
 		}
 	}
@@ -288,7 +319,7 @@ func TestStaleMarkerReachesReceiverBitExact(t *testing.T) {
 	rcv := newReceiver(t, nil)
 	h := start(t, Config{Endpoints: []EndpointConfig{testEndpoint(rcv.url())}}, nil)
 	s := newSeries("__name__", "m")
-	h.w.Append([]Sample{{Series: s, T: 1, V: 1}, {Series: s, T: 2, V: math.Float64frombits(value.StaleNaN)}})
+	h.w.Append([]Sample{s.at(1, 1), s.at(2, math.Float64frombits(value.StaleNaN))})
 	eventually(t, 3*time.Second, "delivery", func() bool { return rcv.acceptedSamples() == 2 })
 	got := rcv.samplesOf(s)
 	if bits := math.Float64bits(got[1].Value); bits != value.StaleNaN || !value.IsStaleNaN(got[1].Value) {
@@ -361,24 +392,23 @@ func TestUserHeadersCannotOverrideProtocolHeaders(t *testing.T) {
 	eventually(t, 3*time.Second, "delivery", func() bool { return rcv.acceptedSamples() == 1 })
 }
 
-func TestExternalLabelsAtReceiver(t *testing.T) {
+// TestWriterDoesNotAddExternalLabels: external labels are added where
+// series are built (Config.ExternalLabels); the Writer sends label sets as
+// they were interned.
+func TestWriterDoesNotAddExternalLabels(t *testing.T) {
 	rcv := newReceiver(t, nil)
 	cfg := Config{
-		Endpoints: []EndpointConfig{testEndpoint(rcv.url())},
-		// Unsorted on purpose: New sorts them.
+		Endpoints:      []EndpointConfig{testEndpoint(rcv.url())},
 		ExternalLabels: []Label{{"cluster", "prod"}, {"__replica__", "relay-1"}},
 	}
 	h := start(t, cfg, nil)
 	own := newSeries("__name__", "m", "cluster", "mine", "pod", "p")
 	plain := newSeries("__name__", "m", "pod", "q")
-	h.w.Append([]Sample{{Series: own, T: 1, V: 1}, {Series: plain, T: 1, V: 1}})
+	h.w.Append([]Sample{own.at(1, 1), plain.at(1, 1)})
 	eventually(t, 3*time.Second, "delivery", func() bool { return rcv.acceptedSamples() == 2 })
 	rcv.mu.Lock()
 	defer rcv.mu.Unlock()
-	for _, k := range []string{
-		"__name__=m,__replica__=relay-1,cluster=mine,pod=p,",
-		"__name__=m,__replica__=relay-1,cluster=prod,pod=q,",
-	} {
+	for _, k := range []string{"__name__=m,cluster=mine,pod=p,", "__name__=m,pod=q,"} {
 		if len(rcv.samples[k]) != 1 {
 			t.Errorf("series %s not received; got %v", k, rcv.samples)
 		}
@@ -393,7 +423,7 @@ func TestShutdownFlushesWithinTimeout(t *testing.T) {
 	ep.Queue.MaxSamplesPerSend = 1000
 	ep.Queue.Shards = 4
 	h := start(t, Config{Endpoints: []EndpointConfig{ep}, ShutdownTimeout: 2 * time.Second}, nil)
-	var ss []*Series
+	var ss []testSeries
 	for i := range 100 {
 		s := newSeries("__name__", "m", "i", fmt.Sprint(i))
 		ss = append(ss, s)
@@ -465,7 +495,7 @@ func TestBrokenEndpointDoesNotHoldUpAnother(t *testing.T) {
 	ok.Name = "good"
 	h := start(t, Config{Endpoints: []EndpointConfig{bad, ok}, ShutdownTimeout: 100 * time.Millisecond}, nil)
 
-	var ss []*Series
+	var ss []testSeries
 	for i := range 20 {
 		ss = append(ss, newSeries("__name__", "m", "i", fmt.Sprint(i)))
 	}
@@ -473,7 +503,7 @@ func TestBrokenEndpointDoesNotHoldUpAnother(t *testing.T) {
 	for r := range 100 {
 		batch := make([]Sample, 0, len(ss))
 		for _, s := range ss {
-			batch = append(batch, Sample{Series: s, T: int64(r + 1), V: 1})
+			batch = append(batch, s.at(int64(r+1), 1))
 		}
 		h.w.Append(batch)
 	}
@@ -545,7 +575,7 @@ func TestInvalidSeriesDroppedNotBatch(t *testing.T) {
 	h := start(t, Config{Endpoints: []EndpointConfig{testEndpoint(rcv.url())}}, nil)
 	good := newSeries("__name__", "m")
 	bad := newSeries("job", "x", "__name__", "m") // unsorted
-	h.w.Append([]Sample{{Series: good, T: 1}, {Series: bad, T: 1}, {Series: good, T: 2}})
+	h.w.Append([]Sample{good.at(1, 0), bad.at(1, 0), good.at(2, 0)})
 	eventually(t, 3*time.Second, "delivery", func() bool { return rcv.acceptedSamples() == 2 })
 	eventually(t, time.Second, "drop count", func() bool {
 		return h.metric("samples_dropped_total", map[string]string{"reason": "invalid_series"}) == 1
