@@ -51,13 +51,19 @@ func (t *LabelTable) NumSymbols() int { return len(t.symOff) - 1 }
 // RestsLen bounds the Rest offsets of the table's SeriesRefs.
 func (t *LabelTable) RestsLen() int { return len(t.rests) }
 
-// Symbol returns the encoding of symbol i (read-only).
-func (t *LabelTable) Symbol(i uint32) []byte { return t.syms[t.symOff[i]:t.symOff[i+1]] }
+// Symbol returns the encoding of symbol i (read-only). Its capacity ends
+// with it, so appending to it copies instead of overwriting the next symbol
+// of a table other goroutines read.
+func (t *LabelTable) Symbol(i uint32) []byte {
+	lo, hi := t.symOff[i], t.symOff[i+1]
+	return t.syms[lo:hi:hi]
+}
 
-// Rest returns the symbols of run r and the length of their encodings.
+// Rest returns the symbols of run r (read-only; capacity as for Symbol) and
+// the length of their encodings.
 func (t *LabelTable) Rest(r uint32) (syms []uint32, encodedLen int) {
 	n := t.rests[r]
-	return t.rests[r+2 : r+2+n], int(t.rests[r+1])
+	return t.rests[r+2 : r+2+n : r+2+n], int(t.rests[r+1])
 }
 
 // EncodedLen is the length of the series' label encodings.
@@ -170,18 +176,20 @@ func (b *LabelInterner) Intern(ls []Label) SeriesRef {
 // symbol interns one encoding.
 func (b *LabelInterner) symbol(enc []byte) uint32 {
 	h := xxhash.Sum64(enc)
-	i, found := b.symIndex[h]
-	if found && bytes.Equal(b.syms[b.symOff[i]:b.symOff[i+1]], enc) {
-		return i
+	for {
+		i, found := b.symIndex[h]
+		if !found {
+			break
+		}
+		if bytes.Equal(b.syms[b.symOff[i]:b.symOff[i+1]], enc) {
+			return i
+		}
+		h++ // a 64-bit collision: probe on, so that both stay interned
 	}
-	// New, or a 64-bit collision: then both are kept, the later one not
-	// interned.
-	i = uint32(len(b.symOff) - 1)
+	i := uint32(len(b.symOff) - 1)
 	b.syms = append(b.syms, enc...)
 	b.symOff = append(b.symOff, uint32(len(b.syms)))
-	if !found {
-		b.symIndex[h] = i
-	}
+	b.symIndex[h] = i
 	b.snapshot = nil
 	return i
 }
@@ -198,17 +206,20 @@ func (b *LabelInterner) run(syms []uint32) uint32 {
 		encLen += int(b.symOff[s+1] - b.symOff[s])
 	}
 	h := d.Sum64()
-	if off, ok := b.runIndex[h]; ok {
-		n := b.rests[off]
-		if int(n) == len(syms) && equalUint32(b.rests[off+2:off+2+n], syms) {
+	for {
+		off, found := b.runIndex[h]
+		if !found {
+			break
+		}
+		if n := b.rests[off]; int(n) == len(syms) && equalUint32(b.rests[off+2:off+2+n], syms) {
 			return off
 		}
-	} else {
-		b.runIndex[h] = uint32(len(b.rests))
+		h++ // a collision, as in symbol
 	}
 	off := uint32(len(b.rests))
 	b.rests = append(b.rests, uint32(len(syms)), uint32(encLen))
 	b.rests = append(b.rests, syms...)
+	b.runIndex[h] = off
 	b.snapshot = nil
 	return off
 }
