@@ -320,6 +320,12 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, enric
 		return res
 	}
 	defer r.Stop()
+	defer func() {
+		if res.Err != nil {
+			// The relay's own words say why (a crash, a refused flag).
+			res.Err = fmt.Errorf("%w\nrelay log (%s), last lines:\n%s", res.Err, r.LogFile, r.Logs(30))
+		}
+	}()
 	pid := r.PID()
 	rss := sampleRSS(pid, 250*time.Millisecond)
 	defer rss.stop()

@@ -2,8 +2,10 @@ package scrape
 
 import (
 	"context"
+	"io"
 	"net"
 	"sync"
+	"syscall"
 )
 
 // readChunk is how much one read from a scrape connection may take from the
@@ -16,15 +18,24 @@ var readChunks = sync.Pool{New: func() any { return new([readChunk]byte) }}
 
 // DialBuffered returns a dial function for scrape connections whose reads
 // from the socket are up to readChunk bytes. The buffer is taken from a pool
-// when a read needs it and returned as soon as it is drained, so idle
-// keep-alive connections (one per node) hold none.
+// only once data has arrived, and returned as soon as it is drained: an idle
+// keep-alive connection (one per node, its HTTP client blocked in a read
+// waiting for the server to close it) holds none.
 func DialBuffered(d *net.Dialer) func(ctx context.Context, network, address string) (net.Conn, error) {
 	return func(ctx context.Context, network, address string) (net.Conn, error) {
 		c, err := d.DialContext(ctx, network, address)
 		if err != nil {
 			return nil, err
 		}
-		return &bufferedConn{Conn: c}, nil
+		sc, ok := c.(syscall.Conn)
+		if !ok {
+			return c, nil
+		}
+		rc, err := sc.SyscallConn()
+		if err != nil {
+			return c, nil
+		}
+		return &bufferedConn{Conn: c, raw: rc}, nil
 	}
 }
 
@@ -32,24 +43,19 @@ func DialBuffered(d *net.Dialer) func(ctx context.Context, network, address stri
 // are not concurrent (one TLS or HTTP reader per connection); Close may be.
 type bufferedConn struct {
 	net.Conn
+	raw  syscall.RawConn
 	buf  *[readChunk]byte
 	r, w int
 }
 
 func (c *bufferedConn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
 	if c.r == c.w {
-		if len(p) >= readChunk {
-			return c.Conn.Read(p)
-		}
-		if c.buf == nil {
-			c.buf = readChunks.Get().(*[readChunk]byte)
-		}
-		n, err := c.Conn.Read(c.buf[:])
-		if n <= 0 {
-			c.release()
+		if err := c.fill(); err != nil {
 			return 0, err
 		}
-		c.r, c.w = 0, n
 	}
 	n := copy(p, c.buf[c.r:c.w])
 	c.r += n
@@ -57,6 +63,42 @@ func (c *bufferedConn) Read(p []byte) (int, error) {
 		c.release()
 	}
 	return n, nil
+}
+
+// fill waits, holding no buffer, until the socket is readable (or the read
+// deadline passes), then reads what is there into a pooled buffer.
+func (c *bufferedConn) fill() error {
+	var n int
+	var rerr error
+	err := c.raw.Read(func(fd uintptr) bool {
+		buf := readChunks.Get().(*[readChunk]byte)
+		for {
+			n, rerr = syscall.Read(int(fd), buf[:])
+			if rerr != syscall.EINTR {
+				break
+			}
+		}
+		if rerr == syscall.EAGAIN {
+			readChunks.Put(buf)
+			return false // wait for the poller
+		}
+		if n <= 0 {
+			readChunks.Put(buf)
+			return true
+		}
+		c.buf = buf
+		return true
+	})
+	switch {
+	case err != nil:
+		return err // deadline passed, connection closed
+	case rerr != nil:
+		return &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: rerr}
+	case n == 0:
+		return io.EOF
+	}
+	c.r, c.w = 0, n
+	return nil
 }
 
 func (c *bufferedConn) release() {
