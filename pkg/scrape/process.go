@@ -131,7 +131,7 @@ type TargetCache struct {
 	target         *Target
 	honorTS        bool
 	entries        []seriesEntry
-	index          map[uint64]uint32 // raw series hash -> entries index
+	index          entryIndex // raw series hash -> entries
 	free           []uint32          // entries slots to reuse
 	iter           uint32
 	families       []Family
@@ -163,7 +163,6 @@ func NewTargetCache(t *Target, honorTimestamps bool, external ...enrich.Label) *
 	c := &TargetCache{
 		target:     t,
 		honorTS:    honorTimestamps,
-		index:      make(map[uint64]uint32),
 		famIndex:   make(map[string]int32),
 		tombstones: make(map[uint64]tombstone),
 		nsNames:    []string{""},
@@ -307,7 +306,7 @@ func (c *TargetCache) parse(body []byte, contentType string, nowMs int64, ix *en
 			pred++
 		} else {
 			h := xxhash.Sum64(raw)
-			i, ok := c.index[h]
+			i, ok := c.index.get(h, c.entries)
 			if !ok || int(c.entries[i].rawLen) != len(raw) {
 				if i, err = c.newEntry(sc, h, len(raw), curFam, curFamName, ix); err != nil {
 					return &ParseError{Line: sc.Line(), Err: err}
@@ -381,7 +380,7 @@ func (c *TargetCache) newEntry(sc scanner, h uint64, rawLen int, curFam int32, c
 	c.build(e, ix)
 	// On a 64-bit collision (same hash, other length) the new series takes
 	// the index; the other is then found by prediction only.
-	c.index[h] = i
+	c.index.put(h, i, c.entries)
 	return i, nil
 }
 
@@ -503,9 +502,7 @@ func (c *TargetCache) evict(now time.Time) {
 			}
 			c.tombstones[table.Hash(e.ref)] = tombstone{t: e.lastT, expires: now.Add(tombstoneTTL)}
 		}
-		if j, ok := c.index[e.key]; ok && j == uint32(i) {
-			delete(c.index, e.key)
-		}
+		c.index.remove(e.key, uint32(i))
 		*e = seriesEntry{}
 		c.free = append(c.free, uint32(i))
 	}
@@ -540,7 +537,7 @@ func (c *TargetCache) Recycle(old *TargetView) {
 
 // tombstoneAll returns the last timestamp of every series the cache knows.
 func (c *TargetCache) tombstoneAll() map[uint64]tombstone {
-	out := make(map[uint64]tombstone, len(c.index)+len(c.tombstones))
+	out := make(map[uint64]tombstone, c.index.len()+len(c.tombstones))
 	for h, ts := range c.tombstones {
 		out[h] = ts
 	}

@@ -1,0 +1,47 @@
+package scrape
+
+import (
+	"math/rand/v2"
+	"testing"
+)
+
+// TestEntryIndexAgainstAMap drives the index and a map with the same random
+// puts and removes (keys drawn from a small range, and some colliding in the
+// low bits, so probing, tombstones and rehashing all happen).
+func TestEntryIndexAgainstAMap(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var x entryIndex
+	var entries []seriesEntry
+	want := map[uint64]uint32{}
+	for step := range 200000 {
+		h := uint64(rng.IntN(5000))
+		if rng.IntN(4) == 0 {
+			h = h<<32 | uint64(rng.IntN(64)) // low bits shared with others
+		}
+		if e, ok := want[h]; ok && rng.IntN(2) == 0 {
+			x.remove(h, e)
+			delete(want, h)
+		} else {
+			entries = append(entries, seriesEntry{key: h})
+			e := uint32(len(entries) - 1)
+			x.put(h, e, entries)
+			want[h] = e
+		}
+		if step%1000 == 0 {
+			if x.len() != len(want) {
+				t.Fatalf("step %d: %d indexed, want %d", step, x.len(), len(want))
+			}
+			for h, e := range want {
+				if got, ok := x.get(h, entries); !ok || got != e {
+					t.Fatalf("step %d: get(%d) = %d, %v; want %d", step, h, got, ok, e)
+				}
+			}
+			if _, ok := x.get(1<<60, entries); ok {
+				t.Fatal("found a key never put")
+			}
+		}
+	}
+	if len(x.slots) > 8*len(want)+16 {
+		t.Fatalf("%d slots for %d entries", len(x.slots), len(want))
+	}
+}
