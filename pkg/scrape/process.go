@@ -132,7 +132,7 @@ type TargetCache struct {
 	honorTS        bool
 	entries        []seriesEntry
 	index          entryIndex // raw series hash -> entries
-	free           []uint32          // entries slots to reuse
+	free           []uint32   // entries slots to reuse
 	iter           uint32
 	families       []Family
 	famIndex       map[string]int32
