@@ -23,8 +23,8 @@ const (
 	DefaultBatchSendDeadline = 5 * time.Second
 	DefaultMinBackoff        = 30 * time.Millisecond
 	DefaultMaxBackoff        = 5 * time.Second
-	// DefaultQueueCapacity is per URL, in samples: 24 MiB of buffered samples
-	// (a Sample is 24 bytes), a few seconds to minutes of outage depending on
+	// DefaultQueueCapacity is per URL, in samples: 32 MiB of buffered samples
+	// (a Sample is 32 bytes), a few seconds to minutes of outage depending on
 	// the cluster's sample rate.
 	DefaultQueueCapacity = 1_000_000
 	DefaultShards        = 4

@@ -8,13 +8,14 @@
 // # Queues
 //
 // Every endpoint has its own queue of a fixed number of shards. A sample goes
-// to shard Series.Hash % shards, so a series always uses the same shard; a
-// shard sends one batch at a time and retries it until it is accepted, fails
-// for good, or shutdown gives up on it, which keeps each series' samples in
-// the order they were appended. A batch is sent when it holds
+// to shard Table.Key % shards, so all samples of a producer (a scrape
+// target), and so each of its series, use the same shard; a shard sends one
+// batch at a time and retries it until it is accepted, fails for good, or
+// shutdown gives up on it, which keeps each series' samples in the order
+// they were appended. A batch is sent when it holds
 // MaxSamplesPerSend samples, or after BatchSendDeadline.
 //
-// Append never blocks: it copies the samples into the shards' rings (24-byte
+// Append never blocks: it copies the samples into the shards' rings (32-byte
 // Sample values). A ring holds at most Capacity/Shards samples; when it is
 // full the oldest samples are dropped and counted (reason="queue_full"). So
 // while an endpoint is down the newest Capacity samples wait for it, and when
@@ -47,10 +48,13 @@
 // Content-Encoding: snappy, Content-Type: application/x-protobuf,
 // X-Prometheus-Remote-Write-Version: 0.1.0 and User-Agent
 // kubelet-meta-proxy/VERSION; configured headers cannot replace these. The
-// WriteRequest is written by hand from the pre-encoded Series.Labels into
-// reused buffers, with the external labels merged in name order (a series'
-// own label of the same name wins), one TimeSeries per sample. Values are
-// copied bit for bit, so stale markers (StaleNaN) survive.
+// body is written by hand straight into snappy's block format, one
+// TimeSeries per sample, from the label encodings interned in each
+// producer's LabelTable: a label set seen before in the request is a copy
+// element, not a marshal plus a compressor's match search (see encoder).
+// Values are copied bit for bit, so stale markers (StaleNaN) survive.
+// Series are sent with the labels they were interned with: external labels
+// (Config.ExternalLabels) are added by whoever builds the series.
 //
 // # High availability
 //

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -178,6 +179,14 @@ func checkEncode(t testing.TB, e *encoder, samples []Sample) (body []byte, st bl
 	}
 	want := expectedRequest(samples)
 	assertSameRequest(t, &wr, &want)
+	if len(samples) <= 300 && !e.tight {
+		// An encoder with no spare room writes the same bytes (and
+		// nothing out of bounds).
+		tight := encoder{tight: true}
+		if again, _, _ := tight.encode(samples); !bytes.Equal(again, body) {
+			t.Fatal("an encoder without spare room encodes differently")
+		}
+	}
 	return body, walkBlock(t, body)
 }
 
@@ -501,11 +510,13 @@ func FuzzParseLabel(f *testing.F) {
 // FuzzEncode drives a few producers and one encoder with a program read
 // from the input: intern random label sets (short and long names and
 // values, sorted or not), take snapshots, queue samples of any of them,
-// and encode batches. Every body must decode to exactly the reference.
+// repeat stretches of samples, and encode batches. Every body must decode
+// to exactly the reference.
 func FuzzEncode(f *testing.F) {
 	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10})
 	f.Add([]byte("\x00\x10\x20\x30\x40\x50\x60\x70\x80\x90\xa0\xb0\xc0\xd0\xe0\xf0\xff\x01\x11\x21\x31"))
 	f.Add(bytes.Repeat([]byte{3, 7, 1, 200, 9, 77, 5}, 40))
+	f.Add([]byte{0x80, 2, 1, 1, 0x81, 2, 2, 2, 2, 7, 0, 0, 0, 0, 0, 0, 0, 0, 4, 255, 4, 255, 4, 255, 3})
 	f.Fuzz(func(t *testing.T, prog []byte) {
 		next := func() byte {
 			if len(prog) == 0 {
@@ -516,6 +527,7 @@ func FuzzEncode(f *testing.F) {
 			return b
 		}
 		names := []string{"__name__", "a", "b", "container", "id", "image", "job", "namespace", "pod", "zz", "A", "bad-name", ""}
+		huge := 0
 		value := func(b byte) string {
 			switch b % 8 {
 			case 0:
@@ -525,17 +537,29 @@ func FuzzEncode(f *testing.F) {
 			case 2:
 				return strings.Repeat("w", 60+int(b>>3)) // around 64
 			case 3:
-				return strings.Repeat("L", 70000) // copies from beyond 64 KiB
-			default:
-				return fmt.Sprint("v", b>>3)
+				if huge < 2 { // copies from beyond 64 KiB, but not many
+					huge++
+					return strings.Repeat("L", 70000+int(b))
+				}
 			}
+			return fmt.Sprint("v", b>>3)
 		}
 		tgs := []*target{newTarget(1), newTarget(2), newTarget(3)}
 		var refs []testSeries
 		var batch []Sample
+		rawSize := 0 // of batch: kept small enough for thousands of runs a second
+		add := func(s Sample) bool {
+			n := s.Table.EncodedLen(s.Ref) + 32
+			if len(batch) >= 1000 || rawSize+n > 200_000 {
+				return false
+			}
+			batch, rawSize = append(batch, s), rawSize+n
+			return true
+		}
 		var e encoder
+		tight := encoder{tight: true} // no room beyond what ensure asks
 		for steps := 0; len(prog) > 0 && steps < 200; steps++ {
-			switch op := next(); op % 4 {
+			switch op := next(); op % 5 {
 			case 0, 1: // intern a label set
 				tg := tgs[int(op>>2)%len(tgs)]
 				n := int(next() % 6)
@@ -554,14 +578,23 @@ func FuzzEncode(f *testing.F) {
 				for range int(next()%8) + 1 {
 					s := refs[int(next())%len(refs)]
 					ts := int64(next()) << (next() % 64)
-					batch = append(batch, s.at(ts, float64(next())))
+					add(s.at(ts, float64(next())))
 				}
 			case 3: // send
 				checkEncode(t, &e, batch)
-				batch = batch[:0]
+				checkEncode(t, &tight, batch)
+				batch, rawSize = batch[:0], 0
+			case 4: // repeat a stretch exactly: copies spanning samples
+				k := min(int(next())+1, len(batch))
+				for _, s := range batch[len(batch)-k:] {
+					if !add(s) {
+						break
+					}
+				}
 			}
 		}
 		checkEncode(t, &e, batch)
+		checkEncode(t, &tight, batch)
 	})
 }
 
@@ -588,4 +621,30 @@ func TestEncodeRandomBatches(t *testing.T) {
 		}
 		checkEncode(t, &e, batch)
 	}
+}
+
+// TestEncodeRepeatedStretch: a stretch of samples repeated exactly (same
+// series, values and timestamps) becomes one copy spanning many samples,
+// whose elements are written only when it ends: the buffer must have room.
+func TestEncodeRepeatedStretch(t *testing.T) {
+	tg := newTarget(1)
+	var stretch []Sample
+	for i := range 3000 {
+		// Name and run unique per series, so both are copied from the
+		// series' previous occurrence, at the same offset.
+		n := fmt.Sprint(i % 1500)
+		stretch = append(stretch, tg.series(pairs("__name__", "m"+n, "i", n)...).at(1, 2))
+	}
+	e := encoder{tight: true}
+	batch := append(slices.Clone(stretch), stretch...)
+	_, st := checkEncode(t, &e, batch)
+	if st.longestCopy < 10_000 {
+		t.Errorf("the repeat is not one long copy: %+v", st)
+	}
+	// And after a big sample, many tiny ones, then a big one again.
+	big := tg.series(pairs("__name__", "big", "pad", strings.Repeat("x", 100_000))...)
+	batch = []Sample{big.at(1, 1), big.at(1, 1)}
+	batch = append(batch, stretch...)
+	batch = append(batch, stretch[:5]...)
+	checkEncode(t, &e, batch)
 }

@@ -13,11 +13,11 @@ import (
 const logInterval = time.Minute
 
 // queue is one endpoint's sending machinery: a fixed set of shards, each
-// with a bounded ring of samples and one sending goroutine. A series always
-// maps to the same shard (Series.Hash), and a shard sends one batch at a time
-// and retries it until it succeeds or fails for good, so every series is
-// delivered in the order it was appended. A slow endpoint only fills its own
-// rings.
+// with a bounded ring of samples and one sending goroutine. All samples of a
+// producer, hence of each of its series, map to the same shard
+// (LabelTable.Key), and a shard sends one batch at a time and retries it
+// until it succeeds or fails for good, so every series is delivered in the
+// order it was appended. A slow endpoint only fills its own rings.
 type queue struct {
 	name     string
 	urlLabel string // the URL without credentials or query
@@ -115,7 +115,7 @@ func (q *queue) append(samples []Sample, sc *appendScratch) {
 			start = end
 		}
 	}
-	clear(grouped) // do not keep series alive from a pooled buffer
+	clear(grouped) // do not keep tables alive from a pooled buffer
 }
 
 // length is the samples held: buffered plus being sent.
@@ -256,7 +256,7 @@ func (s *shard) sendBatch(sendCtx context.Context) {
 		s.mu.Lock()
 		s.inflight = 0
 		s.mu.Unlock()
-		clear(s.batch) // do not keep series alive
+		clear(s.batch) // do not keep tables alive
 		s.batch = s.batch[:0]
 	}()
 	body, n, invalid := s.enc.encode(s.batch)
@@ -351,7 +351,7 @@ func sleepContext(ctx context.Context, d time.Duration) error {
 }
 
 // ring is a FIFO of samples with a fixed maximum length. It holds Sample
-// values, not pointers, so buffering costs 24 bytes a sample and no
+// values, not pointers, so buffering costs 32 bytes a sample and no
 // allocation; its array grows on demand up to max, so an idle endpoint does
 // not reserve its whole capacity.
 type ring struct {
@@ -400,7 +400,7 @@ func (r *ring) pop(dst []Sample) int {
 // discard removes the k oldest samples.
 func (r *ring) discard(k int) {
 	first := min(k, len(r.buf)-r.head)
-	clear(r.buf[r.head : r.head+first]) // release the series for GC
+	clear(r.buf[r.head : r.head+first]) // release the tables for GC
 	clear(r.buf[:k-first])
 	r.head += k
 	if r.head >= len(r.buf) {
