@@ -98,8 +98,18 @@ type tableState struct {
 	gen  uint32 // never 0, so zeroed entries are stale
 	used uint64
 	sym  []symEntry // by symbol index
-	run  []runEntry // by Rest offset
+	// run is indexed like the table's rests, so it costs no more than they
+	// do (a run takes 2 + its length words there). At a run's offset r:
+	// run[r] is where it was last written and run[r+1] that position's gen;
+	// if the run has 4 symbols or more, run[r+2:r+6] hold the timestamp and
+	// value bits of the sample written right after it (runs end their
+	// TimeSeries).
+	run []uint32
 }
+
+// runSampleMin is the least number of symbols a run needs for the sample
+// after it to be remembered in its words of tableState.run.
+const runSampleMin = 4
 
 type symEntry struct {
 	at uint64 // gen<<32 | position where last written
@@ -108,13 +118,6 @@ type symEntry struct {
 	// is right before it), else 0.
 	size uint32
 	n    uint32 // the symbol's length, once written
-}
-
-type runEntry struct {
-	at uint64 // gen<<32 | position where last written
-	// The sample written right after it (runs end their TimeSeries).
-	t int64
-	v uint64
 }
 
 // invalidate makes every entry stale.
@@ -134,7 +137,7 @@ func (st *tableState) fit(t *LabelTable) {
 		st.sym = append(st.sym, make([]symEntry, max(n, 2*len(st.sym))-len(st.sym))...)
 	}
 	if n := t.RestsLen(); n > len(st.run) {
-		st.run = append(st.run, make([]runEntry, max(n, 2*len(st.run))-len(st.run))...)
+		st.run = append(st.run, make([]uint32, max(n, 2*len(st.run))-len(st.run))...)
 	}
 }
 
@@ -267,18 +270,27 @@ func (e *encoder) symbol(st *tableState, t *LabelTable, i uint32) {
 // followed it there (cAdvisor stamps all series of a cgroup alike); a new
 // run is written symbol by symbol.
 func (e *encoder) runAndSample(st *tableState, t *LabelTable, r uint32, ts int64, v uint64) {
-	encLen := t.rests[r+1]
+	count, encLen := t.rests[r], t.rests[r+1]
 	if encLen == 0 {
-		e.sample(ts, v, runEntry{}, 0)
+		e.sample(ts, v, false, 0, 0, 0)
 		return
 	}
-	re := &st.run[r]
-	prev := *re
-	*re = runEntry{at: uint64(st.gen)<<32 | uint64(e.pos), t: ts, v: v}
-	if uint32(prev.at>>32) != st.gen {
+	rs := st.run
+	src, seen := rs[r], rs[r+1] == st.gen
+	rs[r], rs[r+1] = e.pos, st.gen
+	var pt int64
+	var pv uint64
+	follow := seen && count >= runSampleMin
+	if count >= runSampleMin {
+		w := rs[r+2 : r+6 : r+6]
+		pt = int64(uint64(w[0]) | uint64(w[1])<<32)
+		pv = uint64(w[2]) | uint64(w[3])<<32
+		w[0], w[1], w[2], w[3] = uint32(ts), uint32(uint64(ts)>>32), uint32(v), uint32(v>>32)
+	}
+	if !seen {
 		// symbol, inlined: most series of a new run are written here.
 		gen, syms := st.gen, st.sym
-		for _, s := range t.rests[r+2 : r+2+t.rests[r]] {
+		for _, s := range t.rests[r+2 : r+2+count] {
 			se := &syms[s]
 			n := se.n
 			if uint32(se.at>>32) == gen {
@@ -292,25 +304,25 @@ func (e *encoder) runAndSample(st *tableState, t *LabelTable, r uint32, ts int64
 			*se = symEntry{at: uint64(gen)<<32 | uint64(e.pos), n: n}
 			e.pos += n
 		}
-		e.sample(ts, v, runEntry{}, 0)
+		e.sample(ts, v, false, 0, 0, 0)
 		return
 	}
-	e.copyFrom(uint32(prev.at), encLen)
+	e.copyFrom(src, encLen)
 	e.pos += encLen
-	e.sample(ts, v, prev, uint32(prev.at)+encLen)
+	e.sample(ts, v, follow, pt, pv, src+encLen)
 }
 
 // sample writes a prompb.Sample as field 2 of a TimeSeries (appendSample's
-// bytes). If prev is current, a copy of the bytes right before ends at src,
-// and src is where the sample prev describes was written: what is equal is
-// copied from there, extending that copy. A value written anywhere before in
-// the request is copied from there.
-func (e *encoder) sample(ts int64, v uint64, prev runEntry, src uint32) {
+// bytes). With follow, a copy of the bytes right before ends at src, where
+// the sample (pt, pv bits) was written: what is equal is copied from there,
+// extending that copy. A value written anywhere before in the request is
+// copied from there.
+func (e *encoder) sample(ts int64, v uint64, follow bool, pt int64, pv uint64, src uint32) {
 	n := uint32(0) // timestamp field
 	if ts != 0 {
 		n = 1 + uint32(uvarintLen(uint64(ts)))
 	}
-	follow := prev.at != 0 && (ts == prev.t || sampleLen(prev.t) == sampleLen(ts))
+	follow = follow && (ts == pt || sampleLen(pt) == sampleLen(ts))
 	if follow {
 		e.copyFrom(src, 3) // 0x12 inner 0x09
 	} else {
@@ -324,7 +336,7 @@ func (e *encoder) sample(ts int64, v uint64, prev runEntry, src uint32) {
 
 	vs := &e.values[(v*0x9e3779b97f4a7c15)>>(64-valueBits)]
 	switch {
-	case follow && v == prev.v:
+	case follow && v == pv:
 		e.copyFrom(src+3, 8)
 	case uint32(vs.at>>32) == e.gen && vs.v == v:
 		e.copyFrom(uint32(vs.at), 8)
@@ -339,7 +351,7 @@ func (e *encoder) sample(ts int64, v uint64, prev runEntry, src uint32) {
 	if n == 0 {
 		return
 	}
-	if follow && ts == prev.t && (n >= 4 || e.copyOff == e.pos-src-11) {
+	if follow && ts == pt && (n >= 4 || e.copyOff == e.pos-src-11) {
 		e.copyFrom(src+11, n)
 	} else {
 		e.openLiteral()

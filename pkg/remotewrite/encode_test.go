@@ -631,9 +631,10 @@ func TestEncodeRepeatedStretch(t *testing.T) {
 	var stretch []Sample
 	for i := range 3000 {
 		// Name and run unique per series, so both are copied from the
-		// series' previous occurrence, at the same offset.
+		// series' previous occurrence, at the same offset; runs long
+		// enough (runSampleMin) for the sample to follow.
 		n := fmt.Sprint(i % 1500)
-		stretch = append(stretch, tg.series(pairs("__name__", "m"+n, "i", n)...).at(1, 2))
+		stretch = append(stretch, tg.series(pairs("__name__", "m"+n, "a", "1", "b", "2", "c", "3", "i", n)...).at(1, 2))
 	}
 	e := encoder{tight: true}
 	batch := append(slices.Clone(stretch), stretch...)
