@@ -226,41 +226,28 @@ func (e *encoder) ensure(n int) {
 // header writes the TimeSeries header (0x0a + uvarint(size)) and its first
 // label, symbol f: both copied if the last TimeSeries to start with f had the
 // same size (as the series of one metric often have), else the header as a
-// literal and the symbol as symbol writes it.
+// literal and the symbol copied from its last occurrence or as a literal.
 func (e *encoder) header(st *tableState, t *LabelTable, f, size uint32) {
 	hdr := 1 + uint32(uvarintLen(uint64(size)))
 	se := &st.sym[f]
+	n := se.n
 	if uint32(se.at>>32) == st.gen && se.size == size {
-		n := se.n
 		e.copyFrom(uint32(se.at)-hdr, hdr+n)
 		e.pos += hdr
-		se.at = uint64(st.gen)<<32 | uint64(e.pos)
-		e.pos += n
-		return
-	}
-	e.openLiteral()
-	e.out[e.d] = 0x0a // WriteRequest.timeseries, field 1, wire type 2
-	e.d = putUvarint(e.out, e.d+1, uint64(size))
-	e.pos += hdr
-	e.symbol(st, t, f)
-	se.size = size
-}
-
-// symbol writes symbol i of t: a copy of its last occurrence, or a literal.
-func (e *encoder) symbol(st *tableState, t *LabelTable, i uint32) {
-	se := &st.sym[i]
-	n := se.n
-	if uint32(se.at>>32) == st.gen {
-		e.copyFrom(uint32(se.at), n)
 	} else {
-		lo, hi := t.symOff[i], t.symOff[i+1]
-		if n = hi - lo; n == 0 {
-			return // only the empty label set has an empty symbol
-		}
 		e.openLiteral()
-		e.d += copy(e.out[e.d:], t.syms[lo:hi])
+		e.out[e.d] = 0x0a // WriteRequest.timeseries, field 1, wire type 2
+		e.d = putUvarint(e.out, e.d+1, uint64(size))
+		e.pos += hdr
+		if uint32(se.at>>32) == st.gen {
+			e.copyFrom(uint32(se.at), n)
+		} else {
+			lo, hi := t.symOff[f], t.symOff[f+1]
+			n = hi - lo // not 0: only the empty label set, never valid, has an empty symbol
+			e.d += copy(e.out[e.d:], t.syms[lo:hi])
+		}
 	}
-	*se = symEntry{at: uint64(st.gen)<<32 | uint64(e.pos), n: n}
+	*se = symEntry{at: uint64(st.gen)<<32 | uint64(e.pos), size: size, n: n}
 	e.pos += n
 }
 

@@ -191,6 +191,11 @@ func TestReceiverDownThenBack(t *testing.T) {
 	if got := timestamps(rcv.samplesOf(s)); !slices.Equal(got, want) {
 		t.Fatalf("received %v, want %v", got, want)
 	}
+	// The receiver counts a batch before the sender has read the response
+	// and recorded it; the highest sent timestamp is recorded last.
+	eventually(t, 3*time.Second, "the sender recording the batches", func() bool {
+		return h.metric("highest_sent_timestamp_seconds", labels) == 0.035
+	})
 	if got := h.metric("samples_sent_total", labels); got != 20 {
 		t.Errorf("samples_sent_total = %v, want 20", got)
 	}
