@@ -11,7 +11,7 @@ import (
 	"github.com/prometheus/prometheus/prompb"
 )
 
-const benchBatch = DefaultMaxSamplesPerSend
+const benchBatch = 2000 // Prometheus's default request size
 
 // benchSamples is one full batch of real cAdvisor series from the 1.35
 // capture, with the target labels the relay adds, each series once, as a

@@ -19,7 +19,14 @@ import (
 // defaults; the config file inherits the flags' values for what it leaves out.
 const (
 	DefaultTimeout           = 30 * time.Second
-	DefaultMaxSamplesPerSend = 2000
+	// DefaultMaxSamplesPerSend is vmagent's block size rather than
+	// Prometheus's 2000: the encoder copies labels already written in the
+	// same request, so the larger the request the fewer labels go out in
+	// full. In the 50x30 load benchmark 10000 took the relay from 1.34 to
+	// 1.12 CPU-s per million samples and from 49 to 41 wire bytes a
+	// sample; a request is then about 0.4 MB on the wire, 4-5 MB decoded,
+	// well under Mimir's and Thanos's default request limits.
+	DefaultMaxSamplesPerSend = 10000
 	DefaultBatchSendDeadline = 5 * time.Second
 	DefaultMinBackoff        = 30 * time.Millisecond
 	DefaultMaxBackoff        = 5 * time.Second

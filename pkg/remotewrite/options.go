@@ -85,7 +85,7 @@ func (o Options) Config() (Config, error) {
 //	    basic_auth: {username: relay, password_file: /etc/mimir/password}
 //	    tls: {ca_file: /etc/mimir/ca.crt, cert_file: /etc/mimir/tls.crt, key_file: /etc/mimir/tls.key, insecure_skip_verify: false}
 //	    timeout: 30s
-//	    queue: {capacity: 1000000, shards: 4, max_samples_per_send: 2000, batch_send_deadline: 5s, min_backoff: 30ms, max_backoff: 5s}
+//	    queue: {capacity: 1000000, shards: 4, max_samples_per_send: 10000, batch_send_deadline: 5s, min_backoff: 30ms, max_backoff: 5s}
 type fileConfig struct {
 	Endpoints []fileEndpoint `json:"endpoints"`
 }
