@@ -9,6 +9,8 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -151,6 +153,14 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r.st.WireBytes += int64(len(sc.raw))
 	if err != nil {
 		r.st.BadRequests++
+		if r.st.BadRequests <= 3 {
+			// Keep the evidence: the body and why it was refused.
+			if dir := os.Getenv("LOADBENCH_BAD_DIR"); dir != "" {
+				name := filepath.Join(dir, fmt.Sprintf("bad-request-%d", r.st.BadRequests))
+				_ = os.WriteFile(name+".snappy", sc.raw, 0o644)
+				_ = os.WriteFile(name+".txt", []byte(err.Error()+"\n"), 0o644)
+			}
+		}
 		r.mu.Unlock()
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return

@@ -66,6 +66,10 @@ func main() {
 	if *out == "" {
 		*out = filepath.Join(root, ".bench", fmt.Sprintf("loadbench-%dx%d.txt", *nodes, *pods))
 	}
+	if os.Getenv("LOADBENCH_BAD_DIR") == "" {
+		// The receiver keeps any request it refuses next to the report.
+		os.Setenv("LOADBENCH_BAD_DIR", filepath.Dir(*out))
+	}
 	w := loadbench.DefaultWorkload(*nodes)
 	w.PodsPerNode, w.Namespaces = *pods, *namespaces
 	cfg := loadbench.Config{
