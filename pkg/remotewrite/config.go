@@ -18,7 +18,7 @@ import (
 // Defaults of the remote-write settings. The command line uses them as flag
 // defaults; the config file inherits the flags' values for what it leaves out.
 const (
-	DefaultTimeout           = 30 * time.Second
+	DefaultTimeout = 30 * time.Second
 	// DefaultMaxSamplesPerSend is vmagent's block size rather than
 	// Prometheus's 2000: the encoder copies labels already written in the
 	// same request, so the larger the request the fewer labels go out in
