@@ -1,7 +1,6 @@
 package scrape
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,7 +18,10 @@ const acceptHeader = "text/plain;version=0.0.4;q=1,application/openmetrics-text;
 
 // Fetcher gets one target's payload into buf. It returns the content type.
 type Fetcher interface {
-	Fetch(ctx context.Context, t *Target, buf *bytes.Buffer) (contentType string, err error)
+	// Open starts fetching t: the payload, which the caller reads and
+	// closes, and its content type. Reads past the body size limit fail
+	// with a *BodyTooLargeError.
+	Open(ctx context.Context, t *Target) (body io.ReadCloser, contentType string, err error)
 }
 
 // BodyTooLargeError is a payload over --body-size-limit.
@@ -51,8 +53,8 @@ type APIServerFetcher struct {
 	Limit  int64
 }
 
-// Fetch implements Fetcher.
-func (f *APIServerFetcher) Fetch(ctx context.Context, t *Target, buf *bytes.Buffer) (string, error) {
+// Open implements Fetcher.
+func (f *APIServerFetcher) Open(ctx context.Context, t *Target) (io.ReadCloser, string, error) {
 	req := f.Client.Get().Resource("nodes").Name(t.Node).SubResource("proxy").
 		Suffix(strings.TrimPrefix(t.Path, "/")).SetHeader("Accept", acceptHeader)
 	rc, err := req.Stream(ctx)
@@ -61,16 +63,15 @@ func (f *APIServerFetcher) Fetch(ctx context.Context, t *Target, buf *bytes.Buff
 		if errors.As(err, &se) {
 			code := int(se.Status().Code)
 			if code == http.StatusUnauthorized || code == http.StatusForbidden {
-				return "", &PermissionError{Status: code, Permission: "get nodes/proxy", Detail: se.Status().Message}
+				return nil, "", &PermissionError{Status: code, Permission: "get nodes/proxy", Detail: se.Status().Message}
 			}
-			return "", fmt.Errorf("apiserver node proxy: HTTP %d: %s", code, se.Status().Message)
+			return nil, "", fmt.Errorf("apiserver node proxy: HTTP %d: %s", code, se.Status().Message)
 		}
-		return "", err
+		return nil, "", err
 	}
-	defer rc.Close()
 	// The REST client does not expose the response headers of a stream;
 	// the kubelet's cAdvisor endpoint always answers in the text format.
-	return "text/plain", readLimited(rc, buf, f.Limit)
+	return &limitedBody{ReadCloser: rc, limit: f.Limit}, "text/plain", nil
 }
 
 // HTTPFetcher fetches a URL directly: a kubelet in kubelet mode (with the
@@ -82,40 +83,46 @@ type HTTPFetcher struct {
 	Permission string
 }
 
-// Fetch implements Fetcher.
-func (f *HTTPFetcher) Fetch(ctx context.Context, t *Target, buf *bytes.Buffer) (string, error) {
+// Open implements Fetcher.
+func (f *HTTPFetcher) Open(ctx context.Context, t *Target) (io.ReadCloser, string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.URL, nil)
 	if err != nil {
-		return "", err
+		return nil, "", err
 	}
 	req.Header.Set("Accept", acceptHeader)
 	resp, err := f.Client.Do(req)
 	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
-		detail, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return "", &PermissionError{Status: resp.StatusCode, Permission: f.Permission, Detail: string(detail)}
+		return nil, "", err
 	}
 	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
 		detail, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return "", fmt.Errorf("HTTP %s: %s", resp.Status, strings.TrimSpace(string(detail)))
+		if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+			return nil, "", &PermissionError{Status: resp.StatusCode, Permission: f.Permission, Detail: string(detail)}
+		}
+		return nil, "", fmt.Errorf("HTTP %s: %s", resp.Status, strings.TrimSpace(string(detail)))
 	}
-	return resp.Header.Get("Content-Type"), readLimited(resp.Body, buf, f.Limit)
+	return &limitedBody{ReadCloser: resp.Body, limit: f.Limit}, resp.Header.Get("Content-Type"), nil
 }
 
-func readLimited(r io.Reader, buf *bytes.Buffer, limit int64) error {
-	if limit <= 0 {
-		_, err := buf.ReadFrom(r)
-		return err
+// limitedBody fails reads past limit bytes (if limit > 0) with a
+// *BodyTooLargeError.
+type limitedBody struct {
+	io.ReadCloser
+	limit, n int64
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.limit <= 0 {
+		return b.ReadCloser.Read(p)
 	}
-	n, err := buf.ReadFrom(io.LimitReader(r, limit+1))
-	if err != nil {
-		return err
+	if left := b.limit - b.n + 1; int64(len(p)) > left {
+		p = p[:left] // one byte past the limit tells a body just at it
 	}
-	if n > limit {
-		return &BodyTooLargeError{Limit: limit}
+	k, err := b.ReadCloser.Read(p)
+	b.n += int64(k)
+	if b.n > b.limit {
+		return k, &BodyTooLargeError{Limit: b.limit}
 	}
-	return nil
+	return k, err
 }

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -54,6 +56,8 @@ type Manager struct {
 	// sends holds the remote-write sample buffers between scrapes: only
 	// the scrapes in flight need one, not every target.
 	sends chan []remotewrite.Sample
+	// chunks holds the read buffers of streamed payloads.
+	chunks chan []byte
 	// views holds replaced views nobody reads, whose buffers the next
 	// scrape of any target reuses: one view per target stays, not two.
 	views   chan *TargetView
@@ -91,6 +95,7 @@ func NewManager(cfg ManagerConfig) *Manager {
 		sem:     make(chan struct{}, cfg.MaxConcurrency),
 		bufs:    make(chan *bytes.Buffer, cfg.MaxConcurrency),
 		sends:   make(chan []remotewrite.Sample, cfg.MaxConcurrency),
+		chunks:  make(chan []byte, cfg.MaxConcurrency),
 		views:   make(chan *TargetView, cfg.MaxConcurrency),
 		metrics: newMetrics(cfg.Registerer),
 		loops:   map[string]*loop{},
@@ -243,24 +248,10 @@ func staleOnly(in []remotewrite.Sample) []remotewrite.Sample {
 	return out
 }
 
-// Scrape fetches and processes one target once.
+// Scrape fetches and processes one target once. A text-format payload
+// (the kubelet's) is parsed as it arrives, chunk by chunk; other formats
+// are read whole first.
 func (m *Manager) Scrape(ctx context.Context, t *Target, cache *TargetCache) *Result {
-	var buf *bytes.Buffer
-	select {
-	case buf = <-m.bufs:
-	default:
-		buf = new(bytes.Buffer)
-	}
-	defer func() {
-		if buf.Cap() < 64<<20 { // do not pin a one-off huge body
-			buf.Reset()
-			select {
-			case m.bufs <- buf:
-			default:
-			}
-		}
-	}()
-	buf.Reset()
 	if cache.send == nil {
 		select {
 		case cache.send = <-m.sends:
@@ -273,26 +264,87 @@ func (m *Manager) Scrape(ctx context.Context, t *Target, cache *TargetCache) *Re
 		default:
 		}
 	}
-	if n := cache.lastBodySize; n > buf.Cap() {
-		buf.Grow(n + n/8) // one allocation, not a doubling series
-	}
 	start := time.Now()
+	ix := m.cfg.Namespaces.Snapshot()
 	fctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
+	defer cancel()
 	f := m.cfg.NodeFetcher
 	if t.Node == "" {
 		f = m.cfg.PlainFetcher
 	}
-	ct, err := f.Fetch(fctx, t, buf)
-	cancel()
+	body, ct, err := f.Open(fctx, t)
+	if err != nil {
+		return cache.Process(nil, "", start, time.Since(start), ix, m.timeout(err))
+	}
+	defer body.Close()
+	r := &timeoutReader{r: body, m: m}
+	if isText(ct) {
+		var buf []byte
+		select {
+		case buf = <-m.chunks:
+		default:
+		}
+		res, buf := cache.ProcessStream(r, start, ix, buf)
+		select {
+		case m.chunks <- buf:
+		default:
+		}
+		return res
+	}
+	var bb *bytes.Buffer
+	select {
+	case bb = <-m.bufs:
+	default:
+		bb = new(bytes.Buffer)
+	}
+	defer func() {
+		if bb.Cap() < 64<<20 { // do not pin a one-off huge body
+			bb.Reset()
+			select {
+			case m.bufs <- bb:
+			default:
+			}
+		}
+	}()
+	bb.Reset()
+	if n := cache.lastBodySize; n > bb.Cap() {
+		bb.Grow(n + n/8) // one allocation, not a doubling series
+	}
+	if _, err := bb.ReadFrom(r); err != nil {
+		return cache.Process(nil, "", start, time.Since(start), ix, err)
+	}
+	cache.lastBodySize = bb.Len()
+	return cache.Process(bb.Bytes(), ct, start, time.Since(start), ix, nil)
+}
+
+// isText reports whether a content type is the text format (0.0.4), which
+// ProcessStream parses; a kubelet sends no other.
+func isText(contentType string) bool {
+	mt, _, _ := strings.Cut(contentType, ";")
+	mt = strings.TrimSpace(mt)
+	return mt == "" || mt == "text/plain"
+}
+
+// timeout turns a scrape cut off by --scrape-timeout into a *TimeoutError.
+func (m *Manager) timeout(err error) error {
 	if err != nil && errors.Is(err, context.DeadlineExceeded) {
-		err = &TimeoutError{Timeout: m.cfg.Timeout, Err: err}
+		return &TimeoutError{Timeout: m.cfg.Timeout, Err: err}
 	}
-	var body []byte
-	if err == nil {
-		body = buf.Bytes()
-		cache.lastBodySize = len(body)
+	return err
+}
+
+// timeoutReader reports reads cut off by --scrape-timeout as such.
+type timeoutReader struct {
+	r io.Reader
+	m *Manager
+}
+
+func (r *timeoutReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = r.m.timeout(err)
 	}
-	return cache.Process(body, ct, start, time.Since(start), m.cfg.Namespaces.Snapshot(), err)
+	return n, err
 }
 
 // Publish hands a result to both outputs and the relay's own metrics.

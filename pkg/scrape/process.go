@@ -192,24 +192,106 @@ func (e *ParseError) Unwrap() error { return e.Err }
 // scrape time; ix the namespace snapshot to enrich from. A nil body with a
 // non-nil fetchErr records a failed scrape.
 func (c *TargetCache) Process(body []byte, contentType string, now time.Time, duration time.Duration, ix *enrich.NamespaceIndex, fetchErr error) *Result {
+	st := c.begin(now, ix)
+	err := fetchErr
+	if err == nil {
+		if len(body) > 0 && body[len(body)-1] != '\n' {
+			// Both parsers want a final newline; adding it here keeps every
+			// slice they return inside body.
+			body = append(body, '\n')
+		}
+		var sc scanner
+		if sc, err = newScanner(body, contentType); err == nil {
+			err = c.parse(st, sc)
+		}
+	}
+	return c.end(st, duration, err)
+}
+
+// streamChunk is how much of a text payload ProcessStream reads before it
+// parses what it has: small enough that the lines are still in the CPU's
+// cache when they are parsed, large enough for few calls.
+const streamChunk = 128 << 10
+
+// ProcessStream is Process for a text-format payload read from r as it
+// arrives: each chunk is parsed while it is still in the CPU's cache, and
+// the whole payload is never held, only buf (grown if a line is longer).
+// It returns the result and buf, to be reused. The scrape's duration runs
+// from start until r is drained. An error from r fails the scrape.
+func (c *TargetCache) ProcessStream(r io.Reader, start time.Time, ix *enrich.NamespaceIndex, buf []byte) (*Result, []byte) {
+	if len(buf) < 2*streamChunk {
+		buf = make([]byte, 2*streamChunk)
+	}
+	st := c.begin(start, ix)
+	sc := newTextScanner(nil)
+	n := 0 // bytes in buf, the first ones an unfinished line
+	var err error
+	for {
+		var rerr error
+		for m := 0; n < len(buf) && m < streamChunk && rerr == nil; {
+			var k int
+			k, rerr = r.Read(buf[n:])
+			n, m = n+k, m+k
+		}
+		final := rerr == io.EOF
+		if rerr != nil && !final {
+			err = rerr
+			break
+		}
+		data := buf[:n]
+		if final && n > 0 && data[n-1] != '\n' {
+			buf = append(buf[:n], '\n')
+			data = buf[:n+1]
+		}
+		sc.b, sc.pos, sc.final = data, 0, final
+		if err = c.parse(st, sc); err != nil || final {
+			break
+		}
+		n = copy(buf, data[sc.pos:]) // the unfinished line
+		if n == len(buf) {
+			buf = append(buf, make([]byte, len(buf))...) // a line longer than buf
+		}
+	}
+	return c.end(st, time.Since(start), err), buf
+}
+
+// scrapeState is what one scrape carries from chunk to chunk.
+type scrapeState struct {
+	nowMs      int64
+	ix         *enrich.NamespaceIndex
+	view       *TargetView
+	res        *Result
+	gen        uint64
+	curFam     int32
+	curFamName string
+	rangeFam   int32
+	pred       int // index in prev of the series expected next
+}
+
+// begin starts a scrape at now with the namespace snapshot ix.
+func (c *TargetCache) begin(now time.Time, ix *enrich.NamespaceIndex) *scrapeState {
 	c.iter++
-	nowMs := now.UnixMilli()
-	res := &Result{Err: fetchErr, Duration: duration}
 	c.send = c.send[:0]
 	c.cur = c.cur[:0]
 	view := &TargetView{Target: c.target}
 	if sp := c.spare; sp != nil {
-		// The view published two scrapes ago, which nobody reads any more:
-		// reuse its buffers rather than allocate a sample slice per scrape.
+		// A view nobody reads any more: reuse its buffers rather than
+		// allocate a sample slice per scrape.
 		view.Samples, view.Ranges = sp.Samples[:0], sp.Ranges[:0]
 		c.spare = nil
 	} else {
 		view.Samples = make([]ViewSample, 0, c.lastViewLen+numSelfFamilies)
 		view.Ranges = make([]FamilyRange, 0, c.lastRangeCount+numSelfFamilies)
 	}
-	if fetchErr == nil {
-		res.Err = c.parse(body, contentType, nowMs, ix, view, res)
-	}
+	return &scrapeState{nowMs: now.UnixMilli(), ix: ix, view: view, res: &Result{}, gen: ix.Generation(),
+		curFam: -1, rangeFam: -1}
+}
+
+// end finishes a scrape: err, if not nil, failed it (nothing of the payload
+// is sent, every series goes stale).
+func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *Result {
+	res, view, nowMs := st.res, st.view, st.nowMs
+	res.Err, res.Duration = err, duration
 	if res.Err == nil {
 		c.commit(view.Samples, nowMs)
 	} else {
@@ -240,32 +322,24 @@ func (c *TargetCache) Process(body []byte, contentType string, now time.Time, du
 	c.lastViewLen, c.lastRangeCount = len(view.Samples), len(view.Ranges)
 	c.prev, c.cur = c.cur, c.prev
 	if c.iter%evictAfter == 0 {
-		c.evict(now)
+		c.evict(time.UnixMilli(nowMs))
 	}
 	res.View = view
 	res.Send = c.send
 	return res
 }
 
-func (c *TargetCache) parse(body []byte, contentType string, nowMs int64, ix *enrich.NamespaceIndex, view *TargetView, res *Result) error {
-	if len(body) > 0 && body[len(body)-1] != '\n' {
-		// Both parsers want a final newline; adding it here keeps every
-		// slice they return inside body.
-		body = append(body, '\n')
-	}
-	sc, err := newScanner(body, contentType)
-	if err != nil {
-		return err
-	}
-	gen := ix.Generation()
-	curFam := int32(-1)
-	curFamName := ""
-	rangeFam := int32(-1)
+// parse reads entries from sc until it is exhausted (or, streaming, needs
+// more of the payload).
+func (c *TargetCache) parse(st *scrapeState, sc scanner) error {
+	ix, nowMs, view, res := st.ix, st.nowMs, st.view, st.res
+	gen := st.gen
 	// Targets write their series in the same order every time: predict
 	// each from the previous scrape, so the text scanner need not look for
 	// where its labels end (see textScanner.sample).
 	ts, _ := sc.(*textScanner)
-	pred := 0
+	pred := st.pred
+	defer func() { st.pred = pred }()
 	for {
 		if ts != nil {
 			ts.predLen = 0
@@ -276,7 +350,7 @@ func (c *TargetCache) parse(body []byte, contentType string, nowMs int64, ix *en
 		}
 		et, err := sc.Next()
 		if err != nil {
-			if errors.Is(err, io.EOF) {
+			if errors.Is(err, io.EOF) || err == errMore {
 				break
 			}
 			return &ParseError{Line: sc.Line(), Err: err}
@@ -284,17 +358,17 @@ func (c *TargetCache) parse(body []byte, contentType string, nowMs int64, ix *en
 		switch et {
 		case entryHelp:
 			name, help := sc.Meta()
-			curFam, curFamName = c.family(name)
-			if help != c.families[curFam].Help {
+			st.curFam, st.curFamName = c.family(name)
+			if help != c.families[st.curFam].Help {
 				help = strings.Clone(help)
-				c.setFamily(curFam, func(f *Family) { f.Help = help })
+				c.setFamily(st.curFam, func(f *Family) { f.Help = help })
 			}
 			continue
 		case entryType:
 			name, typ := sc.Meta()
-			curFam, curFamName = c.family(name)
-			if typ != c.families[curFam].Type {
-				c.setFamily(curFam, func(f *Family) { f.Type = typ })
+			st.curFam, st.curFamName = c.family(name)
+			if typ != c.families[st.curFam].Type {
+				c.setFamily(st.curFam, func(f *Family) { f.Type = typ })
 			}
 			continue
 		}
@@ -308,7 +382,7 @@ func (c *TargetCache) parse(body []byte, contentType string, nowMs int64, ix *en
 			h := xxhash.Sum64(raw)
 			i, ok := c.index.get(h, c.entries)
 			if !ok || int(c.entries[i].rawLen) != len(raw) {
-				if i, err = c.newEntry(sc, h, len(raw), curFam, curFamName, ix); err != nil {
+				if i, err = c.newEntry(sc, h, len(raw), st.curFam, st.curFamName, ix); err != nil {
 					return &ParseError{Line: sc.Line(), Err: err}
 				}
 			} else if e := &c.entries[i]; e.seen == c.iter-1 && int(e.pos) < len(c.prev) && c.prev[e.pos] == i {
@@ -339,9 +413,9 @@ func (c *TargetCache) parse(body []byte, contentType string, nowMs int64, ix *en
 		if !hasTS || !c.honorTS {
 			t, viewT = nowMs, NoTimestamp
 		}
-		if e.fam != rangeFam || len(view.Ranges) == 0 {
+		if e.fam != st.rangeFam || len(view.Ranges) == 0 {
 			view.Ranges = append(view.Ranges, FamilyRange{Family: e.fam, Start: len(view.Samples)})
-			rangeFam = e.fam
+			st.rangeFam = e.fam
 		}
 		view.Samples = append(view.Samples, ViewSample{Ref: e.ref, T: viewT, V: v})
 		view.Ranges[len(view.Ranges)-1].End = len(view.Samples)

@@ -63,12 +63,18 @@ type textScanner struct {
 	predicted bool
 	name      []byte
 	text      string
+	// final says b holds the rest of the payload; if not, a last line
+	// without its newline is left for the next chunk (errMore).
+	final bool
 	// mtype is the type of the last TYPE line, which the reference parser
 	// needs to normalize le and quantile values (le="1" -> le="1.0").
 	mtype string
 }
 
-func newTextScanner(b []byte) *textScanner { return &textScanner{b: b} }
+func newTextScanner(b []byte) *textScanner { return &textScanner{b: b, final: true} }
+
+// errMore says the chunk ends inside a line: feed the next one.
+var errMore = errors.New("scrape: payload continues in the next chunk")
 
 func (s *textScanner) Line() int { return s.line }
 
@@ -78,14 +84,17 @@ func (s *textScanner) Meta() ([]byte, string) { return s.name, s.text }
 
 func (s *textScanner) Next() (entryKind, error) {
 	for s.pos < len(s.b) {
-		s.line++
 		start := s.pos
 		end := bytes.IndexByte(s.b[start:], '\n')
 		if end < 0 {
+			if !s.final {
+				return 0, errMore
+			}
 			end = len(s.b)
 		} else {
 			end += start
 		}
+		s.line++
 		s.pos = end + 1
 		s.lineStart, s.lineEnd = start, end
 		line := s.b[start:end]
@@ -106,6 +115,9 @@ func (s *textScanner) Next() (entryKind, error) {
 			continue
 		}
 		return entrySeries, s.sample(line)
+	}
+	if !s.final {
+		return 0, errMore
 	}
 	return 0, io.EOF
 }
