@@ -187,6 +187,26 @@ func (s *textScanner) sample(line []byte) error {
 // valueAndTimestamp reads what follows the series, which ends at i.
 func (s *textScanner) valueAndTimestamp(line []byte, i int) error {
 	s.series = line[:i]
+	// The usual shape, "series value timestamp" with single spaces, in one
+	// pass; anything else (tabs, more blanks, errors) takes the general way.
+	if j := i + 1; j < len(line) && line[i] == ' ' {
+		k := j
+		for k < len(line) && line[k] != ' ' && line[k] != '\t' {
+			k++
+		}
+		if k > j && (k == len(line) || (line[k] == ' ' && k+1 < len(line))) {
+			if f, err := parseValue(line[j:k]); err == nil {
+				if k == len(line) {
+					s.val, s.hasTS = f, false
+					return nil
+				}
+				if ts, ok := parseDigits(line[k+1:]); ok {
+					s.val, s.ts, s.hasTS = f, ts, true
+					return nil
+				}
+			}
+		}
+	}
 	rest := line[i:]
 	v, rest, ok := field(rest)
 	if !ok {
@@ -292,8 +312,10 @@ func parseValue(v []byte) (float64, error) {
 	s := unsafe.String(unsafe.SliceData(v), len(v))
 	// strconv takes a few spellings the format does not (hex floats with a
 	// p exponent, underscores); the reference parser refuses exactly these.
-	if strings.ContainsAny(s, "pP_") {
-		return 0, errLine
+	for _, c := range v {
+		if c == 'p' || c == 'P' || c == '_' {
+			return 0, errLine
+		}
 	}
 	return strconv.ParseFloat(s, 64)
 }
