@@ -97,26 +97,26 @@ func TestNamespaceMapper(t *testing.T) {
 			name:   "allowlist keeps only the listed keys",
 			m:      NamespaceMapper{Labels: KeyMapper{Allow: allow("team")}},
 			labels: map[string]string{"team": "frontend", "kubernetes.io/metadata.name": "web", "other": "x"},
-			want:   []Label{{"team", "frontend"}},
+			want:   []Label{{Name: "team", Value: "frontend"}},
 		},
 		{
 			name:   "star takes every label, sanitized",
 			m:      NamespaceMapper{Labels: KeyMapper{AllowAll: true}},
 			labels: map[string]string{"team": "frontend", "kubernetes.io/metadata.name": "web"},
-			want:   []Label{{"kubernetes_io_metadata_name", "web"}, {"team", "frontend"}},
+			want:   []Label{{Name: "kubernetes_io_metadata_name", Value: "web"}, {Name: "team", Value: "frontend"}},
 		},
 		{
 			name:   "prefix",
 			m:      NamespaceMapper{Labels: KeyMapper{Prefix: "namespace_", Allow: allow("team", "app.kubernetes.io/part-of")}},
 			labels: map[string]string{"team": "frontend", "app.kubernetes.io/part-of": "shop"},
-			want:   []Label{{"namespace_app_kubernetes_io_part_of", "shop"}, {"namespace_team", "frontend"}},
+			want:   []Label{{Name: "namespace_app_kubernetes_io_part_of", Value: "shop"}, {Name: "namespace_team", Value: "frontend"}},
 		},
 		{
 			name:   "empty values are dropped",
 			m:      NamespaceMapper{Labels: KeyMapper{AllowAll: true}, Annotations: KeyMapper{AllowAll: true}},
 			labels: map[string]string{"team": "", "tier": "web"},
 			anns:   map[string]string{"owner": ""},
-			want:   []Label{{"tier", "web"}},
+			want:   []Label{{Name: "tier", Value: "web"}},
 		},
 		{
 			name: "annotations disabled are ignored",
@@ -137,13 +137,13 @@ func TestNamespaceMapper(t *testing.T) {
 			anns:   map[string]string{"team": "a-team", "te_am": "a-te_am", "a.b": "a-a.b"},
 			// sanitized: te-am, te.am, te/am -> te_am (labels sorted: te-am < te.am < te/am), then annotation te_am.
 			want: []Label{
-				{"a_b", "a-a.b"},
-				{"te_am", "l-te-am"},
-				{"te_am_conflict1", "l-te.am"},
-				{"te_am_conflict2", "l-te/am"},
-				{"te_am_conflict3", "a-te_am"},
-				{"team", "l-team"},
-				{"team_conflict1", "a-team"},
+				{Name: "a_b", Value: "a-a.b"},
+				{Name: "te_am", Value: "l-te-am"},
+				{Name: "te_am_conflict1", Value: "l-te.am"},
+				{Name: "te_am_conflict2", Value: "l-te/am"},
+				{Name: "te_am_conflict3", Value: "a-te_am"},
+				{Name: "team", Value: "l-team"},
+				{Name: "team_conflict1", Value: "a-team"},
 			},
 			conflicts: []Conflict{
 				{Name: "te_am", Keys: []string{"te-am", "te.am", "te/am", "te_am"}},
@@ -208,7 +208,7 @@ func TestNamespaceIndexNil(t *testing.T) {
 	if _, ok := ix.Lookup("x"); ok {
 		t.Fatal("nil index knows a namespace")
 	}
-	ix = NewNamespaceIndex(3, map[string]NamespaceInfo{"web": {Labels: []Label{{"team", "frontend"}}, Version: 2}})
+	ix = NewNamespaceIndex(3, map[string]NamespaceInfo{"web": {Labels: []Label{{Name: "team", Value: "frontend"}}, Version: 2}})
 	if info, ok := ix.Lookup("web"); !ok || info.Version != 2 || ix.Generation() != 3 || ix.Len() != 1 {
 		t.Fatalf("lookup = %v %v", info, ok)
 	}

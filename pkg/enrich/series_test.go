@@ -18,10 +18,10 @@ import (
 )
 
 var kubeletTarget = []Label{
-	{"instance", "198.18.0.10:10250"},
-	{"job", "kubelet"},
-	{"metrics_path", "/metrics/cadvisor"},
-	{"node", "node-a"},
+	{Name: "instance", Value: "198.18.0.10:10250"},
+	{Name: "job", Value: "kubelet"},
+	{Name: "metrics_path", Value: "/metrics/cadvisor"},
+	{Name: "node", Value: "node-a"},
 }
 
 // series is one label set interned in a table of its own.
@@ -45,7 +45,7 @@ func decode(t testing.TB, s series) []Label {
 	}
 	var out []Label
 	for _, l := range ts.Labels {
-		out = append(out, Label{l.Name, l.Value})
+		out = append(out, Label{Name: l.Name, Value: l.Value})
 	}
 	return out
 }
@@ -61,65 +61,65 @@ func TestBuild(t *testing.T) {
 			name:      "namespace labels added, output sorted",
 			scraped:   []string{"__name__", "container_cpu_usage_seconds_total", "namespace", "web", "pod", "web-0"},
 			target:    kubeletTarget,
-			namespace: []Label{{"team", "frontend"}},
+			namespace: []Label{{Name: "team", Value: "frontend"}},
 			want: []Label{
-				{"__name__", "container_cpu_usage_seconds_total"}, {"instance", "198.18.0.10:10250"}, {"job", "kubelet"},
-				{"metrics_path", "/metrics/cadvisor"}, {"namespace", "web"}, {"node", "node-a"}, {"pod", "web-0"}, {"team", "frontend"},
+				{Name: "__name__", Value: "container_cpu_usage_seconds_total"}, {Name: "instance", Value: "198.18.0.10:10250"}, {Name: "job", Value: "kubelet"},
+				{Name: "metrics_path", Value: "/metrics/cadvisor"}, {Name: "namespace", Value: "web"}, {Name: "node", Value: "node-a"}, {Name: "pod", Value: "web-0"}, {Name: "team", Value: "frontend"},
 			},
 		},
 		{
 			name:    "target label wins; the scraped one becomes exported_",
 			scraped: []string{"__name__", "m", "job", "cadvisor", "instance", "10.0.0.1:1"},
-			target:  []Label{{"instance", "i:1"}, {"job", "kubelet"}},
-			want:    []Label{{"__name__", "m"}, {"exported_instance", "10.0.0.1:1"}, {"exported_job", "cadvisor"}, {"instance", "i:1"}, {"job", "kubelet"}},
+			target:  []Label{{Name: "instance", Value: "i:1"}, {Name: "job", Value: "kubelet"}},
+			want:    []Label{{Name: "__name__", Value: "m"}, {Name: "exported_instance", Value: "10.0.0.1:1"}, {Name: "exported_job", Value: "cadvisor"}, {Name: "instance", Value: "i:1"}, {Name: "job", Value: "kubelet"}},
 		},
 		{
 			name:    "exported_ taken already: the prefix repeats",
 			scraped: []string{"__name__", "m", "job", "a", "exported_job", "b"},
-			target:  []Label{{"job", "kubelet"}},
-			want:    []Label{{"__name__", "m"}, {"exported_exported_job", "a"}, {"exported_job", "b"}, {"job", "kubelet"}},
+			target:  []Label{{Name: "job", Value: "kubelet"}},
+			want:    []Label{{Name: "__name__", Value: "m"}, {Name: "exported_exported_job", Value: "a"}, {Name: "exported_job", Value: "b"}, {Name: "job", Value: "kubelet"}},
 		},
 		{
 			name:      "namespace label never overwrites a scraped label",
 			scraped:   []string{"__name__", "m", "namespace", "web", "pod", "web-0"},
-			namespace: []Label{{"pod", "clash"}, {"team", "frontend"}},
-			want:      []Label{{"__name__", "m"}, {"exported_pod", "clash"}, {"namespace", "web"}, {"pod", "web-0"}, {"team", "frontend"}},
+			namespace: []Label{{Name: "pod", Value: "clash"}, {Name: "team", Value: "frontend"}},
+			want:      []Label{{Name: "__name__", Value: "m"}, {Name: "exported_pod", Value: "clash"}, {Name: "namespace", Value: "web"}, {Name: "pod", Value: "web-0"}, {Name: "team", Value: "frontend"}},
 		},
 		{
 			name:      "namespace label never overwrites a target label",
 			scraped:   []string{"__name__", "m", "namespace", "web"},
 			target:    kubeletTarget,
-			namespace: []Label{{"node", "ns-node"}},
+			namespace: []Label{{Name: "node", Value: "ns-node"}},
 			want: []Label{
-				{"__name__", "m"}, {"exported_node", "ns-node"}, {"instance", "198.18.0.10:10250"}, {"job", "kubelet"},
-				{"metrics_path", "/metrics/cadvisor"}, {"namespace", "web"}, {"node", "node-a"},
+				{Name: "__name__", Value: "m"}, {Name: "exported_node", Value: "ns-node"}, {Name: "instance", Value: "198.18.0.10:10250"}, {Name: "job", Value: "kubelet"},
+				{Name: "metrics_path", Value: "/metrics/cadvisor"}, {Name: "namespace", Value: "web"}, {Name: "node", Value: "node-a"},
 			},
 		},
 		{
 			name:      "namespace clash with exported_ taken: repeated prefix",
 			scraped:   []string{"__name__", "m", "team", "s", "exported_team", "e"},
-			namespace: []Label{{"team", "frontend"}},
-			want:      []Label{{"__name__", "m"}, {"exported_exported_team", "frontend"}, {"exported_team", "e"}, {"team", "s"}},
+			namespace: []Label{{Name: "team", Value: "frontend"}},
+			want:      []Label{{Name: "__name__", Value: "m"}, {Name: "exported_exported_team", Value: "frontend"}, {Name: "exported_team", Value: "e"}, {Name: "team", Value: "s"}},
 		},
 		{
 			name:      "namespace clash with a target label that pushed a scraped one to exported_",
 			scraped:   []string{"__name__", "m", "job", "scraped"},
-			target:    []Label{{"job", "kubelet"}},
-			namespace: []Label{{"job", "ns"}},
-			want:      []Label{{"__name__", "m"}, {"exported_exported_job", "ns"}, {"exported_job", "scraped"}, {"job", "kubelet"}},
+			target:    []Label{{Name: "job", Value: "kubelet"}},
+			namespace: []Label{{Name: "job", Value: "ns"}},
+			want:      []Label{{Name: "__name__", Value: "m"}, {Name: "exported_exported_job", Value: "ns"}, {Name: "exported_job", Value: "scraped"}, {Name: "job", Value: "kubelet"}},
 		},
 		{
 			name:      "empty values dropped",
 			scraped:   []string{"__name__", "m", "image", "", "pod", "p"},
-			target:    []Label{{"instance", "i:1"}, {"job", ""}},
-			namespace: []Label{{"team", ""}, {"tier", "web"}},
-			want:      []Label{{"__name__", "m"}, {"instance", "i:1"}, {"pod", "p"}, {"tier", "web"}},
+			target:    []Label{{Name: "instance", Value: "i:1"}, {Name: "job", Value: ""}},
+			namespace: []Label{{Name: "team", Value: ""}, {Name: "tier", Value: "web"}},
+			want:      []Label{{Name: "__name__", Value: "m"}, {Name: "instance", Value: "i:1"}, {Name: "pod", Value: "p"}, {Name: "tier", Value: "web"}},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var b Builder
 			// Builder reuses scratch space: build something else first.
-			b.Build(labels.FromStrings("__name__", "warmup", "a", "b", "c", "d", "e", "f"), kubeletTarget, []Label{{"x", "y"}})
+			b.Build(labels.FromStrings("__name__", "warmup", "a", "b", "c", "d", "e", "f"), kubeletTarget, []Label{{Name: "x", Value: "y"}})
 			s := intern(b.Build(labels.FromStrings(tc.scraped...), tc.target, tc.namespace))
 			got := decode(t, s)
 			if !reflect.DeepEqual(got, tc.want) {
@@ -142,7 +142,7 @@ func TestBuildDoesNotAliasScratch(t *testing.T) {
 	var b Builder
 	s1 := intern(b.Build(labels.FromStrings("__name__", "a", "x", "1"), kubeletTarget, nil))
 	keep := s1.table.AppendEncoded(nil, s1.ref)
-	b.Build(labels.FromStrings("__name__", "zzzz", "y", "2"), nil, []Label{{"t", "v"}})
+	b.Build(labels.FromStrings("__name__", "zzzz", "y", "2"), nil, []Label{{Name: "t", Value: "v"}})
 	if !bytes.Equal(keep, s1.table.AppendEncoded(nil, s1.ref)) {
 		t.Fatal("a later Build modified an earlier series")
 	}
@@ -150,8 +150,8 @@ func TestBuildDoesNotAliasScratch(t *testing.T) {
 
 func TestSeriesOfSorts(t *testing.T) {
 	var b Builder
-	s := intern(b.SeriesOf([]Label{{"job", "kubelet"}, {"__name__", "up"}, {"instance", "i:1"}}))
-	want := []Label{{"__name__", "up"}, {"instance", "i:1"}, {"job", "kubelet"}}
+	s := intern(b.SeriesOf([]Label{{Name: "job", Value: "kubelet"}, {Name: "__name__", Value: "up"}, {Name: "instance", Value: "i:1"}}))
+	want := []Label{{Name: "__name__", Value: "up"}, {Name: "instance", Value: "i:1"}, {Name: "job", Value: "kubelet"}}
 	if got := decode(t, s); !reflect.DeepEqual(got, want) {
 		t.Fatalf("SeriesOf = %v", got)
 	}
@@ -174,9 +174,9 @@ func parseText(t testing.TB, text string) ([]Label, float64, int64) {
 			t.Fatalf("%d metrics in %q", len(f.Metric), text)
 		}
 		m := f.Metric[0]
-		ls := []Label{{"__name__", name}}
+		ls := []Label{{Name: "__name__", Value: name}}
 		for _, lp := range m.Label {
-			ls = append(ls, Label{lp.GetName(), lp.GetValue()})
+			ls = append(ls, Label{Name: lp.GetName(), Value: lp.GetValue()})
 		}
 		SortLabels(ls)
 		return ls, m.GetUntyped().GetValue(), m.GetTimestampMs()
@@ -271,7 +271,7 @@ func fuzzLabels(s string, prefix string) []Label {
 			continue
 		}
 		seen[name] = true
-		out = append(out, Label{name, parts[i+1]})
+		out = append(out, Label{Name: name, Value: parts[i+1]})
 	}
 	SortLabels(out)
 	return out
@@ -343,18 +343,18 @@ func FuzzBuild(f *testing.F) {
 }
 
 func TestExternalLabelsNeverOverride(t *testing.T) {
-	b := Builder{External: []Label{{"cluster", "prod"}, {"team", "platform"}, {"__replica__", "r-0"}}}
-	got := decode(t, intern(b.Build(labels.FromStrings("__name__", "m", "namespace", "web"), kubeletTarget, []Label{{"team", "frontend"}})))
+	b := Builder{External: []Label{{Name: "cluster", Value: "prod"}, {Name: "team", Value: "platform"}, {Name: "__replica__", Value: "r-0"}}}
+	got := decode(t, intern(b.Build(labels.FromStrings("__name__", "m", "namespace", "web"), kubeletTarget, []Label{{Name: "team", Value: "frontend"}})))
 	want := []Label{
-		{"__name__", "m"}, {"__replica__", "r-0"}, {"cluster", "prod"}, {"instance", "198.18.0.10:10250"}, {"job", "kubelet"},
-		{"metrics_path", "/metrics/cadvisor"}, {"namespace", "web"}, {"node", "node-a"}, {"team", "frontend"},
+		{Name: "__name__", Value: "m"}, {Name: "__replica__", Value: "r-0"}, {Name: "cluster", Value: "prod"}, {Name: "instance", Value: "198.18.0.10:10250"}, {Name: "job", Value: "kubelet"},
+		{Name: "metrics_path", Value: "/metrics/cadvisor"}, {Name: "namespace", Value: "web"}, {Name: "node", Value: "node-a"}, {Name: "team", Value: "frontend"},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Build with external labels =\n  %v\nwant\n  %v", got, want)
 	}
 	// The relay's own series get them too.
-	got = decode(t, intern(b.SeriesOf([]Label{{"__name__", "up"}, {"cluster", "own"}})))
-	want = []Label{{"__name__", "up"}, {"__replica__", "r-0"}, {"cluster", "own"}, {"team", "platform"}}
+	got = decode(t, intern(b.SeriesOf([]Label{{Name: "__name__", Value: "up"}, {Name: "cluster", Value: "own"}})))
+	want = []Label{{Name: "__name__", Value: "up"}, {Name: "__replica__", Value: "r-0"}, {Name: "cluster", Value: "own"}, {Name: "team", Value: "platform"}}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("SeriesOf with external labels = %v, want %v", got, want)
 	}
