@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -56,6 +57,7 @@ func TestPipelineToRemoteWrite(t *testing.T) {
 	defer srv.Close()
 	q := remotewrite.DefaultQueueConfig()
 	q.MaxSamplesPerSend, q.BatchSendDeadline = 10000, 50*time.Millisecond
+	q.Capacity = 8_000_000 // the test appends far faster than real time: nothing may be dropped
 	w, err := remotewrite.New(remotewrite.Config{
 		Endpoints:       []remotewrite.EndpointConfig{{URL: srv.URL, Timeout: 10 * time.Second, Queue: q}},
 		ShutdownTimeout: 20 * time.Second,
@@ -75,38 +77,47 @@ func TestPipelineToRemoteWrite(t *testing.T) {
 		tg.Key, tg.Node = fmt.Sprintf("node/n-%d", i), fmt.Sprintf("n-%d", i)
 		caches[i] = NewTargetCache(tg, true, enrich.Label{Name: "cluster", Value: "test"})
 	}
-	sent, compacted := 0, 0
-	now := scrapeTime
-	for round := range 60 {
-		teams := baseTeams
-		if round >= 30 {
-			teams = map[string]string{"kube-system": "platform", "scraper": "sre", "default": "frontend"}
-		}
-		ix := testIndex(uint64(1+round/30), teams)
-		for i, c := range caches {
-			now = now.Add(time.Second)
-			b := body
-			if (round+i)%5 == 0 {
-				// Every container restarted: new cgroup ids.
-				b = bytes.ReplaceAll(b, []byte(`id="/kubepods`), []byte(fmt.Sprintf(`id="/r%d/kubepods`, round)))
+	// Every target scrapes in its own goroutine, as the manager runs them.
+	var sent, compacted atomic.Int64
+	var wg sync.WaitGroup
+	for i, c := range caches {
+		wg.Go(func() {
+			for round := range 60 {
+				teams := baseTeams
+				if round >= 30 {
+					teams = map[string]string{"kube-system": "platform", "scraper": "sre", "default": "frontend"}
+				}
+				ix := testIndex(uint64(1+round/30), teams)
+				now := scrapeTime.Add(time.Duration(round)*15*time.Second + time.Duration(i)*time.Millisecond)
+				b := body
+				if (round+i)%5 == 0 {
+					// Every container restarted: new cgroup ids.
+					b = bytes.ReplaceAll(b, []byte(`id="/kubepods`), []byte(fmt.Sprintf(`id="/r%d/kubepods`, round)))
+				}
+				if (round+i)%3 == 0 {
+					// Pods replaced: every series of one pod is new.
+					b = bytes.ReplaceAll(b, []byte(`pod="kube-proxy-`), []byte(fmt.Sprintf(`pod="kube-proxy-r%d-`, round)))
+				}
+				var fetchErr error
+				if (round*targets+i)%17 == 0 {
+					b, fetchErr = nil, fmt.Errorf("connection refused")
+				}
+				before := c.labels.Table().ID
+				var res *Result
+				if fetchErr == nil && round%2 == 1 {
+					res, _ = c.ProcessStream(bytes.NewReader(b), now, ix, nil)
+				} else {
+					res = c.Process(b, "", now, time.Millisecond, ix, fetchErr)
+				}
+				if c.labels.Table().ID != before {
+					compacted.Add(1)
+				}
+				w.Append(res.Send)
+				sent.Add(int64(len(res.Send)))
 			}
-			if (round+i)%3 == 0 {
-				// Pods replaced: every series of one pod is new.
-				b = bytes.ReplaceAll(b, []byte(`pod="kube-proxy-`), []byte(fmt.Sprintf(`pod="kube-proxy-r%d-`, round)))
-			}
-			var fetchErr error
-			if (round*targets+i)%17 == 0 {
-				b, fetchErr = nil, fmt.Errorf("connection refused")
-			}
-			before := c.labels.Table().ID
-			res := c.Process(b, "", now, time.Millisecond, ix, fetchErr)
-			if c.labels.Table().ID != before {
-				compacted++
-			}
-			w.Append(res.Send)
-			sent += len(res.Send)
-		}
+		})
 	}
+	wg.Wait()
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("writer: %v", err)
@@ -116,10 +127,10 @@ func TestPipelineToRemoteWrite(t *testing.T) {
 	if len(bad) > 0 {
 		t.Fatalf("%d requests refused, first: %s", len(bad), bad[0])
 	}
-	if received != sent {
-		t.Fatalf("received %d samples, sent %d", received, sent)
+	if int64(received) != sent.Load() {
+		t.Fatalf("received %d samples, sent %d", received, sent.Load())
 	}
-	if compacted == 0 {
+	if compacted.Load() == 0 {
 		t.Fatal("no label table was compacted: the test misses a case")
 	}
 }
