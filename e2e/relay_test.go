@@ -314,7 +314,8 @@ func TestRBACWithoutNodesProxy(t *testing.T) {
 	waitQ(t, b, fmt.Sprintf(`container_memory_working_set_bytes{%s, team="frontend"}`, sel), settle, bed.NonEmpty)
 }
 
-// 9. The relay's /metrics serves the same enriched series that reached Prometheus.
+// 9. The relay's /metrics serves the same enriched series that reached
+// Prometheus, label for label (the external label included).
 func TestRelayMetricsMatchPrometheus(t *testing.T) {
 	b, r, sel := startRelay(t)
 	q := fmt.Sprintf(`container_memory_working_set_bytes{%s}`, sel)
@@ -335,7 +336,8 @@ func TestRelayMetricsMatchPrometheus(t *testing.T) {
 	}
 	fromProm := map[string]bool{}
 	for _, s := range res {
-		delete(s.Metric, "e2e_test")
+		// The external label (e2e_test) stays: /metrics shows the series
+		// exactly as remote write sends them, external labels included.
 		delete(s.Metric, "__name__")
 		fromProm[labelKey(s.Metric)] = true
 	}
