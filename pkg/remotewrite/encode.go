@@ -160,6 +160,12 @@ func (e *encoder) state(t *LabelTable) *tableState {
 		}
 	}
 	victim.id, victim.used = t.ID, e.clock
+	// Another lineage lays out its runs differently: a word that held the
+	// old one's timestamp or value bits may sit where the new one keeps a
+	// run's stamp, and equal the current gen (a millisecond timestamp's
+	// high word is 410 in 2026). Stale stamps are not enough: clear.
+	clear(victim.sym)
+	clear(victim.run)
 	victim.invalidate()
 	victim.fit(t)
 	return victim
