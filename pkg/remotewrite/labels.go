@@ -251,6 +251,13 @@ func (b *LabelInterner) Table() *LabelTable {
 	return b.snapshot
 }
 
+// Hash is LabelTable.Hash on what the interner holds, without taking a
+// snapshot (which allocates when something was added since the last one).
+func (b *LabelInterner) Hash(ref SeriesRef) uint64 {
+	t := LabelTable{syms: b.syms, symOff: b.symOff, rests: b.rests}
+	return t.Hash(ref)
+}
+
 // Size is the bytes the interner holds.
 func (b *LabelInterner) Size() int { return len(b.syms) + 4*len(b.symOff) + 4*len(b.rests) }
 

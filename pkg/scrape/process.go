@@ -484,7 +484,7 @@ func (c *TargetCache) recheck(sc scanner, e *seriesEntry, ix *enrich.NamespaceIn
 	if oldT != noTimestamp && !e.stale {
 		st := staleTime(nowMs, oldT)
 		c.send = append(c.send, remotewrite.Sample{Ref: old, T: st, V: math.Float64frombits(value.StaleNaN)})
-		c.tombstones[c.labels.Table().Hash(old)] = tombstone{t: st, expires: time.UnixMilli(nowMs).Add(tombstoneTTL)}
+		c.tombstones[c.labels.Hash(old)] = tombstone{t: st, expires: time.UnixMilli(nowMs).Add(tombstoneTTL)}
 	}
 	return nil
 }
@@ -504,7 +504,10 @@ func (c *TargetCache) build(e *seriesEntry, ix *enrich.NamespaceIndex) {
 	}
 	e.ref = c.labels.Intern(c.builder.Build(c.lbls, c.target.Labels, add))
 	e.lastT = noTimestamp
-	if ts, ok := c.tombstones[c.labels.Table().Hash(e.ref)]; ok {
+	if len(c.tombstones) == 0 {
+		return // nothing to look up: no hash to compute
+	}
+	if ts, ok := c.tombstones[c.labels.Hash(e.ref)]; ok {
 		e.lastT = ts.t // came back: never send anything older than its stale marker
 	}
 }
