@@ -49,18 +49,16 @@ type ManagerConfig struct {
 type Manager struct {
 	cfg ManagerConfig
 	sem chan struct{}
-	// bufs holds the body buffers not in use. Unlike a sync.Pool it is not
-	// emptied by every GC, so megabyte bodies are not reallocated scrape
-	// after scrape; it holds at most as many as scrapes ever ran at once.
-	bufs chan *bytes.Buffer
+	// bufs holds the body buffers of payloads read whole (not text).
+	bufs freeList[*bytes.Buffer]
 	// sends holds the remote-write sample buffers between scrapes: only
 	// the scrapes in flight need one, not every target.
-	sends chan []remotewrite.Sample
+	sends freeList[[]remotewrite.Sample]
 	// chunks holds the read buffers of streamed payloads.
-	chunks chan []byte
+	chunks freeList[[]byte]
 	// views holds replaced views nobody reads, whose buffers the next
 	// scrape of any target reuses: one view per target stays, not two.
-	views   chan *TargetView
+	views   freeList[*TargetView]
 	metrics *metrics
 
 	mu    sync.Mutex
@@ -93,10 +91,10 @@ func NewManager(cfg ManagerConfig) *Manager {
 	return &Manager{
 		cfg:     cfg,
 		sem:     make(chan struct{}, cfg.MaxConcurrency),
-		bufs:    make(chan *bytes.Buffer, cfg.MaxConcurrency),
-		sends:   make(chan []remotewrite.Sample, cfg.MaxConcurrency),
-		chunks:  make(chan []byte, cfg.MaxConcurrency),
-		views:   make(chan *TargetView, cfg.MaxConcurrency),
+		bufs:    make(freeList[*bytes.Buffer], cfg.MaxConcurrency),
+		sends:   make(freeList[[]remotewrite.Sample], cfg.MaxConcurrency),
+		chunks:  make(freeList[[]byte], cfg.MaxConcurrency),
+		views:   make(freeList[*TargetView], cfg.MaxConcurrency),
 		metrics: newMetrics(cfg.Registerer),
 		loops:   map[string]*loop{},
 		graves:  map[string]grave{},
@@ -253,16 +251,10 @@ func staleOnly(in []remotewrite.Sample) []remotewrite.Sample {
 // are read whole first.
 func (m *Manager) Scrape(ctx context.Context, t *Target, cache *TargetCache) *Result {
 	if cache.send == nil {
-		select {
-		case cache.send = <-m.sends:
-		default:
-		}
+		cache.send, _ = m.sends.get()
 	}
 	if cache.spare == nil {
-		select {
-		case cache.spare = <-m.views:
-		default:
-		}
+		cache.spare, _ = m.views.get()
 	}
 	start := time.Now()
 	ix := m.cfg.Namespaces.Snapshot()
@@ -279,31 +271,19 @@ func (m *Manager) Scrape(ctx context.Context, t *Target, cache *TargetCache) *Re
 	defer body.Close()
 	r := &timeoutReader{r: body, m: m}
 	if isText(ct) {
-		var buf []byte
-		select {
-		case buf = <-m.chunks:
-		default:
-		}
+		buf, _ := m.chunks.get()
 		res, buf := cache.ProcessStream(r, start, ix, buf)
-		select {
-		case m.chunks <- buf:
-		default:
-		}
+		m.chunks.put(buf)
 		return res
 	}
-	var bb *bytes.Buffer
-	select {
-	case bb = <-m.bufs:
-	default:
+	bb, ok := m.bufs.get()
+	if !ok {
 		bb = new(bytes.Buffer)
 	}
 	defer func() {
 		if bb.Cap() < 64<<20 { // do not pin a one-off huge body
 			bb.Reset()
-			select {
-			case m.bufs <- bb:
-			default:
-			}
+			m.bufs.put(bb)
 		}
 	}()
 	bb.Reset()
@@ -350,12 +330,8 @@ func (r *timeoutReader) Read(p []byte) (int, error) {
 // Publish hands a result to both outputs and the relay's own metrics.
 func (m *Manager) Publish(t *Target, cache *TargetCache, res *Result) {
 	cache.Recycle(m.cfg.View.Set(res.View))
-	if cache.spare != nil {
-		select {
-		case m.views <- cache.spare:
-			cache.spare = nil
-		default:
-		}
+	if cache.spare != nil && m.views.put(cache.spare) {
+		cache.spare = nil
 	}
 	if m.cfg.Sink != nil {
 		m.cfg.Sink.Append(res.Send)
@@ -366,10 +342,7 @@ func (m *Manager) Publish(t *Target, cache *TargetCache, res *Result) {
 		clear(send) // do not keep label tables alive
 		cache.send = nil
 		res.Send = nil
-		select {
-		case m.sends <- send[:0]:
-		default:
-		}
+		m.sends.put(send[:0])
 	}
 }
 
@@ -470,4 +443,30 @@ func ErrorReason(err error) string {
 		return "timeout"
 	}
 	return "fetch"
+}
+
+// freeList keeps up to its capacity of spare buffers for the scrapes in
+// flight. Unlike a sync.Pool it is not emptied by every GC, so megabyte
+// buffers are not reallocated scrape after scrape.
+type freeList[T any] chan T
+
+// get returns a spare buffer, if there is one.
+func (f freeList[T]) get() (T, bool) {
+	select {
+	case v := <-f:
+		return v, true
+	default:
+		var zero T
+		return zero, false
+	}
+}
+
+// put keeps v if there is room, and reports whether it did.
+func (f freeList[T]) put(v T) bool {
+	select {
+	case f <- v:
+		return true
+	default:
+		return false
+	}
 }
