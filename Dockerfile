@@ -20,7 +20,7 @@ COPY . .
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
     go build -trimpath \
-      -ldflags "-s -w -X github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/version.Version=${VERSION} -X github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/version.Commit=${COMMIT}" \
+      -ldflags "-s -w -X github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/version.Version=${VERSION} -X github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/version.Commit=${COMMIT}" \
       -o /out/kubelet-meta-proxy ./cmd/kubelet-meta-proxy
 
 FROM gcr.io/distroless/static:nonroot

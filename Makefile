@@ -4,7 +4,7 @@ GO ?= go
 BIN := $(CURDIR)/bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
-LDFLAGS := -s -w -X github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/version.Version=$(VERSION) -X github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/version.Commit=$(COMMIT)
+LDFLAGS := -s -w -X github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/version.Version=$(VERSION) -X github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/version.Commit=$(COMMIT)
 IMG ?= kubelet-meta-proxy:latest
 
 .PHONY: help

@@ -137,7 +137,7 @@ func TestDockerfileByConstruction(t *testing.T) {
 			t.Errorf("go build RUN lacks %s: %s", want, run)
 		}
 	}
-	for _, want := range []string{"pkg/version.Version=${VERSION}", "pkg/version.Commit=${COMMIT}"} {
+	for _, want := range []string{"internal/version.Version=${VERSION}", "internal/version.Commit=${COMMIT}"} {
 		if !strings.Contains(run, want) {
 			t.Errorf("go build RUN does not stamp %s: %s", want, run)
 		}
@@ -155,13 +155,13 @@ func TestDockerfileByConstruction(t *testing.T) {
 		t.Errorf("Dockerfile -X %v, Makefile -X %v", a, b)
 	}
 	// The -X paths name real variables.
-	vsrc, err := os.ReadFile(filepath.Join(repoRoot(t), "pkg/version/version.go"))
+	vsrc, err := os.ReadFile(filepath.Join(repoRoot(t), "internal/version/version.go"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, v := range []string{"Version", "Commit"} {
 		if !regexp.MustCompile(`(?m)^var ` + v + ` = "`).Match(vsrc) {
-			t.Errorf("pkg/version has no string var %s to stamp", v)
+			t.Errorf("internal/version has no string var %s to stamp", v)
 		}
 	}
 }
@@ -221,10 +221,10 @@ func (d dockerignore) excluded(rel string) bool {
 }
 
 func TestDockerignoreMatcher(t *testing.T) {
-	d := parseDockerignore([]byte("*\n!go.mod\n!cmd/\n**/*_test.go\n!pkg/\n**/testdata/\n"))
+	d := parseDockerignore([]byte("*\n!go.mod\n!cmd/\n**/*_test.go\n!internal/\n**/testdata/\n"))
 	for path, want := range map[string]bool{
 		"go.mod": false, "go.sum": true, "cmd/kubelet-meta-proxy/main.go": false, "cmd/x/main_test.go": true,
-		"pkg/a/b.go": false, "pkg/a/testdata/x.txt": true, "e2e/bed/bed.go": true, "bin/helm": true, "Makefile": true,
+		"internal/a/b.go": false, "internal/a/testdata/x.txt": true, "e2e/bed/bed.go": true, "bin/helm": true, "Makefile": true,
 	} {
 		if got := d.excluded(path); got != want {
 			t.Errorf("excluded(%s) = %v, want %v", path, got, want)
@@ -241,12 +241,12 @@ func TestDockerBuildContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := parseDockerignore(ign)
-	for _, must := range []string{"go.mod", "go.sum", "pkg/version/version.go"} {
+	for _, must := range []string{"go.mod", "go.sum", "internal/version/version.go"} {
 		if d.excluded(must) {
 			t.Errorf(".dockerignore excludes %s", must)
 		}
 	}
-	for _, mustNot := range []string{".git/config", "bin/kustomize", "deploy/render.go", "dist/chart/Chart.yaml", "e2e/x.go", "pkg/x/x_test.go"} {
+	for _, mustNot := range []string{".git/config", "bin/kustomize", "deploy/render.go", "dist/chart/Chart.yaml", "e2e/x.go", "internal/x/x_test.go"} {
 		if !d.excluded(mustNot) {
 			t.Errorf(".dockerignore lets in %s", mustNot)
 		}

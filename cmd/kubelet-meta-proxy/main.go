@@ -13,7 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/version"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/version"
 )
 
 func main() {

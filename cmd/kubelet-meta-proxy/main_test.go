@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/scrape"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/scrape"
 )
 
 func TestNormalizeArgs(t *testing.T) {

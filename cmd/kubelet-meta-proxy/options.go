@@ -19,8 +19,8 @@ import (
 	"k8s.io/client-go/util/flowcontrol"
 	"k8s.io/klog/v2"
 
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/enrich"
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/scrape"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/scrape"
 )
 
 const (

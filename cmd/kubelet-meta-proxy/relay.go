@@ -11,8 +11,8 @@ import (
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/scrape"
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/version"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/scrape"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/version"
 )
 
 func userAgent() string { return version.UserAgent() }

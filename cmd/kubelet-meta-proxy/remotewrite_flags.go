@@ -3,11 +3,11 @@ package main
 import (
 	"github.com/spf13/pflag"
 
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/remotewrite"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/remotewrite"
 )
 
 // remoteWriteOptions are the remote-write flags of `run`. Parsing and
-// validation live in pkg/remotewrite (Options.Config); this file only binds
+// validation live in internal/remotewrite (Options.Config); this file only binds
 // flags to its fields.
 type remoteWriteOptions struct {
 	remotewrite.Options

@@ -16,11 +16,11 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/nsindex"
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/remotewrite"
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/scrape"
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/server"
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/version"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/nsindex"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/remotewrite"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/scrape"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/server"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/version"
 )
 
 // defaultGOGC is the GC target used unless $GOGC is set.

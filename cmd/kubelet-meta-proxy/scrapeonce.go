@@ -14,8 +14,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/nsindex"
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/scrape"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/nsindex"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/scrape"
 )
 
 type scrapeOnceOptions struct {

@@ -5,7 +5,7 @@ import (
 	"sort"
 	"sync"
 
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/enrich"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
 )
 
 // View holds the latest scrape of every target: what /metrics serves. It

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/version"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/version"
 )
 
 const (

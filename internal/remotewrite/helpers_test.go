@@ -22,7 +22,7 @@ import (
 	"github.com/prometheus/prometheus/model/textparse"
 	"github.com/prometheus/prometheus/prompb"
 
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/version"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/version"
 )
 
 // testSeries is one label set of a LabelTable, as a producer hands it over.

@@ -4,7 +4,7 @@
 package scrape
 
 import (
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/enrich"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
 )
 
 // Target is one thing to scrape: a node's kubelet, or a plain URL.

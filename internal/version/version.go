@@ -1,7 +1,7 @@
 // Package version holds the build's version, set at link time:
 //
-//	go build -ldflags "-X github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/version.Version=v1.2.3 \
-//	  -X github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/version.Commit=abc1234"
+//	go build -ldflags "-X github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/version.Version=v1.2.3 \
+//	  -X github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/version.Commit=abc1234"
 package version
 
 // Version is the release version of the build; "dev" when not set by -ldflags.

@@ -4,5 +4,5 @@
 // result is encoded once for both outputs (the /metrics view and remote write).
 //
 // The package is pure: no Kubernetes imports, no I/O. The namespace index it
-// reads is an immutable value built elsewhere (pkg/nsindex).
+// reads is an immutable value built elsewhere (internal/nsindex).
 package enrich

@@ -2,7 +2,7 @@ package scrape
 
 import (
 	"fmt"
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/enrich"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
 	"io"
 	"runtime"
 	"strings"

@@ -4,7 +4,7 @@ import (
 	"math"
 	"strconv"
 
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/remotewrite"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/remotewrite"
 )
 
 // AppendSeriesText appends the series in text exposition form,

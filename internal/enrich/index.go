@@ -4,7 +4,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/remotewrite"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/remotewrite"
 )
 
 // Label is one name/value pair to add to a series.

@@ -17,8 +17,8 @@ import (
 	"github.com/prometheus/prometheus/model/value"
 	"strconv"
 
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/enrich"
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/remotewrite"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/remotewrite"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
@@ -101,7 +101,7 @@ func TestGoldenEnrichedView(t *testing.T) {
 				t.Fatalf("%v (run go test -update to create it)", err)
 			}
 			if !bytes.Equal(out.Bytes(), want) {
-				t.Fatalf("enriched view differs from %s (run go test ./pkg/scrape -update after checking the change)", golden)
+				t.Fatalf("enriched view differs from %s (run go test ./internal/scrape -update after checking the change)", golden)
 			}
 			checkView(t, name, out.Bytes(), res)
 		})
