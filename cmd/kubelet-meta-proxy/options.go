@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
+
 	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/labels"
@@ -183,7 +185,7 @@ func (o *scrapeOptions) Validate() error {
 		}
 	}
 	for flag, name := range map[string]string{"--node-label": o.NodeLabel, "--metrics-path-label": o.MetricsPathLabel} {
-		if name != "" && !enrich.IsValidLabelName(name) {
+		if name != "" && !model.IsValidLabelName(name) {
 			errs = append(errs, fmt.Errorf("%s=%q: not a valid Prometheus label name", flag, name))
 		}
 	}
@@ -240,7 +242,7 @@ func (o *enrichOptions) AddFlags(fs *pflag.FlagSet) {
 
 func (o *enrichOptions) Validate() error {
 	var errs []error
-	if o.LabelPrefix != "" && !enrich.IsValidLabelName(o.LabelPrefix) {
+	if o.LabelPrefix != "" && !model.IsValidLabelName(o.LabelPrefix) {
 		errs = append(errs, fmt.Errorf("--label-prefix=%q: must itself be a valid label name start ([a-zA-Z_][a-zA-Z0-9_]*)", o.LabelPrefix))
 	}
 	if o.CacheSyncTimeout <= 0 {

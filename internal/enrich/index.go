@@ -4,11 +4,11 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/remotewrite"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
 )
 
 // Label is one name/value pair to add to a series.
-type Label = remotewrite.Label
+type Label = model.Label
 
 // SortLabels sorts ls by name, in place. (slices.SortFunc, unlike
 // sort.Slice, allocates nothing: it runs for every new series.)

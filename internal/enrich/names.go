@@ -1,7 +1,6 @@
 package enrich
 
 import (
-	"github.com/prometheus/common/model"
 	"sort"
 	"strconv"
 	"strings"
@@ -33,10 +32,6 @@ func SanitizeLabelName(key string) string {
 	}
 	return b.String()
 }
-
-// IsValidLabelName reports whether name is a legacy (ASCII) Prometheus label
-// name. The relay only emits such names so that every receiver accepts them.
-func IsValidLabelName(name string) bool { return model.LegacyValidation.IsValidLabelName(name) }
 
 // Conflict records Kubernetes keys that sanitize to the same label name.
 type Conflict struct {

@@ -4,6 +4,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
 )
 
 func TestSanitizeLabelName(t *testing.T) {
@@ -25,22 +27,8 @@ func TestSanitizeLabelName(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("SanitizeLabelName(%q) = %q, want %q", tc.in, got, tc.want)
 		}
-		if !IsValidLabelName(got) {
+		if !model.IsValidLabelName(got) {
 			t.Errorf("SanitizeLabelName(%q) = %q is not a valid label name", tc.in, got)
-		}
-	}
-}
-
-func TestIsValidLabelName(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want bool
-	}{
-		{"team", true}, {"_x", true}, {"x9", true}, {"X_Y", true},
-		{"", false}, {"9x", false}, {"a.b", false}, {"a-b", false}, {"é", false}, {"a b", false},
-	} {
-		if got := IsValidLabelName(tc.in); got != tc.want {
-			t.Errorf("IsValidLabelName(%q) = %v, want %v", tc.in, got, tc.want)
 		}
 	}
 }
@@ -170,7 +158,7 @@ func TestNamespaceMapper(t *testing.T) {
 				}
 			}
 			for i := range first {
-				if !IsValidLabelName(first[i].Name) || first[i].Value == "" {
+				if !model.IsValidLabelName(first[i].Name) || first[i].Value == "" {
 					t.Errorf("invalid label %v", first[i])
 				}
 				if i > 0 && first[i-1].Name >= first[i].Name {

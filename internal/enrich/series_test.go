@@ -9,12 +9,12 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
+
 	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+	commonmodel "github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
-
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/remotewrite"
 )
 
 var kubeletTarget = []Label{
@@ -26,12 +26,12 @@ var kubeletTarget = []Label{
 
 // series is one label set interned in a table of its own.
 type series struct {
-	table *remotewrite.LabelTable
-	ref   remotewrite.SeriesRef
+	table *model.LabelTable
+	ref   model.SeriesRef
 }
 
 func intern(ls []Label) series {
-	in := remotewrite.NewLabelInterner(1)
+	in := model.NewLabelInterner(1)
 	ref := in.Intern(ls)
 	return series{in.Table(), ref}
 }
@@ -161,7 +161,7 @@ func TestSeriesOfSorts(t *testing.T) {
 // single sample's labels (metric name as __name__), value and timestamp.
 func parseText(t testing.TB, text string) ([]Label, float64, int64) {
 	t.Helper()
-	p := expfmt.NewTextParser(model.LegacyValidation)
+	p := expfmt.NewTextParser(commonmodel.LegacyValidation)
 	fams, err := p.TextToMetricFamilies(strings.NewReader(text))
 	if err != nil {
 		t.Fatalf("expfmt rejects %q: %v", text, err)
@@ -244,7 +244,7 @@ func TestAppendEscapedHelp(t *testing.T) {
 			t.Errorf("AppendEscapedHelp(%q) = %q, want %q", in, got, want)
 		}
 		text := "# HELP m " + want + "\n# TYPE m gauge\nm 1\n"
-		p := expfmt.NewTextParser(model.LegacyValidation)
+		p := expfmt.NewTextParser(commonmodel.LegacyValidation)
 		fams, err := p.TextToMetricFamilies(strings.NewReader(text))
 		if err != nil {
 			t.Fatalf("expfmt: %v", err)
@@ -284,7 +284,7 @@ func FuzzBuild(f *testing.F) {
 	f.Add("m", "a\x00\x00b\x00}", "c\x00", "d\x00\\\"")
 	f.Add("m", "x\x00équipe ☃", "", "team\x00\r\t")
 	f.Fuzz(func(t *testing.T, name, scraped, target, namespace string) {
-		if !model.LegacyValidation.IsValidMetricName(name) {
+		if !commonmodel.LegacyValidation.IsValidMetricName(name) {
 			return
 		}
 		sc := fuzzLabels(scraped, "")

@@ -4,13 +4,13 @@ import (
 	"math"
 	"strconv"
 
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/remotewrite"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
 )
 
 // AppendSeriesText appends the series in text exposition form,
 // name{label="value",...}, to dst. Label values are escaped as the format
 // requires; names are already valid.
-func AppendSeriesText(dst []byte, t *remotewrite.LabelTable, ref remotewrite.SeriesRef) []byte {
+func AppendSeriesText(dst []byte, t *model.LabelTable, ref model.SeriesRef) []byte {
 	it := t.Labels(ref)
 	for it.Next() {
 		if string(it.Name) == "__name__" {
@@ -43,7 +43,7 @@ func AppendSeriesText(dst []byte, t *remotewrite.LabelTable, ref remotewrite.Ser
 
 // AppendSampleLine appends a whole exposition line: series, value and, if
 // hasT, the timestamp in milliseconds.
-func AppendSampleLine(dst []byte, table *remotewrite.LabelTable, ref remotewrite.SeriesRef, t int64, v float64, hasT bool) []byte {
+func AppendSampleLine(dst []byte, table *model.LabelTable, ref model.SeriesRef, t int64, v float64, hasT bool) []byte {
 	dst = AppendSeriesText(dst, table, ref)
 	dst = append(dst, ' ')
 	dst = AppendFloat(dst, v)

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
+
 	"github.com/golang/snappy"
 	"github.com/klauspost/compress/s2"
 	"github.com/prometheus/prometheus/model/labels"
@@ -16,7 +18,7 @@ const benchBatch = 2000 // Prometheus's default request size
 // benchSamples is one full batch of real cAdvisor series from the 1.35
 // capture, with the target labels the relay adds, each series once, as a
 // shard sends a part of one scrape.
-func benchSamples(b *testing.B) ([]Sample, []fixtureSeries) {
+func benchSamples(b *testing.B) ([]model.Sample, []fixtureSeries) {
 	_, fx := captureTargets(b, 1, benchBatch)
 	if len(fx[0]) != benchBatch {
 		b.Fatalf("capture has %d series", len(fx[0]))
@@ -41,14 +43,14 @@ func BenchmarkEncode(b *testing.B) {
 	samples, fx := benchSamples(b)
 	raw := referenceRaw(samples)
 	_, four := captureTargets(b, 4, benchBatch/4)
-	var mixed []Sample
+	var mixed []model.Sample
 	for _, f := range four {
 		mixed = append(mixed, samplesOf(f, 0)...)
 	}
 
 	for _, c := range []struct {
 		name    string
-		samples []Sample
+		samples []model.Sample
 	}{{"", samples}, {"mixed-", mixed}} {
 		b.Run(c.name+"label-aware", func(b *testing.B) {
 			var e encoder
@@ -112,7 +114,7 @@ func prompbLabels(fx []fixtureSeries) [][]prompb.Label {
 	return out
 }
 
-func prompbBatch(samples []Sample, merged [][]prompb.Label) prompb.WriteRequest {
+func prompbBatch(samples []model.Sample, merged [][]prompb.Label) prompb.WriteRequest {
 	wr := prompb.WriteRequest{Timeseries: make([]prompb.TimeSeries, len(samples))}
 	for i := range wr.Timeseries {
 		wr.Timeseries[i].Samples = make([]prompb.Sample, 1)
@@ -120,7 +122,7 @@ func prompbBatch(samples []Sample, merged [][]prompb.Label) prompb.WriteRequest 
 	return fillPrompb(wr, samples, merged)
 }
 
-func fillPrompb(wr prompb.WriteRequest, samples []Sample, merged [][]prompb.Label) prompb.WriteRequest {
+func fillPrompb(wr prompb.WriteRequest, samples []model.Sample, merged [][]prompb.Label) prompb.WriteRequest {
 	for i, s := range samples {
 		ts := &wr.Timeseries[i]
 		ts.Labels = merged[i]
@@ -145,7 +147,7 @@ func marshalPrompb(wr *prompb.WriteRequest, buf []byte) []byte {
 // to a 4-shard queue (grouping by shard and copying into the rings).
 func BenchmarkAppend(b *testing.B) {
 	fx := loadFixture(b)
-	samples := make([]Sample, 10_000)
+	samples := make([]model.Sample, 10_000)
 	for i := range samples {
 		samples[i] = fx[i%len(fx)].series.at(int64(i), 1)
 	}

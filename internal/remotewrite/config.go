@@ -6,13 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/prometheus/common/model"
 	"net/http"
 	"net/url"
 	"os"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
 )
 
 // Defaults of the remote-write settings. The command line uses them as flag
@@ -31,7 +32,7 @@ const (
 	DefaultMinBackoff        = 30 * time.Millisecond
 	DefaultMaxBackoff        = 5 * time.Second
 	// DefaultQueueCapacity is per URL, in samples: 32 MiB of buffered samples
-	// (a Sample is 32 bytes), a few seconds to minutes of outage depending on
+	// (a model.Sample is 32 bytes), a few seconds to minutes of outage depending on
 	// the cluster's sample rate.
 	DefaultQueueCapacity = 1_000_000
 	DefaultShards        = 4
@@ -60,15 +61,10 @@ type Config struct {
 	// deduplication set a cluster and a replica label here (for example
 	// cluster=prod and __replica__=$(POD_NAME)): every series, and so every
 	// request, then carries exactly one cluster/replica pair.
-	ExternalLabels []Label
+	ExternalLabels []model.Label
 	// ShutdownTimeout bounds how long Run keeps sending what it holds after its
 	// context is cancelled.
 	ShutdownTimeout time.Duration
-}
-
-// Label is one name/value pair.
-type Label struct {
-	Name, Value string
 }
 
 // Enabled reports whether there is any receiver to write to.
@@ -463,27 +459,27 @@ func redactURL(raw string) string {
 
 // ParseExternalLabels parses --external-label values of the form name=value
 // and returns them sorted by name.
-func ParseExternalLabels(args []string) ([]Label, error) {
-	ls := make([]Label, 0, len(args))
+func ParseExternalLabels(args []string) ([]model.Label, error) {
+	ls := make([]model.Label, 0, len(args))
 	for _, a := range args {
 		name, value, ok := strings.Cut(a, "=")
 		if !ok {
 			return nil, fmt.Errorf("--external-label %q: want name=value", a)
 		}
-		ls = append(ls, Label{Name: strings.TrimSpace(name), Value: value})
+		ls = append(ls, model.Label{Name: strings.TrimSpace(name), Value: value})
 	}
-	slices.SortStableFunc(ls, func(a, b Label) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortStableFunc(ls, func(a, b model.Label) int { return strings.Compare(a.Name, b.Name) })
 	if err := validateExternalLabels(ls); err != nil {
 		return nil, err
 	}
 	return ls, nil
 }
 
-func validateExternalLabels(ls []Label) error {
+func validateExternalLabels(ls []model.Label) error {
 	seen := make(map[string]bool, len(ls))
 	for _, l := range ls {
 		switch {
-		case !isValidLabelName(l.Name):
+		case !model.IsValidLabelName(l.Name):
 			return fmt.Errorf("--external-label %q: invalid label name (want [a-zA-Z_][a-zA-Z0-9_]*)", l.Name)
 		case l.Name == "__name__":
 			return fmt.Errorf("--external-label %q: the metric name cannot be an external label", l.Name)
@@ -496,10 +492,6 @@ func validateExternalLabels(ls []Label) error {
 	}
 	return nil
 }
-
-// isValidLabelName reports whether name is a legacy Prometheus label name,
-// the form every receiver accepts.
-func isValidLabelName(name string) bool { return model.LegacyValidation.IsValidLabelName(name) }
 
 // ParseHeaders parses --remote-write-header values of the form Name=value.
 // Validation of names and values happens in Config.Validate.

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
 )
 
 func writeFile(t *testing.T, dir, name, content string) string {
@@ -94,7 +96,7 @@ endpoints:
 	if !cfg.Enabled() || len(cfg.Endpoints) != 3 {
 		t.Fatalf("endpoints: %+v", cfg.Endpoints)
 	}
-	if want := []Label{{"__replica__", "relay-0"}, {"cluster", "prod"}}; len(cfg.ExternalLabels) != 2 ||
+	if want := []model.Label{{Name: "__replica__", Value: "relay-0"}, {Name: "cluster", Value: "prod"}}; len(cfg.ExternalLabels) != 2 ||
 		cfg.ExternalLabels[0] != want[0] || cfg.ExternalLabels[1] != want[1] {
 		t.Fatalf("external labels %v, want sorted %v", cfg.ExternalLabels, want)
 	}

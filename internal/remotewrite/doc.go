@@ -16,7 +16,7 @@
 // MaxSamplesPerSend samples, or after BatchSendDeadline.
 //
 // Append never blocks: it copies the samples into the shards' rings (32-byte
-// Sample values). A ring holds at most Capacity/Shards samples; when it is
+// model.Sample values). A ring holds at most Capacity/Shards samples; when it is
 // full the oldest samples are dropped and counted (reason="queue_full"). So
 // while an endpoint is down the newest Capacity samples wait for it, and when
 // it is back they are delivered in order. Memory per endpoint is bounded by

@@ -1,11 +1,11 @@
 package remotewrite
 
 import (
-	"bytes"
 	"encoding/binary"
-	"errors"
-	"fmt"
 	"math"
+	"math/bits"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
 )
 
 // encoder writes the body of a remote-write request: a prompb.WriteRequest,
@@ -17,8 +17,8 @@ import (
 // marshalled request, copying every label encoding, then hashes its way
 // through it to rediscover that the same labels occur again and again. Here
 // the repeats are known up front: a series is a symbol plus a run of symbols
-// of a LabelTable, so the encoder remembers where in the uncompressed request
-// each symbol and each run of a table lineage (LabelTable.ID) was last
+// of a model.LabelTable, so the encoder remembers where in the uncompressed request
+// each symbol and each run of a table lineage (model.LabelTable.ID) was last
 // written, and emits a copy element pointing there when it comes again, a
 // literal the first time. It also copies the TimeSeries header with the
 // metric name when the metric's previous series had the same size, the
@@ -96,7 +96,7 @@ const numTableStates = 4
 // gen<<32|position and are stale unless their gen is the state's: starting a
 // request or a lineage bumps gen instead of clearing the arrays.
 type tableState struct {
-	id   uint64 // LabelTable.ID; 0 is no table
+	id   uint64 // model.LabelTable.ID; 0 is no table
 	gen  uint32 // never 0, so zeroed entries are stale
 	used uint64
 	sym  []symEntry // by symbol index
@@ -134,7 +134,7 @@ func (st *tableState) invalidate() {
 
 // fit grows the arrays to cover t, keeping their entries: a later snapshot
 // of a lineage only adds symbols and runs.
-func (st *tableState) fit(t *LabelTable) {
+func (st *tableState) fit(t *model.LabelTable) {
 	if n := t.NumSymbols(); n > len(st.sym) {
 		st.sym = append(st.sym, make([]symEntry, max(n, 2*len(st.sym))-len(st.sym))...)
 	}
@@ -145,7 +145,7 @@ func (st *tableState) fit(t *LabelTable) {
 
 // state returns the state for t's lineage, taking over the least recently
 // used one if none has it.
-func (e *encoder) state(t *LabelTable) *tableState {
+func (e *encoder) state(t *model.LabelTable) *tableState {
 	e.clock++
 	var victim *tableState
 	for i := range e.states {
@@ -175,7 +175,7 @@ func (e *encoder) state(t *LabelTable) *tableState {
 // until the next call, and how many samples it holds. Samples of invalid
 // series (!Ref.Valid()) are left out and counted in invalid: one broken
 // series must not make the receiver reject a whole batch.
-func (e *encoder) encode(samples []Sample) (body []byte, n, invalid int) {
+func (e *encoder) encode(samples []model.Sample) (body []byte, n, invalid int) {
 	for i := range e.states {
 		e.states[i].invalidate()
 	}
@@ -185,7 +185,7 @@ func (e *encoder) encode(samples []Sample) (body []byte, n, invalid int) {
 	}
 	e.d, e.pos, e.lit, e.copyOff, e.copyLen = maxLenSize, 0, 0, 0, 0
 	var (
-		table *LabelTable
+		table *model.LabelTable
 		st    *tableState
 	)
 	for i := range samples {
@@ -204,7 +204,7 @@ func (e *encoder) encode(samples []Sample) (body []byte, n, invalid int) {
 			table, st = t, e.state(t)
 		}
 		e.ensure(2*size + 96)
-		e.header(st, t, s.Ref.first(), uint32(size))
+		e.header(st, t, s.Ref.FirstSymbol(), uint32(size))
 		e.runAndSample(st, t, s.Ref.Rest, s.T, math.Float64bits(s.V))
 		n++
 	}
@@ -235,7 +235,7 @@ func (e *encoder) ensure(n int) {
 // label, symbol f: both copied if the last TimeSeries to start with f had the
 // same size (as the series of one metric often have), else the header as a
 // literal and the symbol copied from its last occurrence or as a literal.
-func (e *encoder) header(st *tableState, t *LabelTable, f, size uint32) {
+func (e *encoder) header(st *tableState, t *model.LabelTable, f, size uint32) {
 	hdr := 1 + uint32(uvarintLen(uint64(size)))
 	se := &st.sym[f]
 	n := se.n
@@ -250,9 +250,10 @@ func (e *encoder) header(st *tableState, t *LabelTable, f, size uint32) {
 		if uint32(se.at>>32) == st.gen {
 			e.copyFrom(uint32(se.at), n)
 		} else {
-			lo, hi := t.symOff[f], t.symOff[f+1]
+			syms, symOff, _ := t.Raw()
+			lo, hi := symOff[f], symOff[f+1]
 			n = hi - lo // not 0: only the empty label set, never valid, has an empty symbol
-			e.d += copy(e.out[e.d:], t.syms[lo:hi])
+			e.d += copy(e.out[e.d:], syms[lo:hi])
 		}
 	}
 	*se = symEntry{at: uint64(st.gen)<<32 | uint64(e.pos), size: size, n: n}
@@ -264,8 +265,9 @@ func (e *encoder) header(st *tableState, t *LabelTable, f, size uint32) {
 // from its last occurrence, and so is as much as is equal of the sample that
 // followed it there (cAdvisor stamps all series of a cgroup alike); a new
 // run is written symbol by symbol.
-func (e *encoder) runAndSample(st *tableState, t *LabelTable, r uint32, ts int64, v uint64) {
-	count, encLen := t.rests[r], t.rests[r+1]
+func (e *encoder) runAndSample(st *tableState, t *model.LabelTable, r uint32, ts int64, v uint64) {
+	tsyms, symOff, rests := t.Raw()
+	count, encLen := rests[r], rests[r+1]
 	if encLen == 0 {
 		e.sample(ts, v, false, 0, 0, 0)
 		return
@@ -285,16 +287,16 @@ func (e *encoder) runAndSample(st *tableState, t *LabelTable, r uint32, ts int64
 	if !seen {
 		// symbol, inlined: most series of a new run are written here.
 		gen, syms := st.gen, st.sym
-		for _, s := range t.rests[r+2 : r+2+count] {
+		for _, s := range rests[r+2 : r+2+count] {
 			se := &syms[s]
 			n := se.n
 			if uint32(se.at>>32) == gen {
 				e.copyFrom(uint32(se.at), n)
 			} else {
-				lo, hi := t.symOff[s], t.symOff[s+1]
+				lo, hi := symOff[s], symOff[s+1]
 				n = hi - lo
 				e.openLiteral()
-				e.d += copy(e.out[e.d:], t.syms[lo:hi])
+				e.d += copy(e.out[e.d:], tsyms[lo:hi])
 			}
 			*se = symEntry{at: uint64(gen)<<32 | uint64(e.pos), n: n}
 			e.pos += n
@@ -324,7 +326,7 @@ func (e *encoder) sample(ts int64, v uint64, follow bool, pt int64, pv uint64, s
 		e.openLiteral()
 		e.out[e.d] = 0x12
 		e.out[e.d+1] = byte(9 + n)
-		e.out[e.d+2] = 0x09 // Sample.value, fixed64
+		e.out[e.d+2] = 0x09 // model.Sample.value, fixed64
 		e.d += 3
 	}
 	e.pos += 3
@@ -350,7 +352,7 @@ func (e *encoder) sample(ts int64, v uint64, follow bool, pt int64, pv uint64, s
 		e.copyFrom(src+11, n)
 	} else {
 		e.openLiteral()
-		e.out[e.d] = 0x10 // Sample.timestamp, varint
+		e.out[e.d] = 0x10 // model.Sample.timestamp, varint
 		e.d = putUvarint(e.out, e.d+1, uint64(ts))
 	}
 	e.pos += n
@@ -481,80 +483,13 @@ func putUvarint(out []byte, d int, x uint64) int {
 	return d + 1
 }
 
-// parseLabel parses one TimeSeries.labels field (a prompb.Label message) at
-// the start of b, returning its name, value and encoded size.
-func parseLabel(b []byte) (name, value []byte, size int, ok bool) {
-	// Fast path for the common shape, as AppendLabel writes it: name then
-	// value, every length below 128 (one-byte varints).
-	if len(b) >= 6 && b[0] == 0x0a && b[1] < 0x80 && b[2] == 0x0a && b[3] < 0x80 {
-		n, nl := int(b[1]), int(b[3])
-		if n <= len(b)-2 && 4+nl+2 <= 2+n && b[4+nl] == 0x12 && b[5+nl] < 0x80 && 6+nl+int(b[5+nl]) == 2+n {
-			return b[4 : 4+nl], b[6+nl : 2+n], 2 + n, true
-		}
-	}
-	return parseLabelSlow(b)
-}
+func uvarintLen(x uint64) int { return (bits.Len64(x|1) + 6) / 7 }
 
-// parseLabelSlow is parseLabel for any valid encoding.
-func parseLabelSlow(b []byte) (name, value []byte, size int, ok bool) {
-	if len(b) < 2 || b[0] != 0x0a {
-		return nil, nil, 0, false
+// sampleLen is the size of a prompb.Sample as field 2 of a TimeSeries.
+func sampleLen(t int64) int {
+	n := 2 + 1 + 8
+	if t != 0 {
+		n += 1 + uvarintLen(uint64(t))
 	}
-	n, k := binary.Uvarint(b[1:])
-	if k <= 0 || n > uint64(len(b)-1-k) {
-		return nil, nil, 0, false
-	}
-	msg := b[1+k : 1+k+int(n)]
-	for len(msg) > 0 {
-		tag := msg[0]
-		l, k := binary.Uvarint(msg[1:])
-		if k <= 0 || l > uint64(len(msg)-1-k) {
-			return nil, nil, 0, false
-		}
-		field := msg[1+k : 1+k+int(l)]
-		switch tag {
-		case 0x0a:
-			name = field
-		case 0x12:
-			value = field
-		default:
-			return nil, nil, 0, false
-		}
-		msg = msg[1+k+int(l):]
-	}
-	return name, value, 1 + k + int(n), true
-}
-
-// ValidateSeries checks that a series follows the rules every receiver
-// enforces: well-formed encoding, labels sorted by name without duplicates,
-// valid (legacy) names, no empty values, and a __name__ label. Producers of
-// samples can use it in tests.
-func ValidateSeries(t *LabelTable, ref SeriesRef) error {
-	var prev []byte
-	hasName := false
-	enc := t.AppendEncoded(nil, ref)
-	for off := 0; off < len(enc); {
-		name, value, size, ok := parseLabel(enc[off:])
-		switch {
-		case !ok:
-			return fmt.Errorf("malformed label encoding at byte %d", off)
-		case !isValidLabelName(string(name)):
-			return fmt.Errorf("invalid label name %q", name)
-		case len(value) == 0:
-			return fmt.Errorf("label %q has an empty value", name)
-		case prev != nil && bytes.Equal(prev, name):
-			return fmt.Errorf("duplicate label %q", name)
-		case prev != nil && bytes.Compare(prev, name) > 0:
-			return fmt.Errorf("label %q after %q: labels not sorted by name", name, prev)
-		}
-		if string(name) == "__name__" {
-			hasName = true
-		}
-		prev = name
-		off += size
-	}
-	if !hasName {
-		return errors.New("no __name__ label")
-	}
-	return nil
+	return n
 }

@@ -2,6 +2,9 @@ package remotewrite
 
 import (
 	"encoding/binary"
+	"math"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
 
 	"github.com/klauspost/compress/s2"
 )
@@ -17,7 +20,7 @@ type refEncoder struct {
 }
 
 // encode is encoder.encode the old way.
-func (e *refEncoder) encode(samples []Sample) (body []byte, n, invalid int) {
+func (e *refEncoder) encode(samples []model.Sample) (body []byte, n, invalid int) {
 	n, invalid = e.marshal(samples)
 	if n == 0 {
 		return nil, 0, invalid
@@ -26,7 +29,7 @@ func (e *refEncoder) encode(samples []Sample) (body []byte, n, invalid int) {
 }
 
 // marshal encodes the WriteRequest into e.raw.
-func (e *refEncoder) marshal(samples []Sample) (n, invalid int) {
+func (e *refEncoder) marshal(samples []model.Sample) (n, invalid int) {
 	raw := e.raw[:0]
 	for i := range samples {
 		var ok bool
@@ -53,7 +56,7 @@ func (e *refEncoder) compress() []byte {
 
 // appendTimeSeries appends one WriteRequest.timeseries (field 1) holding the
 // sample's labels and the sample, or returns false for an invalid series.
-func appendTimeSeries(dst []byte, s *Sample) ([]byte, bool) {
+func appendTimeSeries(dst []byte, s *model.Sample) ([]byte, bool) {
 	if !s.Ref.Valid() {
 		return dst, false
 	}
@@ -65,8 +68,24 @@ func appendTimeSeries(dst []byte, s *Sample) ([]byte, bool) {
 }
 
 // referenceRaw is the uncompressed request the samples must decode to.
-func referenceRaw(samples []Sample) []byte {
+func referenceRaw(samples []model.Sample) []byte {
 	var e refEncoder
 	e.marshal(samples)
 	return e.raw
+}
+
+// appendSample appends a prompb.Sample as field 2 of a TimeSeries.
+func appendSample(dst []byte, t int64, v float64) []byte {
+	inner := 1 + 8
+	if t != 0 {
+		inner += 1 + uvarintLen(uint64(t))
+	}
+	dst = append(dst, 0x12, byte(inner))
+	dst = append(dst, 0x09) // model.Sample.value, fixed64
+	dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(v))
+	if t != 0 {
+		dst = append(dst, 0x10) // model.Sample.timestamp, varint
+		dst = binary.AppendUvarint(dst, uint64(t))
+	}
+	return dst
 }

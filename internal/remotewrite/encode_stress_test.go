@@ -3,6 +3,8 @@ package remotewrite
 import (
 	"math/rand/v2"
 	"testing"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
 )
 
 // TestEncodeScrapeStream runs the encoder the way a shard does: whole
@@ -14,7 +16,7 @@ func TestEncodeScrapeStream(t *testing.T) {
 	_, fx := captureTargets(t, 7, 0)
 	rng := rand.New(rand.NewPCG(11, 12))
 	var e encoder
-	var stream []Sample
+	var stream []model.Sample
 	round := make([]int64, len(fx))
 	for len(stream) < 400_000 {
 		tg := rng.IntN(len(fx))
@@ -47,7 +49,7 @@ func TestEncodeManyTablesPerRequest(t *testing.T) {
 	rng := rand.New(rand.NewPCG(21, 22))
 	var e encoder
 	for range 40 {
-		var batch []Sample
+		var batch []model.Sample
 		for len(batch) < 10000 {
 			tg := rng.IntN(len(fx))
 			start := rng.IntN(len(fx[tg]))
@@ -75,9 +77,9 @@ func TestEncodeStateTakeoverForgetsTheOldLayout(t *testing.T) {
 	// rs[3] is the timestamp's high word.
 	sa := a.series(pairs("__name__", "m", "a", "1", "b", "2", "c", "3", "d", "4", "e", "5", "f", "6")...)
 	var e encoder
-	checkEncode(t, &e, []Sample{sa.at(hi<<32|5, 1), sa.at(hi<<32|6, 1)})
+	checkEncode(t, &e, []model.Sample{sa.at(hi<<32|5, 1), sa.at(hi<<32|6, 1)})
 	// Three other tables make A's state the least recently used.
-	var others []Sample
+	var others []model.Sample
 	for k := range 3 {
 		o := newTarget(uint64(10 + k))
 		others = append(others, o.series(pairs("__name__", "o")...).at(1, 1))
@@ -93,5 +95,5 @@ func TestEncodeStateTakeoverForgetsTheOldLayout(t *testing.T) {
 			e.states[i].gen = hi - 2 // encode bumps it, the takeover once more
 		}
 	}
-	checkEncode(t, &e, []Sample{b0.at(1, 1), b1.at(2, 2), b1.at(3, 3)})
+	checkEncode(t, &e, []model.Sample{b0.at(1, 1), b1.at(2, 2), b1.at(3, 3)})
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
+
 	"github.com/golang/snappy"
 	"github.com/klauspost/compress/s2"
 	"github.com/prometheus/prometheus/model/value"
@@ -20,7 +22,7 @@ import (
 
 // expectedRequest builds, with prompb structs, the request the encoder must
 // produce.
-func expectedRequest(samples []Sample) prompb.WriteRequest {
+func expectedRequest(samples []model.Sample) prompb.WriteRequest {
 	var wr prompb.WriteRequest
 	for _, s := range samples {
 		if !s.Ref.Valid() {
@@ -145,7 +147,7 @@ func walkBlock(t testing.TB, body []byte) blockStats {
 // checkEncode encodes samples with e and checks the body against the
 // reference encoding: golang/snappy (and s2) decode it to exactly the
 // marshalled request, which prompb decodes to the samples.
-func checkEncode(t testing.TB, e *encoder, samples []Sample) (body []byte, st blockStats) {
+func checkEncode(t testing.TB, e *encoder, samples []model.Sample) (body []byte, st blockStats) {
 	t.Helper()
 	var ref refEncoder
 	wantN, wantInvalid := ref.marshal(samples)
@@ -218,8 +220,8 @@ func captureTargets(tb testing.TB, targets, limit int) ([]*target, [][]fixtureSe
 	return tgs, out
 }
 
-func samplesOf(fx []fixtureSeries, tOffset int64) []Sample {
-	out := make([]Sample, len(fx))
+func samplesOf(fx []fixtureSeries, tOffset int64) []model.Sample {
+	out := make([]model.Sample, len(fx))
 	for i, f := range fx {
 		out[i] = f.series.at(f.t+tOffset, f.v)
 	}
@@ -280,7 +282,7 @@ func TestEncodeMixedTables(t *testing.T) {
 	_, fx := captureTargets(t, numTableStates+2, 600)
 	var e encoder
 	for _, k := range []int{2, numTableStates, numTableStates + 2} {
-		var stretches, interleaved []Sample
+		var stretches, interleaved []model.Sample
 		for i := range k {
 			stretches = append(stretches, samplesOf(fx[i], int64(i))...)
 		}
@@ -290,12 +292,12 @@ func TestEncodeMixedTables(t *testing.T) {
 			}
 		}
 		// Back and forth between two lineages in blocks.
-		var blocks []Sample
+		var blocks []model.Sample
 		for j := 0; j < len(fx[0]); j += 50 {
 			blocks = append(blocks, samplesOf(fx[0][j:j+50], 0)...)
 			blocks = append(blocks, samplesOf(fx[k-1][j:j+50], 1)...)
 		}
-		for name, batch := range map[string][]Sample{"stretches": stretches, "interleaved": interleaved, "blocks": blocks} {
+		for name, batch := range map[string][]model.Sample{"stretches": stretches, "interleaved": interleaved, "blocks": blocks} {
 			t.Run(fmt.Sprintf("%s of %d", name, k), func(t *testing.T) {
 				checkEncode(t, &e, batch)
 			})
@@ -315,11 +317,11 @@ func TestEncodeGrowingTable(t *testing.T) {
 	tg := newTarget(7)
 	first := tg.seriesOf(all[0].labels)
 	var e encoder
-	var old []Sample
+	var old []model.Sample
 	for step := 0; step < len(all); step += 400 {
 		// Re-intern from the start: earlier series keep their refs, later
 		// ones get added, and the snapshot changes once something was.
-		var batch []Sample
+		var batch []model.Sample
 		for _, f := range all[:min(step+400, len(all))] {
 			batch = append(batch, tg.seriesOf(f.labels).at(f.t, f.v))
 		}
@@ -347,21 +349,21 @@ func TestEncodeInvalidAndEmpty(t *testing.T) {
 		t.Fatal("invalid sets interned as valid")
 	}
 	var e encoder
-	checkEncode(t, &e, []Sample{empty.at(1, 1)})
-	checkEncode(t, &e, []Sample{empty.at(1, 1), good.at(2, 2)})
-	checkEncode(t, &e, []Sample{good.at(1, 1), empty.at(1, 1), unsorted.at(2, 2), good.at(3, 3), goodToo.at(4, 4), empty.at(5, 5)})
-	checkEncode(t, &e, []Sample{good.at(1, 1)})
+	checkEncode(t, &e, []model.Sample{empty.at(1, 1)})
+	checkEncode(t, &e, []model.Sample{empty.at(1, 1), good.at(2, 2)})
+	checkEncode(t, &e, []model.Sample{good.at(1, 1), empty.at(1, 1), unsorted.at(2, 2), good.at(3, 3), goodToo.at(4, 4), empty.at(5, 5)})
+	checkEncode(t, &e, []model.Sample{good.at(1, 1)})
 	checkEncode(t, &e, nil)
 	// Only __name__: an empty run.
 	name := tg.series(pairs("__name__", "x")...)
-	checkEncode(t, &e, []Sample{name.at(0, 0), name.at(0, 0), good.at(1, 1), name.at(1, 1)})
+	checkEncode(t, &e, []model.Sample{name.at(0, 0), name.at(0, 0), good.at(1, 1), name.at(1, 1)})
 }
 
 // TestEncodeLongLabels: label values longer than 64 bytes, literals that
 // need 1, 2 and 3 length bytes, copies split into many pieces.
 func TestEncodeLongLabels(t *testing.T) {
 	tg := newTarget(1)
-	var samples []Sample
+	var samples []model.Sample
 	for _, n := range []int{1, 55, 60, 61, 62, 64, 65, 67, 68, 69, 127, 128, 255, 256, 300, 16000, 16384, 70000, 300000} {
 		s := tg.series(pairs("__name__", "m", "pad", strings.Repeat("p", n), "z", fmt.Sprint(n))...)
 		other := tg.series(pairs("__name__", "other", "pad", strings.Repeat("p", n), "z", fmt.Sprint(n))...)
@@ -384,7 +386,7 @@ func TestEncodeSampleValuesBitExact(t *testing.T) {
 		0, math.Copysign(0, -1), math.SmallestNonzeroFloat64, math.MaxFloat64, -1.5,
 	}
 	times := []int64{0, 1, -1, math.MaxInt64, math.MinInt64, 1782468875486, 127, 128}
-	var samples []Sample
+	var samples []model.Sample
 	for _, v := range values {
 		for _, ts := range times {
 			samples = append(samples, s.at(ts, v))
@@ -404,7 +406,7 @@ func TestEncodeSampleValuesBitExact(t *testing.T) {
 // TestEncodeTimeSeriesSizes covers TimeSeries whose length varint is 1, 2
 // and 3 bytes.
 func TestEncodeTimeSeriesSizes(t *testing.T) {
-	var samples []Sample
+	var samples []model.Sample
 	for _, n := range []int{0, 50, 90, 100, 110, 127, 128, 200, 16000, 16384, 17000, 70000} {
 		s := newSeries("__name__", "m", "pad", strings.Repeat("p", n+1))
 		samples = append(samples, s.at(int64(n), float64(n)))
@@ -431,7 +433,7 @@ func TestEncodeSkipsInvalidSeries(t *testing.T) {
 				t.Fatal("interned as valid")
 			}
 			var e encoder
-			samples := []Sample{good.at(1, 1), s.at(2, 2), good.at(3, 3)}
+			samples := []model.Sample{good.at(1, 1), s.at(2, 2), good.at(3, 3)}
 			body, n, invalid := e.encode(samples)
 			if n != 2 || invalid != 1 {
 				t.Fatalf("n=%d invalid=%d, want 2 and 1", n, invalid)
@@ -440,21 +442,18 @@ func TestEncodeSkipsInvalidSeries(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := expectedRequest([]Sample{samples[0], samples[2]})
+			want := expectedRequest([]model.Sample{samples[0], samples[2]})
 			assertSameRequest(t, got, &want)
-			if ValidateSeries(s.Table, s.Ref) == nil {
-				t.Fatal("ValidateSeries accepted it")
-			}
 		})
 	}
-	if err := ValidateSeries(good.Table, good.Ref); err != nil {
-		t.Fatal(err)
+	if !good.Ref.Valid() {
+		t.Fatal("the valid series was interned as invalid")
 	}
 }
 
 func TestEncodeNothingValid(t *testing.T) {
 	var e encoder
-	body, n, invalid := e.encode([]Sample{newSeries("job", "x").at(1, 0)})
+	body, n, invalid := e.encode([]model.Sample{newSeries("job", "x").at(1, 0)})
 	if body != nil || n != 0 || invalid != 1 {
 		t.Fatalf("body=%v n=%d invalid=%d", body, n, invalid)
 	}
@@ -465,7 +464,7 @@ func TestEncodeSteadyStateAllocatesNothing(t *testing.T) {
 	a, b := samplesOf(fx[0], 0), samplesOf(fx[1], 0)
 	mixed := append(a[:700:700], b[:700]...)
 	var e encoder
-	for _, batch := range [][]Sample{a, b, mixed} {
+	for _, batch := range [][]model.Sample{a, b, mixed} {
 		e.encode(batch)
 	}
 	if n := testing.AllocsPerRun(20, func() {
@@ -491,20 +490,6 @@ func TestEncodeGenerationWraps(t *testing.T) {
 		checkEncode(t, &e, samples[100:])
 		checkEncode(t, &e, samples[:150])
 	}
-}
-
-// FuzzParseLabel: the fast path of parseLabel agrees with the general one.
-func FuzzParseLabel(f *testing.F) {
-	f.Add(AppendLabel(nil, "__name__", "up"))
-	f.Add(AppendLabel(nil, "job", strings.Repeat("x", 200)))
-	f.Add([]byte{0x0a, 0x02, 0x0a, 0x00})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		n1, v1, size1, ok1 := parseLabel(b)
-		n2, v2, size2, ok2 := parseLabelSlow(b)
-		if ok1 != ok2 || size1 != size2 || string(n1) != string(n2) || string(v1) != string(v2) {
-			t.Fatalf("parseLabel %q %q %d %v, parseLabelSlow %q %q %d %v", n1, v1, size1, ok1, n2, v2, size2, ok2)
-		}
-	})
 }
 
 // FuzzEncode drives a few producers and one encoder with a program read
@@ -546,9 +531,9 @@ func FuzzEncode(f *testing.F) {
 		}
 		tgs := []*target{newTarget(1), newTarget(2), newTarget(3)}
 		var refs []testSeries
-		var batch []Sample
+		var batch []model.Sample
 		rawSize := 0 // of batch: kept small enough for thousands of runs a second
-		add := func(s Sample) bool {
+		add := func(s model.Sample) bool {
 			n := s.Table.EncodedLen(s.Ref) + 32
 			if len(batch) >= 1000 || rawSize+n > 200_000 {
 				return false
@@ -563,9 +548,9 @@ func FuzzEncode(f *testing.F) {
 			case 0, 1: // intern a label set
 				tg := tgs[int(op>>2)%len(tgs)]
 				n := int(next() % 6)
-				var ls []Label
+				var ls []model.Label
 				for range n {
-					ls = append(ls, Label{Name: names[int(next())%len(names)], Value: value(next())})
+					ls = append(ls, model.Label{Name: names[int(next())%len(names)], Value: value(next())})
 				}
 				if op&0x80 != 0 {
 					sortLabels(ls)
@@ -598,7 +583,7 @@ func FuzzEncode(f *testing.F) {
 	})
 }
 
-func sortLabels(ls []Label) {
+func sortLabels(ls []model.Label) {
 	for i := 1; i < len(ls); i++ {
 		for j := i; j > 0 && ls[j].Name < ls[j-1].Name; j-- {
 			ls[j], ls[j-1] = ls[j-1], ls[j]
@@ -613,7 +598,7 @@ func TestEncodeRandomBatches(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	var e encoder
 	for range 50 {
-		var batch []Sample
+		var batch []model.Sample
 		for range rng.IntN(3000) {
 			tg := rng.IntN(len(fx))
 			f := fx[tg][rng.IntN(len(fx[tg]))]
@@ -628,7 +613,7 @@ func TestEncodeRandomBatches(t *testing.T) {
 // whose elements are written only when it ends: the buffer must have room.
 func TestEncodeRepeatedStretch(t *testing.T) {
 	tg := newTarget(1)
-	var stretch []Sample
+	var stretch []model.Sample
 	for i := range 3000 {
 		// Name and run unique per series, so both are copied from the
 		// series' previous occurrence, at the same offset; runs long
@@ -644,7 +629,7 @@ func TestEncodeRepeatedStretch(t *testing.T) {
 	}
 	// And after a big sample, many tiny ones, then a big one again.
 	big := tg.series(pairs("__name__", "big", "pad", strings.Repeat("x", 100_000))...)
-	batch = []Sample{big.at(1, 1), big.at(1, 1)}
+	batch = []model.Sample{big.at(1, 1), big.at(1, 1)}
 	batch = append(batch, stretch...)
 	batch = append(batch, stretch[:5]...)
 	checkEncode(t, &e, batch)

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
+
 	"github.com/cespare/xxhash/v2"
 	"github.com/golang/snappy"
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,15 +27,15 @@ import (
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/version"
 )
 
-// testSeries is one label set of a LabelTable, as a producer hands it over.
+// testSeries is one label set of a model.LabelTable, as a producer hands it over.
 type testSeries struct {
-	Table *LabelTable
-	Ref   SeriesRef
+	Table *model.LabelTable
+	Ref   model.SeriesRef
 }
 
 // at is a sample of s.
-func (s testSeries) at(t int64, v float64) Sample {
-	return Sample{Table: s.Table, Ref: s.Ref, T: t, V: v}
+func (s testSeries) at(t int64, v float64) model.Sample {
+	return model.Sample{Table: s.Table, Ref: s.Ref, T: t, V: v}
 }
 
 // newSeries interns name/value pairs, in the order given (unsorted or broken
@@ -44,34 +46,34 @@ func newSeries(nameValues ...string) testSeries {
 	ls := pairs(nameValues...)
 	var key []byte
 	for _, l := range ls {
-		key = AppendLabel(key, l.Name, l.Value)
+		key = model.AppendLabel(key, l.Name, l.Value)
 	}
 	return newTarget(xxhash.Sum64(key)).series(ls...)
 }
 
-func pairs(nameValues ...string) []Label {
-	var ls []Label
+func pairs(nameValues ...string) []model.Label {
+	var ls []model.Label
 	for i := 0; i < len(nameValues); i += 2 {
-		ls = append(ls, Label{Name: nameValues[i], Value: nameValues[i+1]})
+		ls = append(ls, model.Label{Name: nameValues[i], Value: nameValues[i+1]})
 	}
 	return ls
 }
 
 // target is a producer: its series share one interner, hence one Key.
-type target struct{ in *LabelInterner }
+type target struct{ in *model.LabelInterner }
 
-func newTarget(key uint64) *target { return &target{in: NewLabelInterner(key)} }
+func newTarget(key uint64) *target { return &target{in: model.NewLabelInterner(key)} }
 
 // series interns ls and returns it with the snapshot taken right after.
-func (tg *target) series(ls ...Label) testSeries {
+func (tg *target) series(ls ...model.Label) testSeries {
 	ref := tg.in.Intern(ls)
 	return testSeries{Table: tg.in.Table(), Ref: ref}
 }
 
 // seriesOf interns a (sorted) labels.Labels.
 func (tg *target) seriesOf(ls labels.Labels) testSeries {
-	var out []Label
-	ls.Range(func(l labels.Label) { out = append(out, Label{Name: l.Name, Value: l.Value}) })
+	var out []model.Label
+	ls.Range(func(l labels.Label) { out = append(out, model.Label{Name: l.Name, Value: l.Value}) })
 	return tg.series(out...)
 }
 
@@ -158,7 +160,7 @@ func decodeRequest(body []byte) (*prompb.WriteRequest, error) {
 func checkLabels(ls []prompb.Label) error {
 	hasName := false
 	for i, l := range ls {
-		if !isValidLabelName(l.Name) {
+		if !model.IsValidLabelName(l.Name) {
 			return fmt.Errorf("invalid label name %q", l.Name)
 		}
 		if l.Value == "" {
@@ -475,8 +477,8 @@ func eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 }
 
 // sequence returns n samples of s with timestamps from t0, one per ms.
-func sequence(s testSeries, t0 int64, n int) []Sample {
-	out := make([]Sample, n)
+func sequence(s testSeries, t0 int64, n int) []model.Sample {
+	out := make([]model.Sample, n)
 	for i := range out {
 		out[i] = s.at(t0+int64(i), float64(t0+int64(i)))
 	}

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
 )
 
 // logInterval is the most often one cause of failure is logged per endpoint.
@@ -15,7 +17,7 @@ const logInterval = time.Minute
 // queue is one endpoint's sending machinery: a fixed set of shards, each
 // with a bounded ring of samples and one sending goroutine. All samples of a
 // producer, hence of each of its series, map to the same shard
-// (LabelTable.Key), and a shard sends one batch at a time and retries it
+// (model.LabelTable.Key), and a shard sends one batch at a time and retries it
 // until it succeeds or fails for good, so every series is delivered in the
 // order it was appended. A slow endpoint only fills its own rings.
 type queue struct {
@@ -60,7 +62,7 @@ func newQueue(e EndpointConfig, logger *slog.Logger, m *metrics, shutdownDropped
 			q:      q,
 			ring:   ring{max: perShard},
 			notify: make(chan struct{}, 1),
-			batch:  make([]Sample, 0, min(e.Queue.MaxSamplesPerSend, perShard)),
+			batch:  make([]model.Sample, 0, min(e.Queue.MaxSamplesPerSend, perShard)),
 		}
 	}
 	return q, nil
@@ -69,13 +71,13 @@ func newQueue(e EndpointConfig, logger *slog.Logger, m *metrics, shutdownDropped
 // appendScratch is reused between Append calls to group samples by shard.
 type appendScratch struct {
 	shardOf []uint16
-	grouped []Sample
+	grouped []model.Sample
 	offsets []int
 }
 
 // append queues samples, grouping them by shard so that each shard's lock is
 // taken once per call and its samples land with one or two copies.
-func (q *queue) append(samples []Sample, sc *appendScratch) {
+func (q *queue) append(samples []model.Sample, sc *appendScratch) {
 	q.metrics.samplesIn.Add(float64(len(samples)))
 	n := len(q.shards)
 	if n == 1 {
@@ -84,7 +86,7 @@ func (q *queue) append(samples []Sample, sc *appendScratch) {
 	}
 	if cap(sc.shardOf) < len(samples) {
 		sc.shardOf = make([]uint16, len(samples))
-		sc.grouped = make([]Sample, len(samples))
+		sc.grouped = make([]model.Sample, len(samples))
 	}
 	shardOf, grouped := sc.shardOf[:len(samples)], sc.grouped[:len(samples)]
 	if cap(sc.offsets) < n+1 {
@@ -150,13 +152,13 @@ type shard struct {
 	closed   bool // flushed at shutdown; later samples are dropped
 
 	// Owned by the sending goroutine.
-	batch []Sample
+	batch []model.Sample
 	enc   encoder
 }
 
 // push queues samples, dropping the oldest ones when the ring is full. It
 // never blocks on sending.
-func (s *shard) push(samples []Sample) {
+func (s *shard) push(samples []model.Sample) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -350,12 +352,12 @@ func sleepContext(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// ring is a FIFO of samples with a fixed maximum length. It holds Sample
+// ring is a FIFO of samples with a fixed maximum length. It holds model.Sample
 // values, not pointers, so buffering costs 32 bytes a sample and no
 // allocation; its array grows on demand up to max, so an idle endpoint does
 // not reserve its whole capacity.
 type ring struct {
-	buf     []Sample
+	buf     []model.Sample
 	head, n int
 	max     int
 }
@@ -364,7 +366,7 @@ const minRingSize = 256
 
 // push appends samples, discarding the oldest ones to stay within max, and
 // returns how many were discarded (old or new).
-func (r *ring) push(samples []Sample) (dropped int) {
+func (r *ring) push(samples []model.Sample) (dropped int) {
 	if len(samples) > r.max {
 		dropped = len(samples) - r.max
 		samples = samples[dropped:]
@@ -388,7 +390,7 @@ func (r *ring) push(samples []Sample) (dropped int) {
 }
 
 // pop moves up to len(dst) of the oldest samples to dst.
-func (r *ring) pop(dst []Sample) int {
+func (r *ring) pop(dst []model.Sample) int {
 	k := min(len(dst), r.n)
 	first := min(k, len(r.buf)-r.head)
 	copy(dst, r.buf[r.head:r.head+first])
@@ -417,7 +419,7 @@ func (r *ring) reset() { r.discard(r.n) }
 // grow makes room for need samples, doubling to amortise copies.
 func (r *ring) grow(need int) {
 	size := min(max(need, 2*len(r.buf), minRingSize), r.max)
-	buf := make([]Sample, size)
+	buf := make([]model.Sample, size)
 	first := copy(buf, r.buf[r.head:min(r.head+r.n, len(r.buf))])
 	copy(buf[first:r.n], r.buf[:r.n-first])
 	r.buf, r.head = buf, 0

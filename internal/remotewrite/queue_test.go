@@ -9,13 +9,15 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
 )
 
 func testLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func TestSampleIs32Bytes(t *testing.T) {
-	if n := unsafe.Sizeof(Sample{}); n != 32 {
-		t.Fatalf("Sample is %d bytes; the ring buffers budget 32", n)
+	if n := unsafe.Sizeof(model.Sample{}); n != 32 {
+		t.Fatalf("model.Sample is %d bytes; the ring buffers budget 32", n)
 	}
 }
 
@@ -25,37 +27,37 @@ func TestRingMatchesModel(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, maxLen := range []int{1, 3, 10, 300, 1000} {
 		r := ring{max: maxLen}
-		var model []int64
+		var want []int64
 		next := int64(0)
 		for step := 0; step < 5000; step++ {
 			if rng.IntN(3) > 0 {
 				k := rng.IntN(2*maxLen + 2)
-				in := make([]Sample, k)
+				in := make([]model.Sample, k)
 				for i := range in {
-					in[i] = Sample{T: next}
+					in[i] = model.Sample{T: next}
 					next++
-					model = append(model, in[i].T)
+					want = append(want, in[i].T)
 				}
-				wantDropped := max(0, len(model)-maxLen)
-				model = model[wantDropped:]
+				wantDropped := max(0, len(want)-maxLen)
+				want = want[wantDropped:]
 				if got := r.push(in); got != wantDropped {
 					t.Fatalf("max %d step %d: push dropped %d, want %d", maxLen, step, got, wantDropped)
 				}
 			} else {
-				dst := make([]Sample, rng.IntN(maxLen+1))
+				dst := make([]model.Sample, rng.IntN(maxLen+1))
 				k := r.pop(dst)
-				if k != min(len(dst), len(model)) {
-					t.Fatalf("popped %d, want %d", k, min(len(dst), len(model)))
+				if k != min(len(dst), len(want)) {
+					t.Fatalf("popped %d, want %d", k, min(len(dst), len(want)))
 				}
 				for i := 0; i < k; i++ {
-					if dst[i].T != model[i] {
-						t.Fatalf("max %d step %d: popped T=%d, want %d", maxLen, step, dst[i].T, model[i])
+					if dst[i].T != want[i] {
+						t.Fatalf("max %d step %d: popped T=%d, want %d", maxLen, step, dst[i].T, want[i])
 					}
 				}
-				model = model[k:]
+				want = want[k:]
 			}
-			if r.n != len(model) || len(r.buf) > maxLen {
-				t.Fatalf("ring holds %d in %d slots, model %d, max %d", r.n, len(r.buf), len(model), maxLen)
+			if r.n != len(want) || len(r.buf) > maxLen {
+				t.Fatalf("ring holds %d in %d slots, model %d, max %d", r.n, len(r.buf), len(want), maxLen)
 			}
 		}
 	}
@@ -64,9 +66,9 @@ func TestRingMatchesModel(t *testing.T) {
 func TestRingReleasesTables(t *testing.T) {
 	r := ring{max: 4}
 	s := newSeries("__name__", "x")
-	r.push([]Sample{s.at(0, 0), s.at(0, 0), s.at(0, 0)})
-	r.push([]Sample{s.at(0, 0), s.at(0, 0)}) // drops one
-	r.pop(make([]Sample, 2))
+	r.push([]model.Sample{s.at(0, 0), s.at(0, 0), s.at(0, 0)})
+	r.push([]model.Sample{s.at(0, 0), s.at(0, 0)}) // drops one
+	r.pop(make([]model.Sample, 2))
 	held := 0
 	for _, x := range r.buf {
 		if x.Table != nil {
@@ -134,7 +136,7 @@ func TestAppendGroupsByShardStably(t *testing.T) {
 	// Key and its ref.
 	type id struct {
 		key uint64
-		ref SeriesRef
+		ref model.SeriesRef
 	}
 	var ss []testSeries
 	for tgt := range 10 {
@@ -143,7 +145,7 @@ func TestAppendGroupsByShardStably(t *testing.T) {
 			ss = append(ss, tg.series(pairs("__name__", "m", "i", fmt.Sprint(i))...))
 		}
 	}
-	var in []Sample
+	var in []model.Sample
 	for r := range 20 {
 		for _, s := range ss {
 			in = append(in, s.at(int64(r), 0))
@@ -155,7 +157,7 @@ func TestAppendGroupsByShardStably(t *testing.T) {
 	for k, sh := range q.shards {
 		last := map[id]int64{}
 		lastKey := map[uint64]int{} // index in in of the key's previous sample
-		got := make([]Sample, sh.ring.n)
+		got := make([]model.Sample, sh.ring.n)
 		sh.ring.pop(got)
 		total += len(got)
 		if len(got) > 0 {
@@ -171,7 +173,7 @@ func TestAppendGroupsByShardStably(t *testing.T) {
 			}
 			last[sid] = x.T
 			// The table's samples as a whole keep their order too.
-			j := slices.IndexFunc(in, func(s Sample) bool { return s == x })
+			j := slices.IndexFunc(in, func(s model.Sample) bool { return s == x })
 			if prev, ok := lastKey[x.Table.Key]; ok && j <= prev {
 				t.Fatalf("shard %d: table %d's samples reordered", k, x.Table.Key)
 			}
@@ -198,7 +200,7 @@ func TestTablesWithDifferentKeysUseDifferentShards(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, b := newTarget(4*10+1), newTarget(4*10+2) // shards 1 and 2
-	var in []Sample
+	var in []model.Sample
 	for r := range 30 {
 		// Each round adds a series, so each has a new snapshot too.
 		sa := a.series(pairs("__name__", "m", "r", fmt.Sprint(r))...)
@@ -209,7 +211,7 @@ func TestTablesWithDifferentKeysUseDifferentShards(t *testing.T) {
 	q := w.queues[0]
 	for k, want := range map[int]float64{0: 0, 1: 1, 2: 2, 3: 0} {
 		sh := q.shards[k]
-		got := make([]Sample, sh.ring.n)
+		got := make([]model.Sample, sh.ring.n)
 		sh.ring.pop(got)
 		if want == 0 {
 			if len(got) != 0 {

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -63,8 +65,8 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Writer, e
 // Append queues samples for every endpoint. It never blocks: when an
 // endpoint's queue is full its oldest samples are dropped (and counted). It
 // copies the samples it keeps, so the caller may reuse the slice. Every
-// Sample's Table must be non-nil and hold its Ref. Safe for concurrent use.
-func (w *Writer) Append(samples []Sample) {
+// model.Sample's Table must be non-nil and hold its Ref. Safe for concurrent use.
+func (w *Writer) Append(samples []model.Sample) {
 	if len(samples) == 0 || len(w.queues) == 0 {
 		return
 	}

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
+
 	"github.com/prometheus/prometheus/model/value"
 )
 
@@ -281,7 +283,7 @@ func TestPerSeriesOrderUnderConcurrency(t *testing.T) {
 		}
 		mu.Unlock()
 		wg.Go(func() {
-			batch := make([]Sample, 0, 64)
+			batch := make([]model.Sample, 0, 64)
 			for r := range rounds {
 				// A new series on a target each round: a new snapshot.
 				tgt := r % targetsPerAppender
@@ -324,7 +326,7 @@ func TestStaleMarkerReachesReceiverBitExact(t *testing.T) {
 	rcv := newReceiver(t, nil)
 	h := start(t, Config{Endpoints: []EndpointConfig{testEndpoint(rcv.url())}}, nil)
 	s := newSeries("__name__", "m")
-	h.w.Append([]Sample{s.at(1, 1), s.at(2, math.Float64frombits(value.StaleNaN))})
+	h.w.Append([]model.Sample{s.at(1, 1), s.at(2, math.Float64frombits(value.StaleNaN))})
 	eventually(t, 3*time.Second, "delivery", func() bool { return rcv.acceptedSamples() == 2 })
 	got := rcv.samplesOf(s)
 	if bits := math.Float64bits(got[1].Value); bits != value.StaleNaN || !value.IsStaleNaN(got[1].Value) {
@@ -404,12 +406,12 @@ func TestWriterDoesNotAddExternalLabels(t *testing.T) {
 	rcv := newReceiver(t, nil)
 	cfg := Config{
 		Endpoints:      []EndpointConfig{testEndpoint(rcv.url())},
-		ExternalLabels: []Label{{"cluster", "prod"}, {"__replica__", "relay-1"}},
+		ExternalLabels: []model.Label{{Name: "cluster", Value: "prod"}, {Name: "__replica__", Value: "relay-1"}},
 	}
 	h := start(t, cfg, nil)
 	own := newSeries("__name__", "m", "cluster", "mine", "pod", "p")
 	plain := newSeries("__name__", "m", "pod", "q")
-	h.w.Append([]Sample{own.at(1, 1), plain.at(1, 1)})
+	h.w.Append([]model.Sample{own.at(1, 1), plain.at(1, 1)})
 	eventually(t, 3*time.Second, "delivery", func() bool { return rcv.acceptedSamples() == 2 })
 	rcv.mu.Lock()
 	defer rcv.mu.Unlock()
@@ -506,7 +508,7 @@ func TestBrokenEndpointDoesNotHoldUpAnother(t *testing.T) {
 	}
 	begin := time.Now()
 	for r := range 100 {
-		batch := make([]Sample, 0, len(ss))
+		batch := make([]model.Sample, 0, len(ss))
 		for _, s := range ss {
 			batch = append(batch, s.at(int64(r+1), 1))
 		}
@@ -580,7 +582,7 @@ func TestInvalidSeriesDroppedNotBatch(t *testing.T) {
 	h := start(t, Config{Endpoints: []EndpointConfig{testEndpoint(rcv.url())}}, nil)
 	good := newSeries("__name__", "m")
 	bad := newSeries("job", "x", "__name__", "m") // unsorted
-	h.w.Append([]Sample{good.at(1, 0), bad.at(1, 0), good.at(2, 0)})
+	h.w.Append([]model.Sample{good.at(1, 0), bad.at(1, 0), good.at(2, 0)})
 	eventually(t, 3*time.Second, "delivery", func() bool { return rcv.acceptedSamples() == 2 })
 	eventually(t, time.Second, "drop count", func() bool {
 		return h.metric("samples_dropped_total", map[string]string{"reason": "invalid_series"}) == 1

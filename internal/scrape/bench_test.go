@@ -2,12 +2,13 @@ package scrape
 
 import (
 	"fmt"
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
 	"io"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/textparse"

@@ -10,18 +10,19 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
+
 	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/value"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/remotewrite"
 )
 
 // Sink receives every scrape's samples (remote write). Append must not block
 // and must copy what it keeps.
 type Sink interface {
-	Append(samples []remotewrite.Sample)
+	Append(samples []model.Sample)
 }
 
 // NamespaceSource gives the current namespace snapshot.
@@ -53,7 +54,7 @@ type Manager struct {
 	bufs freeList[*bytes.Buffer]
 	// sends holds the remote-write sample buffers between scrapes: only
 	// the scrapes in flight need one, not every target.
-	sends freeList[[]remotewrite.Sample]
+	sends freeList[[]model.Sample]
 	// chunks holds the read buffers of streamed payloads.
 	chunks freeList[[]byte]
 	// views holds replaced views nobody reads, whose buffers the next
@@ -92,7 +93,7 @@ func NewManager(cfg ManagerConfig) *Manager {
 		cfg:     cfg,
 		sem:     make(chan struct{}, cfg.MaxConcurrency),
 		bufs:    make(freeList[*bytes.Buffer], cfg.MaxConcurrency),
-		sends:   make(freeList[[]remotewrite.Sample], cfg.MaxConcurrency),
+		sends:   make(freeList[[]model.Sample], cfg.MaxConcurrency),
 		chunks:  make(freeList[[]byte], cfg.MaxConcurrency),
 		views:   make(freeList[*TargetView], cfg.MaxConcurrency),
 		metrics: newMetrics(cfg.Registerer),
@@ -236,8 +237,8 @@ func (m *Manager) scrapeOnce(ctx context.Context, t *Target, cache *TargetCache,
 	return nil
 }
 
-func staleOnly(in []remotewrite.Sample) []remotewrite.Sample {
-	var out []remotewrite.Sample
+func staleOnly(in []model.Sample) []model.Sample {
+	var out []model.Sample
 	for _, s := range in {
 		if value.IsStaleNaN(s.V) {
 			out = append(out, s)

@@ -13,20 +13,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/value"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/remotewrite"
 )
 
 // fakeSink collects what the manager remote-writes.
 type fakeSink struct {
 	mu      sync.Mutex
-	samples []remotewrite.Sample
+	samples []model.Sample
 }
 
-func (s *fakeSink) Append(in []remotewrite.Sample) {
+func (s *fakeSink) Append(in []model.Sample) {
 	s.mu.Lock()
 	s.samples = append(s.samples, in...) // Append must copy: Send is reused
 	s.mu.Unlock()
@@ -51,7 +52,7 @@ func (s *fakeSink) len() int {
 	return len(s.samples)
 }
 
-func hasLabel(t *remotewrite.LabelTable, ref remotewrite.SeriesRef, name, val string) bool {
+func hasLabel(t *model.LabelTable, ref model.SeriesRef, name, val string) bool {
 	it := t.Labels(ref)
 	for it.Next() {
 		if string(it.Name) == name && string(it.Value) == val {

@@ -10,14 +10,15 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
+
 	"github.com/cespare/xxhash/v2"
-	"github.com/prometheus/common/model"
+	commonmodel "github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/textparse"
 	"github.com/prometheus/prometheus/model/value"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/remotewrite"
 )
 
 // Families every target reports about itself, as Prometheus does for each scrape.
@@ -42,7 +43,7 @@ type Family struct {
 // ViewSample is one sample of the latest scrape, as the /metrics view shows it.
 // It holds no pointer (its labels are in TargetView.Table): 24 bytes.
 type ViewSample struct {
-	Ref remotewrite.SeriesRef
+	Ref model.SeriesRef
 	T   int64 // the target's timestamp, or NoTimestamp
 	V   float64
 }
@@ -59,8 +60,8 @@ type FamilyRange struct {
 // TargetView is the immutable result of one scrape for the /metrics view.
 type TargetView struct {
 	Target   *Target
-	Table    *remotewrite.LabelTable // the labels of Samples
-	Families []Family                // indexed by FamilyRange.Family; never modified in place
+	Table    *model.LabelTable // the labels of Samples
+	Families []Family          // indexed by FamilyRange.Family; never modified in place
 	Samples  []ViewSample
 	Ranges   []FamilyRange
 	readers  atomic.Int32 // renders in progress (View.Targets .. View.Release)
@@ -71,7 +72,7 @@ type Result struct {
 	View *TargetView
 	// Send holds the samples for remote write: new samples and stale markers.
 	// It is reused by the next scrape of the same target; consumers copy it.
-	Send []remotewrite.Sample
+	Send []model.Sample
 	// Err is set when the scrape or the parse failed; View then holds only
 	// the target's own series (up == 0) and Send the stale markers.
 	Err      error
@@ -102,7 +103,7 @@ type seriesEntry struct {
 	nsVer   uint64 // NamespaceInfo.Version the series was built with
 	gen     uint64 // index generation last checked
 	lastT   int64  // last timestamp handed to remote write
-	ref     remotewrite.SeriesRef
+	ref     model.SeriesRef
 	rawLen  int32  // guards the 64-bit hash key against collisions
 	pos     int32  // index in the scrape it was last seen in (TargetCache.cur)
 	seen    uint32 // scrape iteration the series was last seen in
@@ -140,11 +141,11 @@ type TargetCache struct {
 	tombstones     map[uint64]tombstone
 	nsNames        []string // [0] is "": no namespace
 	nsIndex        map[string]uint32
-	labels         *remotewrite.LabelInterner
+	labels         *model.LabelInterner
 	builder        enrich.Builder
 	lbls           labels.Labels
-	self           [numSelfFamilies]remotewrite.SeriesRef
-	send           []remotewrite.Sample
+	self           [numSelfFamilies]model.SeriesRef
+	send           []model.Sample
 	lastViewLen    int
 	lastBodySize   int // the target's last payload, to size the next buffer
 	spare          *TargetView
@@ -167,7 +168,7 @@ func NewTargetCache(t *Target, honorTimestamps bool, external ...enrich.Label) *
 		tombstones: make(map[uint64]tombstone),
 		nsNames:    []string{""},
 		nsIndex:    make(map[string]uint32),
-		labels:     remotewrite.NewLabelInterner(xxhash.Sum64String(t.Key)),
+		labels:     model.NewLabelInterner(xxhash.Sum64String(t.Key)),
 	}
 	c.builder.External = external
 	for i, f := range selfFamilies {
@@ -309,7 +310,7 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 		s := c.self[i]
 		view.Ranges = append(view.Ranges, FamilyRange{Family: int32(i), Start: len(view.Samples), End: len(view.Samples) + 1})
 		view.Samples = append(view.Samples, ViewSample{Ref: s, T: NoTimestamp, V: v})
-		c.send = append(c.send, remotewrite.Sample{Ref: s, T: nowMs, V: v})
+		c.send = append(c.send, model.Sample{Ref: s, T: nowMs, V: v})
 	}
 	// Every label the samples refer to is in the table now: one snapshot
 	// serves them all, and the view.
@@ -425,7 +426,7 @@ func (c *TargetCache) parse(st *scrapeState, sc scanner) error {
 		}
 		// e.lastT moves only once the whole payload parsed (commit): a
 		// payload that fails half way sends nothing.
-		c.send = append(c.send, remotewrite.Sample{Ref: e.ref, T: t, V: v})
+		c.send = append(c.send, model.Sample{Ref: e.ref, T: t, V: v})
 	}
 	return nil
 }
@@ -436,7 +437,7 @@ func (c *TargetCache) newEntry(sc scanner, h uint64, rawLen int, curFam int32, c
 	if err := sc.Labels(&c.lbls); err != nil {
 		return 0, err
 	}
-	name := c.lbls.Get(model.MetricNameLabel)
+	name := c.lbls.Get(commonmodel.MetricNameLabel)
 	fam := curFam
 	if curFam < 0 || !belongsTo(name, curFamName, c.families[curFam].Type) {
 		fam, _ = c.family([]byte(name))
@@ -483,7 +484,7 @@ func (c *TargetCache) recheck(sc scanner, e *seriesEntry, ix *enrich.NamespaceIn
 	// identity ends here, with a stale marker, so queries see it go at once.
 	if oldT != noTimestamp && !e.stale {
 		st := staleTime(nowMs, oldT)
-		c.send = append(c.send, remotewrite.Sample{Ref: old, T: st, V: math.Float64frombits(value.StaleNaN)})
+		c.send = append(c.send, model.Sample{Ref: old, T: st, V: math.Float64frombits(value.StaleNaN)})
 		c.tombstones[c.labels.Hash(old)] = tombstone{t: st, expires: time.UnixMilli(nowMs).Add(tombstoneTTL)}
 	}
 	return nil
@@ -527,7 +528,7 @@ func (c *TargetCache) markStale(nowMs int64, failed bool) int {
 		}
 		st := staleTime(nowMs, e.lastT)
 		e.lastT = st
-		c.send = append(c.send, remotewrite.Sample{Ref: e.ref, T: st, V: math.Float64frombits(value.StaleNaN)})
+		c.send = append(c.send, model.Sample{Ref: e.ref, T: st, V: math.Float64frombits(value.StaleNaN)})
 		n++
 	}
 	if failed {
@@ -552,12 +553,12 @@ func (c *TargetCache) commit(samples []ViewSample, nowMs int64) {
 
 // MarkAllStale ends every series of the target (it went away): the stale
 // markers to send.
-func (c *TargetCache) MarkAllStale(now time.Time) []remotewrite.Sample {
+func (c *TargetCache) MarkAllStale(now time.Time) []model.Sample {
 	c.iter++
 	c.send = c.send[:0]
 	c.markStale(now.UnixMilli(), true)
 	for _, s := range c.self {
-		c.send = append(c.send, remotewrite.Sample{Ref: s, T: now.UnixMilli(), V: math.Float64frombits(value.StaleNaN)})
+		c.send = append(c.send, model.Sample{Ref: s, T: now.UnixMilli(), V: math.Float64frombits(value.StaleNaN)})
 	}
 	table := c.labels.Table()
 	for i := range c.send {
@@ -567,7 +568,7 @@ func (c *TargetCache) MarkAllStale(now time.Time) []remotewrite.Sample {
 }
 
 func (c *TargetCache) evict(now time.Time) {
-	var table *remotewrite.LabelTable
+	var table *model.LabelTable
 	for i := range c.entries {
 		e := &c.entries[i]
 		if !e.live || c.iter-e.seen <= evictAfter {
@@ -591,7 +592,7 @@ func (c *TargetCache) evict(now time.Time) {
 	if c.labels.NeedsCompaction() {
 		// Series that went away left their labels behind: start a table
 		// with only the live ones. Views and queued samples keep the old one.
-		c.labels.Compact(func(visit func(*remotewrite.SeriesRef)) {
+		c.labels.Compact(func(visit func(*model.SeriesRef)) {
 			for i := range c.self {
 				visit(&c.self[i])
 			}
@@ -701,15 +702,15 @@ func belongsTo(name, fam, typ string) bool {
 	return false
 }
 
-func typeName(t model.MetricType) string {
+func typeName(t commonmodel.MetricType) string {
 	switch t {
-	case model.MetricTypeCounter:
+	case commonmodel.MetricTypeCounter:
 		return "counter"
-	case model.MetricTypeGauge:
+	case commonmodel.MetricTypeGauge:
 		return "gauge"
-	case model.MetricTypeHistogram:
+	case commonmodel.MetricTypeHistogram:
 		return "histogram"
-	case model.MetricTypeSummary:
+	case commonmodel.MetricTypeSummary:
 		return "summary"
 	}
 	return "untyped"

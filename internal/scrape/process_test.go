@@ -12,13 +12,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-	"github.com/prometheus/prometheus/model/value"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
+
 	"strconv"
 
+	"github.com/prometheus/common/expfmt"
+	commonmodel "github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/value"
+
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/remotewrite"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
@@ -169,8 +171,8 @@ func checkView(t *testing.T, name string, view []byte, res *Result) {
 	}
 }
 
-func sentByName(send []remotewrite.Sample) map[string][]remotewrite.Sample {
-	m := map[string][]remotewrite.Sample{}
+func sentByName(send []model.Sample) map[string][]model.Sample {
+	m := map[string][]model.Sample{}
 	for _, s := range send {
 		k := string(enrich.AppendSeriesText(nil, s.Table, s.Ref))
 		m[k] = append(m[k], s)
@@ -320,7 +322,7 @@ func TestParseErrorNamesTheLineAndFailsTheTargetAlone(t *testing.T) {
 	}
 }
 
-func isSelf(c *TargetCache, s remotewrite.SeriesRef) bool {
+func isSelf(c *TargetCache, s model.SeriesRef) bool {
 	for _, x := range c.self {
 		if x == s {
 			return true
@@ -391,7 +393,7 @@ func TestAppendFloatRoundTrips(t *testing.T) {
 // textParser is the reference parser, with the legacy (ASCII) name rules
 // that Prometheus 2.x and every receiver accept.
 func textParser() *expfmt.TextParser {
-	p := expfmt.NewTextParser(model.LegacyValidation)
+	p := expfmt.NewTextParser(commonmodel.LegacyValidation)
 	return &p
 }
 
@@ -526,7 +528,7 @@ func TestExternalLabelsOnEverySeries(t *testing.T) {
 func TestChurnCompactsTheLabelTable(t *testing.T) {
 	c := NewTargetCache(testTarget(), true)
 	ix := testIndex(1, baseTeams)
-	var kept []remotewrite.Sample
+	var kept []model.Sample
 	var keptText []string
 	maxSize := 0
 	for i := range 200 {

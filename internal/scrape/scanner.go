@@ -12,7 +12,7 @@ import (
 	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
-	"github.com/prometheus/common/model"
+	commonmodel "github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/textparse"
 )
@@ -339,7 +339,7 @@ func (s *textScanner) comment(line []byte) (entryKind, bool, error) {
 	if !ok {
 		return 0, false, fmt.Errorf("expected a metric name after %s: %q", kw, line)
 	}
-	if !model.LegacyValidation.IsValidMetricName(unsafe.String(unsafe.SliceData(name), len(name))) {
+	if !commonmodel.LegacyValidation.IsValidMetricName(unsafe.String(unsafe.SliceData(name), len(name))) {
 		return 0, false, fmt.Errorf("invalid metric name %q in %s", name, kw)
 	}
 	s.name = name

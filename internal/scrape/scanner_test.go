@@ -12,11 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
+
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/textparse"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/remotewrite"
 )
 
 // bareTarget adds no labels, so what the cache builds is exactly what the
@@ -70,7 +71,7 @@ func refParse(body []byte) ([]refSample, int, error) {
 	}
 }
 
-func seriesString(t *remotewrite.LabelTable, ref remotewrite.SeriesRef) string {
+func seriesString(t *model.LabelTable, ref model.SeriesRef) string {
 	var kv []string
 	it := t.Labels(ref)
 	for it.Next() {

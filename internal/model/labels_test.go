@@ -1,4 +1,4 @@
-package remotewrite
+package model
 
 import (
 	"fmt"
@@ -91,7 +91,7 @@ func TestInternDedupesSymbolsAndRuns(t *testing.T) {
 		if string(enc) != string(encodedOf(ls)) || tab.EncodedLen(ref) != len(enc) {
 			t.Fatalf("%s: AppendEncoded/EncodedLen disagree with the labels", k)
 		}
-		if err := ValidateSeries(tab, ref); err != nil {
+		if err := validateSeries(tab, ref); err != nil {
 			t.Fatalf("%s: %v", k, err)
 		}
 	}
@@ -250,8 +250,8 @@ func TestInternValidity(t *testing.T) {
 		if ref.Valid() != tc.valid {
 			t.Errorf("%s: Valid() = %v", tc.name, ref.Valid())
 		}
-		if (ValidateSeries(tab, ref) == nil) != tc.valid {
-			t.Errorf("%s: ValidateSeries = %v", tc.name, ValidateSeries(tab, ref))
+		if (validateSeries(tab, ref) == nil) != tc.valid {
+			t.Errorf("%s: ValidateSeries = %v", tc.name, validateSeries(tab, ref))
 		}
 		// Invalid or not, the labels are kept as given.
 		if got := labelsOf(t, tab, ref); !slices.Equal(got, tc.ls) {
@@ -291,13 +291,13 @@ func TestLabelIterOverTable(t *testing.T) {
 		}
 	}
 	// The iterator over an encoding walks the same labels.
-	it := NewLabelIter(encodedOf(long))
+	it := LabelIter{b: encodedOf(long)}
 	n := 0
 	for it.Next() {
 		n++
 	}
 	if n != len(long) || it.Err() {
-		t.Fatalf("NewLabelIter: %d labels, err %v", n, it.Err())
+		t.Fatalf("LabelIter over encodings: %d labels, err %v", n, it.Err())
 	}
 }
 

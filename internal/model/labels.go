@@ -1,4 +1,4 @@
-package remotewrite
+package model
 
 import (
 	"bytes"
@@ -19,11 +19,19 @@ type SeriesRef struct {
 
 const invalidRef = 1 << 31
 
+// Label is one name/value pair.
+type Label struct {
+	Name, Value string
+}
+
 // Valid reports whether the label set follows the rules every receiver
 // enforces (see Intern); invalid sets are never sent.
 func (r SeriesRef) Valid() bool { return r.First&invalidRef == 0 }
 
 func (r SeriesRef) first() uint32 { return r.First &^ invalidRef }
+
+// FirstSymbol is the symbol index of the first label, without the invalid mark.
+func (r SeriesRef) FirstSymbol() uint32 { return r.first() }
 
 // LabelTable is an immutable snapshot of one producer's interned labels.
 // Symbols are label encodings exactly as they appear inside a
@@ -43,6 +51,14 @@ type LabelTable struct {
 	syms   []byte   // symbol encodings, back to back
 	symOff []uint32 // symbol i is syms[symOff[i]:symOff[i+1]]
 	rests  []uint32 // runs: [count, encoded length, symbol...]
+}
+
+// Raw returns the table's arrays (read-only) for an encoder that copies
+// symbols and walks runs without a call per symbol, as remotewrite's does:
+// symbol i is syms[symOff[i]:symOff[i+1]], and a run at offset r is
+// rests[r] (count), rests[r+1] (encoded length), then its symbols.
+func (t *LabelTable) Raw() (syms []byte, symOff, rests []uint32) {
+	return t.syms, t.symOff, t.rests
 }
 
 // NumSymbols is the number of symbols; symbol indexes are below it.
@@ -293,21 +309,4 @@ func (b *LabelInterner) Compact(refs func(visit func(*SeriesRef))) {
 		}
 	})
 	b.liveAfterCompact = b.Size()
-}
-
-// validLabels checks ls against the rules receivers enforce.
-func validLabels(ls []Label) bool {
-	hasName := false
-	for i, l := range ls {
-		if l.Value == "" || !isValidLabelName(l.Name) {
-			return false
-		}
-		if i > 0 && ls[i-1].Name >= l.Name {
-			return false
-		}
-		if l.Name == "__name__" {
-			hasName = true
-		}
-	}
-	return hasName
 }

@@ -1,8 +1,7 @@
-package remotewrite
+package model
 
 import (
 	"encoding/binary"
-	"math"
 	"math/bits"
 )
 
@@ -32,9 +31,6 @@ type LabelIter struct {
 	err         bool
 }
 
-// NewLabelIter returns an iterator over a run of encoded labels.
-func NewLabelIter(b []byte) LabelIter { return LabelIter{b: b} }
-
 // Next advances to the next label; it returns false at the end or on malformed input.
 func (it *LabelIter) Next() bool {
 	if it.table != nil && len(it.b) == 0 {
@@ -62,27 +58,46 @@ func (it *LabelIter) Err() bool { return it.err }
 
 func uvarintLen(x uint64) int { return (bits.Len64(x|1) + 6) / 7 }
 
-// sampleLen is the size of a prompb.Sample as field 2 of a TimeSeries.
-func sampleLen(t int64) int {
-	n := 2 + 1 + 8
-	if t != 0 {
-		n += 1 + uvarintLen(uint64(t))
+// parseLabel parses one TimeSeries.labels field (a prompb.Label message) at
+// the start of b, returning its name, value and encoded size.
+func parseLabel(b []byte) (name, value []byte, size int, ok bool) {
+	// Fast path for the common shape, as AppendLabel writes it: name then
+	// value, every length below 128 (one-byte varints).
+	if len(b) >= 6 && b[0] == 0x0a && b[1] < 0x80 && b[2] == 0x0a && b[3] < 0x80 {
+		n, nl := int(b[1]), int(b[3])
+		if n <= len(b)-2 && 4+nl+2 <= 2+n && b[4+nl] == 0x12 && b[5+nl] < 0x80 && 6+nl+int(b[5+nl]) == 2+n {
+			return b[4 : 4+nl], b[6+nl : 2+n], 2 + n, true
+		}
 	}
-	return n
+	return parseLabelSlow(b)
 }
 
-// appendSample appends a prompb.Sample as field 2 of a TimeSeries.
-func appendSample(dst []byte, t int64, v float64) []byte {
-	inner := 1 + 8
-	if t != 0 {
-		inner += 1 + uvarintLen(uint64(t))
+// parseLabelSlow is parseLabel for any valid encoding.
+func parseLabelSlow(b []byte) (name, value []byte, size int, ok bool) {
+	if len(b) < 2 || b[0] != 0x0a {
+		return nil, nil, 0, false
 	}
-	dst = append(dst, 0x12, byte(inner))
-	dst = append(dst, 0x09) // Sample.value, fixed64
-	dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(v))
-	if t != 0 {
-		dst = append(dst, 0x10) // Sample.timestamp, varint
-		dst = binary.AppendUvarint(dst, uint64(t))
+	n, k := binary.Uvarint(b[1:])
+	if k <= 0 || n > uint64(len(b)-1-k) {
+		return nil, nil, 0, false
 	}
-	return dst
+	msg := b[1+k : 1+k+int(n)]
+	for len(msg) > 0 {
+		tag := msg[0]
+		l, k := binary.Uvarint(msg[1:])
+		if k <= 0 || l > uint64(len(msg)-1-k) {
+			return nil, nil, 0, false
+		}
+		field := msg[1+k : 1+k+int(l)]
+		switch tag {
+		case 0x0a:
+			name = field
+		case 0x12:
+			value = field
+		default:
+			return nil, nil, 0, false
+		}
+		msg = msg[1+k+int(l):]
+	}
+	return name, value, 1 + k + int(n), true
 }

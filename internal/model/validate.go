@@ -1,0 +1,36 @@
+package model
+
+// IsValidLabelName reports whether name is a legacy (ASCII) Prometheus label
+// name, [a-zA-Z_][a-zA-Z0-9_]*: the form every receiver accepts, and the only
+// one the relay emits. (Hand-written, as prometheus/common/model's would pull
+// that module into this leaf package.)
+func IsValidLabelName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || i > 0 && c >= '0' && c <= '9' {
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+// validLabels checks ls against the rules receivers enforce.
+func validLabels(ls []Label) bool {
+	hasName := false
+	for i, l := range ls {
+		if l.Value == "" || !IsValidLabelName(l.Name) {
+			return false
+		}
+		if i > 0 && ls[i-1].Name >= l.Name {
+			return false
+		}
+		if l.Name == "__name__" {
+			hasName = true
+		}
+	}
+	return hasName
+}
