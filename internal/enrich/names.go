@@ -63,7 +63,8 @@ func (m KeyMapper) keep(k string) bool {
 // added to its series. Clashes are resolved as kube-state-metrics does, but
 // deterministically across both sources: labels before annotations, keys
 // sorted within each; the first keeps the name, the others get _conflict1,
-// _conflict2, ... so nothing is silently lost and map order never matters.
+// _conflict2, ... (skipping every name another key already has) so nothing
+// is silently lost, no name is emitted twice, and map order never matters.
 type NamespaceMapper struct {
 	Labels, Annotations KeyMapper
 }
@@ -94,33 +95,53 @@ func (m NamespaceMapper) Map(labels, annotations map[string]string) ([]Label, []
 	if len(cands) == 0 {
 		return nil, nil
 	}
-	out := make([]Label, 0, len(cands))
-	var conflicts []Conflict
-	used := make(map[string]int, len(cands))
-	for _, c := range cands {
-		n := used[c.name]
-		used[c.name] = n + 1
-		name := c.name
-		if n > 0 {
-			name += "_conflict" + strconv.Itoa(n)
-			idx := -1
-			for i := range conflicts {
-				if conflicts[i].Name == c.name {
-					idx = i
-				}
-			}
-			if idx < 0 {
-				for _, c0 := range cands {
-					if c0.name == c.name {
-						conflicts = append(conflicts, Conflict{Name: c.name, Keys: []string{c0.key}})
-						break
-					}
-				}
-				idx = len(conflicts) - 1
-			}
-			conflicts[idx].Keys = append(conflicts[idx].Keys, c.key)
+	// First every key whose sanitized name is still free takes it (in the
+	// order above); then each loser gets the lowest _conflictN that no key and
+	// no earlier loser uses, so that no two labels ever share a name (keys a.b,
+	// a_b and a_b_conflict1 map to a_b, a_b_conflict2 and a_b_conflict1).
+	names := make([]string, len(cands))
+	taken := make(map[string]bool, len(cands))
+	for i, c := range cands {
+		if !taken[c.name] {
+			taken[c.name] = true
+			names[i] = c.name
 		}
-		out = append(out, Label{Name: name, Value: c.value})
+	}
+	var conflicts []Conflict
+	var conflictOf, lastSuffix map[string]int
+	for i, c := range cands {
+		if names[i] != "" {
+			continue
+		}
+		if conflictOf == nil {
+			conflictOf, lastSuffix = map[string]int{}, map[string]int{}
+		}
+		n, name := lastSuffix[c.name], ""
+		for {
+			n++
+			if name = c.name + "_conflict" + strconv.Itoa(n); !taken[name] {
+				break
+			}
+		}
+		lastSuffix[c.name] = n
+		taken[name] = true
+		names[i] = name
+		idx, ok := conflictOf[c.name]
+		if !ok {
+			for j := range cands {
+				if names[j] == c.name { // the key that kept the name
+					conflicts = append(conflicts, Conflict{Name: c.name, Keys: []string{cands[j].key}})
+					break
+				}
+			}
+			idx = len(conflicts) - 1
+			conflictOf[c.name] = idx
+		}
+		conflicts[idx].Keys = append(conflicts[idx].Keys, c.key)
+	}
+	out := make([]Label, len(cands))
+	for i, c := range cands {
+		out[i] = Label{Name: names[i], Value: c.value}
 	}
 	SortLabels(out)
 	return out, conflicts

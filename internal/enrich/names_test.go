@@ -138,6 +138,57 @@ func TestNamespaceMapper(t *testing.T) {
 				{Name: "team", Keys: []string{"team", "team"}},
 			},
 		},
+		{
+			name:   "a generated name never takes a name another key has (issue 10)",
+			m:      NamespaceMapper{Labels: KeyMapper{AllowAll: true}},
+			labels: map[string]string{"a.b": "1", "a_b": "2", "a_b_conflict1": "3"},
+			want: []Label{
+				{Name: "a_b", Value: "1"},
+				{Name: "a_b_conflict1", Value: "3"},
+				{Name: "a_b_conflict2", Value: "2"},
+			},
+			conflicts: []Conflict{{Name: "a_b", Keys: []string{"a.b", "a_b"}}},
+		},
+		{
+			name:   "a generated name skips names of later keys and of annotations",
+			m:      NamespaceMapper{Labels: KeyMapper{AllowAll: true}, Annotations: KeyMapper{AllowAll: true}},
+			labels: map[string]string{"x-y": "l1", "x.y": "l2", "x/y": "l3"},
+			anns:   map[string]string{"x_y_conflict1": "a1", "x_y_conflict3": "a3"},
+			want: []Label{
+				{Name: "x_y", Value: "l1"},
+				{Name: "x_y_conflict1", Value: "a1"},
+				{Name: "x_y_conflict2", Value: "l2"},
+				{Name: "x_y_conflict3", Value: "a3"},
+				{Name: "x_y_conflict4", Value: "l3"},
+			},
+			conflicts: []Conflict{{Name: "x_y", Keys: []string{"x-y", "x.y", "x/y"}}},
+		},
+		{
+			name:   "a key sanitizing to a generated name of a clash of its own",
+			m:      NamespaceMapper{Labels: KeyMapper{AllowAll: true}},
+			labels: map[string]string{"a.b": "1", "a_b": "2", "a_b.conflict1": "3", "a_b_conflict1": "4"},
+			want: []Label{
+				{Name: "a_b", Value: "1"},
+				{Name: "a_b_conflict1", Value: "3"},
+				{Name: "a_b_conflict1_conflict1", Value: "4"},
+				{Name: "a_b_conflict2", Value: "2"},
+			},
+			conflicts: []Conflict{
+				{Name: "a_b", Keys: []string{"a.b", "a_b"}},
+				{Name: "a_b_conflict1", Keys: []string{"a_b.conflict1", "a_b_conflict1"}},
+			},
+		},
+		{
+			name:   "prefixed names clash after the prefix",
+			m:      NamespaceMapper{Labels: KeyMapper{Prefix: "ns_", AllowAll: true}},
+			labels: map[string]string{"a.b": "1", "a_b": "2", "a_b_conflict1": "3"},
+			want: []Label{
+				{Name: "ns_a_b", Value: "1"},
+				{Name: "ns_a_b_conflict1", Value: "3"},
+				{Name: "ns_a_b_conflict2", Value: "2"},
+			},
+			conflicts: []Conflict{{Name: "ns_a_b", Keys: []string{"a.b", "a_b"}}},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// Map iteration order is random: the result must not depend on it.
