@@ -1,0 +1,77 @@
+// Package archtest holds the import rules of the module's packages (see
+// docs/ARCHITECTURE.md) as a test, so that they stay true.
+package archtest
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const mod = "github.com/kubelet-meta-proxy/kubelet-meta-proxy/"
+
+// deps returns the transitive imports (non-test) of pkg, as go list sees them.
+func deps(t *testing.T, pkg string) []string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", mod+pkg).CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps %s: %v\n%s", pkg, err, out)
+	}
+	return strings.Fields(string(out))
+}
+
+func TestImportRules(t *testing.T) {
+	for _, rule := range []struct {
+		pkg    string
+		allow  func(dep string) bool // nil: anything not forbidden
+		forbid []string              // prefixes
+	}{
+		// The data model is the leaf everything shares: the standard library
+		// and hashing only.
+		{pkg: "internal/model", allow: func(d string) bool {
+			return !strings.Contains(strings.SplitN(d, "/", 2)[0], ".") || d == "github.com/cespare/xxhash/v2" || d == mod+"internal/model"
+		}},
+		// Enrichment is pure: no network, no TLS, no Kubernetes client.
+		{pkg: "internal/enrich", forbid: []string{"net/http", "crypto/tls", "k8s.io/", mod + "internal/remotewrite", mod + "internal/scrape"}},
+		// Scraping never depends on the receiver side.
+		{pkg: "internal/scrape", forbid: []string{mod + "internal/remotewrite", mod + "internal/relay", mod + "internal/view"}},
+		// Remote write is a sink: it knows the data model, not its producers.
+		{pkg: "internal/remotewrite", forbid: []string{mod + "internal/scrape", mod + "internal/enrich", mod + "internal/relay", mod + "internal/nsindex", mod + "internal/view", "k8s.io/"}},
+	} {
+		ds := deps(t, rule.pkg)
+		if len(ds) == 0 {
+			t.Fatalf("%s: go list found no dependencies", rule.pkg)
+		}
+		for _, d := range ds {
+			if rule.allow != nil && !rule.allow(d) {
+				t.Errorf("%s imports %s (directly or not): only the standard library and xxhash are allowed", rule.pkg, d)
+			}
+			for _, f := range rule.forbid {
+				if d == strings.TrimSuffix(f, "/") || strings.HasPrefix(d, f) {
+					t.Errorf("%s imports %s (directly or not), which it must not", rule.pkg, d)
+				}
+			}
+		}
+	}
+}
+
+// Flags and their parsing live in cmd/ only: no library package may import
+// a flag package.
+func TestNoFlagPackagesOutsideCmd(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, mod+"internal/...").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) < 5 {
+		t.Fatalf("go list listed only %d packages", len(lines))
+	}
+	for _, line := range lines {
+		f := strings.Fields(line)
+		for _, imp := range f[1:] {
+			if imp == "flag" || strings.HasPrefix(imp, "github.com/spf13/") {
+				t.Errorf("%s imports %s: flags belong in cmd/", f[0], imp)
+			}
+		}
+	}
+}
