@@ -11,6 +11,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/relay"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/view"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
@@ -92,7 +95,7 @@ func (o *runOptions) Run(ctx context.Context) error {
 	c, nodeFetcher, plainFetcher, nodeOpts := p.clients, p.nodeFetcher, p.plainFetcher, p.nodeTargets
 
 	var writer *remotewrite.Writer
-	var sink scrape.Sink
+	var sink relay.Sink
 	if rwCfg.Enabled() {
 		if writer, err = remotewrite.New(rwCfg, logger.With("component", "remote-write"), reg); err != nil {
 			return err
@@ -109,8 +112,8 @@ func (o *runOptions) Run(ctx context.Context) error {
 		}
 	}
 	nodes := scrape.NewNodeDiscovery(c.kube, o.kube.NodeSelector, nodeOpts, notify)
-	view := scrape.NewView()
-	mgr := scrape.NewManager(scrape.ManagerConfig{
+	view := view.NewView()
+	mgr := relay.NewManager(relay.ManagerConfig{
 		Interval: o.scrape.Interval, Timeout: o.scrape.Timeout, MaxConcurrency: o.scrape.MaxConcurrency,
 		HonorTimestamps: o.scrape.HonorTimestamps, ExternalLabels: rwCfg.ExternalLabels,
 		NodeFetcher: nodeFetcher, PlainFetcher: plainFetcher,

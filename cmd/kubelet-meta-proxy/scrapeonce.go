@@ -7,7 +7,9 @@ import (
 	"io"
 	"os"
 	"sort"
-	"sync"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/relay"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/view"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
@@ -82,35 +84,18 @@ func (o *scrapeOnceOptions) Run(ctx context.Context, stdout, stderr io.Writer) e
 		return errors.New("nothing to scrape: no node matched and no --target was given")
 	}
 
-	view := scrape.NewView()
-	mgr := scrape.NewManager(scrape.ManagerConfig{
+	v := view.NewView()
+	mgr := relay.NewManager(relay.ManagerConfig{
 		Interval: o.scrape.Interval, Timeout: o.scrape.Timeout, MaxConcurrency: o.scrape.MaxConcurrency,
 		HonorTimestamps: o.scrape.HonorTimestamps, NodeFetcher: nodeFetcher, PlainFetcher: plainFetcher,
-		Namespaces: index, View: view, Logger: logger,
+		Namespaces: index, View: v, Logger: logger,
 	})
-	var (
-		wg     sync.WaitGroup
-		mu     sync.Mutex
-		failed []string
-		sem    = make(chan struct{}, o.scrape.MaxConcurrency)
-	)
-	for _, t := range targets {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			cache := scrape.NewTargetCache(t, o.scrape.HonorTimestamps)
-			res := mgr.Scrape(ctx, t, cache)
-			mgr.Publish(t, cache, res)
-			if res.Err != nil {
-				mu.Lock()
-				failed = append(failed, fmt.Sprintf("%s (%s): %v", t.Key, t.Address, res.Err))
-				mu.Unlock()
-			}
-		}()
+	var failed []string
+	for i, err := range mgr.ScrapeAll(ctx, targets) {
+		if err != nil {
+			failed = append(failed, fmt.Sprintf("%s (%s): %v", targets[i].Key, targets[i].Address, err))
+		}
 	}
-	wg.Wait()
 
 	out := stdout
 	if o.Output != "" {
@@ -121,9 +106,9 @@ func (o *scrapeOnceOptions) Run(ctx context.Context, stdout, stderr io.Writer) e
 		defer f.Close()
 		out = f
 	}
-	tvs := view.Targets()
-	defer view.Release(tvs)
-	if err := scrape.WriteText(out, tvs, nil); err != nil {
+	tvs := v.Targets()
+	defer v.Release(tvs)
+	if err := view.WriteText(out, tvs, nil); err != nil {
 		return err
 	}
 	if len(failed) > 0 {

@@ -17,18 +17,21 @@ import (
 	"github.com/prometheus/prometheus/model/textparse"
 )
 
-type entryKind uint8
+// EntryKind says what Scanner.Next found.
+type EntryKind uint8
 
+// The kinds of entry a Scanner yields.
 const (
-	entrySeries entryKind = iota
-	entryHelp
-	entryType
+	EntrySeries EntryKind = iota
+	EntryHelp
+	EntryType
 )
 
-// scanner yields the entries of one payload.
-type scanner interface {
-	// Next advances; it returns io.EOF at the end.
-	Next() (entryKind, error)
+// Scanner yields the entries of one payload.
+type Scanner interface {
+	// Next advances; it returns io.EOF at the end, and ErrMore when a
+	// TextScanner fed a chunk (Reset with final false) needs the next one.
+	Next() (EntryKind, error)
 	// Series returns the current sample: the raw series bytes (name and
 	// labels, as written), the timestamp if the line has one, and the value.
 	Series() (raw []byte, ts int64, hasTS bool, v float64)
@@ -40,13 +43,13 @@ type scanner interface {
 	Line() int
 }
 
-// textScanner reads the Prometheus text format (0.0.4). It is written by hand
+// TextScanner reads the Prometheus text format (0.0.4). It is written by hand
 // because the hot path only has to find where a series ends and read its
 // value and timestamp: a series seen before is recognised by its raw bytes,
 // so its labels need no parsing. Only a new series goes through the
 // reference parser (model/textparse), one line at a time, which validates
 // and unescapes its labels. BenchmarkParse shows the difference.
-type textScanner struct {
+type TextScanner struct {
 	b         []byte
 	pos       int
 	line      int
@@ -64,31 +67,48 @@ type textScanner struct {
 	name      []byte
 	text      string
 	// final says b holds the rest of the payload; if not, a last line
-	// without its newline is left for the next chunk (errMore).
+	// without its newline is left for the next chunk (ErrMore).
 	final bool
 	// mtype is the type of the last TYPE line, which the reference parser
 	// needs to normalize le and quantile values (le="1" -> le="1.0").
 	mtype string
 }
 
-func newTextScanner(b []byte) *textScanner { return &textScanner{b: b, final: true} }
+// NewTextScanner returns a scanner over a whole payload.
+func NewTextScanner(b []byte) *TextScanner { return &TextScanner{b: b, final: true} }
 
-// errMore says the chunk ends inside a line: feed the next one.
-var errMore = errors.New("scrape: payload continues in the next chunk")
+// Reset feeds the scanner the next chunk of a payload streamed in pieces;
+// final says it holds the rest of the payload. The line count goes on.
+func (s *TextScanner) Reset(chunk []byte, final bool) { s.b, s.pos, s.final = chunk, 0, final }
 
-func (s *textScanner) Line() int { return s.line }
+// Unread is the part of the chunk Next has not consumed (after ErrMore: the
+// unfinished last line, to carry over into the next chunk).
+func (s *TextScanner) Unread() []byte { return s.b[s.pos:] }
 
-func (s *textScanner) Series() ([]byte, int64, bool, float64) { return s.series, s.ts, s.hasTS, s.val }
+// Predict tells the scanner the series expected next: its raw length and the
+// xxhash of its raw bytes (0 for none). If the next line starts with it, the
+// scanner need not look for where its labels end, and Predicted says so.
+func (s *TextScanner) Predict(rawLen int, key uint64) { s.predLen, s.predKey = rawLen, key }
 
-func (s *textScanner) Meta() ([]byte, string) { return s.name, s.text }
+// Predicted reports whether the current series was the one predicted.
+func (s *TextScanner) Predicted() bool { return s.predicted }
 
-func (s *textScanner) Next() (entryKind, error) {
+// ErrMore says the chunk ends inside a line: feed the next one.
+var ErrMore = errors.New("scrape: payload continues in the next chunk")
+
+func (s *TextScanner) Line() int { return s.line }
+
+func (s *TextScanner) Series() ([]byte, int64, bool, float64) { return s.series, s.ts, s.hasTS, s.val }
+
+func (s *TextScanner) Meta() ([]byte, string) { return s.name, s.text }
+
+func (s *TextScanner) Next() (EntryKind, error) {
 	for s.pos < len(s.b) {
 		start := s.pos
 		end := bytes.IndexByte(s.b[start:], '\n')
 		if end < 0 {
 			if !s.final {
-				return 0, errMore
+				return 0, ErrMore
 			}
 			end = len(s.b)
 		} else {
@@ -114,17 +134,17 @@ func (s *textScanner) Next() (entryKind, error) {
 			}
 			continue
 		}
-		return entrySeries, s.sample(line)
+		return EntrySeries, s.sample(line)
 	}
 	if !s.final {
-		return 0, errMore
+		return 0, ErrMore
 	}
 	return 0, io.EOF
 }
 
 var errLine = errors.New("malformed line")
 
-func (s *textScanner) sample(line []byte) error {
+func (s *TextScanner) sample(line []byte) error {
 	s.predicted = false
 	if n := s.predLen; n > 0 && n < len(line) && (line[n] == ' ' || line[n] == '\t') && xxhash.Sum64(line[:n]) == s.predKey {
 		// The series the previous scrape had next, byte for byte (its
@@ -185,7 +205,7 @@ func (s *textScanner) sample(line []byte) error {
 }
 
 // valueAndTimestamp reads what follows the series, which ends at i.
-func (s *textScanner) valueAndTimestamp(line []byte, i int) error {
+func (s *TextScanner) valueAndTimestamp(line []byte, i int) error {
 	s.series = line[:i]
 	// The usual shape, "series value timestamp" with single spaces, in one
 	// pass; anything else (tabs, more blanks, errors) takes the general way.
@@ -320,18 +340,18 @@ func parseValue(v []byte) (float64, error) {
 	return strconv.ParseFloat(s, 64)
 }
 
-func (s *textScanner) comment(line []byte) (entryKind, bool, error) {
+func (s *TextScanner) comment(line []byte) (EntryKind, bool, error) {
 	rest := line[1:]
 	kw, rest, ok := field(rest)
 	if !ok {
 		return 0, false, nil
 	}
-	var k entryKind
+	var k EntryKind
 	switch string(kw) {
 	case "HELP":
-		k = entryHelp
+		k = EntryHelp
 	case "TYPE":
-		k = entryType
+		k = EntryType
 	default:
 		return 0, false, nil // a plain comment
 	}
@@ -348,7 +368,7 @@ func (s *textScanner) comment(line []byte) (entryKind, bool, error) {
 	}
 	// As the reference lexer does, exactly one blank separates the name
 	// from the text: the rest, as it is, is the TYPE or the HELP.
-	if k == entryType {
+	if k == EntryType {
 		typ := rest
 		switch string(typ) {
 		case "counter", "gauge", "histogram", "summary", "untyped":
@@ -394,7 +414,7 @@ func unescapeHelp(b []byte) string {
 }
 
 // Labels parses the current line with the reference parser.
-func (s *textScanner) Labels(l *labels.Labels) error {
+func (s *TextScanner) Labels(l *labels.Labels) error {
 	line := s.b[s.lineStart : s.lineEnd+1] // with its '\n', which the body always has
 	if s.mtype == "histogram" || s.mtype == "summary" {
 		// Parsed alone, the line would lose its family's type, and with it
@@ -436,7 +456,7 @@ func newParserScanner(p textparse.Parser, body []byte) *parserScanner {
 	return &parserScanner{p: p, body: body, last: -1}
 }
 
-func (s *parserScanner) Next() (entryKind, error) {
+func (s *parserScanner) Next() (EntryKind, error) {
 	for {
 		et, err := s.p.Next()
 		if err != nil {
@@ -451,12 +471,12 @@ func (s *parserScanner) Next() (entryKind, error) {
 			n, h := s.p.Help()
 			s.name, s.text = n, string(h)
 			s.mark(n)
-			return entryHelp, nil
+			return EntryHelp, nil
 		case textparse.EntryType:
 			n, t := s.p.Type()
 			s.name, s.text = n, typeName(t)
 			s.mark(n)
-			return entryType, nil
+			return EntryType, nil
 		case textparse.EntrySeries:
 			raw, tp, v := s.p.Series()
 			s.raw, s.v, s.hasTS = raw, v, tp != nil
@@ -464,7 +484,7 @@ func (s *parserScanner) Next() (entryKind, error) {
 				s.ts = *tp
 			}
 			s.mark(raw)
-			return entrySeries, nil
+			return EntrySeries, nil
 		}
 	}
 }
@@ -479,4 +499,87 @@ func (s *parserScanner) Line() int {
 		return bytes.Count(s.body[:s.last], []byte{'\n'}) + 1
 	}
 	return s.line
+}
+
+// offsetOf is where sub, a slice of body, starts in body. The parser hands
+// out subslices, so this needs no search.
+func offsetOf(body, sub []byte) int {
+	if cap(sub) > cap(body) {
+		return -1
+	}
+	return cap(body) - cap(sub)
+}
+
+// lineAfter returns the 1-based number of the line after the one holding
+// offset off: the parser fails on the line after the last entry it returned.
+func lineAfter(body []byte, off int) int {
+	if off < 0 {
+		// Nothing parsed yet: the first non-empty line failed.
+		return firstNonEmptyLine(body)
+	}
+	if off > len(body) {
+		off = len(body)
+	}
+	line := bytes.Count(body[:off], []byte{'\n'}) + 1
+	// Skip to the next non-empty line after the last good one.
+	rest := body[off:]
+	i := bytes.IndexByte(rest, '\n')
+	if i < 0 {
+		return line
+	}
+	rest = rest[i+1:]
+	line++
+	for len(rest) > 0 && rest[0] == '\n' {
+		rest = rest[1:]
+		line++
+	}
+	return line
+}
+
+func firstNonEmptyLine(body []byte) int {
+	line := 1
+	for len(body) > 0 && body[0] == '\n' {
+		body = body[1:]
+		line++
+	}
+	return line
+}
+
+// NewScanner returns the scanner for a payload of the given content type.
+func NewScanner(body []byte, contentType string) (Scanner, error) {
+	switch mediaType(contentType) {
+	case "application/openmetrics-text":
+		return newParserScanner(textparse.NewOpenMetricsParser(body, labels.NewSymbolTable()), body), nil
+	case "", "text/plain":
+		return NewTextScanner(body), nil
+	}
+	return nil, fmt.Errorf("unsupported content type %q: want text/plain (Prometheus text format 0.0.4) or application/openmetrics-text", contentType)
+}
+
+// mediaType is a Content-Type without its parameters. (Not mime.ParseMediaType:
+// that allocates, and this runs once per scrape on a header we only compare.)
+func mediaType(contentType string) string {
+	mt, _, _ := strings.Cut(contentType, ";")
+	return strings.TrimSpace(mt)
+}
+
+// IsText reports whether a content type is the text format (0.0.4), which a
+// TextScanner reads chunk by chunk; a kubelet sends no other.
+func IsText(contentType string) bool {
+	mt := mediaType(contentType)
+	return mt == "" || mt == "text/plain"
+}
+
+func typeName(t commonmodel.MetricType) string {
+	switch t {
+	case commonmodel.MetricTypeCounter:
+		return "counter"
+	case commonmodel.MetricTypeGauge:
+		return "gauge"
+	case commonmodel.MetricTypeHistogram:
+		return "histogram"
+	case commonmodel.MetricTypeSummary:
+		return "summary"
+	}
+	return "untyped"
 }

@@ -32,7 +32,7 @@ func TestMetadataLinesMatchReference(t *testing.T) {
 				break
 			}
 		}
-		sc := newTextScanner(body)
+		sc := NewTextScanner(body)
 		var err error
 		for {
 			if _, err = sc.Next(); err != nil {

@@ -16,10 +16,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/view"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/scrape"
 )
 
 // Paths of the local endpoint.
@@ -39,7 +39,7 @@ type Authorizer interface {
 // Config is what the server needs.
 type Config struct {
 	Address    string
-	View       *scrape.View
+	View       *view.View
 	Gatherer   prometheus.Gatherer
 	Ready      func() error // nil error when ready to serve
 	TLS        *tls.Config  // nil: plain HTTP
@@ -119,7 +119,7 @@ func (s *Server) protect(h http.Handler) http.Handler {
 // serveView writes the latest enriched scrape of every target (or of the
 // nodes named by ?node=).
 func (s *Server) serveView(w http.ResponseWriter, r *http.Request) {
-	var filter func(*scrape.TargetView) bool
+	var filter func(*view.TargetView) bool
 	if nodes := r.URL.Query()["node"]; len(nodes) > 0 {
 		want := map[string]bool{}
 		for _, n := range nodes {
@@ -127,7 +127,7 @@ func (s *Server) serveView(w http.ResponseWriter, r *http.Request) {
 				want[x] = true
 			}
 		}
-		filter = func(tv *scrape.TargetView) bool { return want[tv.Target.Node] }
+		filter = func(tv *view.TargetView) bool { return want[tv.Target.Node] }
 	}
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	var out interface {
@@ -145,7 +145,7 @@ func (s *Server) serveView(w http.ResponseWriter, r *http.Request) {
 	}
 	tvs := s.cfg.View.Targets()
 	defer s.cfg.View.Release(tvs)
-	if err := scrape.WriteText(out, tvs, filter); err != nil {
+	if err := view.WriteText(out, tvs, filter); err != nil {
 		s.cfg.Logger.Debug("writing /metrics", "err", err)
 	}
 }

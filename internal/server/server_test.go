@@ -14,6 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/relay"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/view"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -32,8 +36,8 @@ import (
 func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // testView holds two node targets, scraped once each.
-func testView(t *testing.T) *scrape.View {
-	v := scrape.NewView()
+func testView(t *testing.T) *view.View {
+	v := view.NewView()
 	ix := enrich.NewNamespaceIndex(1, map[string]enrich.NamespaceInfo{"web": {Labels: []enrich.Label{{Name: "team", Value: "frontend"}}, Version: 1}})
 	body := "# HELP container_cpu_usage_seconds_total Cumulative cpu time consumed.\n# TYPE container_cpu_usage_seconds_total counter\n" +
 		"container_cpu_usage_seconds_total{container=\"app\",namespace=\"web\",pod=\"web-0\"} 12.5 1700000000000\n"
@@ -41,7 +45,7 @@ func testView(t *testing.T) *scrape.View {
 	for i, n := range []string{"node-a", "node-b"} {
 		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}}
 		node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "10.0.0." + string(rune('1'+i))}}
-		res := scrape.NewTargetCache(o.NodeTarget(node), true).Process([]byte(body), "text/plain", time.Now(), time.Second, ix, nil)
+		res := relay.NewTargetCache(o.NodeTarget(node), true).Process([]byte(body), "text/plain", time.Now(), time.Second, ix, nil)
 		if res.Err != nil {
 			t.Fatal(res.Err)
 		}

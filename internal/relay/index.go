@@ -1,4 +1,4 @@
-package scrape
+package relay
 
 // entryIndex finds a target's cache entries by the hash of their raw series
 // bytes. It is an open-addressing table of entry numbers: 4 bytes a slot and

@@ -1,4 +1,4 @@
-package scrape
+package relay
 
 import (
 	"bytes"
@@ -6,9 +6,11 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/scrape"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/view"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
 
@@ -38,9 +40,9 @@ type ManagerConfig struct {
 	// ExternalLabels are added to every series lacking a label of the name.
 	ExternalLabels []enrich.Label
 	// NodeFetcher fetches node targets; PlainFetcher --target URLs.
-	NodeFetcher, PlainFetcher Fetcher
+	NodeFetcher, PlainFetcher scrape.Fetcher
 	Namespaces                NamespaceSource
-	View                      *View
+	View                      *view.View
 	Sink                      Sink // may be nil
 	Logger                    *slog.Logger
 	Registerer                prometheus.Registerer
@@ -59,7 +61,7 @@ type Manager struct {
 	chunks freeList[[]byte]
 	// views holds replaced views nobody reads, whose buffers the next
 	// scrape of any target reuses: one view per target stays, not two.
-	views   freeList[*TargetView]
+	views   freeList[*view.TargetView]
 	metrics *metrics
 
 	mu    sync.Mutex
@@ -77,7 +79,7 @@ type grave struct {
 }
 
 type loop struct {
-	target  *Target
+	target  *scrape.Target
 	cancel  context.CancelFunc
 	done    chan struct{}
 	removed bool // the target went away, as opposed to the relay stopping
@@ -95,7 +97,7 @@ func NewManager(cfg ManagerConfig) *Manager {
 		bufs:    make(freeList[*bytes.Buffer], cfg.MaxConcurrency),
 		sends:   make(freeList[[]model.Sample], cfg.MaxConcurrency),
 		chunks:  make(freeList[[]byte], cfg.MaxConcurrency),
-		views:   make(freeList[*TargetView], cfg.MaxConcurrency),
+		views:   make(freeList[*view.TargetView], cfg.MaxConcurrency),
 		metrics: newMetrics(cfg.Registerer),
 		loops:   map[string]*loop{},
 		graves:  map[string]grave{},
@@ -104,10 +106,10 @@ func NewManager(cfg ManagerConfig) *Manager {
 
 // Sync makes the running loops match targets: new ones start at their offset
 // in the interval, gone ones stop and their series go stale.
-func (m *Manager) Sync(ctx context.Context, targets []*Target) {
+func (m *Manager) Sync(ctx context.Context, targets []*scrape.Target) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	want := make(map[string]*Target, len(targets))
+	want := make(map[string]*scrape.Target, len(targets))
 	for _, t := range targets {
 		want[t.Key] = t
 	}
@@ -213,7 +215,7 @@ func (m *Manager) run(ctx context.Context, l *loop, cache *TargetCache) {
 
 // scrapeOnce scrapes and publishes; a scrape failed because the loop is
 // stopping is not published, and returned instead.
-func (m *Manager) scrapeOnce(ctx context.Context, t *Target, cache *TargetCache, log *slog.Logger, lastErr *string) *Result {
+func (m *Manager) scrapeOnce(ctx context.Context, t *scrape.Target, cache *TargetCache, log *slog.Logger, lastErr *string) *Result {
 	select {
 	case m.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -247,10 +249,38 @@ func staleOnly(in []model.Sample) []model.Sample {
 	return out
 }
 
+// ScrapeAll scrapes every target once, at most MaxConcurrency at a time,
+// and publishes the results (view, sink, self-metrics) as the loops do; it
+// is the scrape-once command's path through the manager. It returns each
+// target's scrape error (nil when it succeeded), in the order of targets.
+func (m *Manager) ScrapeAll(ctx context.Context, targets []*scrape.Target) []error {
+	errs := make([]error, len(targets))
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case m.sem <- struct{}{}:
+			case <-ctx.Done():
+				errs[i] = ctx.Err()
+				return
+			}
+			defer func() { <-m.sem }()
+			cache := NewTargetCache(t, m.cfg.HonorTimestamps, m.cfg.ExternalLabels...)
+			res := m.Scrape(ctx, t, cache)
+			errs[i] = res.Err
+			m.Publish(t, cache, res)
+		}()
+	}
+	wg.Wait()
+	return errs
+}
+
 // Scrape fetches and processes one target once. A text-format payload
 // (the kubelet's) is parsed as it arrives, chunk by chunk; other formats
 // are read whole first.
-func (m *Manager) Scrape(ctx context.Context, t *Target, cache *TargetCache) *Result {
+func (m *Manager) Scrape(ctx context.Context, t *scrape.Target, cache *TargetCache) *Result {
 	if cache.send == nil {
 		cache.send, _ = m.sends.get()
 	}
@@ -271,7 +301,7 @@ func (m *Manager) Scrape(ctx context.Context, t *Target, cache *TargetCache) *Re
 	}
 	defer body.Close()
 	r := &timeoutReader{r: body, m: m}
-	if isText(ct) {
+	if scrape.IsText(ct) {
 		buf, _ := m.chunks.get()
 		res, buf := cache.ProcessStream(r, start, ix, buf)
 		m.chunks.put(buf)
@@ -298,14 +328,6 @@ func (m *Manager) Scrape(ctx context.Context, t *Target, cache *TargetCache) *Re
 	return cache.Process(bb.Bytes(), ct, start, time.Since(start), ix, nil)
 }
 
-// isText reports whether a content type is the text format (0.0.4), which
-// ProcessStream parses; a kubelet sends no other.
-func isText(contentType string) bool {
-	mt, _, _ := strings.Cut(contentType, ";")
-	mt = strings.TrimSpace(mt)
-	return mt == "" || mt == "text/plain"
-}
-
 // timeout turns a scrape cut off by --scrape-timeout into a *TimeoutError.
 func (m *Manager) timeout(err error) error {
 	if err != nil && errors.Is(err, context.DeadlineExceeded) {
@@ -329,7 +351,7 @@ func (r *timeoutReader) Read(p []byte) (int, error) {
 }
 
 // Publish hands a result to both outputs and the relay's own metrics.
-func (m *Manager) Publish(t *Target, cache *TargetCache, res *Result) {
+func (m *Manager) Publish(t *scrape.Target, cache *TargetCache, res *Result) {
 	cache.Recycle(m.cfg.View.Set(res.View))
 	if cache.spare != nil && m.views.put(cache.spare) {
 		cache.spare = nil
@@ -429,8 +451,8 @@ func (m *metrics) forget(key string) {
 func ErrorReason(err error) string {
 	var (
 		pe *ParseError
-		pm *PermissionError
-		bl *BodyTooLargeError
+		pm *scrape.PermissionError
+		bl *scrape.BodyTooLargeError
 		to *TimeoutError
 	)
 	switch {

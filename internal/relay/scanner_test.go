@@ -1,4 +1,4 @@
-package scrape
+package relay
 
 import (
 	"bufio"
@@ -6,11 +6,12 @@ import (
 	"errors"
 	"io"
 	"math"
-	"math/rand/v2"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/scrape"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/view"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
 
@@ -22,7 +23,7 @@ import (
 
 // bareTarget adds no labels, so what the cache builds is exactly what the
 // payload says (minus empty values, which Build drops).
-func bareTarget() *Target { return &Target{Key: "target/fuzz", Address: "fuzz:80"} }
+func bareTarget() *scrape.Target { return &scrape.Target{Key: "target/fuzz", Address: "fuzz:80"} }
 
 type refSample struct {
 	labels string
@@ -119,8 +120,8 @@ func checkAgainstReference(t *testing.T, body []byte) {
 	}
 	for i, s := range got {
 		w := want[i]
-		g := refSample{labels: seriesString(res.View.Table, s.Ref), v: math.Float64bits(s.V), ts: s.T, hasTS: s.T != NoTimestamp}
-		if s.T == NoTimestamp {
+		g := refSample{labels: seriesString(res.View.Table, s.Ref), v: math.Float64bits(s.V), ts: s.T, hasTS: s.T != view.NoTimestamp}
+		if s.T == view.NoTimestamp {
 			g.ts = 0
 		}
 		if g != w {
@@ -259,7 +260,7 @@ func TestScannerAcceptsTrickyLines(t *testing.T) {
 			if got := seriesString(res.View.Table, s.Ref); got != tc.labels {
 				t.Errorf("labels %s, want %s", got, tc.labels)
 			}
-			if hasT := s.T != NoTimestamp; s.V != tc.v || hasT != tc.hasTS || (tc.hasTS && s.T != tc.ts) {
+			if hasT := s.T != view.NoTimestamp; s.V != tc.v || hasT != tc.hasTS || (tc.hasTS && s.T != tc.ts) {
 				t.Errorf("got %v @%d (%v), want %v @%d (%v)", s.V, s.T, hasT, tc.v, tc.ts, tc.hasTS)
 			}
 			checkAgainstReference(t, []byte(tc.body))
@@ -368,41 +369,3 @@ func TestUnsupportedContentType(t *testing.T) {
 }
 
 var _ = enrich.Label{}
-
-func TestParseDigitsAgainstStrconv(t *testing.T) {
-	cases := []string{"0", "7", "12345678", "123456789", "1700000000123", "999999999999999999", "00000000000001",
-		"1234567a", "12345678a", "a2345678", "1700000000:23", "17000000/0123", "", " 1", "1 ", "-1", "+1", "1e3",
-		"1234567890123456789", "99999999999999999999"}
-	for range 2000 {
-		n := rand.Int64N(1 << 62)
-		cases = append(cases, strconv.FormatInt(n, 10))
-	}
-	for _, c := range cases {
-		got, ok := parseDigits([]byte(c))
-		want, err := strconv.ParseInt(c, 10, 64)
-		wantOK := err == nil && c != "" && c[0] >= '0' && c[0] <= '9'
-		if ok != wantOK || (ok && got != want) {
-			t.Errorf("parseDigits(%q) = %d, %v; want %d, %v", c, got, ok, want, wantOK)
-		}
-	}
-	// Every byte value in every position of an 8-digit field.
-	for pos := range 8 {
-		for c := range 256 {
-			b := []byte("12345678")
-			b[pos] = byte(c)
-			_, ok := parseDigits(b)
-			if ok != (c >= '0' && c <= '9') {
-				t.Fatalf("parseDigits(%q) ok = %v", b, ok)
-			}
-		}
-	}
-}
-
-func BenchmarkParseDigits(b *testing.B) {
-	ts := []byte("1700000000123")
-	for b.Loop() {
-		if _, ok := parseDigits(ts); !ok {
-			b.Fatal("not digits")
-		}
-	}
-}

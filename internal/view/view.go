@@ -1,12 +1,53 @@
-package scrape
+package view
 
 import (
 	"io"
+	"math"
 	"sort"
 	"sync"
+	"sync/atomic"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/scrape"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
 )
+
+// Family is the metadata of one metric family as the target exposed it.
+type Family struct {
+	Name, Type, Help string
+}
+
+// ViewSample is one sample of the latest scrape, as the /metrics view shows it.
+// It holds no pointer (its labels are in TargetView.Table): 24 bytes.
+type ViewSample struct {
+	Ref model.SeriesRef
+	T   int64 // the target's timestamp, or NoTimestamp
+	V   float64
+}
+
+// NoTimestamp is ViewSample.T of a sample shown without a timestamp.
+const NoTimestamp = math.MinInt64
+
+// FamilyRange is a run of ViewSamples of one family.
+type FamilyRange struct {
+	Family     int32
+	Start, End int
+}
+
+// TargetView is the immutable result of one scrape for the /metrics view.
+type TargetView struct {
+	Target   *scrape.Target
+	Table    *model.LabelTable // the labels of Samples
+	Families []Family          // indexed by FamilyRange.Family; never modified in place
+	Samples  []ViewSample
+	Ranges   []FamilyRange
+	readers  atomic.Int32 // renders in progress (View.Targets .. View.Release)
+}
+
+// InUse reports whether a render holds the view (View.Targets without its
+// View.Release yet): its buffers must not be reused until it is done.
+func (tv *TargetView) InUse() bool { return tv.readers.Load() != 0 }
 
 // View holds the latest scrape of every target: what /metrics serves. It
 // holds references to the same encoded series remote write sends, so both

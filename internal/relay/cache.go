@@ -1,21 +1,21 @@
-package scrape
+package relay
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"strings"
-	"sync/atomic"
 	"time"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/scrape"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/view"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
 
 	"github.com/cespare/xxhash/v2"
 	commonmodel "github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/model/textparse"
 	"github.com/prometheus/prometheus/model/value"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
@@ -29,47 +29,15 @@ const (
 	numSelfFamilies
 )
 
-var selfFamilies = [numSelfFamilies]Family{
+var selfFamilies = [numSelfFamilies]view.Family{
 	{Name: "up", Type: "gauge", Help: "1 if the target was scraped and parsed, 0 otherwise."},
 	{Name: "scrape_duration_seconds", Type: "gauge", Help: "Duration of the scrape."},
 	{Name: "scrape_samples_scraped", Type: "gauge", Help: "The number of samples the target exposed."},
 }
 
-// Family is the metadata of one metric family as the target exposed it.
-type Family struct {
-	Name, Type, Help string
-}
-
-// ViewSample is one sample of the latest scrape, as the /metrics view shows it.
-// It holds no pointer (its labels are in TargetView.Table): 24 bytes.
-type ViewSample struct {
-	Ref model.SeriesRef
-	T   int64 // the target's timestamp, or NoTimestamp
-	V   float64
-}
-
-// NoTimestamp is ViewSample.T of a sample shown without a timestamp.
-const NoTimestamp = math.MinInt64
-
-// FamilyRange is a run of ViewSamples of one family.
-type FamilyRange struct {
-	Family     int32
-	Start, End int
-}
-
-// TargetView is the immutable result of one scrape for the /metrics view.
-type TargetView struct {
-	Target   *Target
-	Table    *model.LabelTable // the labels of Samples
-	Families []Family          // indexed by FamilyRange.Family; never modified in place
-	Samples  []ViewSample
-	Ranges   []FamilyRange
-	readers  atomic.Int32 // renders in progress (View.Targets .. View.Release)
-}
-
 // Result is what one scrape produced.
 type Result struct {
-	View *TargetView
+	View *view.TargetView
 	// Send holds the samples for remote write: new samples and stale markers.
 	// It is reused by the next scrape of the same target; consumers copy it.
 	Send []model.Sample
@@ -129,13 +97,13 @@ const evictAfter = 8
 // write stale markers. It is what makes the steady state allocation-free:
 // a known series costs a hash and a map lookup.
 type TargetCache struct {
-	target         *Target
+	target         *scrape.Target
 	honorTS        bool
 	entries        []seriesEntry
 	index          entryIndex // raw series hash -> entries
 	free           []uint32   // entries slots to reuse
 	iter           uint32
-	families       []Family
+	families       []view.Family
 	famIndex       map[string]int32
 	cur, prev      []uint32 // entries of this and the last scrape, in order
 	tombstones     map[uint64]tombstone
@@ -148,7 +116,7 @@ type TargetCache struct {
 	send           []model.Sample
 	lastViewLen    int
 	lastBodySize   int // the target's last payload, to size the next buffer
-	spare          *TargetView
+	spare          *view.TargetView
 	lastRangeCount int
 }
 
@@ -160,7 +128,7 @@ type tombstone struct {
 // NewTargetCache returns the cache of one target. honorTimestamps keeps the
 // target's own timestamps, as Prometheus's honor_timestamps does. external
 // labels are added to every series that lacks a label of their name.
-func NewTargetCache(t *Target, honorTimestamps bool, external ...enrich.Label) *TargetCache {
+func NewTargetCache(t *scrape.Target, honorTimestamps bool, external ...enrich.Label) *TargetCache {
 	c := &TargetCache{
 		target:     t,
 		honorTS:    honorTimestamps,
@@ -201,8 +169,8 @@ func (c *TargetCache) Process(body []byte, contentType string, now time.Time, du
 			// slice they return inside body.
 			body = append(body, '\n')
 		}
-		var sc scanner
-		if sc, err = newScanner(body, contentType); err == nil {
+		var sc scrape.Scanner
+		if sc, err = scrape.NewScanner(body, contentType); err == nil {
 			err = c.parse(st, sc)
 		}
 	}
@@ -224,7 +192,7 @@ func (c *TargetCache) ProcessStream(r io.Reader, start time.Time, ix *enrich.Nam
 		buf = make([]byte, 2*streamChunk)
 	}
 	st := c.begin(start, ix)
-	sc := newTextScanner(nil)
+	sc := scrape.NewTextScanner(nil)
 	n := 0 // bytes in buf, the first ones an unfinished line
 	var err error
 	for {
@@ -244,11 +212,11 @@ func (c *TargetCache) ProcessStream(r io.Reader, start time.Time, ix *enrich.Nam
 			buf = append(buf[:n], '\n')
 			data = buf[:n+1]
 		}
-		sc.b, sc.pos, sc.final = data, 0, final
+		sc.Reset(data, final)
 		if err = c.parse(st, sc); err != nil || final {
 			break
 		}
-		n = copy(buf, data[sc.pos:]) // the unfinished line
+		n = copy(buf, sc.Unread()) // the unfinished line
 		if n == len(buf) {
 			buf = append(buf, make([]byte, len(buf))...) // a line longer than buf
 		}
@@ -260,7 +228,7 @@ func (c *TargetCache) ProcessStream(r io.Reader, start time.Time, ix *enrich.Nam
 type scrapeState struct {
 	nowMs      int64
 	ix         *enrich.NamespaceIndex
-	view       *TargetView
+	view       *view.TargetView
 	res        *Result
 	gen        uint64
 	curFam     int32
@@ -274,29 +242,29 @@ func (c *TargetCache) begin(now time.Time, ix *enrich.NamespaceIndex) *scrapeSta
 	c.iter++
 	c.send = c.send[:0]
 	c.cur = c.cur[:0]
-	view := &TargetView{Target: c.target}
+	tv := &view.TargetView{Target: c.target}
 	if sp := c.spare; sp != nil {
 		// A view nobody reads any more: reuse its buffers rather than
 		// allocate a sample slice per scrape.
-		view.Samples, view.Ranges = sp.Samples[:0], sp.Ranges[:0]
+		tv.Samples, tv.Ranges = sp.Samples[:0], sp.Ranges[:0]
 		c.spare = nil
 	} else {
-		view.Samples = make([]ViewSample, 0, c.lastViewLen+numSelfFamilies)
-		view.Ranges = make([]FamilyRange, 0, c.lastRangeCount+numSelfFamilies)
+		tv.Samples = make([]view.ViewSample, 0, c.lastViewLen+numSelfFamilies)
+		tv.Ranges = make([]view.FamilyRange, 0, c.lastRangeCount+numSelfFamilies)
 	}
-	return &scrapeState{nowMs: now.UnixMilli(), ix: ix, view: view, res: &Result{}, gen: ix.Generation(),
+	return &scrapeState{nowMs: now.UnixMilli(), ix: ix, view: tv, res: &Result{}, gen: ix.Generation(),
 		curFam: -1, rangeFam: -1}
 }
 
 // end finishes a scrape: err, if not nil, failed it (nothing of the payload
 // is sent, every series goes stale).
 func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *Result {
-	res, view, nowMs := st.res, st.view, st.nowMs
+	res, tv, nowMs := st.res, st.view, st.nowMs
 	res.Err, res.Duration = err, duration
 	if res.Err == nil {
-		c.commit(view.Samples, nowMs)
+		c.commit(tv.Samples, nowMs)
 	} else {
-		view.Samples, view.Ranges = view.Samples[:0], view.Ranges[:0]
+		tv.Samples, tv.Ranges = tv.Samples[:0], tv.Ranges[:0]
 		c.send = c.send[:0]
 		res.Scraped, res.Skipped, res.Enriched, res.Unknown = 0, 0, 0, 0
 	}
@@ -308,8 +276,8 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 	}
 	for i, v := range [numSelfFamilies]float64{up, duration.Seconds(), float64(res.Scraped)} {
 		s := c.self[i]
-		view.Ranges = append(view.Ranges, FamilyRange{Family: int32(i), Start: len(view.Samples), End: len(view.Samples) + 1})
-		view.Samples = append(view.Samples, ViewSample{Ref: s, T: NoTimestamp, V: v})
+		tv.Ranges = append(tv.Ranges, view.FamilyRange{Family: int32(i), Start: len(tv.Samples), End: len(tv.Samples) + 1})
+		tv.Samples = append(tv.Samples, view.ViewSample{Ref: s, T: view.NoTimestamp, V: v})
 		c.send = append(c.send, model.Sample{Ref: s, T: nowMs, V: v})
 	}
 	// Every label the samples refer to is in the table now: one snapshot
@@ -318,65 +286,65 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 	for i := range c.send {
 		c.send[i].Table = table
 	}
-	view.Table = table
-	view.Families = c.families[:len(c.families):len(c.families)]
-	c.lastViewLen, c.lastRangeCount = len(view.Samples), len(view.Ranges)
+	tv.Table = table
+	tv.Families = c.families[:len(c.families):len(c.families)]
+	c.lastViewLen, c.lastRangeCount = len(tv.Samples), len(tv.Ranges)
 	c.prev, c.cur = c.cur, c.prev
 	if c.iter%evictAfter == 0 {
 		c.evict(time.UnixMilli(nowMs))
 	}
-	res.View = view
+	res.View = tv
 	res.Send = c.send
 	return res
 }
 
 // parse reads entries from sc until it is exhausted (or, streaming, needs
 // more of the payload).
-func (c *TargetCache) parse(st *scrapeState, sc scanner) error {
-	ix, nowMs, view, res := st.ix, st.nowMs, st.view, st.res
+func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
+	ix, nowMs, tv, res := st.ix, st.nowMs, st.view, st.res
 	gen := st.gen
 	// Targets write their series in the same order every time: predict
 	// each from the previous scrape, so the text scanner need not look for
-	// where its labels end (see textScanner.sample).
-	ts, _ := sc.(*textScanner)
+	// where its labels end (see TextScanner.sample).
+	ts, _ := sc.(*scrape.TextScanner)
 	pred := st.pred
 	defer func() { st.pred = pred }()
 	for {
 		if ts != nil {
-			ts.predLen = 0
+			ts.Predict(0, 0)
 			if pred < len(c.prev) {
 				p := &c.entries[c.prev[pred]]
-				ts.predLen, ts.predKey = int(p.rawLen), p.key
+				ts.Predict(int(p.rawLen), p.key)
 			}
 		}
 		et, err := sc.Next()
 		if err != nil {
-			if errors.Is(err, io.EOF) || err == errMore {
+			if errors.Is(err, io.EOF) || err == scrape.ErrMore {
 				break
 			}
 			return &ParseError{Line: sc.Line(), Err: err}
 		}
 		switch et {
-		case entryHelp:
+		case scrape.EntryHelp:
 			name, help := sc.Meta()
 			st.curFam, st.curFamName = c.family(name)
 			if help != c.families[st.curFam].Help {
 				help = strings.Clone(help)
-				c.setFamily(st.curFam, func(f *Family) { f.Help = help })
+				c.setFamily(st.curFam, func(f *view.Family) { f.Help = help })
 			}
 			continue
-		case entryType:
+		case scrape.EntryType:
 			name, typ := sc.Meta()
 			st.curFam, st.curFamName = c.family(name)
 			if typ != c.families[st.curFam].Type {
-				c.setFamily(st.curFam, func(f *Family) { f.Type = typ })
+				c.setFamily(st.curFam, func(f *view.Family) { f.Type = typ })
 			}
 			continue
 		}
 		raw, t, hasTS, v := sc.Series()
 		res.Scraped++
 		var ei uint32
-		if ts != nil && ts.predicted {
+		if ts != nil && ts.Predicted() {
 			ei = c.prev[pred]
 			pred++
 		} else {
@@ -412,14 +380,14 @@ func (c *TargetCache) parse(st *scrapeState, sc scanner) error {
 		}
 		viewT := t
 		if !hasTS || !c.honorTS {
-			t, viewT = nowMs, NoTimestamp
+			t, viewT = nowMs, view.NoTimestamp
 		}
-		if e.fam != st.rangeFam || len(view.Ranges) == 0 {
-			view.Ranges = append(view.Ranges, FamilyRange{Family: e.fam, Start: len(view.Samples)})
+		if e.fam != st.rangeFam || len(tv.Ranges) == 0 {
+			tv.Ranges = append(tv.Ranges, view.FamilyRange{Family: e.fam, Start: len(tv.Samples)})
 			st.rangeFam = e.fam
 		}
-		view.Samples = append(view.Samples, ViewSample{Ref: e.ref, T: viewT, V: v})
-		view.Ranges[len(view.Ranges)-1].End = len(view.Samples)
+		tv.Samples = append(tv.Samples, view.ViewSample{Ref: e.ref, T: viewT, V: v})
+		tv.Ranges[len(tv.Ranges)-1].End = len(tv.Samples)
 		if t <= e.lastT {
 			res.Skipped++ // the target repeated a timestamp: never send it twice
 			continue
@@ -433,7 +401,7 @@ func (c *TargetCache) parse(st *scrapeState, sc scanner) error {
 
 // newEntry builds the enriched series of a raw series seen for the first time
 // and returns its index in entries.
-func (c *TargetCache) newEntry(sc scanner, h uint64, rawLen int, curFam int32, curFamName string, ix *enrich.NamespaceIndex) (uint32, error) {
+func (c *TargetCache) newEntry(sc scrape.Scanner, h uint64, rawLen int, curFam int32, curFamName string, ix *enrich.NamespaceIndex) (uint32, error) {
 	if err := sc.Labels(&c.lbls); err != nil {
 		return 0, err
 	}
@@ -461,7 +429,7 @@ func (c *TargetCache) newEntry(sc scanner, h uint64, rawLen int, curFam int32, c
 
 // recheck runs when the namespace index changed since the entry was built:
 // only a change to this series' own namespace rebuilds it.
-func (c *TargetCache) recheck(sc scanner, e *seriesEntry, ix *enrich.NamespaceIndex, nowMs int64) error {
+func (c *TargetCache) recheck(sc scrape.Scanner, e *seriesEntry, ix *enrich.NamespaceIndex, nowMs int64) error {
 	e.gen = ix.Generation()
 	if e.ns == 0 {
 		return nil
@@ -539,10 +507,10 @@ func (c *TargetCache) markStale(nowMs int64, failed bool) int {
 
 // commit records, once a payload parsed whole, the timestamps its samples
 // were sent with; samples holds the view's samples, in c.cur order.
-func (c *TargetCache) commit(samples []ViewSample, nowMs int64) {
+func (c *TargetCache) commit(samples []view.ViewSample, nowMs int64) {
 	for i, ei := range c.cur {
 		t := samples[i].T
-		if t == NoTimestamp {
+		if t == view.NoTimestamp {
 			t = nowMs
 		}
 		if e := &c.entries[ei]; t > e.lastT {
@@ -607,8 +575,8 @@ func (c *TargetCache) evict(now time.Time) {
 
 // Recycle hands back a view that was just replaced in the View store; if
 // nobody is reading it, the next scrape reuses its buffers.
-func (c *TargetCache) Recycle(old *TargetView) {
-	if old != nil && old.readers.Load() == 0 {
+func (c *TargetCache) Recycle(old *view.TargetView) {
+	if old != nil && !old.InUse() {
 		c.spare = old
 	}
 }
@@ -668,15 +636,15 @@ func (c *TargetCache) family(name []byte) (int32, string) {
 	}
 	s := string(name)
 	i := int32(len(c.families))
-	c.families = append(c.families, Family{Name: s, Type: "untyped"})
+	c.families = append(c.families, view.Family{Name: s, Type: "untyped"})
 	c.famIndex[s] = i
 	return i, s
 }
 
 // setFamily changes a family's metadata copy-on-write: views already handed
 // out keep the slice they were given.
-func (c *TargetCache) setFamily(i int32, f func(*Family)) {
-	fams := make([]Family, len(c.families), cap(c.families))
+func (c *TargetCache) setFamily(i int32, f func(*view.Family)) {
+	fams := make([]view.Family, len(c.families), cap(c.families))
 	copy(fams, c.families)
 	f(&fams[i])
 	c.families = fams
@@ -700,76 +668,4 @@ func belongsTo(name, fam, typ string) bool {
 		return suffix == "_total"
 	}
 	return false
-}
-
-func typeName(t commonmodel.MetricType) string {
-	switch t {
-	case commonmodel.MetricTypeCounter:
-		return "counter"
-	case commonmodel.MetricTypeGauge:
-		return "gauge"
-	case commonmodel.MetricTypeHistogram:
-		return "histogram"
-	case commonmodel.MetricTypeSummary:
-		return "summary"
-	}
-	return "untyped"
-}
-
-// offsetOf is where sub, a slice of body, starts in body. The parser hands
-// out subslices, so this needs no search.
-func offsetOf(body, sub []byte) int {
-	if cap(sub) > cap(body) {
-		return -1
-	}
-	return cap(body) - cap(sub)
-}
-
-// lineAfter returns the 1-based number of the line after the one holding
-// offset off: the parser fails on the line after the last entry it returned.
-func lineAfter(body []byte, off int) int {
-	if off < 0 {
-		// Nothing parsed yet: the first non-empty line failed.
-		return firstNonEmptyLine(body)
-	}
-	if off > len(body) {
-		off = len(body)
-	}
-	line := bytes.Count(body[:off], []byte{'\n'}) + 1
-	// Skip to the next non-empty line after the last good one.
-	rest := body[off:]
-	i := bytes.IndexByte(rest, '\n')
-	if i < 0 {
-		return line
-	}
-	rest = rest[i+1:]
-	line++
-	for len(rest) > 0 && rest[0] == '\n' {
-		rest = rest[1:]
-		line++
-	}
-	return line
-}
-
-func firstNonEmptyLine(body []byte) int {
-	line := 1
-	for len(body) > 0 && body[0] == '\n' {
-		body = body[1:]
-		line++
-	}
-	return line
-}
-
-func newScanner(body []byte, contentType string) (scanner, error) {
-	mt := contentType
-	if i := strings.IndexByte(mt, ';'); i >= 0 {
-		mt = mt[:i]
-	}
-	switch strings.TrimSpace(mt) {
-	case "application/openmetrics-text":
-		return newParserScanner(textparse.NewOpenMetricsParser(body, labels.NewSymbolTable()), body), nil
-	case "", "text/plain":
-		return newTextScanner(body), nil
-	}
-	return nil, fmt.Errorf("unsupported content type %q: want text/plain (Prometheus text format 0.0.4) or application/openmetrics-text", contentType)
 }

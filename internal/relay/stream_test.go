@@ -1,4 +1,4 @@
-package scrape
+package relay
 
 import (
 	"bytes"
@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/view"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
 )
@@ -37,7 +39,7 @@ func (r *choppyReader) Read(p []byte) (int, error) {
 func render(t *testing.T, res *Result) string {
 	t.Helper()
 	var sb strings.Builder
-	if err := WriteText(&sb, []*TargetView{res.View}, nil); err != nil {
+	if err := view.WriteText(&sb, []*view.TargetView{res.View}, nil); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range res.Send {

@@ -1,4 +1,4 @@
-package scrape
+package relay
 
 import (
 	"bytes"
@@ -11,6 +11,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/scrape"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/view"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
 
@@ -46,8 +49,8 @@ func readCapture(tb testing.TB, name string) []byte {
 	return b
 }
 
-func testTarget() *Target {
-	return &Target{Key: "node/node-a", Node: "node-a", Address: "198.18.0.10:10250", Path: "/metrics/cadvisor",
+func testTarget() *scrape.Target {
+	return &scrape.Target{Key: "node/node-a", Node: "node-a", Address: "198.18.0.10:10250", Path: "/metrics/cadvisor",
 		Labels: []enrich.Label{
 			{Name: "instance", Value: "198.18.0.10:10250"},
 			{Name: "job", Value: "kubelet"},
@@ -86,7 +89,7 @@ func TestGoldenEnrichedView(t *testing.T) {
 				t.Fatal(res.Err)
 			}
 			var out bytes.Buffer
-			if err := WriteText(&out, []*TargetView{res.View}, nil); err != nil {
+			if err := view.WriteText(&out, []*view.TargetView{res.View}, nil); err != nil {
 				t.Fatal(err)
 			}
 			golden := filepath.Join("testdata", "golden", strings.TrimSuffix(name, ".txt")+".prom")
@@ -450,10 +453,10 @@ func TestPredictionNeverChangesTheResult(t *testing.T) {
 				t.Fatal(got.Err, want.Err)
 			}
 			var g, w bytes.Buffer
-			if err := WriteText(&g, []*TargetView{got.View}, nil); err != nil {
+			if err := view.WriteText(&g, []*view.TargetView{got.View}, nil); err != nil {
 				t.Fatal(err)
 			}
-			if err := WriteText(&w, []*TargetView{want.View}, nil); err != nil {
+			if err := view.WriteText(&w, []*view.TargetView{want.View}, nil); err != nil {
 				t.Fatal(err)
 			}
 			if g.String() != w.String() {
@@ -472,9 +475,9 @@ func TestViewBuffersReusedOnlyWhenUnread(t *testing.T) {
 	body := readCapture(t, captures[1])
 	ix := testIndex(1, baseTeams)
 	c := NewTargetCache(testTarget(), false)
-	v := NewView()
+	v := view.NewView()
 	now := scrapeTime
-	scrape := func() *TargetView {
+	scrape := func() *view.TargetView {
 		now = now.Add(time.Second)
 		res := c.Process(body, "", now, time.Second, ix, nil)
 		c.Recycle(v.Set(res.View))
@@ -488,7 +491,7 @@ func TestViewBuffersReusedOnlyWhenUnread(t *testing.T) {
 	}
 	held := v.Targets() // a render in progress holds the third view
 	var before bytes.Buffer
-	if err := WriteText(&before, held, nil); err != nil {
+	if err := view.WriteText(&before, held, nil); err != nil {
 		t.Fatal(err)
 	}
 	scrape()
@@ -498,7 +501,7 @@ func TestViewBuffersReusedOnlyWhenUnread(t *testing.T) {
 		t.Fatal("a view being read was reused")
 	}
 	var after bytes.Buffer
-	if err := WriteText(&after, held, nil); err != nil {
+	if err := view.WriteText(&after, held, nil); err != nil {
 		t.Fatal(err)
 	}
 	if before.String() != after.String() {

@@ -1,4 +1,4 @@
-package scrape
+package relay
 
 import (
 	"context"
@@ -12,6 +12,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/scrape"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/view"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
 
@@ -79,15 +82,15 @@ func kubeletServer(t *testing.T, body []byte) *httptest.Server {
 	return srv
 }
 
-func srvTarget(srv *httptest.Server, key, path string) *Target {
+func srvTarget(srv *httptest.Server, key, path string) *scrape.Target {
 	host := strings.TrimPrefix(strings.TrimPrefix(srv.URL, "https://"), "http://")
-	return &Target{Key: key, Node: strings.TrimPrefix(key, "node/"), Address: host, URL: srv.URL + path, Path: path,
+	return &scrape.Target{Key: key, Node: strings.TrimPrefix(key, "node/"), Address: host, URL: srv.URL + path, Path: path,
 		Labels: labelsOf("instance", host, "job", "kubelet", "node", strings.TrimPrefix(key, "node/"))}
 }
 
-func newTestManager(t *testing.T, client *http.Client, limit int64, maxConc int, sink Sink) (*Manager, *View) {
-	view := NewView()
-	f := &HTTPFetcher{Client: client, Limit: limit, Permission: "get nodes/metrics"}
+func newTestManager(t *testing.T, client *http.Client, limit int64, maxConc int, sink Sink) (*Manager, *view.View) {
+	view := view.NewView()
+	f := &scrape.HTTPFetcher{Client: client, Limit: limit, Permission: "get nodes/metrics"}
 	m := NewManager(ManagerConfig{
 		Interval: 200 * time.Millisecond, Timeout: 150 * time.Millisecond, MaxConcurrency: maxConc, HonorTimestamps: true,
 		NodeFetcher: f, PlainFetcher: f, Namespaces: staticNamespaces{testIndex(1, baseTeams)}, View: view, Sink: sink,
@@ -97,7 +100,7 @@ func newTestManager(t *testing.T, client *http.Client, limit int64, maxConc int,
 	return m, view
 }
 
-func viewKeys(v *View) []string {
+func viewKeys(v *view.View) []string {
 	var out []string
 	for _, tv := range v.Targets() {
 		out = append(out, tv.Target.Key)
@@ -105,7 +108,7 @@ func viewKeys(v *View) []string {
 	return out
 }
 
-func upOf(tv *TargetView) float64 {
+func upOf(tv *view.TargetView) float64 {
 	return tv.Samples[len(tv.Samples)-numSelfFamilies+famUp].V
 }
 
@@ -118,7 +121,7 @@ func TestManagerScrapesSyncedTargetsAndStalesRemovedOnes(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	m.Sync(ctx, []*Target{t1, t2})
+	m.Sync(ctx, []*scrape.Target{t1, t2})
 	// A scrape may time out on a loaded machine (150ms): wait for a good one.
 	waitFor(t, "both targets up in the view", func() bool {
 		tvs := view.Targets()
@@ -134,7 +137,7 @@ func TestManagerScrapesSyncedTargetsAndStalesRemovedOnes(t *testing.T) {
 		t.Fatal("stale markers before the target went away")
 	}
 
-	m.Sync(ctx, []*Target{t1})
+	m.Sync(ctx, []*scrape.Target{t1})
 	if got := viewKeys(view); len(got) != 1 || got[0] != "node/node-a" {
 		t.Fatalf("view after removing node-b: %v", got)
 	}
@@ -155,7 +158,7 @@ func TestManagerStopWritesNoStaleMarkers(t *testing.T) {
 	s1 := kubeletServer(t, body)
 	sink := &fakeSink{}
 	m, view := newTestManager(t, s1.Client(), 0, 4, sink)
-	m.Sync(context.Background(), []*Target{srvTarget(s1, "node/node-a", "/metrics/cadvisor")})
+	m.Sync(context.Background(), []*scrape.Target{srvTarget(s1, "node/node-a", "/metrics/cadvisor")})
 	waitFor(t, "a scrape", func() bool { return sink.count("node", "node-a", false) > 0 })
 	m.Stop()
 	if n := sink.count("node", "node-a", true); n != 0 {
@@ -199,13 +202,13 @@ func TestManagerScrapeErrors(t *testing.T) {
 		check        func(t *testing.T, err error)
 	}{
 		{"/forbidden", "permission", func(t *testing.T, err error) {
-			var pe *PermissionError
+			var pe *scrape.PermissionError
 			if !errors.As(err, &pe) || pe.Status != 403 || !strings.Contains(err.Error(), `"get nodes/metrics"`) || !strings.Contains(err.Error(), "forbidden (403)") {
 				t.Fatalf("error %v", err)
 			}
 		}},
 		{"/unauthorized", "permission", func(t *testing.T, err error) {
-			var pe *PermissionError
+			var pe *scrape.PermissionError
 			if !errors.As(err, &pe) || pe.Status != 401 || !strings.Contains(err.Error(), "unauthorized (401)") {
 				t.Fatalf("error %v", err)
 			}
@@ -216,7 +219,7 @@ func TestManagerScrapeErrors(t *testing.T) {
 			}
 		}},
 		{"/too-large", "body_too_large", func(t *testing.T, err error) {
-			var be *BodyTooLargeError
+			var be *scrape.BodyTooLargeError
 			if !errors.As(err, &be) || be.Limit != int64(len(body)-1) || !strings.Contains(err.Error(), "--body-size-limit") {
 				t.Fatalf("error %v", err)
 			}
@@ -307,7 +310,7 @@ func TestManagerMaxConcurrency(t *testing.T) {
 	defer srv.Close()
 	ct := &countingTransport{next: srv.Client().Transport}
 	m, _ := newTestManager(t, &http.Client{Transport: ct}, 0, 2, nil)
-	var ts []*Target
+	var ts []*scrape.Target
 	for _, k := range []string{"a", "b", "c", "d", "e", "f", "g", "h"} {
 		ts = append(ts, srvTarget(srv, "node/"+k, "/"+k))
 	}
@@ -328,17 +331,17 @@ func TestManagerResyncSameTargetKeepsLoop(t *testing.T) {
 	sink := &fakeSink{}
 	m, _ := newTestManager(t, s1.Client(), 0, 1, sink)
 	tg := srvTarget(s1, "node/node-a", "/x")
-	m.Sync(context.Background(), []*Target{tg})
+	m.Sync(context.Background(), []*scrape.Target{tg})
 	waitFor(t, "a scrape", func() bool { return sink.count("node", "node-a", false) > 0 })
 	same := *tg
-	m.Sync(context.Background(), []*Target{&same})
+	m.Sync(context.Background(), []*scrape.Target{&same})
 	if n := sink.count("node", "node-a", true); n != 0 {
 		t.Fatalf("an unchanged target was restarted (%d stale markers)", n)
 	}
 	// A changed target (new address) is a new loop: the old series end.
 	moved := *tg
 	moved.Labels = labelsOf("instance", "elsewhere:1", "job", "kubelet", "node", "node-a")
-	m.Sync(context.Background(), []*Target{&moved})
+	m.Sync(context.Background(), []*scrape.Target{&moved})
 	if n := sink.count("instance", tg.Address, true); n == 0 {
 		t.Fatal("the old identity of a changed target was not marked stale")
 	}

@@ -1,4 +1,4 @@
-package scrape
+package relay
 
 import (
 	"fmt"
@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/view"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
 
@@ -98,10 +100,10 @@ func BenchmarkRender(b *testing.B) {
 		n := countSamples(body)
 		b.Run(shortName(name), func(b *testing.B) {
 			res := NewTargetCache(testTarget(), true).Process(body, "", scrapeTime, time.Second, testIndex(1, baseTeams), nil)
-			views := []*TargetView{res.View}
+			views := []*view.TargetView{res.View}
 			b.ReportAllocs()
 			for b.Loop() {
-				if err := WriteText(io.Discard, views, nil); err != nil {
+				if err := view.WriteText(io.Discard, views, nil); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -122,7 +124,7 @@ func BenchmarkMemoryPerSeries(b *testing.B) {
 		var before runtime.MemStats
 		runtime.ReadMemStats(&before)
 		caches := make([]*TargetCache, targets)
-		view := NewView()
+		view := view.NewView()
 		series := 0
 		for i := range caches {
 			t := testTarget()

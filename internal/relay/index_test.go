@@ -1,4 +1,4 @@
-package scrape
+package relay
 
 import (
 	"math/rand/v2"
