@@ -1,8 +1,6 @@
 package relay
 
 import (
-	"errors"
-	"fmt"
 	"io"
 	"math"
 	"strings"
@@ -14,9 +12,7 @@ import (
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
 
 	"github.com/cespare/xxhash/v2"
-	commonmodel "github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/model/value"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
 )
@@ -85,13 +81,6 @@ type seriesEntry struct {
 
 const noTimestamp = math.MinInt64
 
-// tombstoneTTL is how long the last timestamp of a series that went away is
-// remembered, so that it never gets a sample older than its stale marker.
-const tombstoneTTL = 10 * time.Minute
-
-// evictAfter is how many scrapes a series may be absent before its entry goes.
-const evictAfter = 8
-
 // TargetCache keeps, for one target, every series it exposed: raw bytes ->
 // enriched, encoded series, the last timestamp sent, and what is needed to
 // write stale markers. It is what makes the steady state allocation-free:
@@ -120,11 +109,6 @@ type TargetCache struct {
 	lastRangeCount int
 }
 
-type tombstone struct {
-	t       int64
-	expires time.Time
-}
-
 // NewTargetCache returns the cache of one target. honorTimestamps keeps the
 // target's own timestamps, as Prometheus's honor_timestamps does. external
 // labels are added to every series that lacks a label of their name.
@@ -147,15 +131,6 @@ func NewTargetCache(t *scrape.Target, honorTimestamps bool, external ...enrich.L
 	}
 	return c
 }
-
-// ParseError is a payload that does not parse; it names the line.
-type ParseError struct {
-	Line int
-	Err  error
-}
-
-func (e *ParseError) Error() string { return fmt.Sprintf("line %d: %v", e.Line, e.Err) }
-func (e *ParseError) Unwrap() error { return e.Err }
 
 // Process parses one payload and returns the scrape's result. now is the
 // scrape time; ix the namespace snapshot to enrich from. A nil body with a
@@ -298,213 +273,6 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 	return res
 }
 
-// parse reads entries from sc until it is exhausted (or, streaming, needs
-// more of the payload).
-func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
-	ix, nowMs, tv, res := st.ix, st.nowMs, st.view, st.res
-	gen := st.gen
-	// Targets write their series in the same order every time: predict
-	// each from the previous scrape, so the text scanner need not look for
-	// where its labels end (see TextScanner.sample).
-	ts, _ := sc.(*scrape.TextScanner)
-	pred := st.pred
-	defer func() { st.pred = pred }()
-	for {
-		if ts != nil {
-			ts.Predict(0, 0)
-			if pred < len(c.prev) {
-				p := &c.entries[c.prev[pred]]
-				ts.Predict(int(p.rawLen), p.key)
-			}
-		}
-		et, err := sc.Next()
-		if err != nil {
-			if errors.Is(err, io.EOF) || err == scrape.ErrMore {
-				break
-			}
-			return &ParseError{Line: sc.Line(), Err: err}
-		}
-		switch et {
-		case scrape.EntryHelp:
-			name, help := sc.Meta()
-			st.curFam, st.curFamName = c.family(name)
-			if help != c.families[st.curFam].Help {
-				help = strings.Clone(help)
-				c.setFamily(st.curFam, func(f *view.Family) { f.Help = help })
-			}
-			continue
-		case scrape.EntryType:
-			name, typ := sc.Meta()
-			st.curFam, st.curFamName = c.family(name)
-			if typ != c.families[st.curFam].Type {
-				c.setFamily(st.curFam, func(f *view.Family) { f.Type = typ })
-			}
-			continue
-		}
-		raw, t, hasTS, v := sc.Series()
-		res.Scraped++
-		var ei uint32
-		if ts != nil && ts.Predicted() {
-			ei = c.prev[pred]
-			pred++
-		} else {
-			h := xxhash.Sum64(raw)
-			i, ok := c.index.get(h, c.entries)
-			if !ok || int(c.entries[i].rawLen) != len(raw) {
-				if i, err = c.newEntry(sc, h, len(raw), st.curFam, st.curFamName, ix); err != nil {
-					return &ParseError{Line: sc.Line(), Err: err}
-				}
-			} else if e := &c.entries[i]; e.seen == c.iter-1 && int(e.pos) < len(c.prev) && c.prev[e.pos] == i {
-				pred = int(e.pos) + 1 // back in step with the previous scrape
-			}
-			ei = i
-		}
-		e := &c.entries[ei]
-		if e.gen != gen {
-			if err := c.recheck(sc, e, ix, nowMs); err != nil {
-				return &ParseError{Line: sc.Line(), Err: err}
-			}
-		}
-		if e.seen == c.iter {
-			continue // a duplicate line; Prometheus would reject it too
-		}
-		e.pos = int32(len(c.cur))
-		c.cur = append(c.cur, ei)
-		e.seen = c.iter
-		e.stale = false
-		switch e.enrich {
-		case enrichHit:
-			res.Enriched++
-		case enrichUnknown:
-			res.Unknown++
-		}
-		viewT := t
-		if !hasTS || !c.honorTS {
-			t, viewT = nowMs, view.NoTimestamp
-		}
-		if e.fam != st.rangeFam || len(tv.Ranges) == 0 {
-			tv.Ranges = append(tv.Ranges, view.FamilyRange{Family: e.fam, Start: len(tv.Samples)})
-			st.rangeFam = e.fam
-		}
-		tv.Samples = append(tv.Samples, view.ViewSample{Ref: e.ref, T: viewT, V: v})
-		tv.Ranges[len(tv.Ranges)-1].End = len(tv.Samples)
-		if t <= e.lastT {
-			res.Skipped++ // the target repeated a timestamp: never send it twice
-			continue
-		}
-		// e.lastT moves only once the whole payload parsed (commit): a
-		// payload that fails half way sends nothing.
-		c.send = append(c.send, model.Sample{Ref: e.ref, T: t, V: v})
-	}
-	return nil
-}
-
-// newEntry builds the enriched series of a raw series seen for the first time
-// and returns its index in entries.
-func (c *TargetCache) newEntry(sc scrape.Scanner, h uint64, rawLen int, curFam int32, curFamName string, ix *enrich.NamespaceIndex) (uint32, error) {
-	if err := sc.Labels(&c.lbls); err != nil {
-		return 0, err
-	}
-	name := c.lbls.Get(commonmodel.MetricNameLabel)
-	fam := curFam
-	if curFam < 0 || !belongsTo(name, curFamName, c.families[curFam].Type) {
-		fam, _ = c.family([]byte(name))
-	}
-	var i uint32
-	if n := len(c.free); n > 0 {
-		i, c.free = c.free[n-1], c.free[:n-1]
-	} else {
-		i = uint32(len(c.entries))
-		c.entries = append(c.entries, seriesEntry{})
-	}
-	e := &c.entries[i]
-	*e = seriesEntry{key: h, rawLen: int32(rawLen), fam: fam, lastT: noTimestamp, gen: ix.Generation(), live: true}
-	e.ns = c.internNS(c.lbls.Get(enrich.NamespaceLabel))
-	c.build(e, ix)
-	// On a 64-bit collision (same hash, other length) the new series takes
-	// the index; the other is then found by prediction only.
-	c.index.put(h, i, c.entries)
-	return i, nil
-}
-
-// recheck runs when the namespace index changed since the entry was built:
-// only a change to this series' own namespace rebuilds it.
-func (c *TargetCache) recheck(sc scrape.Scanner, e *seriesEntry, ix *enrich.NamespaceIndex, nowMs int64) error {
-	e.gen = ix.Generation()
-	if e.ns == 0 {
-		return nil
-	}
-	info, ok := ix.Lookup(c.nsNames[e.ns])
-	if ok == e.nsFound && info.Version == e.nsVer {
-		return nil
-	}
-	if err := sc.Labels(&c.lbls); err != nil {
-		return err
-	}
-	old := e.ref
-	oldT := e.lastT
-	c.build(e, ix)
-	if old == e.ref {
-		e.lastT = oldT
-		return nil
-	}
-	// The series now has other labels (the namespace was relabelled): the old
-	// identity ends here, with a stale marker, so queries see it go at once.
-	if oldT != noTimestamp && !e.stale {
-		st := staleTime(nowMs, oldT)
-		c.send = append(c.send, model.Sample{Ref: old, T: st, V: math.Float64frombits(value.StaleNaN)})
-		c.tombstones[c.labels.Hash(old)] = tombstone{t: st, expires: time.UnixMilli(nowMs).Add(tombstoneTTL)}
-	}
-	return nil
-}
-
-func (c *TargetCache) build(e *seriesEntry, ix *enrich.NamespaceIndex) {
-	var add []enrich.Label
-	e.enrich, e.nsVer, e.nsFound = enrichNone, 0, false
-	if e.ns != 0 {
-		info, ok := ix.Lookup(c.nsNames[e.ns])
-		e.nsFound, e.nsVer = ok, info.Version
-		if ok {
-			e.enrich = enrichHit
-			add = info.Labels
-		} else {
-			e.enrich = enrichUnknown
-		}
-	}
-	e.ref = c.labels.Intern(c.builder.Build(c.lbls, c.target.Labels, add))
-	e.lastT = noTimestamp
-	if len(c.tombstones) == 0 {
-		return // nothing to look up: no hash to compute
-	}
-	if ts, ok := c.tombstones[c.labels.Hash(e.ref)]; ok {
-		e.lastT = ts.t // came back: never send anything older than its stale marker
-	}
-}
-
-// markStale writes a stale marker for every series of the previous scrape
-// that the current one lacks (all of them when the scrape failed).
-func (c *TargetCache) markStale(nowMs int64, failed bool) int {
-	n := 0
-	for _, i := range c.prev {
-		e := &c.entries[i]
-		if (e.seen == c.iter && !failed) || e.stale {
-			continue
-		}
-		e.stale = true
-		if e.lastT == noTimestamp {
-			continue // never sent
-		}
-		st := staleTime(nowMs, e.lastT)
-		e.lastT = st
-		c.send = append(c.send, model.Sample{Ref: e.ref, T: st, V: math.Float64frombits(value.StaleNaN)})
-		n++
-	}
-	if failed {
-		c.cur = c.cur[:0]
-	}
-	return n
-}
-
 // commit records, once a payload parsed whole, the timestamps its samples
 // were sent with; samples holds the view's samples, in c.cur order.
 func (c *TargetCache) commit(samples []view.ViewSample, nowMs int64) {
@@ -519,87 +287,11 @@ func (c *TargetCache) commit(samples []view.ViewSample, nowMs int64) {
 	}
 }
 
-// MarkAllStale ends every series of the target (it went away): the stale
-// markers to send.
-func (c *TargetCache) MarkAllStale(now time.Time) []model.Sample {
-	c.iter++
-	c.send = c.send[:0]
-	c.markStale(now.UnixMilli(), true)
-	for _, s := range c.self {
-		c.send = append(c.send, model.Sample{Ref: s, T: now.UnixMilli(), V: math.Float64frombits(value.StaleNaN)})
-	}
-	table := c.labels.Table()
-	for i := range c.send {
-		c.send[i].Table = table
-	}
-	return c.send
-}
-
-func (c *TargetCache) evict(now time.Time) {
-	var table *model.LabelTable
-	for i := range c.entries {
-		e := &c.entries[i]
-		if !e.live || c.iter-e.seen <= evictAfter {
-			continue
-		}
-		if e.lastT != noTimestamp {
-			if table == nil {
-				table = c.labels.Table()
-			}
-			c.tombstones[table.Hash(e.ref)] = tombstone{t: e.lastT, expires: now.Add(tombstoneTTL)}
-		}
-		c.index.remove(e.key, uint32(i))
-		*e = seriesEntry{}
-		c.free = append(c.free, uint32(i))
-	}
-	for h, ts := range c.tombstones {
-		if now.After(ts.expires) {
-			delete(c.tombstones, h)
-		}
-	}
-	if c.labels.NeedsCompaction() {
-		// Series that went away left their labels behind: start a table
-		// with only the live ones. Views and queued samples keep the old one.
-		c.labels.Compact(func(visit func(*model.SeriesRef)) {
-			for i := range c.self {
-				visit(&c.self[i])
-			}
-			for i := range c.entries {
-				if c.entries[i].live {
-					visit(&c.entries[i].ref)
-				}
-			}
-		})
-	}
-}
-
 // Recycle hands back a view that was just replaced in the View store; if
 // nobody is reading it, the next scrape reuses its buffers.
 func (c *TargetCache) Recycle(old *view.TargetView) {
 	if old != nil && !old.InUse() {
 		c.spare = old
-	}
-}
-
-// tombstoneAll returns the last timestamp of every series the cache knows.
-func (c *TargetCache) tombstoneAll() map[uint64]tombstone {
-	out := make(map[uint64]tombstone, c.index.len()+len(c.tombstones))
-	for h, ts := range c.tombstones {
-		out[h] = ts
-	}
-	table := c.labels.Table()
-	for i := range c.entries {
-		if e := &c.entries[i]; e.live && e.lastT != noTimestamp {
-			out[table.Hash(e.ref)] = tombstone{t: e.lastT}
-		}
-	}
-	return out
-}
-
-// seed gives a new cache the tombstones of an earlier one of the same target.
-func (c *TargetCache) seed(tombs map[uint64]tombstone, expires time.Time) {
-	for h, ts := range tombs {
-		c.tombstones[h] = tombstone{t: ts.t, expires: expires}
 	}
 }
 
@@ -620,52 +312,3 @@ func (c *TargetCache) internNS(ns string) uint32 {
 
 // Len is the number of series the cache holds.
 func (c *TargetCache) Len() int { return len(c.entries) - len(c.free) }
-
-// staleTime is when a stale marker goes: now, unless the series already has
-// a sample that late (a target timestamp in the future), then just after it.
-func staleTime(nowMs, lastT int64) int64 {
-	if nowMs > lastT {
-		return nowMs
-	}
-	return lastT + 1
-}
-
-func (c *TargetCache) family(name []byte) (int32, string) {
-	if i, ok := c.famIndex[string(name)]; ok {
-		return i, c.families[i].Name
-	}
-	s := string(name)
-	i := int32(len(c.families))
-	c.families = append(c.families, view.Family{Name: s, Type: "untyped"})
-	c.famIndex[s] = i
-	return i, s
-}
-
-// setFamily changes a family's metadata copy-on-write: views already handed
-// out keep the slice they were given.
-func (c *TargetCache) setFamily(i int32, f func(*view.Family)) {
-	fams := make([]view.Family, len(c.families), cap(c.families))
-	copy(fams, c.families)
-	f(&fams[i])
-	c.families = fams
-}
-
-// belongsTo reports whether metric name is a sample of family fam.
-func belongsTo(name, fam, typ string) bool {
-	if name == fam {
-		return true
-	}
-	if !strings.HasPrefix(name, fam) {
-		return false
-	}
-	suffix := name[len(fam):]
-	switch typ {
-	case "histogram":
-		return suffix == "_bucket" || suffix == "_sum" || suffix == "_count"
-	case "summary":
-		return suffix == "_sum" || suffix == "_count"
-	case "counter":
-		return suffix == "_total"
-	}
-	return false
-}

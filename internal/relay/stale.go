@@ -1,0 +1,131 @@
+package relay
+
+import (
+	"math"
+	"time"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
+
+	"github.com/prometheus/prometheus/model/value"
+)
+
+// tombstoneTTL is how long the last timestamp of a series that went away is
+// remembered, so that it never gets a sample older than its stale marker.
+const tombstoneTTL = 10 * time.Minute
+
+// evictAfter is how many scrapes a series may be absent before its entry goes.
+const evictAfter = 8
+
+type tombstone struct {
+	t       int64
+	expires time.Time
+}
+
+// markStale writes a stale marker for every series of the previous scrape
+// that the current one lacks (all of them when the scrape failed).
+func (c *TargetCache) markStale(nowMs int64, failed bool) int {
+	n := 0
+	for _, i := range c.prev {
+		e := &c.entries[i]
+		if (e.seen == c.iter && !failed) || e.stale {
+			continue
+		}
+		e.stale = true
+		if e.lastT == noTimestamp {
+			continue // never sent
+		}
+		st := staleTime(nowMs, e.lastT)
+		e.lastT = st
+		c.send = append(c.send, model.Sample{Ref: e.ref, T: st, V: math.Float64frombits(value.StaleNaN)})
+		n++
+	}
+	if failed {
+		c.cur = c.cur[:0]
+	}
+	return n
+}
+
+// MarkAllStale ends every series of the target (it went away): the stale
+// markers to send.
+func (c *TargetCache) MarkAllStale(now time.Time) []model.Sample {
+	c.iter++
+	c.send = c.send[:0]
+	c.markStale(now.UnixMilli(), true)
+	for _, s := range c.self {
+		c.send = append(c.send, model.Sample{Ref: s, T: now.UnixMilli(), V: math.Float64frombits(value.StaleNaN)})
+	}
+	table := c.labels.Table()
+	for i := range c.send {
+		c.send[i].Table = table
+	}
+	return c.send
+}
+
+func (c *TargetCache) evict(now time.Time) {
+	var table *model.LabelTable
+	for i := range c.entries {
+		e := &c.entries[i]
+		if !e.live || c.iter-e.seen <= evictAfter {
+			continue
+		}
+		if e.lastT != noTimestamp {
+			if table == nil {
+				table = c.labels.Table()
+			}
+			c.tombstones[table.Hash(e.ref)] = tombstone{t: e.lastT, expires: now.Add(tombstoneTTL)}
+		}
+		c.index.remove(e.key, uint32(i))
+		*e = seriesEntry{}
+		c.free = append(c.free, uint32(i))
+	}
+	for h, ts := range c.tombstones {
+		if now.After(ts.expires) {
+			delete(c.tombstones, h)
+		}
+	}
+	if c.labels.NeedsCompaction() {
+		// Series that went away left their labels behind: start a table
+		// with only the live ones. Views and queued samples keep the old one.
+		c.labels.Compact(func(visit func(*model.SeriesRef)) {
+			for i := range c.self {
+				visit(&c.self[i])
+			}
+			for i := range c.entries {
+				if c.entries[i].live {
+					visit(&c.entries[i].ref)
+				}
+			}
+		})
+	}
+}
+
+// tombstoneAll returns the last timestamp of every series the cache knows.
+func (c *TargetCache) tombstoneAll() map[uint64]tombstone {
+	out := make(map[uint64]tombstone, c.index.len()+len(c.tombstones))
+	for h, ts := range c.tombstones {
+		out[h] = ts
+	}
+	table := c.labels.Table()
+	for i := range c.entries {
+		if e := &c.entries[i]; e.live && e.lastT != noTimestamp {
+			out[table.Hash(e.ref)] = tombstone{t: e.lastT}
+		}
+	}
+	return out
+}
+
+// seed gives a new cache the tombstones of an earlier one of the same target.
+func (c *TargetCache) seed(tombs map[uint64]tombstone, expires time.Time) {
+	for h, ts := range tombs {
+		c.tombstones[h] = tombstone{t: ts.t, expires: expires}
+	}
+}
+
+// staleTime is when a stale marker goes: now, unless the series already has
+// a sample that late (a target timestamp in the future), then just after it.
+func staleTime(nowMs, lastT int64) int64 {
+	if nowMs > lastT {
+		return nowMs
+	}
+	return lastT + 1
+}
