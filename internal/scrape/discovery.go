@@ -202,9 +202,6 @@ func (d *NodeDiscovery) WaitForSync(ctx context.Context) bool {
 	return cache.WaitForCacheSync(ctx.Done(), d.informer.HasSynced)
 }
 
-// Synced reports whether the node list is in.
-func (d *NodeDiscovery) Synced() bool { return d.informer.HasSynced() }
-
 // Targets returns the targets of the nodes currently known, sorted by key.
 func (d *NodeDiscovery) Targets() []*Target {
 	var out []*Target

@@ -200,7 +200,7 @@ func TestNodeDiscovery(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go d.Run(ctx)
-	if !d.WaitForSync(ctx) || !d.Synced() {
+	if !d.WaitForSync(ctx) {
 		t.Fatal("not synced")
 	}
 	waitFor(t, "node-a", func() bool { return reflect.DeepEqual(targetKeys(d.Targets()), []string{"node/node-a"}) })
