@@ -2,6 +2,7 @@ package model
 
 import (
 	"bytes"
+	"slices"
 	"sync/atomic"
 
 	"github.com/cespare/xxhash/v2"
@@ -227,7 +228,7 @@ func (b *LabelInterner) run(syms []uint32) uint32 {
 		if !found {
 			break
 		}
-		if n := b.rests[off]; int(n) == len(syms) && equalUint32(b.rests[off+2:off+2+n], syms) {
+		if n := b.rests[off]; int(n) == len(syms) && slices.Equal(b.rests[off+2:off+2+n], syms) {
 			return off
 		}
 		h++ // a collision, as in symbol
@@ -238,18 +239,6 @@ func (b *LabelInterner) run(syms []uint32) uint32 {
 	b.runIndex[h] = off
 	b.snapshot = nil
 	return off
-}
-
-func equalUint32(a, b []uint32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // Table returns a snapshot of everything interned so far. It allocates only

@@ -5,6 +5,7 @@ package nsindex
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -156,7 +157,7 @@ func (ix *Index) Set(name string, labels, annotations map[string]string) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	old, existed := ix.current[name]
-	if existed && sameLabels(old.Labels, add) {
+	if existed && slices.Equal(old.Labels, add) {
 		return
 	}
 	ix.gen++
@@ -190,18 +191,6 @@ func (ix *Index) Delete(name string) {
 	ix.dirty.Store(true)
 	ix.changes.Inc()
 	ix.namespace.Set(float64(len(ix.current)))
-}
-
-func sameLabels(a, b []enrich.Label) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func conflictKey(cs []enrich.Conflict) string {
