@@ -181,7 +181,7 @@ func (o *scrapeOptions) Validate() error {
 	}
 	for _, t := range o.Targets {
 		if _, err := scrape.PlainTarget(t, o.TargetJob); err != nil {
-			errs = append(errs, err)
+			errs = append(errs, fmt.Errorf("--target %w", err))
 		}
 	}
 	for flag, name := range map[string]string{"--node-label": o.NodeLabel, "--metrics-path-label": o.MetricsPathLabel} {

@@ -39,7 +39,7 @@ type ManagerConfig struct {
 	HonorTimestamps   bool
 	// ExternalLabels are added to every series lacking a label of the name.
 	ExternalLabels []enrich.Label
-	// NodeFetcher fetches node targets; PlainFetcher --target URLs.
+	// NodeFetcher fetches node targets; PlainFetcher targets given by URL.
 	NodeFetcher, PlainFetcher scrape.Fetcher
 	Namespaces                NamespaceSource
 	View                      *view.View
@@ -328,7 +328,7 @@ func (m *Manager) Scrape(ctx context.Context, t *scrape.Target, cache *TargetCac
 	return cache.Process(bb.Bytes(), ct, start, time.Since(start), ix, nil)
 }
 
-// timeout turns a scrape cut off by --scrape-timeout into a *TimeoutError.
+// timeout turns a scrape cut off by Timeout into a *TimeoutError.
 func (m *Manager) timeout(err error) error {
 	if err != nil && errors.Is(err, context.DeadlineExceeded) {
 		return &TimeoutError{Timeout: m.cfg.Timeout, Err: err}
@@ -336,7 +336,7 @@ func (m *Manager) timeout(err error) error {
 	return err
 }
 
-// timeoutReader reports reads cut off by --scrape-timeout as such.
+// timeoutReader reports reads cut off by Timeout as such.
 type timeoutReader struct {
 	r io.Reader
 	m *Manager
@@ -369,14 +369,14 @@ func (m *Manager) Publish(t *scrape.Target, cache *TargetCache, res *Result) {
 	}
 }
 
-// TimeoutError is a scrape cut off by --scrape-timeout.
+// TimeoutError is a scrape cut off by ManagerConfig.Timeout.
 type TimeoutError struct {
 	Timeout time.Duration
 	Err     error
 }
 
 func (e *TimeoutError) Error() string {
-	return "scrape timed out after " + e.Timeout.String() + " (--scrape-timeout): " + e.Err.Error()
+	return "scrape timed out after " + e.Timeout.String() + ": " + e.Err.Error()
 }
 func (e *TimeoutError) Unwrap() error { return e.Err }
 

@@ -220,13 +220,13 @@ func TestManagerScrapeErrors(t *testing.T) {
 		}},
 		{"/too-large", "body_too_large", func(t *testing.T, err error) {
 			var be *scrape.BodyTooLargeError
-			if !errors.As(err, &be) || be.Limit != int64(len(body)-1) || !strings.Contains(err.Error(), "--body-size-limit") {
+			if !errors.As(err, &be) || be.Limit != int64(len(body)-1) || !strings.Contains(err.Error(), "body size limit") {
 				t.Fatalf("error %v", err)
 			}
 		}},
 		{"/hang", "timeout", func(t *testing.T, err error) {
 			var te *TimeoutError
-			if !errors.As(err, &te) || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "--scrape-timeout") {
+			if !errors.As(err, &te) || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "timed out after") {
 				t.Fatalf("error %v", err)
 			}
 		}},

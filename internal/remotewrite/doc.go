@@ -59,7 +59,7 @@
 // # High availability
 //
 // For Mimir/Cortex HA deduplication run two relays with
-// --external-label cluster=NAME --external-label __replica__=$(POD_NAME).
+// the external labels cluster=NAME and __replica__=$(POD_NAME).
 // These are ordinary external labels: every series of every request carries
 // the one cluster/replica pair, which is what the receiver's HA tracker
 // needs; nothing else is done for HA.

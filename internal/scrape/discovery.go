@@ -29,7 +29,7 @@ type NodeTargetOptions struct {
 	Path   string
 	// Port overrides status.daemonEndpoints.kubeletEndpoint.Port when > 0.
 	Port int
-	// Address overrides the node's address (--node-ip).
+	// Address overrides the node's address.
 	Address string
 	// NameOrIP keeps only the node with that name or address.
 	NameOrIP string
@@ -64,7 +64,7 @@ func (o *NodeTargetOptions) NodeTarget(n *corev1.Node) *Target {
 	return o.target(n.Name, addr, port)
 }
 
-// StaticTarget is a kubelet named by --node-name-or-ip that is an address
+// StaticTarget is a kubelet named by name or IP that is an address
 // and matches no Node object (kubelet mode without node list access).
 func (o *NodeTargetOptions) StaticTarget() *Target {
 	port := o.Port
@@ -95,15 +95,15 @@ func (o *NodeTargetOptions) target(node, addr string, port int) *Target {
 	return t
 }
 
-// PlainTarget is a --target URL, labelled as Prometheus labels a static
+// PlainTarget is a target given by URL, labelled as Prometheus labels a static
 // target: job and instance=HOST:PORT.
 func PlainTarget(raw, job string) (*Target, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("--target %q: %w", raw, err)
+		return nil, fmt.Errorf("%q: %w", raw, err)
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("--target %q: want an http:// or https:// URL with a host", raw)
+		return nil, fmt.Errorf("%q: want an http:// or https:// URL with a host", raw)
 	}
 	host := u.Host
 	if u.Port() == "" {

@@ -123,8 +123,8 @@ func TestPlainTarget(t *testing.T) {
 	}
 	for _, bad := range []string{"ksm:8080/metrics", "ftp://ksm/metrics", "http:///metrics", "://x", "http://%zz/"} {
 		_, err := PlainTarget(bad, "j")
-		if err == nil || !strings.Contains(err.Error(), "--target") {
-			t.Errorf("%q: error %v does not name --target", bad, err)
+		if err == nil || !strings.HasPrefix(err.Error(), fmt.Sprintf("%q: ", bad)) {
+			t.Errorf("%q: error %v does not name the URL", bad, err)
 		}
 	}
 }

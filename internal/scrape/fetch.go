@@ -24,11 +24,11 @@ type Fetcher interface {
 	Open(ctx context.Context, t *Target) (body io.ReadCloser, contentType string, err error)
 }
 
-// BodyTooLargeError is a payload over --body-size-limit.
+// BodyTooLargeError is a payload over the fetcher's body size limit.
 type BodyTooLargeError struct{ Limit int64 }
 
 func (e *BodyTooLargeError) Error() string {
-	return fmt.Sprintf("body larger than --body-size-limit (%d bytes); raise the limit if this target is legitimately that large", e.Limit)
+	return fmt.Sprintf("body larger than the body size limit (%d bytes); raise the limit if this target is legitimately that large", e.Limit)
 }
 
 // PermissionError is a 401 or 403: it names the permission the relay lacks.
