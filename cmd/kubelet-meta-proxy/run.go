@@ -84,10 +84,7 @@ func (o *runOptions) Run(ctx context.Context) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	rwCfg, err := o.rw.Config()
-	if err != nil {
-		return err
-	}
+	rwCfg := o.rw.Config()
 	p, err := o.pipeline()
 	if err != nil {
 		return err
@@ -115,7 +112,7 @@ func (o *runOptions) Run(ctx context.Context) error {
 	view := view.NewView()
 	mgr := relay.NewManager(relay.ManagerConfig{
 		Interval: o.scrape.Interval, Timeout: o.scrape.Timeout, MaxConcurrency: o.scrape.MaxConcurrency,
-		HonorTimestamps: o.scrape.HonorTimestamps, ExternalLabels: rwCfg.ExternalLabels,
+		HonorTimestamps: o.scrape.HonorTimestamps, ExternalLabels: o.rw.externalLabels(),
 		NodeFetcher: nodeFetcher, PlainFetcher: plainFetcher,
 		Namespaces: index, View: view, Sink: sink, Logger: logger.With("component", "scrape"), Registerer: reg,
 	})

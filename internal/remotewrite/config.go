@@ -12,8 +12,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
 )
 
 // Defaults of the remote-write settings. The command line uses them as flag
@@ -54,14 +52,6 @@ type Config struct {
 	// Endpoints are the receivers; each gets its own queue. None means remote
 	// write is disabled.
 	Endpoints []EndpointConfig
-	// ExternalLabels are added to every series, unless the series has a
-	// label of the same name (the series' own label wins). The Writer does
-	// not add them: the relay does when it builds a series (enrich.Builder),
-	// so that /metrics shows what every endpoint gets, as /federate does. For Mimir/Cortex HA
-	// deduplication set a cluster and a replica label here (for example
-	// cluster=prod and __replica__=$(POD_NAME)): every series, and so every
-	// request, then carries exactly one cluster/replica pair.
-	ExternalLabels []model.Label
 	// ShutdownTimeout bounds how long Run keeps sending what it holds after its
 	// context is cancelled.
 	ShutdownTimeout time.Duration
@@ -146,49 +136,44 @@ func DefaultQueueConfig() QueueConfig {
 // Origin records where an endpoint was configured so that errors can name the
 // setting the user actually wrote: a flag or a config file field.
 type Origin struct {
-	// File is the config file path; empty for endpoints given by flags.
+	// File is the config file path; empty for endpoints configured otherwise.
 	File string
-	// Index is the position in the file's endpoints list, or among the
-	// --remote-write-url flags.
+	// Index is the position in the file's endpoints list, or in
+	// Config.Endpoints for endpoints configured otherwise.
 	Index int
 }
 
-// flagNames maps config-file field names to the flags that set them.
-var flagNames = map[string]string{
-	"url":                        "--remote-write-url",
-	"tls":                        "--remote-write-ca-file/--remote-write-cert-file/--remote-write-key-file/--remote-write-insecure-skip-verify",
-	"name":                       "--remote-write-url",
-	"headers":                    "--remote-write-header",
-	"bearer_token_file":          "--remote-write-bearer-token-file",
-	"basic_auth.username":        "--remote-write-basic-auth-username",
-	"basic_auth.password_file":   "--remote-write-basic-auth-password-file",
-	"tls.ca_file":                "--remote-write-ca-file",
-	"tls.cert_file":              "--remote-write-cert-file",
-	"tls.key_file":               "--remote-write-key-file",
-	"tls.insecure_skip_verify":   "--remote-write-insecure-skip-verify",
-	"timeout":                    "--remote-write-timeout",
-	"queue.capacity":             "--remote-write-queue-capacity",
-	"queue.shards":               "--remote-write-shards",
-	"queue.max_samples_per_send": "--max-samples-per-send",
-	"queue.batch_send_deadline":  "--batch-send-deadline",
-	"queue.min_backoff":          "--min-backoff",
-	"queue.max_backoff":          "--max-backoff",
+// FieldError is a problem with one setting: of one endpoint, or (Endpoint
+// empty) of the whole Config. Field is the config-file name of the setting
+// (e.g. "tls.ca_file", "queue.shards", "shutdown_timeout"), so that a
+// caller configuring by other means (flags) can name its own setting.
+type FieldError struct {
+	Endpoint string // the endpoint's name, or its URL without credentials
+	Origin   Origin
+	Field    string
+	Err      error
 }
 
-// fieldError names the endpoint and the field (or flag) a problem is in.
-func (e *EndpointConfig) fieldError(field string, format string, args ...any) error {
-	where := fmt.Sprintf("--remote-write-url #%d", e.Origin.Index+1)
-	name := field
-	if e.Origin.File != "" {
-		where = fmt.Sprintf("%s: endpoints[%d]", e.Origin.File, e.Origin.Index)
-	} else if f, ok := flagNames[field]; ok {
-		name = f
+func (e *FieldError) Error() string {
+	if e.Endpoint == "" && e.Origin.File == "" {
+		return fmt.Sprintf("remote write: %s: %v", e.Field, e.Err)
 	}
+	where := fmt.Sprintf("endpoints[%d]", e.Origin.Index)
+	if e.Origin.File != "" {
+		where = e.Origin.File + ": " + where
+	}
+	return fmt.Sprintf("remote write endpoint %q (%s): %s: %v", e.Endpoint, where, e.Field, e.Err)
+}
+
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// fieldError names the endpoint and the field a problem is in.
+func (e *EndpointConfig) fieldError(field string, format string, args ...any) error {
 	id := e.Name
 	if id == "" {
 		id = redactURL(e.URL)
 	}
-	return fmt.Errorf("remote write endpoint %q (%s): %s: %s", id, where, name, fmt.Sprintf(format, args...))
+	return &FieldError{Endpoint: id, Origin: e.Origin, Field: field, Err: fmt.Errorf(format, args...)}
 }
 
 // Validate checks the whole configuration, reading the credential and TLS
@@ -209,11 +194,8 @@ func (c *Config) Validate() error {
 		}
 		names[name] = i
 	}
-	if err := validateExternalLabels(c.ExternalLabels); err != nil {
-		errs = append(errs, err)
-	}
 	if c.ShutdownTimeout < 0 {
-		errs = append(errs, fmt.Errorf("--shutdown-timeout: must not be negative, got %s", c.ShutdownTimeout))
+		errs = append(errs, &FieldError{Field: "shutdown_timeout", Err: fmt.Errorf("must not be negative, got %s", c.ShutdownTimeout)})
 	}
 	return errors.Join(errs...)
 }
@@ -428,7 +410,7 @@ func (t TLSConfig) build() (*tls.Config, error) {
 }
 
 // readSecretFile reads a token or password file, trimming the trailing
-// newline editors and `kubectl create secret --from-file` leave behind.
+// newline that editors and secrets created from files leave behind.
 func readSecretFile(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -455,63 +437,6 @@ func redactURL(raw string) string {
 	u.RawQuery = ""
 	u.Fragment = ""
 	return u.String()
-}
-
-// ParseExternalLabels parses --external-label values of the form name=value
-// and returns them sorted by name.
-func ParseExternalLabels(args []string) ([]model.Label, error) {
-	ls := make([]model.Label, 0, len(args))
-	for _, a := range args {
-		name, value, ok := strings.Cut(a, "=")
-		if !ok {
-			return nil, fmt.Errorf("--external-label %q: want name=value", a)
-		}
-		ls = append(ls, model.Label{Name: strings.TrimSpace(name), Value: value})
-	}
-	slices.SortStableFunc(ls, func(a, b model.Label) int { return strings.Compare(a.Name, b.Name) })
-	if err := validateExternalLabels(ls); err != nil {
-		return nil, err
-	}
-	return ls, nil
-}
-
-func validateExternalLabels(ls []model.Label) error {
-	seen := make(map[string]bool, len(ls))
-	for _, l := range ls {
-		switch {
-		case !model.IsValidLabelName(l.Name):
-			return fmt.Errorf("--external-label %q: invalid label name (want [a-zA-Z_][a-zA-Z0-9_]*)", l.Name)
-		case l.Name == "__name__":
-			return fmt.Errorf("--external-label %q: the metric name cannot be an external label", l.Name)
-		case l.Value == "":
-			return fmt.Errorf("--external-label %q: empty value (an empty label is no label)", l.Name)
-		case seen[l.Name]:
-			return fmt.Errorf("--external-label %q: given more than once", l.Name)
-		}
-		seen[l.Name] = true
-	}
-	return nil
-}
-
-// ParseHeaders parses --remote-write-header values of the form Name=value.
-// Validation of names and values happens in Config.Validate.
-func ParseHeaders(args []string) (map[string]string, error) {
-	if len(args) == 0 {
-		return nil, nil
-	}
-	h := make(map[string]string, len(args))
-	for _, a := range args {
-		name, value, ok := strings.Cut(a, "=")
-		name = strings.TrimSpace(name)
-		if !ok || name == "" {
-			return nil, fmt.Errorf("--remote-write-header %q: want Name=value", a)
-		}
-		if _, dup := h[http.CanonicalHeaderKey(name)]; dup {
-			return nil, fmt.Errorf("--remote-write-header %q: header given more than once", name)
-		}
-		h[http.CanonicalHeaderKey(name)] = value
-	}
-	return h, nil
 }
 
 // Duration is a time.Duration that reads from YAML/JSON as a Go duration

@@ -399,29 +399,6 @@ func TestUserHeadersCannotOverrideProtocolHeaders(t *testing.T) {
 	eventually(t, 3*time.Second, "delivery", func() bool { return rcv.acceptedSamples() == 1 })
 }
 
-// TestWriterDoesNotAddExternalLabels: external labels are added where
-// series are built (Config.ExternalLabels); the Writer sends label sets as
-// they were interned.
-func TestWriterDoesNotAddExternalLabels(t *testing.T) {
-	rcv := newReceiver(t, nil)
-	cfg := Config{
-		Endpoints:      []EndpointConfig{testEndpoint(rcv.url())},
-		ExternalLabels: []model.Label{{Name: "cluster", Value: "prod"}, {Name: "__replica__", Value: "relay-1"}},
-	}
-	h := start(t, cfg, nil)
-	own := newSeries("__name__", "m", "cluster", "mine", "pod", "p")
-	plain := newSeries("__name__", "m", "pod", "q")
-	h.w.Append([]model.Sample{own.at(1, 1), plain.at(1, 1)})
-	eventually(t, 3*time.Second, "delivery", func() bool { return rcv.acceptedSamples() == 2 })
-	rcv.mu.Lock()
-	defer rcv.mu.Unlock()
-	for _, k := range []string{"__name__=m,cluster=mine,pod=p,", "__name__=m,pod=q,"} {
-		if len(rcv.samples[k]) != 1 {
-			t.Errorf("series %s not received; got %v", k, rcv.samples)
-		}
-	}
-}
-
 func TestShutdownFlushesWithinTimeout(t *testing.T) {
 	rcv := newReceiver(t, nil)
 	ep := testEndpoint(rcv.url())

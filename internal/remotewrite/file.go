@@ -10,72 +10,7 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// Options are the remote-write settings as the command line gives them. The
-// CLI binds its flags to these fields; Config turns them into a validated
-// Config.
-//
-// Endpoints come from two places. Each URLs entry becomes one endpoint with
-// all the flag settings (Endpoint, Headers). ConfigFile lists more endpoints,
-// each with its own settings; such an endpoint inherits the flags' timeout and
-// queue settings where it leaves them out, but never their credentials, TLS
-// files or headers, so that a secret meant for one receiver is not sent to
-// another.
-type Options struct {
-	URLs       []string
-	ConfigFile string
-	// Endpoint holds the per-endpoint flag settings; its URL and Name are not
-	// used.
-	Endpoint EndpointConfig
-	// Headers are Name=value pairs for the URLs endpoints.
-	Headers []string
-	// ExternalLabels are name=value pairs.
-	ExternalLabels  []string
-	ShutdownTimeout time.Duration
-}
-
-// DefaultOptions returns the options with every default set.
-func DefaultOptions() Options {
-	return Options{
-		Endpoint: EndpointConfig{
-			Timeout: DefaultTimeout,
-			Queue:   DefaultQueueConfig(),
-		},
-		ShutdownTimeout: DefaultShutdownTimeout,
-	}
-}
-
-// Config builds and validates the Config the options describe.
-func (o Options) Config() (Config, error) {
-	ext, err := ParseExternalLabels(o.ExternalLabels)
-	if err != nil {
-		return Config{}, err
-	}
-	headers, err := ParseHeaders(o.Headers)
-	if err != nil {
-		return Config{}, err
-	}
-	cfg := Config{ExternalLabels: ext, ShutdownTimeout: o.ShutdownTimeout}
-	for i, u := range o.URLs {
-		e := o.Endpoint
-		e.URL, e.Name = u, ""
-		e.Headers = headers
-		e.Origin = Origin{Index: i}
-		cfg.Endpoints = append(cfg.Endpoints, e)
-	}
-	if o.ConfigFile != "" {
-		eps, err := LoadConfigFile(o.ConfigFile, o.Endpoint)
-		if err != nil {
-			return Config{}, err
-		}
-		cfg.Endpoints = append(cfg.Endpoints, eps...)
-	}
-	if err := cfg.Validate(); err != nil {
-		return Config{}, err
-	}
-	return cfg, nil
-}
-
-// fileConfig is the schema of --remote-write-config:
+// fileConfig is the schema of a remote-write config file:
 //
 //	endpoints:
 //	  - url: https://mimir.example/api/v1/push
@@ -118,17 +53,17 @@ type fileQueue struct {
 	MaxBackoff        Duration `json:"max_backoff,omitempty"`
 }
 
-// LoadConfigFile reads a --remote-write-config file. Timeout and queue
+// LoadConfigFile reads a remote-write config file (once, at start-up). Timeout and queue
 // settings it leaves out (or sets to zero) are taken from defaults. The
 // returned endpoints are not validated yet; Config.Validate does that.
 func LoadConfigFile(path string, defaults EndpointConfig) ([]EndpointConfig, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("--remote-write-config: %w", err)
+		return nil, err // os.ReadFile names the file
 	}
 	eps, err := parseConfigFile(b, path, defaults)
 	if err != nil {
-		return nil, fmt.Errorf("--remote-write-config %s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return eps, nil
 }
