@@ -106,7 +106,7 @@ func TestGoldenEnrichedView(t *testing.T) {
 				t.Fatalf("%v (run go test -update to create it)", err)
 			}
 			if !bytes.Equal(out.Bytes(), want) {
-				t.Fatalf("enriched view differs from %s (run go test ./internal/scrape -update after checking the change)", golden)
+				t.Fatalf("enriched view differs from %s (run go test ./internal/relay -update after checking the change)", golden)
 			}
 			checkView(t, name, out.Bytes(), res)
 		})
