@@ -1,3 +1,6 @@
+// This file is over 500 lines because runRelay is one measurement sequence (start, warm up,
+// measure the window, wait for quiescence, collect) that reads best top to bottom in one place.
+
 package loadbench
 
 import (
