@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -344,5 +345,40 @@ func TestManagerResyncSameTargetKeepsLoop(t *testing.T) {
 	m.Sync(context.Background(), []*scrape.Target{&moved})
 	if n := sink.count("instance", tg.Address, true); n == 0 {
 		t.Fatal("the old identity of a changed target was not marked stale")
+	}
+}
+
+// ScrapeAll (scrape-once) goes through the loops' path: every target once,
+// published to the view and the sink, each failure reported for its target
+// and no other.
+func TestManagerScrapeAll(t *testing.T) {
+	body := readCapture(t, captures[0])
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/missing" {
+			http.Error(w, "no such path", http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		_, _ = w.Write(body)
+	}))
+	defer srv.Close()
+	sink := &fakeSink{}
+	m, v := newTestManager(t, srv.Client(), 0, 1, sink)
+	good, bad := srvTarget(srv, "node/node-a", "/metrics/cadvisor"), srvTarget(srv, "node/node-b", "/missing")
+	errs := m.ScrapeAll(context.Background(), []*scrape.Target{bad, good})
+	if len(errs) != 2 || errs[0] == nil || errs[1] != nil {
+		t.Fatalf("errors %v, want one for %s only", errs, bad.Key)
+	}
+	if got := viewKeys(v); !slices.Equal(got, []string{"node/node-a", "node/node-b"}) {
+		t.Fatalf("view holds %v", got)
+	}
+	for _, tv := range v.Targets() {
+		if want := map[string]float64{"node/node-a": 1, "node/node-b": 0}[tv.Target.Key]; upOf(tv) != want {
+			t.Errorf("%s: up %v, want %v", tv.Target.Key, upOf(tv), want)
+		}
+	}
+	// The failed target sends only its own series (up 0 and the like).
+	if sink.count("node", "node-a", false) <= numSelfFamilies || sink.count("node", "node-b", false) != numSelfFamilies {
+		t.Errorf("sink: %d samples of node-a, %d of node-b", sink.count("node", "node-a", false), sink.count("node", "node-b", false))
 	}
 }
