@@ -68,6 +68,7 @@ func (o *runOptions) Validate() error {
 func (o *runOptions) Run(ctx context.Context) error {
 	logger := o.log.logger()
 	logger.Info("starting kubelet-meta-proxy", "version", version.Version, "commit", version.Commit, "mode", o.kube.Mode)
+	o.kube.logKubeletTLS(logger)
 	if os.Getenv("GOGC") == "" {
 		// Almost all of the heap is the series cache, which lives for the
 		// whole run, holds no pointers (a GC cycle need not scan it) and
@@ -119,14 +120,18 @@ func (o *runOptions) Run(ctx context.Context) error {
 
 	var ready readiness
 	srvCfg := server.Config{Address: o.serve.address(), View: view, Gatherer: reg, Ready: ready.err, Logger: logger.With("component", "server")}
+	var authz *server.KubeAuthorizer
 	if o.serve.Secure {
-		if srvCfg.TLS, err = server.TLSConfig(o.serve.TLSCertFile, o.serve.TLSKeyFile); err != nil {
+		if srvCfg.TLS, err = server.TLSConfig(o.serve.TLSCertFile, o.serve.TLSKeyFile, srvCfg.Logger, reg); err != nil {
 			return fmt.Errorf("--metrics-secure: %w", err)
 		}
 		if !o.serve.EnableHTTP2 {
 			srvCfg.TLS.NextProtos = []string{"http/1.1"}
 		}
-		srvCfg.Authorizer = &server.KubeAuthorizer{Client: c.kube}
+		if authz, err = server.NewKubeAuthorizer(server.AuthConfig{Client: c.kube, Logger: srvCfg.Logger, Registerer: reg}); err != nil {
+			return fmt.Errorf("--metrics-secure: %w", err)
+		}
+		srvCfg.Authorizer = authz
 	}
 	ln, err := net.Listen("tcp", srvCfg.Address)
 	if err != nil {
@@ -160,6 +165,9 @@ func (o *runOptions) Run(ctx context.Context) error {
 	}
 	go index.Run(infCtx)
 	go nodes.Run(infCtx)
+	if authz != nil {
+		go authz.Run(infCtx)
+	}
 
 	syncCtx, cancelSync := context.WithTimeout(ctx, o.enrich.CacheSyncTimeout)
 	nsOK := index.WaitForSync(syncCtx)
