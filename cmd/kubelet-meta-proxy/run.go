@@ -178,7 +178,7 @@ func (o *runOptions) Run(ctx context.Context) error {
 		wg.Wait()
 		what := "namespaces (RBAC: list/watch namespaces)"
 		if nsOK {
-			what = "nodes (RBAC: get/list/watch nodes)"
+			what = "nodes (RBAC: list/watch nodes)"
 		}
 		return fmt.Errorf("caches did not sync within --cache-sync-timeout=%s: %s; check the relay's RBAC and its connection to the apiserver", o.enrich.CacheSyncTimeout, what)
 	}

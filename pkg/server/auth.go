@@ -341,20 +341,29 @@ func (a *KubeAuthorizer) setReady(err error) {
 }
 
 // Run checks the relay's own permissions with SelfSubjectAccessReviews (which
-// every authenticated identity may create) at once, every CheckInterval and
-// after a failed review, until ctx is done.
+// every authenticated identity may create) at once, every CheckInterval (at
+// most every 5s while not ready, so that a grant is seen soon) and after a
+// failed review, until ctx is done.
 func (a *KubeAuthorizer) Run(ctx context.Context) {
-	t := time.NewTicker(a.cfg.CheckInterval)
-	defer t.Stop()
-	var last time.Time
 	for {
-		a.setReady(a.Check(ctx))
-		last = a.now()
+		err := a.Check(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		a.setReady(err)
+		last := a.now()
+		wait := a.cfg.CheckInterval
+		if err != nil {
+			wait = min(wait, 5*time.Second)
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
 		case <-t.C:
 		case <-a.recheck:
+			t.Stop()
 			// At most one extra check a second, however many reviews fail.
 			if d := time.Second - a.now().Sub(last); d > 0 {
 				select {
