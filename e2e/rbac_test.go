@@ -142,8 +142,8 @@ func TestRBACMissingRuleNamed(t *testing.T) {
 		log   string
 	}
 	want := map[string]expect{
-		"nodes":         {true, "nodes (RBAC: list/watch nodes)"},
-		"namespaces":    {true, "namespaces (RBAC: list/watch namespaces)"},
+		"nodes":      {true, "nodes (RBAC: list/watch nodes)"},
+		"namespaces": {true, "namespaces (RBAC: list/watch namespaces)"},
 		// The text log quotes the error: \" around the permission.
 		"nodes/proxy":   {false, `the relay's identity needs RBAC permission \"get nodes/proxy\"`},
 		"nodes/metrics": {false, `the relay's identity needs RBAC permission \"get nodes/metrics\"`},

@@ -109,8 +109,12 @@ type syncBuffer struct {
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func newTestAuthorizer(t *testing.T, f *fakeAPI, cfg AuthConfig) (*KubeAuthorizer, *prometheus.Registry, *clock, *syncBuffer) {
 	t.Helper()
@@ -199,7 +203,10 @@ func TestKubeAuthorizerOverHTTP(t *testing.T) {
 	// the refusal in the answer; the log and the error counter have it.
 	forbidden := apierrors.NewForbidden(schema.GroupResource{Group: "authentication.k8s.io", Resource: "tokenreviews"}, "",
 		errors.New(`User "system:serviceaccount:kubelet-meta-proxy:kubelet-meta-proxy" cannot create resource "tokenreviews"`))
-	f.set(func(f *fakeAPI) { f.trErr = forbidden; f.sarErr = errors.New("dial tcp 10.96.0.1:443: connect: connection refused") })
+	f.set(func(f *fakeAPI) {
+		f.trErr = forbidden
+		f.sarErr = errors.New("dial tcp 10.96.0.1:443: connect: connection refused")
+	})
 	a.authz = newTTLCache[bool](16) // forget the allowed paths of "good"
 	run([]tc{
 		{"token review refused", PathMetrics, "Bearer new-token", 401, "Unauthorized", ""},

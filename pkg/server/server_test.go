@@ -206,4 +206,3 @@ func TestAcceptsGzip(t *testing.T) {
 		}
 	}
 }
-
