@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/nsindex"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/remotewrite"
@@ -128,7 +129,15 @@ func (o *runOptions) Run(ctx context.Context) error {
 		if !o.serve.EnableHTTP2 {
 			srvCfg.TLS.NextProtos = []string{"http/1.1"}
 		}
-		if authz, err = server.NewKubeAuthorizer(server.AuthConfig{Client: c.kube, Logger: srvCfg.Logger, Registerer: reg}); err != nil {
+		// A client of its own without client-go's rate limiter (QPS 5): the
+		// authorizer's own limit (reviews per second, then 429) is the only
+		// one, so a flood of garbage tokens is refused at once instead of
+		// queueing requests behind the informers' calls.
+		reviewClient, err := kubernetes.NewForConfig(unthrottled(c.config))
+		if err != nil {
+			return fmt.Errorf("--metrics-secure: %w", err)
+		}
+		if authz, err = server.NewKubeAuthorizer(server.AuthConfig{Client: reviewClient, Logger: srvCfg.Logger, Registerer: reg}); err != nil {
 			return fmt.Errorf("--metrics-secure: %w", err)
 		}
 		srvCfg.Authorizer = authz
