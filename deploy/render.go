@@ -45,6 +45,8 @@ var Kustomizations = []Kustomization{
 	{Dir: "overlays/daemonset", Components: []string{"host-network", "remote-write-basic-auth"}},
 	{Dir: "overlays/ha", Components: []string{"servicemonitor", "remote-write-basic-auth"}},
 	{Dir: "overlays/sharded", Components: []string{"remote-write-secret"}},
+	{Dir: "base", Components: []string{"servicemonitor", "secure-metrics"}},
+	{Dir: "overlays/daemonset", Components: []string{"secure-metrics"}},
 }
 
 // ChartRendering is one `helm template` of dist/chart.

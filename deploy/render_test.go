@@ -126,43 +126,60 @@ func permissions(rules []Rule) []string {
 	return out
 }
 
-// The least-privilege grants of docs/CONTRACTS.md, nothing else.
-var wantPermissions = []string{
-	"/namespaces:list", "/namespaces:watch",
-	"/nodes/metrics:get",
-	"/nodes/proxy:get",
-	"/nodes:get", "/nodes:list", "/nodes:watch",
+// The least-privilege grants of each mode (deploy/README.md's table), nothing else. A feature that needs more
+// adds its grant here, in both files and in the chart.
+var wantPermissions = map[string][]string{
+	"apiserver": {"/namespaces:list", "/namespaces:watch", "/nodes/proxy:get", "/nodes:list", "/nodes:watch"},
+	"kubelet":   {"/namespaces:list", "/namespaces:watch", "/nodes/metrics:get", "/nodes:list", "/nodes:watch"},
 }
 
-func TestClusterRoleFileIsTheSingleLeastPrivilegeRole(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join(repoRoot(t), "deploy/kustomize/base/clusterrole.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	objs, err := Objects(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(objs) != 1 || len(splitNonEmpty(b)) != 1 {
-		t.Fatalf("clusterrole.yaml must hold exactly one document, has %d objects", len(objs))
-	}
-	// The e2e bed reads the file with a strict typed decode: unknown fields would break it.
-	var typed rbacv1.ClusterRole
-	if err := yaml.UnmarshalStrict(b, &typed); err != nil {
-		t.Fatalf("clusterrole.yaml does not decode strictly as an rbac/v1 ClusterRole: %v", err)
-	}
-	if len(typed.Rules) != 4 {
-		t.Errorf("clusterrole.yaml: %d rules, want 4 (one per resource)", len(typed.Rules))
-	}
-	cr := objs[0]
-	if cr.GetKind() != "ClusterRole" || cr.GetAPIVersion() != "rbac.authorization.k8s.io/v1" || cr.GetName() != "kubelet-meta-proxy" {
-		t.Fatalf("clusterrole.yaml: %s %s %q, want rbac.authorization.k8s.io/v1 ClusterRole kubelet-meta-proxy", cr.GetAPIVersion(), cr.GetKind(), cr.GetName())
-	}
-	if got := permissions(rulesOf(t, cr)); !slices.Equal(got, wantPermissions) {
-		t.Fatalf("clusterrole.yaml grants %v, want exactly %v", got, wantPermissions)
-	}
-	if _, found, _ := unstructured.NestedFieldNoCopy(cr.Object, "aggregationRule"); found {
-		t.Fatal("clusterrole.yaml must not aggregate other roles")
+// What secure serving adds (components/secure-metrics), and the role for the scrapers.
+var (
+	wantSecurePermissions = []string{"authentication.k8s.io/tokenreviews:create", "authorization.k8s.io/subjectaccessreviews:create"}
+	wantReaderPermissions = []string{"nonResourceURL /metrics/self:get", "nonResourceURL /metrics:get"}
+)
+
+// The role files: the single source of truth of each role, read by the e2e bed.
+var roleFiles = []struct {
+	file, name string
+	want       []string
+}{
+	{"deploy/kustomize/base/clusterrole.yaml", "kubelet-meta-proxy", wantPermissions["apiserver"]},
+	{"deploy/kustomize/overlays/daemonset/clusterrole.yaml", "kubelet-meta-proxy", wantPermissions["kubelet"]},
+	{"deploy/kustomize/components/secure-metrics/clusterrole.yaml", "kubelet-meta-proxy-secure-metrics", wantSecurePermissions},
+	{"deploy/kustomize/components/secure-metrics/metrics-reader.yaml", "kubelet-meta-proxy-metrics-reader", wantReaderPermissions},
+}
+
+func TestClusterRoleFilesAreTheLeastPrivilegeRoles(t *testing.T) {
+	for _, rf := range roleFiles {
+		t.Run(rf.file, func(t *testing.T) {
+			b, err := os.ReadFile(filepath.Join(repoRoot(t), rf.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			objs, err := Objects(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(objs) != 1 || len(splitNonEmpty(b)) != 1 {
+				t.Fatalf("must hold exactly one document, has %d objects", len(objs))
+			}
+			// The e2e bed reads the file with a strict typed decode: unknown fields would break it.
+			var typed rbacv1.ClusterRole
+			if err := yaml.UnmarshalStrict(b, &typed); err != nil {
+				t.Fatalf("does not decode strictly as an rbac/v1 ClusterRole: %v", err)
+			}
+			cr := objs[0]
+			if cr.GetKind() != "ClusterRole" || cr.GetAPIVersion() != "rbac.authorization.k8s.io/v1" || cr.GetName() != rf.name {
+				t.Fatalf("%s %s %q, want rbac.authorization.k8s.io/v1 ClusterRole %s", cr.GetAPIVersion(), cr.GetKind(), cr.GetName(), rf.name)
+			}
+			if got := permissions(rulesOf(t, cr)); !slices.Equal(got, rf.want) {
+				t.Fatalf("grants %v, want exactly %v", got, rf.want)
+			}
+			if _, found, _ := unstructured.NestedFieldNoCopy(cr.Object, "aggregationRule"); found {
+				t.Fatal("must not aggregate other roles")
+			}
+		})
 	}
 }
 
@@ -228,6 +245,7 @@ type renderSpec struct {
 	image         string // the relay's image, "" = any kubelet-meta-proxy image
 	replicas      int64  // Deployment/StatefulSet replicas, 0 = unchecked
 	remoteWrite   bool
+	secure        bool     // --metrics-secure with its ClusterRoles
 	wantArgs      []string // args that must be present
 	wantFileFlags []string // --*-file flags that must be present (paths must lie in a mounted volume)
 }
@@ -248,10 +266,12 @@ var specs = []renderSpec{
 		wantArgs: []string{"--external-label=__replica__=$(POD_NAME)"}, wantFileFlags: []string{"--remote-write-basic-auth-password-file"}},
 	{name: "kustomize/overlays/sharded+remote-write-secret", workloadKind: "StatefulSet", mode: "apiserver", namespace: true, replicas: 3, remoteWrite: true,
 		wantFileFlags: []string{"--remote-write-bearer-token-file"}},
+	{name: "kustomize/base+servicemonitor+secure-metrics", workloadKind: "Deployment", mode: "apiserver", namespace: true, serviceMon: true, replicas: 1, remoteWrite: true, secure: true},
+	{name: "kustomize/overlays/daemonset+secure-metrics", workloadKind: "DaemonSet", mode: "kubelet", namespace: true, remoteWrite: true, secure: true},
 	{name: "installer", workloadKind: "Deployment", mode: "apiserver", namespace: true, replicas: 1, remoteWrite: true, image: InstallerImage},
 	{name: "chart/default", workloadKind: "Deployment", mode: "apiserver", replicas: 1,
 		wantArgs: []string{"--namespace-labels=team", "--metrics-port=8080"}},
-	{name: "chart/kubelet", workloadKind: "DaemonSet", mode: "kubelet", hostNetwork: true, serviceMon: true, remoteWrite: true, image: "example.com/kmp:v1",
+	{name: "chart/kubelet", workloadKind: "DaemonSet", mode: "kubelet", hostNetwork: true, serviceMon: true, remoteWrite: true, secure: true, image: "example.com/kmp:v1",
 		wantArgs: []string{"--remote-write-header=X-Scope-OrgID=tenant-1"}, wantFileFlags: []string{"--remote-write-bearer-token-file"}},
 	{name: "chart/ha", workloadKind: "Deployment", mode: "apiserver", replicas: 2, remoteWrite: true,
 		wantArgs: []string{"--namespace-labels=team,cost-center", "--external-label=cluster=prod-eu-1", "--external-label=__replica__=$(POD_NAME)",
@@ -327,18 +347,6 @@ func checkRendering(t *testing.T, spec renderSpec, objs []*unstructured.Unstruct
 		}
 	}
 
-	// RBAC: exactly one ClusterRole with exactly the contract's grants, bound to the workload's ServiceAccount.
-	crs := byKind(objs, "ClusterRole")
-	if len(crs) != 1 {
-		t.Fatalf("%d ClusterRoles, want 1", len(crs))
-	}
-	if got := permissions(rulesOf(t, crs[0])); !slices.Equal(got, wantPermissions) {
-		t.Errorf("ClusterRole grants %v, want exactly %v", got, wantPermissions)
-	}
-	if n := len(byKind(objs, "Role")) + len(byKind(objs, "RoleBinding")); n != 0 {
-		t.Errorf("%d Roles/RoleBindings: the relay needs none", n)
-	}
-
 	workloads := byKind(objs, spec.workloadKind)
 	total := 0
 	for _, k := range []string{"Deployment", "DaemonSet", "StatefulSet", "Pod", "Job", "CronJob", "ReplicaSet"} {
@@ -360,22 +368,71 @@ func checkRendering(t *testing.T, spec renderSpec, objs []*unstructured.Unstruct
 		}
 	}
 
+	// RBAC: the mode's ClusterRole with exactly its grants; with secure serving also the reviews' role and the
+	// scrapers' reader role; every binding binds a role of the rendering to the workload's ServiceAccount.
 	sa, _, _ := unstructured.NestedString(podSpec, "serviceAccountName")
 	if sa == "" || !seen["ServiceAccount/"+ReleaseNamespace+"/"+sa] {
 		t.Errorf("serviceAccountName %q is not a ServiceAccount of the rendering", sa)
 	}
+	crs := byKind(objs, "ClusterRole")
+	roles := map[string]*unstructured.Unstructured{}
+	var relayRole *unstructured.Unstructured
+	for _, cr := range crs {
+		switch {
+		case strings.HasSuffix(cr.GetName(), "-secure-metrics"):
+			roles["secure"] = cr
+		case strings.HasSuffix(cr.GetName(), "-metrics-reader"):
+			roles["reader"] = cr
+		default:
+			if relayRole != nil {
+				t.Errorf("two relay ClusterRoles: %s and %s", relayRole.GetName(), cr.GetName())
+			}
+			relayRole = cr
+		}
+	}
+	wantRoles := 1
+	if spec.secure {
+		wantRoles = 3
+	}
+	if relayRole == nil || len(crs) != wantRoles {
+		t.Fatalf("%d ClusterRoles, want %d (the relay's%s)", len(crs), wantRoles, map[bool]string{true: ", secure-metrics and metrics-reader"}[spec.secure])
+	}
+	if got := permissions(rulesOf(t, relayRole)); !slices.Equal(got, wantPermissions[spec.mode]) {
+		t.Errorf("ClusterRole %s grants %v, want exactly %v (mode %s)", relayRole.GetName(), got, wantPermissions[spec.mode], spec.mode)
+	}
+	if spec.secure {
+		if r := roles["secure"]; r == nil || !slices.Equal(permissions(rulesOf(t, r)), wantSecurePermissions) {
+			t.Errorf("secure-metrics ClusterRole %v, want one granting exactly %v", r, wantSecurePermissions)
+		}
+		if r := roles["reader"]; r == nil || !slices.Equal(permissions(rulesOf(t, r)), wantReaderPermissions) {
+			t.Errorf("metrics-reader ClusterRole %v, want one granting exactly %v", r, wantReaderPermissions)
+		}
+	}
+	if n := len(byKind(objs, "Role")) + len(byKind(objs, "RoleBinding")); n != 0 {
+		t.Errorf("%d Roles/RoleBindings: the relay needs none", n)
+	}
 	crbs := byKind(objs, "ClusterRoleBinding")
-	if len(crbs) != 1 {
-		t.Fatalf("%d ClusterRoleBindings, want 1", len(crbs))
+	wantBound := []string{relayRole.GetName()}
+	if spec.secure {
+		wantBound = append(wantBound, roles["secure"].GetName())
 	}
-	roleRef, _, _ := unstructured.NestedStringMap(crbs[0].Object, "roleRef")
-	if roleRef["kind"] != "ClusterRole" || roleRef["name"] != crs[0].GetName() || roleRef["apiGroup"] != "rbac.authorization.k8s.io" {
-		t.Errorf("ClusterRoleBinding roleRef %v does not name the ClusterRole %s", roleRef, crs[0].GetName())
+	var bound []string
+	for _, crb := range crbs {
+		roleRef, _, _ := unstructured.NestedStringMap(crb.Object, "roleRef")
+		if roleRef["kind"] != "ClusterRole" || roleRef["apiGroup"] != "rbac.authorization.k8s.io" {
+			t.Errorf("ClusterRoleBinding %s roleRef %v", crb.GetName(), roleRef)
+		}
+		bound = append(bound, roleRef["name"])
+		subjects, _, _ := unstructured.NestedSlice(crb.Object, "subjects")
+		want := []any{map[string]any{"kind": "ServiceAccount", "name": sa, "namespace": ReleaseNamespace}}
+		if !reflect.DeepEqual(subjects, want) {
+			t.Errorf("ClusterRoleBinding %s subjects %v, want %v", crb.GetName(), subjects, want)
+		}
 	}
-	subjects, _, _ := unstructured.NestedSlice(crbs[0].Object, "subjects")
-	want := []any{map[string]any{"kind": "ServiceAccount", "name": sa, "namespace": ReleaseNamespace}}
-	if !reflect.DeepEqual(subjects, want) {
-		t.Errorf("ClusterRoleBinding subjects %v, want %v", subjects, want)
+	sort.Strings(bound)
+	sort.Strings(wantBound)
+	if !slices.Equal(bound, wantBound) {
+		t.Errorf("ClusterRoleBindings bind %v to the relay, want %v (the metrics-reader role is for scrapers)", bound, wantBound)
 	}
 
 	// Pod security.
@@ -502,7 +559,17 @@ func checkRendering(t *testing.T, spec renderSpec, objs []*unstructured.Unstruct
 			}
 		}
 	}
+	if _, secure := argVal["--metrics-secure"]; secure != spec.secure {
+		t.Errorf("--metrics-secure %v, want %v", secure, spec.secure)
+	}
 	if spec.mode == "kubelet" {
+		// Kubelet serving certificates are verified, with the cluster CA unless changed on purpose.
+		if got := argVal["--kubelet-ca-file"]; !slices.Equal(got, []string{"/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"}) {
+			t.Errorf("--kubelet-ca-file %v, want the service account's cluster CA", got)
+		}
+		if _, ok := argVal["--kubelet-insecure-skip-verify"]; ok {
+			t.Error("--kubelet-insecure-skip-verify in a shipped rendering")
+		}
 		if got := argVal["--node-name-or-ip"]; !slices.Equal(got, []string{"$(NODE_NAME)"}) {
 			t.Errorf("--node-name-or-ip %v, want $(NODE_NAME)", got)
 		}
@@ -607,6 +674,10 @@ func checkRendering(t *testing.T, spec renderSpec, objs []*unstructured.Unstruct
 			continue
 		}
 		for _, path := range vals {
+			// The projected service-account volume (automountServiceAccountToken) is mounted by the kubelet.
+			if strings.HasPrefix(path, "/var/run/secrets/kubernetes.io/serviceaccount/") {
+				continue
+			}
 			ok := false
 			for _, mnt := range mounts {
 				m := mnt.(map[string]any)
@@ -648,6 +719,10 @@ func checkRendering(t *testing.T, spec renderSpec, objs []*unstructured.Unstruct
 		port, _, _ := unstructured.NestedFieldNoCopy(c, probe, "httpGet", "port")
 		if p != path || (port != "metrics" && fmt.Sprint(port) != strconv.FormatInt(metricsPort, 10)) {
 			t.Errorf("%s httpGet %s on %v, want %s on the metrics port", probe, p, port, path)
+		}
+		scheme, _, _ := unstructured.NestedString(c, probe, "httpGet", "scheme")
+		if wantScheme := map[bool]string{true: "HTTPS"}[spec.secure]; scheme != wantScheme && !(scheme == "HTTP" && !spec.secure) {
+			t.Errorf("%s scheme %q, want %q (--metrics-secure %v)", probe, scheme, wantScheme, spec.secure)
 		}
 	}
 
@@ -698,6 +773,12 @@ func checkRendering(t *testing.T, spec renderSpec, objs []*unstructured.Unstruct
 		ep := eps[0].(map[string]any)
 		if ep["port"] != "metrics" || ep["path"] != "/metrics" || ep["honorLabels"] != true {
 			t.Errorf("ServiceMonitor endpoint %v, want port metrics, path /metrics, honorLabels true", ep)
+		}
+		if spec.secure && (ep["scheme"] != "https" || ep["bearerTokenFile"] == nil) {
+			t.Errorf("ServiceMonitor endpoint %v: want scheme https with the scraper's token (--metrics-secure)", ep)
+		}
+		if !spec.secure && ep["scheme"] == "https" {
+			t.Errorf("ServiceMonitor endpoint %v: https without --metrics-secure", ep)
 		}
 	}
 }

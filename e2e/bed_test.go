@@ -185,6 +185,7 @@ func TestBedProxyCadvisor(t *testing.T) {
 func TestBedKubeletAuth(t *testing.T) {
 	b := needBed(t)
 	ctx := t.Context()
+	useRules(t, b, modeRules(t, "kubelet")) // nodes/metrics is kubelet mode's
 	if code, body, err := b.KubeletGet(ctx, "node-2", "/metrics/cadvisor", b.RelayToken); err != nil || code != 200 {
 		t.Fatalf("relay token: %d %v %.200s", code, err, body)
 	}

@@ -248,6 +248,7 @@ func TestAPIServerRestart(t *testing.T) {
 // 7. Kubelet mode: only the given node, straight to its kubelet with the ServiceAccount token.
 func TestKubeletMode(t *testing.T) {
 	b := needBed(t)
+	useRules(t, b, modeRules(t, "kubelet")) // the DaemonSet's role
 	_, _, sel := startRelay(t, b.KubeletModeArgs("node-2")...)
 	waitQ(t, b, fmt.Sprintf(`container_memory_working_set_bytes{%s, namespace="frontend-service1", team="frontend"}`, sel), settle, bed.NonEmpty)
 	time.Sleep(2 * interval)

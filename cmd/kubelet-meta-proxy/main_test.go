@@ -137,6 +137,7 @@ func TestBadValuesRefused(t *testing.T) {
 		{[]string{"--metrics-port=-1"}, []string{"--metrics-port"}},
 		{[]string{"--tls-cert-file=a.pem"}, []string{"--tls-cert-file"}},
 		{[]string{"--cache-sync-timeout=0s"}, []string{"--cache-sync-timeout"}},
+		{[]string{"--mode=kubelet", "--kubelet-ca-file=ca.crt", "--kubelet-insecure-skip-verify"}, []string{"--kubelet-insecure-skip-verify and --kubelet-ca-file"}},
 		{[]string{"-node-port=abc"}, []string{"node-port", "abc"}},
 		{[]string{"-no-such-flag=1"}, []string{"no-such-flag"}},
 	} {
@@ -186,5 +187,36 @@ func TestScrapeOnceParsesSharedFlags(t *testing.T) {
 	}
 	if err := execute(t, newScrapeOnceCommand(), []string{"scrape-once", "-mode=foo"}); err == nil || !strings.Contains(err.Error(), "--mode") {
 		t.Fatalf("scrape-once -mode=foo: %v", err)
+	}
+}
+
+// A kubelet's 401/403 names the subresource its authorizer checked for the
+// scraped path.
+func TestKubeletPermission(t *testing.T) {
+	for path, want := range map[string]string{
+		"/metrics/cadvisor": "get nodes/metrics", "/metrics": "get nodes/metrics", "/metrics/resource": "get nodes/metrics",
+		"/metricsx": "get nodes/proxy", "/pods": "get nodes/proxy", "/stats/summary": "get nodes/stats",
+		"/logs/": "get nodes/log", "/spec/": "get nodes/spec",
+	} {
+		if got := kubeletPermission(path); got != want {
+			t.Errorf("%s: %q, want %q", path, got, want)
+		}
+	}
+}
+
+// Kubelet certificates are verified with --kubelet-ca-file, else the
+// service account's cluster CA; --kubelet-insecure-skip-verify uses none.
+func TestKubeletCAFile(t *testing.T) {
+	for _, tc := range []struct {
+		o    kubeOptions
+		want string
+	}{
+		{kubeOptions{}, serviceAccountDir + "/ca.crt"},
+		{kubeOptions{KubeletCAFile: "/etc/kubelet-ca/ca.crt"}, "/etc/kubelet-ca/ca.crt"},
+		{kubeOptions{KubeletInsecureSkipVerify: true}, ""},
+	} {
+		if got := tc.o.kubeletCAFile(); got != tc.want {
+			t.Errorf("%+v: %q, want %q", tc.o, got, tc.want)
+		}
 	}
 }

@@ -80,6 +80,9 @@ func (o *kubeOptions) Validate() error {
 	if o.NodeIP != "" && net.ParseIP(o.NodeIP) == nil {
 		errs = append(errs, fmt.Errorf("--node-ip=%q: not an IP address", o.NodeIP))
 	}
+	if o.KubeletInsecureSkipVerify && o.KubeletCAFile != "" {
+		errs = append(errs, errors.New("--kubelet-insecure-skip-verify and --kubelet-ca-file: give one (verify with the CA, or explicitly not at all)"))
+	}
 	if o.NodeIP != "" && o.NodeNameOrIP == "" {
 		errs = append(errs, errors.New("--node-ip needs --node-name-or-ip: one address cannot serve every node"))
 	}
@@ -89,6 +92,36 @@ func (o *kubeOptions) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// kubeletCAFile is the CA bundle kubelet serving certificates are verified
+// with: --kubelet-ca-file, else the cluster CA of the service account (right
+// when the kubelets' serving certificates come from the cluster CA through
+// the CSR flow, serverTLSBootstrap: true). "" with --kubelet-insecure-skip-verify.
+func (o *kubeOptions) kubeletCAFile() string {
+	if o.KubeletInsecureSkipVerify {
+		return ""
+	}
+	if o.KubeletCAFile != "" {
+		return o.KubeletCAFile
+	}
+	return serviceAccountDir + "/ca.crt"
+}
+
+// logKubeletTLS says at start-up how kubelet certificates are checked; not
+// checking them is a warning every time.
+func (o *kubeOptions) logKubeletTLS(logger *slog.Logger) {
+	if o.Mode != modeKubelet {
+		if o.KubeletInsecureSkipVerify || o.KubeletCAFile != "" {
+			logger.Warn("--kubelet-ca-file and --kubelet-insecure-skip-verify apply to --mode=kubelet only: ignored", "mode", o.Mode)
+		}
+		return
+	}
+	if o.KubeletInsecureSkipVerify {
+		logger.Warn("--kubelet-insecure-skip-verify: kubelet serving certificates are NOT verified; anyone who can intercept the connection to a kubelet receives the relay's token. Use --kubelet-ca-file (see deploy/README.md, kubelet TLS)")
+		return
+	}
+	logger.Info("kubelet TLS: verifying kubelet serving certificates", "ca_file", o.kubeletCAFile())
 }
 
 // restConfig resolves how to reach the apiserver: --kubeconfig, then

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -112,10 +113,7 @@ func (o *commonOptions) fetchers(c *clients) (node, plain scrape.Fetcher, err er
 	}
 	// Kubelet mode: the pod's service-account token (re-read as it rotates),
 	// verifying the kubelet's certificate against a CA.
-	ca := o.kube.KubeletCAFile
-	if ca == "" && !o.kube.KubeletInsecureSkipVerify {
-		ca = serviceAccountDir + "/ca.crt"
-	}
+	ca := o.kube.kubeletCAFile()
 	kcfg := &rest.Config{
 		Host:            "https://kubelet.invalid", // requests carry full URLs
 		BearerTokenFile: o.kube.KubeletTokenFile,
@@ -136,7 +134,22 @@ func (o *commonOptions) fetchers(c *clients) (node, plain scrape.Fetcher, err er
 	if err != nil {
 		return nil, nil, fmt.Errorf("kubelet client (--kubelet-ca-file, --kubelet-token-file): %w", err)
 	}
-	return &scrape.HTTPFetcher{Client: hc, Limit: limit, Permission: "get nodes/metrics (and nodes/proxy)"}, plain, nil
+	return &scrape.HTTPFetcher{Client: hc, Limit: limit, Permission: kubeletPermission(o.kube.NodeCadvisorPath)}, plain, nil
+}
+
+// kubeletPermission is what the kubelet checks for a GET of path (its
+// authorizer maps /metrics/* to nodes/metrics, /stats/* to nodes/stats,
+// /logs/* to nodes/log, /spec/* to nodes/spec and anything else, /pods
+// included, to nodes/proxy).
+func kubeletPermission(path string) string {
+	sub := "proxy"
+	for _, p := range []struct{ prefix, sub string }{{"/metrics", "metrics"}, {"/stats", "stats"}, {"/logs", "log"}, {"/spec", "spec"}} {
+		if path == p.prefix || strings.HasPrefix(path, p.prefix+"/") {
+			sub = p.sub
+			break
+		}
+	}
+	return "get nodes/" + sub
 }
 
 func newTransport(_ *rest.Config) http.RoundTripper {

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/nsindex"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/remotewrite"
@@ -71,6 +72,7 @@ func (o *runOptions) Validate() error {
 func (o *runOptions) Run(ctx context.Context) error {
 	logger := o.log.logger()
 	logger.Info("starting kubelet-meta-proxy", "version", version.Version, "commit", version.Commit, "mode", o.kube.Mode)
+	o.kube.logKubeletTLS(logger)
 	if os.Getenv("GOGC") == "" {
 		// Almost all of the heap is the series cache, which lives for the
 		// whole run, holds no pointers (a GC cycle need not scan it) and
@@ -119,14 +121,26 @@ func (o *runOptions) Run(ctx context.Context) error {
 
 	var ready readiness
 	srvCfg := server.Config{Address: o.serve.address(), View: view, Gatherer: reg, Ready: ready.err, Logger: logger.With("component", "server")}
+	var authz *server.KubeAuthorizer
 	if o.serve.Secure {
-		if srvCfg.TLS, err = server.TLSConfig(o.serve.TLSCertFile, o.serve.TLSKeyFile); err != nil {
+		if srvCfg.TLS, err = server.TLSConfig(o.serve.TLSCertFile, o.serve.TLSKeyFile, srvCfg.Logger, reg); err != nil {
 			return fmt.Errorf("--metrics-secure: %w", err)
 		}
 		if !o.serve.EnableHTTP2 {
 			srvCfg.TLS.NextProtos = []string{"http/1.1"}
 		}
-		srvCfg.Authorizer = &server.KubeAuthorizer{Client: c.kube}
+		// A client of its own without client-go's rate limiter (QPS 5): the
+		// authorizer's own limit (reviews per second, then 429) is the only
+		// one, so a flood of garbage tokens is refused at once instead of
+		// queueing requests behind the informers' calls.
+		reviewClient, err := kubernetes.NewForConfig(unthrottled(c.config))
+		if err != nil {
+			return fmt.Errorf("--metrics-secure: %w", err)
+		}
+		if authz, err = server.NewKubeAuthorizer(server.AuthConfig{Client: reviewClient, Logger: srvCfg.Logger, Registerer: reg}); err != nil {
+			return fmt.Errorf("--metrics-secure: %w", err)
+		}
+		srvCfg.Authorizer = authz
 	}
 	ln, err := net.Listen("tcp", srvCfg.Address)
 	if err != nil {
@@ -160,6 +174,9 @@ func (o *runOptions) Run(ctx context.Context) error {
 	}
 	go index.Run(infCtx)
 	go nodes.Run(infCtx)
+	if authz != nil {
+		go authz.Run(infCtx)
+	}
 
 	syncCtx, cancelSync := context.WithTimeout(ctx, o.enrich.CacheSyncTimeout)
 	nsOK := index.WaitForSync(syncCtx)
@@ -170,7 +187,7 @@ func (o *runOptions) Run(ctx context.Context) error {
 		wg.Wait()
 		what := "namespaces (RBAC: list/watch namespaces)"
 		if nsOK {
-			what = "nodes (RBAC: get/list/watch nodes)"
+			what = "nodes (RBAC: list/watch nodes)"
 		}
 		return fmt.Errorf("caches did not sync within --cache-sync-timeout=%s: %s; check the relay's RBAC and its connection to the apiserver", o.enrich.CacheSyncTimeout, what)
 	}

@@ -125,11 +125,16 @@ func (o *scrapeOnceOptions) nodeTargets(ctx context.Context, c *clients, opts sc
 	var nodes []corev1.Node
 	if len(o.Nodes) > 0 {
 		for _, name := range o.Nodes {
-			n, err := c.kube.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+			// A list by name, not a get: the relay's ClusterRoles grant list
+			// and watch on nodes only (deploy/README.md).
+			list, err := c.kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + name})
 			if err != nil {
-				return nil, fmt.Errorf("--node %s: %w", name, err)
+				return nil, fmt.Errorf("--node %s (RBAC: list nodes): %w", name, err)
 			}
-			nodes = append(nodes, *n)
+			if len(list.Items) == 0 {
+				return nil, fmt.Errorf("--node %s: no such node", name)
+			}
+			nodes = append(nodes, list.Items[0])
 		}
 	} else {
 		list, err := c.kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: o.kube.NodeSelector})

@@ -140,15 +140,95 @@ func (b *Bed) StartAPIServer(ctx context.Context) error {
 	return b.waitAPIServer(ctx)
 }
 
-// DefaultRelayRules are the rules of docs/CONTRACTS.md, used only if the ClusterRole file
-// is missing.
+// DefaultRelayRules are the apiserver mode's rules of docs/CONTRACTS.md, used only if the
+// ClusterRole file is missing.
 func DefaultRelayRules() []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"list", "watch"}},
 		{APIGroups: []string{""}, Resources: []string{"nodes/proxy"}, Verbs: []string{"get"}},
-		{APIGroups: []string{""}, Resources: []string{"nodes/metrics"}, Verbs: []string{"get"}},
 		{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"list", "watch"}},
 	}
+}
+
+// The shipped ClusterRole files (relative to the repo root), each the single source of truth
+// of its role: the relay's in apiserver mode (the bed's default) and in kubelet mode (the
+// DaemonSet), what secure serving adds, and the role for scrapers of the secure endpoint.
+const (
+	APIServerRoleFile     = "deploy/kustomize/base/clusterrole.yaml"
+	KubeletRoleFile       = "deploy/kustomize/overlays/daemonset/clusterrole.yaml"
+	SecureMetricsRoleFile = "deploy/kustomize/components/secure-metrics/clusterrole.yaml"
+	MetricsReaderRoleFile = "deploy/kustomize/components/secure-metrics/metrics-reader.yaml"
+)
+
+// ShippedClusterRole reads one of the shipped ClusterRole files (a path relative to the repo
+// root) with a strict decode.
+func ShippedClusterRole(file string) (*rbacv1.ClusterRole, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(filepath.Join(root, file))
+	if err != nil {
+		return nil, err
+	}
+	var cr rbacv1.ClusterRole
+	if err := yaml.UnmarshalStrict(data, &cr); err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	if cr.Kind != "ClusterRole" || cr.Name == "" || len(cr.Rules) == 0 {
+		return nil, fmt.Errorf("%s: want a ClusterRole with rules, got %s %q", file, cr.Kind, cr.Name)
+	}
+	return &cr, nil
+}
+
+// ModeRules returns the rules of the relay's shipped ClusterRole for mode "apiserver" or
+// "kubelet", for SetRelayRules.
+func ModeRules(mode string) ([]rbacv1.PolicyRule, error) {
+	file := map[string]string{"apiserver": APIServerRoleFile, "kubelet": KubeletRoleFile}[mode]
+	if file == "" {
+		return nil, fmt.Errorf("no mode %q", mode)
+	}
+	cr, err := ShippedClusterRole(file)
+	if err != nil {
+		return nil, err
+	}
+	return cr.Rules, nil
+}
+
+// BindClusterRole creates the ClusterRole cr (replacing one of that name) and binds it to the
+// ServiceAccount namespace/name; the returned function deletes both.
+func (b *Bed) BindClusterRole(ctx context.Context, cr *rbacv1.ClusterRole, namespace, name string) (func(), error) {
+	c := b.Client.RbacV1()
+	cr = cr.DeepCopy()
+	cr.ResourceVersion = ""
+	_ = c.ClusterRoles().Delete(ctx, cr.Name, metav1.DeleteOptions{})
+	if _, err := c.ClusterRoles().Create(ctx, cr, metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
+	crb := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: cr.Name + ":" + namespace + ":" + name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: cr.Name},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: name, Namespace: namespace}},
+	}
+	_ = c.ClusterRoleBindings().Delete(ctx, crb.Name, metav1.DeleteOptions{})
+	if _, err := c.ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = c.ClusterRoleBindings().Delete(ctx, crb.Name, metav1.DeleteOptions{})
+		_ = c.ClusterRoles().Delete(ctx, cr.Name, metav1.DeleteOptions{})
+	}, nil
+}
+
+// CreateServiceAccount creates a ServiceAccount (if missing) and returns a token of it.
+func (b *Bed) CreateServiceAccount(ctx context.Context, namespace, name string) (string, error) {
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace}}
+	if _, err := b.Client.CoreV1().ServiceAccounts(namespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", err
+	}
+	return b.ServiceAccountToken(ctx, namespace, name)
 }
 
 // RelayClusterRoleFromFile reads the relay's ClusterRole (the single source of truth).

@@ -15,12 +15,20 @@ type Relay struct {
 	// Args are the command line (after the binary).
 	Args []string
 	Port int
-	// BaseURL is http://127.0.0.1:Port; MetricsURL its /metrics.
+	// BaseURL is http://127.0.0.1:Port (https:// with --metrics-secure); MetricsURL its
+	// /metrics.
 	BaseURL    string
 	MetricsURL string
 	LogFile    string
 	p          *proc
+	client     *http.Client
 }
+
+// secureClient talks to a relay with --metrics-secure: its serving certificate is its own
+// (self-signed or the test's), so it is not verified here; tests that care check it.
+var secureClient = &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
+	Proxy: nil, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true,
+}}
 
 // RelayDefaults are the flags StartRelay passes unless args set them (plus --scrape-timeout,
 // which defaults to the scrape interval).
@@ -92,7 +100,10 @@ func (b *Bed) StartRelay(ctx context.Context, args ...string) (*Relay, error) {
 	b.mu.Lock()
 	name := fmt.Sprintf("relay-%d", len(b.relays)+1)
 	b.mu.Unlock()
-	r := &Relay{Args: full, Port: port, BaseURL: fmt.Sprintf("http://127.0.0.1:%d", port)}
+	r := &Relay{Args: full, Port: port, BaseURL: fmt.Sprintf("http://127.0.0.1:%d", port), client: httpClient}
+	if hasFlag(args, "metrics-secure") {
+		r.BaseURL, r.client = fmt.Sprintf("https://127.0.0.1:%d", port), secureClient
+	}
 	r.MetricsURL = r.BaseURL + "/metrics"
 	r.p = b.newProc(name, b.bin.relay, full...)
 	r.LogFile = r.p.logPath
@@ -102,7 +113,7 @@ func (b *Bed) StartRelay(ctx context.Context, args ...string) (*Relay, error) {
 	b.mu.Lock()
 	b.relays = append(b.relays, r)
 	b.mu.Unlock()
-	if err := waitFor(ctx, name, 60*time.Second, r.p, httpOK(httpClient, r.BaseURL+"/healthz", nil)); err != nil {
+	if err := waitFor(ctx, name, 60*time.Second, r.p, httpOK(r.client, r.BaseURL+"/healthz", nil)); err != nil {
 		r.p.stop(5 * time.Second)
 		return nil, fmt.Errorf("%w\n%s", err, tail(r.LogFile, 40))
 	}
@@ -124,17 +135,28 @@ func (r *Relay) Restart(ctx context.Context) error {
 	if err := r.p.start(); err != nil {
 		return err
 	}
-	return waitFor(ctx, "relay", 60*time.Second, r.p, httpOK(httpClient, r.BaseURL+"/healthz", nil))
+	return waitFor(ctx, "relay", 60*time.Second, r.p, httpOK(r.client, r.BaseURL+"/healthz", nil))
 }
 
 // Get fetches a path of the relay ("/metrics", "/metrics?node=node-1", "/readyz").
 func (r *Relay) Get(ctx context.Context, path string) (int, []byte, error) {
+	return r.GetWithToken(ctx, path, "")
+}
+
+// GetWithToken fetches a path with a bearer token ("" for none), for --metrics-secure.
+func (r *Relay) GetWithToken(ctx context.Context, path, token string) (int, []byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.BaseURL+path, nil)
 	if err != nil {
 		return 0, nil, err
 	}
-	return doRead(httpClient, req)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	return doRead(r.client, req)
 }
+
+// Exited is closed when the relay process has exited.
+func (r *Relay) Exited() <-chan struct{} { return r.p.exited() }
 
 // Logs returns the last n lines of the relay's log.
 func (r *Relay) Logs(n int) string { return tail(r.LogFile, n) }

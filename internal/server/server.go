@@ -31,10 +31,14 @@ const (
 )
 
 // Authorizer decides whether a request may read the metrics. It is nil when
-// the endpoint is not secure.
+// the endpoint is not secure. reason is shown to the caller: it must not
+// carry internal detail. An Authorizer that also has a Ready() error method
+// (KubeAuthorizer) takes part in /readyz.
 type Authorizer interface {
 	Authorize(ctx context.Context, r *http.Request) (status int, reason string)
 }
+
+type readyReporter interface{ Ready() error }
 
 // Config is what the server needs.
 type Config struct {
@@ -63,7 +67,11 @@ func New(cfg Config) *Server {
 	mux.Handle(PathSelfMetrics, s.protect(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{EnableOpenMetrics: false})))
 	mux.HandleFunc(PathHealthz, func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc(PathReadyz, func(w http.ResponseWriter, _ *http.Request) {
-		if err := cfg.Ready(); err != nil {
+		err := cfg.Ready()
+		if rr, ok := cfg.Authorizer.(readyReporter); ok && err == nil {
+			err = rr.Ready()
+		}
+		if err != nil {
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
@@ -108,11 +116,21 @@ func (s *Server) protect(h http.Handler) http.Handler {
 		return h
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if code, reason := s.cfg.Authorizer.Authorize(r.Context(), r); code != http.StatusOK {
-			http.Error(w, reason, code)
+		code, reason := s.cfg.Authorizer.Authorize(r.Context(), r)
+		switch {
+		case code == http.StatusOK:
+			h.ServeHTTP(w, r)
 			return
+		case code == http.StatusUnauthorized:
+			w.Header().Set("WWW-Authenticate", `Bearer realm="kubelet-meta-proxy"`)
+		case code == http.StatusTooManyRequests:
+			w.Header().Set("Retry-After", "1")
+		case code >= 500 || code < 400:
+			// Never let an authorizer's failure through as a 5xx with its text.
+			s.cfg.Logger.Error("authorizer answered an unexpected status; refused with 403", "status", code, "reason", reason)
+			code, reason = http.StatusForbidden, msgForbidden
 		}
-		h.ServeHTTP(w, r)
+		http.Error(w, reason, code)
 	})
 }
 

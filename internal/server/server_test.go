@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,13 +20,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	authenticationv1 "k8s.io/api/authentication/v1"
-	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes/fake"
-	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/scrape"
@@ -213,109 +207,6 @@ func TestAcceptsGzip(t *testing.T) {
 	} {
 		if got := acceptsGzip(h); got != want {
 			t.Errorf("acceptsGzip(%q) = %v", h, got)
-		}
-	}
-}
-
-// fakeReviews answers TokenReviews and SubjectAccessReviews: token "good"
-// belongs to an allowed user, "denied" to one without the permission.
-func fakeReviews(t *testing.T) (*fake.Clientset, *atomic.Int32, *atomic.Int32) {
-	client := fake.NewSimpleClientset()
-	var trCalls, sarCalls atomic.Int32
-	client.PrependReactor("create", "tokenreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		trCalls.Add(1)
-		tr := a.(k8stesting.CreateAction).GetObject().(*authenticationv1.TokenReview)
-		switch tr.Spec.Token {
-		case "good", "denied":
-			tr.Status = authenticationv1.TokenReviewStatus{Authenticated: true, User: authenticationv1.UserInfo{Username: "system:serviceaccount:monitoring:" + tr.Spec.Token, Groups: []string{"system:serviceaccounts"}}}
-		default:
-			tr.Status = authenticationv1.TokenReviewStatus{Authenticated: false, Error: "invalid bearer token"}
-		}
-		return true, tr, nil
-	})
-	client.PrependReactor("create", "subjectaccessreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		sarCalls.Add(1)
-		sar := a.(k8stesting.CreateAction).GetObject().(*authorizationv1.SubjectAccessReview)
-		if sar.Spec.NonResourceAttributes == nil || sar.Spec.NonResourceAttributes.Verb != "get" {
-			t.Errorf("SAR without a get on a non-resource path: %+v", sar.Spec)
-		}
-		sar.Status.Allowed = sar.Spec.User == "system:serviceaccount:monitoring:good"
-		return true, sar, nil
-	})
-	return client, &trCalls, &sarCalls
-}
-
-func TestKubeAuthorizer(t *testing.T) {
-	client, trCalls, sarCalls := fakeReviews(t)
-	base := start(t, Config{View: testView(t), Gatherer: prometheus.NewRegistry(), Ready: func() error { return nil },
-		Authorizer: &KubeAuthorizer{Client: client, TTL: time.Minute}})
-	for _, tc := range []struct {
-		name, path, auth string
-		code             int
-		contains         string
-	}{
-		{"no token", PathMetrics, "", 401, "bearer token is required"},
-		{"not bearer", PathMetrics, "Basic dXNlcjpwYXNz", 401, "bearer token is required"},
-		{"bad token", PathMetrics, "Bearer nope", 401, "not authenticated"},
-		{"denied", PathMetrics, "Bearer denied", 403, `nonResourceURLs: ["/metrics"]`},
-		{"denied self", PathSelfMetrics, "Bearer denied", 403, "may not get /metrics/self"},
-		{"allowed", PathMetrics, "Bearer good", 200, "container_cpu_usage_seconds_total"},
-		{"allowed self", PathSelfMetrics, "Bearer good", 200, ""},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var h []string
-			if tc.auth != "" {
-				h = []string{"Authorization", tc.auth}
-			}
-			resp, body := get(t, base+tc.path, h...)
-			if resp.StatusCode != tc.code || !strings.Contains(body, tc.contains) {
-				t.Fatalf("%d %q, want %d containing %q", resp.StatusCode, body, tc.code, tc.contains)
-			}
-		})
-	}
-	if resp, _ := get(t, base+PathHealthz); resp.StatusCode != 200 {
-		t.Fatal("health checks must not need a token")
-	}
-
-	// Decisions are cached per token and path.
-	tr0, sar0 := trCalls.Load(), sarCalls.Load()
-	for i := 0; i < 3; i++ {
-		get(t, base+PathMetrics, "Authorization", "Bearer good")
-		get(t, base+PathMetrics, "Authorization", "Bearer denied")
-		get(t, base+PathMetrics, "Authorization", "Bearer nope")
-	}
-	if trCalls.Load() != tr0 || sarCalls.Load() != sar0 {
-		t.Fatalf("cached decisions made %d token reviews and %d access reviews", trCalls.Load()-tr0, sarCalls.Load()-sar0)
-	}
-}
-
-func TestKubeAuthorizerCachesOncePerTokenAndPath(t *testing.T) {
-	client, trCalls, sarCalls := fakeReviews(t)
-	a := &KubeAuthorizer{Client: client}
-	req := func(path, token string) *http.Request {
-		r, _ := http.NewRequest(http.MethodGet, "http://relay"+path, nil)
-		r.Header.Set("Authorization", "Bearer "+token)
-		return r
-	}
-	for i := 0; i < 2; i++ {
-		if code, _ := a.Authorize(context.Background(), req("/metrics", "good")); code != 200 {
-			t.Fatalf("code %d", code)
-		}
-	}
-	if trCalls.Load() != 1 || sarCalls.Load() != 1 {
-		t.Fatalf("two requests made %d token reviews, %d access reviews", trCalls.Load(), sarCalls.Load())
-	}
-	a.Authorize(context.Background(), req("/metrics/self", "good"))
-	if trCalls.Load() != 2 {
-		t.Fatal("another path must be reviewed on its own")
-	}
-	// An API error is not cached.
-	client.PrependReactor("create", "tokenreviews", func(k8stesting.Action) (bool, runtime.Object, error) {
-		return true, nil, errors.New("apiserver down")
-	})
-	for i := 0; i < 2; i++ {
-		if code, reason := a.Authorize(context.Background(), req("/metrics", "other")); code != 500 || !strings.Contains(reason, "apiserver down") {
-			t.Fatalf("%d %q", code, reason)
 		}
 	}
 }

@@ -97,6 +97,11 @@ spec:
         - --mode={{ .Values.mode }}
         {{- if eq .Values.mode "kubelet" }}
         - --node-name-or-ip=$(NODE_NAME)
+        {{- if .Values.kubeletTLS.insecureSkipVerify }}
+        - --kubelet-insecure-skip-verify
+        {{- else }}
+        - --kubelet-ca-file={{ .Values.kubeletTLS.caFile }}
+        {{- end }}
         {{- end }}
         {{- with .Values.namespaceLabels }}
         - --namespace-labels={{ join "," . }}
@@ -108,6 +113,9 @@ spec:
         - --label-prefix={{ . }}
         {{- end }}
         - --metrics-port={{ .Values.metricsPort }}
+        {{- if .Values.secureMetrics.enabled }}
+        - --metrics-secure
+        {{- end }}
         - --scrape-interval={{ .Values.scrapeInterval }}
         - --scrape-timeout={{ .Values.scrapeTimeout }}
         - --log-level={{ .Values.logLevel }}
@@ -162,6 +170,9 @@ spec:
         httpGet:
           path: /healthz
           port: metrics
+          {{- if .Values.secureMetrics.enabled }}
+          scheme: HTTPS
+          {{- end }}
         initialDelaySeconds: 5
         periodSeconds: 20
         timeoutSeconds: 5
@@ -170,6 +181,9 @@ spec:
         httpGet:
           path: /readyz
           port: metrics
+          {{- if .Values.secureMetrics.enabled }}
+          scheme: HTTPS
+          {{- end }}
         initialDelaySeconds: 2
         periodSeconds: 10
         timeoutSeconds: 5
