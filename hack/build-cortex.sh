@@ -6,12 +6,11 @@
 #                       replace/exclude lines of Cortex's go.mod; tags netgo,slicelabels as
 #                       Cortex's Makefile: without slicelabels the ingester panics on the
 #                       first push). ~3 min on 2 cores the first time, 1.3 GB module cache.
-#   kube-state-metrics  go install k8s.io/kube-state-metrics/v2@KSM_VERSION (~1-2 min).
+#   kube-state-metrics  pinned in hack/ksm/go.mod (~1-2 min).
 # Usage: hack/build-cortex.sh [cortex] [kube-state-metrics]   (no argument: both)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BIN="${BIN:-$ROOT/bin}"
-KSM_VERSION=v2.19.1
 export CGO_ENABLED=0 GOWORK=off
 mkdir -p "$BIN"
 
@@ -38,20 +37,21 @@ build_cortex() {
 }
 
 build_ksm() {
-	if fresh kube-state-metrics "$KSM_VERSION"; then
-		echo "build-cortex: kube-state-metrics $KSM_VERSION already built"
+	local ver
+	ver="$(awk '$1 == "require" && $2 == "k8s.io/kube-state-metrics/v2" { print $3; exit }' "$ROOT/hack/ksm/go.mod")"
+	if fresh kube-state-metrics "$ver"; then
+		echo "build-cortex: kube-state-metrics $ver already built"
 		return
 	fi
-	echo "build-cortex: building kube-state-metrics $KSM_VERSION ..."
-	local start=$SECONDS tmp
-	tmp="$(mktemp -d)"
-	trap 'rm -rf "$tmp"' RETURN
-	# Outside the repository so no go.mod or go.work of ours is in the way.
-	(cd "$tmp" && GOBIN="$tmp/bin" GOFLAGS= go install -trimpath \
-		-ldflags "-s -w -X github.com/prometheus/common/version.Version=${KSM_VERSION#v} -X github.com/prometheus/common/version.Branch=release -X github.com/prometheus/common/version.Revision=$KSM_VERSION" \
-		"k8s.io/kube-state-metrics/v2@$KSM_VERSION")
-	mv "$tmp/bin/kube-state-metrics" "$BIN/kube-state-metrics"
-	echo "$KSM_VERSION" >"$BIN/.kube-state-metrics.stamp"
+	echo "build-cortex: building kube-state-metrics $ver ..."
+	local start=$SECONDS
+	# From the wrapper module hack/ksm: `go install k8s.io/kube-state-metrics/v2@VERSION` asks the
+	# proxy for the version list, which this environment's proxy refuses.
+	(cd "$ROOT/hack/ksm" && GOFLAGS=-mod=mod go build -trimpath \
+		-ldflags "-s -w -X github.com/prometheus/common/version.Version=${ver#v} -X github.com/prometheus/common/version.Branch=release -X github.com/prometheus/common/version.Revision=$ver" \
+		-o "$BIN/kube-state-metrics.tmp" k8s.io/kube-state-metrics/v2)
+	mv "$BIN/kube-state-metrics.tmp" "$BIN/kube-state-metrics"
+	echo "$ver" >"$BIN/.kube-state-metrics.stamp"
 	echo "build-cortex: kube-state-metrics built in $((SECONDS - start))s"
 }
 
