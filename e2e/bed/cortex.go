@@ -94,6 +94,7 @@ func (b *Bed) StartCortex(ctx context.Context, opts CortexOptions) (*Cortex, err
 		"-ruler-storage.backend=filesystem", "-ruler-storage.filesystem.dir=" + d("ruler-storage"),
 		"-alertmanager.sharding-ring.store=inmemory", "-alertmanager.sharding-ring.instance-addr=127.0.0.1",
 		"-alertmanager.storage.path=" + d("alertmanager"), "-alertmanager.cluster.listen-address=",
+		"-alertmanager.web.external-url=" + c.URL + "/alertmanager",
 		"-alertmanager-storage.backend=filesystem", "-alertmanager-storage.filesystem.dir=" + d("alertmanager-storage"),
 		"-blocks-storage.backend=filesystem", "-blocks-storage.filesystem.dir=" + d("blocks"),
 		"-blocks-storage.tsdb.dir=" + d("tsdb"), "-blocks-storage.bucket-store.sync-dir=" + d("tsdb-sync"),
