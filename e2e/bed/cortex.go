@@ -106,6 +106,7 @@ func (b *Bed) StartCortex(ctx context.Context, opts CortexOptions) (*Cortex, err
 		"-distributor.ha-tracker.failover-timeout=" + opts.HAFailoverTimeout.String(),
 		"-memberlist.bind-addr=127.0.0.1", fmt.Sprintf("-memberlist.bind-port=%d", ports[2]),
 		"-memberlist.advertise-addr=127.0.0.1", fmt.Sprintf("-memberlist.advertise-port=%d", ports[2]),
+		"-querier.active-query-tracker-dir=" + d("active-query-tracker"), // default: ./ (the test's cwd)
 		"-runtime-config.file=" + c.override, "-runtime-config.reload-period=1s",
 	}
 	c.p = b.newExtra("cortex", bin, append(args, opts.Args...)...)

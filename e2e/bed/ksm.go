@@ -55,8 +55,8 @@ func (b *Bed) StartKubeStateMetrics(ctx context.Context, args ...string) (*KubeS
 	return k, nil
 }
 
-// Start starts a stopped kube-state-metrics again on the same ports; it waits until /readyz
-// (informers synced) answers 200.
+// Start starts a stopped kube-state-metrics again on the same ports; it waits until the
+// telemetry port's /readyz and the metrics port's /healthz answer 200.
 func (k *KubeStateMetrics) Start(ctx context.Context) error {
 	if k.p.running() {
 		return nil
@@ -64,7 +64,13 @@ func (k *KubeStateMetrics) Start(ctx context.Context) error {
 	if err := k.p.start(); err != nil {
 		return err
 	}
-	return waitFor(ctx, "kube-state-metrics", 60*time.Second, k.p, httpOK(httpClient, k.URL+"/readyz", nil))
+	ready, healthy := httpOK(httpClient, k.TelemetryURL+"/readyz", nil), httpOK(httpClient, k.URL+"/healthz", nil)
+	return waitFor(ctx, "kube-state-metrics", 60*time.Second, k.p, func(ctx context.Context) error {
+		if err := ready(ctx); err != nil {
+			return err
+		}
+		return healthy(ctx)
+	})
 }
 
 // Stop stops kube-state-metrics.
