@@ -147,6 +147,7 @@ type Bed struct {
 	nodes    map[string]*Node
 	nextIP   int
 	relays   []*Relay
+	extras   []*proc // Cortex, kube-state-metrics, extra Prometheus servers: started on demand
 	stopOnce sync.Once
 	sigStop  func()
 }
@@ -365,6 +366,7 @@ func (b *Bed) Stop() {
 		}
 		b.mu.Lock()
 		relays := b.relays
+		extras := b.extras
 		var nodes []*Node
 		for _, n := range b.nodes {
 			nodes = append(nodes, n)
@@ -377,7 +379,7 @@ func (b *Bed) Stop() {
 		for _, n := range nodes {
 			wg.Go(func() { n.p.stop(3 * time.Second) })
 		}
-		for _, p := range []*proc{b.prom, b.am} {
+		for _, p := range append([]*proc{b.prom, b.am}, extras...) {
 			if p != nil {
 				wg.Go(func() { p.stop(10 * time.Second) })
 			}
@@ -421,6 +423,34 @@ func (b *Bed) logPath(name string) string { return filepath.Join(b.Dir, name+".l
 
 func (b *Bed) newProc(name, path string, args ...string) *proc {
 	return &proc{name: name, path: path, args: args, logPath: b.logPath(name)}
+}
+
+// newExtra is newProc for a component started on demand: Stop stops it with the bed.
+func (b *Bed) newExtra(name, path string, args ...string) *proc {
+	p := b.newProc(name, path, args...)
+	b.mu.Lock()
+	b.extras = append(b.extras, p)
+	b.mu.Unlock()
+	return p
+}
+
+// binary finds name in the bed's bin dir, then on PATH.
+func (b *Bed) binary(name string) (string, error) {
+	binDir := b.opts.BinDir
+	if binDir == "" {
+		root, err := RepoRoot()
+		if err != nil {
+			return "", err
+		}
+		binDir = filepath.Join(root, "bin")
+	}
+	if p := filepath.Join(binDir, name); fileExists(p) {
+		return p, nil
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("bed: %s not found in %s or PATH (hack/build-cortex.sh %s, or bed.BuildExtra)", name, binDir, name)
 }
 
 // httpClient is a plain client for the bed's HTTP endpoints.

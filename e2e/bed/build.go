@@ -39,3 +39,21 @@ func Build(ctx context.Context, root string, log io.Writer) (relayErr, err error
 	relayErr = step("kubelet-meta-proxy", exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", filepath.Join(bin, "kubelet-meta-proxy"), "./cmd/kubelet-meta-proxy"))
 	return relayErr, nil
 }
+
+// BuildExtra builds the on-demand components named (cortex, kube-state-metrics) into
+// <root>/bin with hack/build-cortex.sh, skipped when bin/ has them at the pinned version.
+// Tests call it only when they need them, so the rest of the suite never waits for it.
+func BuildExtra(ctx context.Context, root string, log io.Writer, names ...string) error {
+	if log == nil {
+		log = io.Discard
+	}
+	start := time.Now()
+	cmd := exec.CommandContext(ctx, "bash", append([]string{filepath.Join(root, "hack", "build-cortex.sh")}, names...)...)
+	cmd.Dir = root
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("build %v: %w", names, err)
+	}
+	fmt.Fprintf(log, "bed: %v ready in %s\n", names, time.Since(start).Round(time.Millisecond))
+	return nil
+}

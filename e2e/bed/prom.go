@@ -143,9 +143,18 @@ type promResp struct {
 }
 
 func (b *Bed) promAPI(ctx context.Context, path string, params url.Values) (*promResp, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, b.PrometheusURL+path, strings.NewReader(params.Encode()))
+	return promAPIAt(ctx, b.PrometheusURL, nil, path, params)
+}
+
+// promAPIAt calls the Prometheus HTTP API under base (Prometheus, or Cortex's /prometheus)
+// with extra headers (a tenant's X-Scope-OrgID).
+func promAPIAt(ctx context.Context, base string, header http.Header, path string, params url.Values) (*promResp, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, strings.NewReader(params.Encode()))
 	if err != nil {
 		return nil, err
+	}
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	code, body, err := doRead(httpClient, req)
@@ -172,7 +181,11 @@ func parsePoint(p [2]any) (time.Time, float64, error) {
 // Query runs an instant PromQL query now and returns the vector (a scalar comes back as one
 // sample without labels).
 func (b *Bed) Query(ctx context.Context, q string) ([]Sample, error) {
-	r, err := b.promAPI(ctx, "/api/v1/query", url.Values{"query": {q}})
+	return queryAt(ctx, b.PrometheusURL, nil, q)
+}
+
+func queryAt(ctx context.Context, base string, header http.Header, q string) ([]Sample, error) {
+	r, err := promAPIAt(ctx, base, header, "/api/v1/query", url.Values{"query": {q}})
 	if err != nil {
 		return nil, err
 	}
@@ -240,12 +253,16 @@ func fmtTime(t time.Time) string { return strconv.FormatFloat(float64(t.UnixMill
 // WaitQuery runs q every 500ms until cond accepts the result or timeout passes; it returns
 // the last result.
 func (b *Bed) WaitQuery(ctx context.Context, q string, timeout time.Duration, cond func([]Sample) bool) ([]Sample, error) {
+	return waitQuery(ctx, func(ctx context.Context) ([]Sample, error) { return b.Query(ctx, q) }, q, timeout, cond)
+}
+
+func waitQuery(ctx context.Context, query func(context.Context) ([]Sample, error), q string, timeout time.Duration, cond func([]Sample) bool) ([]Sample, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var last []Sample
 	var lastErr error
 	for {
-		res, err := b.Query(ctx, q)
+		res, err := query(ctx)
 		if err == nil && cond(res) {
 			return res, nil
 		}
