@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -80,7 +81,7 @@ func (o *runOptions) Run(ctx context.Context) error {
 	}
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), version.NewBuildInfoCollector())
 	rwCfg, err := o.rw.Config()
 	if err != nil {
 		return err
@@ -109,6 +110,19 @@ func (o *runOptions) Run(ctx context.Context) error {
 		}
 	}
 	nodes := scrape.NewNodeDiscovery(c.kube, o.kube.NodeSelector, nodeOpts, notify)
+	// The node informer's twin of nsindex's informer_synced{resource="namespaces"}
+	// (same name and help), so one alert covers both caches.
+	var nodesSynced atomic.Bool
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "kubelet_meta_proxy_informer_synced",
+		Help:        "1 once the informer's cache of the resource has synced.",
+		ConstLabels: prometheus.Labels{"resource": "nodes"},
+	}, func() float64 {
+		if nodesSynced.Load() {
+			return 1
+		}
+		return 0
+	}))
 	view := scrape.NewView()
 	mgr := scrape.NewManager(scrape.ManagerConfig{
 		Interval: o.scrape.Interval, Timeout: o.scrape.Timeout, MaxConcurrency: o.scrape.MaxConcurrency,
@@ -164,6 +178,9 @@ func (o *runOptions) Run(ctx context.Context) error {
 	syncCtx, cancelSync := context.WithTimeout(ctx, o.enrich.CacheSyncTimeout)
 	nsOK := index.WaitForSync(syncCtx)
 	nodesOK := nodes.WaitForSync(syncCtx)
+	if nodesOK {
+		nodesSynced.Store(true)
+	}
 	cancelSync()
 	if ctx.Err() == nil && (!nsOK || !nodesOK) {
 		stopServer()
