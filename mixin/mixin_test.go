@@ -462,3 +462,55 @@ func TestPromtool(t *testing.T) {
 		}
 	}
 }
+
+// The chart and the kustomize component ship copies of this directory's files (`make mixin`): they must be
+// current. (deploy/render_test.go checks the rendered PrometheusRule and ConfigMap against them too.)
+func TestCopiesAreCurrent(t *testing.T) {
+	same := func(src, dst string) {
+		a, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(dst)
+		if err != nil || !bytes.Equal(a, b) {
+			t.Errorf("%s is not a copy of mixin/%s (run `make mixin`): %v", dst, src, err)
+		}
+	}
+	same("alerts.yaml", "../dist/chart/files/alerts.yaml")
+	files, _ := filepath.Glob("dashboards/*.json")
+	for _, dir := range []string{"../dist/chart/files/dashboards", "../deploy/kustomize/components/mixin/dashboards"} {
+		for _, f := range files {
+			same(f, filepath.Join(dir, filepath.Base(f)))
+		}
+		shipped, _ := filepath.Glob(filepath.Join(dir, "*"))
+		if len(shipped) != len(files) {
+			t.Errorf("%s has %d files, mixin/dashboards %d (run `make mixin`, remove what is gone)", dir, len(shipped), len(files))
+		}
+	}
+	// The component's PrometheusRule is alerts.yaml under spec.
+	var rule struct {
+		Kind string         `json:"kind"`
+		Spec map[string]any `json:"spec"`
+	}
+	b, err := os.ReadFile("../deploy/kustomize/components/mixin/prometheusrule.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(b, &rule); err != nil {
+		t.Fatal(err)
+	}
+	var want map[string]any
+	a, _ := os.ReadFile("alerts.yaml")
+	if err := yaml.Unmarshal(a, &want); err != nil {
+		t.Fatal(err)
+	}
+	if rule.Kind != "PrometheusRule" || !reflectDeepEqualJSON(rule.Spec, want) {
+		t.Error("deploy/kustomize/components/mixin/prometheusrule.yaml's spec is not mixin/alerts.yaml (run `make mixin`)")
+	}
+}
+
+func reflectDeepEqualJSON(a, b any) bool {
+	x, err1 := json.Marshal(a)
+	y, err2 := json.Marshal(b)
+	return err1 == nil && err2 == nil && bytes.Equal(x, y)
+}
