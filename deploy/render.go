@@ -44,7 +44,7 @@ var Kustomizations = []Kustomization{
 	{Dir: "base", Components: []string{"servicemonitor", "remote-write-secret"}},
 	{Dir: "overlays/daemonset", Components: []string{"host-network", "remote-write-basic-auth"}},
 	{Dir: "overlays/ha", Components: []string{"servicemonitor", "remote-write-basic-auth"}},
-	{Dir: "overlays/sharded", Components: []string{"remote-write-secret"}},
+	{Dir: "overlays/sharded", Components: []string{"remote-write-secret", "servicemonitor"}},
 	{Dir: "base", Components: []string{"servicemonitor", "mixin"}},
 }
 

@@ -258,7 +258,7 @@ var specs = []renderSpec{
 		wantArgs: []string{"--remote-write-basic-auth-username=$(REMOTE_WRITE_USERNAME)"}, wantFileFlags: []string{"--remote-write-basic-auth-password-file"}},
 	{name: "kustomize/overlays/ha+servicemonitor+remote-write-basic-auth", workloadKind: "Deployment", mode: "apiserver", namespace: true, serviceMon: true, selfMetrics: true, replicas: 2, remoteWrite: true,
 		wantArgs: []string{"--external-label=__replica__=$(POD_NAME)"}, wantFileFlags: []string{"--remote-write-basic-auth-password-file"}},
-	{name: "kustomize/overlays/sharded+remote-write-secret", workloadKind: "StatefulSet", mode: "apiserver", namespace: true, replicas: 3, remoteWrite: true,
+	{name: "kustomize/overlays/sharded+remote-write-secret+servicemonitor", workloadKind: "StatefulSet", mode: "apiserver", namespace: true, serviceMon: true, selfMetrics: true, replicas: 3, remoteWrite: true,
 		wantFileFlags: []string{"--remote-write-bearer-token-file"}},
 	{name: "kustomize/base+servicemonitor+mixin", workloadKind: "Deployment", mode: "apiserver", namespace: true, serviceMon: true, selfMetrics: true, mixin: true, replicas: 1, remoteWrite: true},
 	{name: "installer", workloadKind: "Deployment", mode: "apiserver", namespace: true, replicas: 1, remoteWrite: true, image: InstallerImage},
