@@ -44,7 +44,8 @@ var Kustomizations = []Kustomization{
 	{Dir: "base", Components: []string{"servicemonitor", "remote-write-secret"}},
 	{Dir: "overlays/daemonset", Components: []string{"host-network", "remote-write-basic-auth"}},
 	{Dir: "overlays/ha", Components: []string{"servicemonitor", "remote-write-basic-auth"}},
-	{Dir: "overlays/sharded", Components: []string{"remote-write-secret"}},
+	{Dir: "overlays/sharded", Components: []string{"remote-write-secret", "servicemonitor"}},
+	{Dir: "base", Components: []string{"servicemonitor", "mixin"}},
 	{Dir: "base", Components: []string{"servicemonitor", "secure-metrics"}},
 	{Dir: "overlays/daemonset", Components: []string{"secure-metrics"}},
 }
@@ -60,6 +61,8 @@ var ChartRenderings = []ChartRendering{
 	{Name: "chart/default"},
 	{Name: "chart/kubelet", ValuesFile: "ci/kubelet-values.yaml"},
 	{Name: "chart/ha", ValuesFile: "ci/ha-values.yaml"},
+	{Name: "chart/sharded", ValuesFile: "ci/sharded-values.yaml"},
+	{Name: "chart/openshift", ValuesFile: "ci/openshift-values.yaml"},
 }
 
 // Tool returns the path of bin/NAME under repoRoot, or an error that says to run `make tools`.

@@ -2,7 +2,9 @@ package deploy
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -14,10 +16,14 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/rulefmt"
+	"github.com/prometheus/prometheus/promql/parser"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 )
@@ -248,6 +254,12 @@ type renderSpec struct {
 	secure        bool     // --metrics-secure with its ClusterRoles
 	wantArgs      []string // args that must be present
 	wantFileFlags []string // --*-file flags that must be present (paths must lie in a mounted volume)
+	wantEnv       []string // env variables that must be present
+	selfMetrics   bool     // the ServiceMonitor also scrapes /metrics/self as job="kubelet-meta-proxy"
+	relabelings   bool     // the ServiceMonitor's /metrics endpoint has relabelings and metricRelabelings
+	mixin         bool     // the PrometheusRule of mixin/alerts.yaml and the ConfigMap of mixin/dashboards
+	arbitraryUID  bool     // the pod sets no runAsUser/runAsGroup/fsGroup (OpenShift's SCC assigns them)
+	priorityClass string
 }
 
 var specs = []renderSpec{
@@ -258,25 +270,31 @@ var specs = []renderSpec{
 		wantArgs: []string{"--external-label=cluster=$(CLUSTER_NAME)", "--external-label=__replica__=$(POD_NAME)"}},
 	{name: "kustomize/overlays/sharded", workloadKind: "StatefulSet", mode: "apiserver", namespace: true, replicas: 3, remoteWrite: true,
 		wantArgs: []string{"--shard-count=3"}},
-	{name: "kustomize/base+servicemonitor+remote-write-secret", workloadKind: "Deployment", mode: "apiserver", namespace: true, serviceMon: true, replicas: 1, remoteWrite: true,
+	{name: "kustomize/base+servicemonitor+remote-write-secret", workloadKind: "Deployment", mode: "apiserver", namespace: true, serviceMon: true, selfMetrics: true, replicas: 1, remoteWrite: true,
 		wantFileFlags: []string{"--remote-write-bearer-token-file"}},
 	{name: "kustomize/overlays/daemonset+host-network+remote-write-basic-auth", workloadKind: "DaemonSet", mode: "kubelet", namespace: true, hostNetwork: true, remoteWrite: true,
 		wantArgs: []string{"--remote-write-basic-auth-username=$(REMOTE_WRITE_USERNAME)"}, wantFileFlags: []string{"--remote-write-basic-auth-password-file"}},
-	{name: "kustomize/overlays/ha+servicemonitor+remote-write-basic-auth", workloadKind: "Deployment", mode: "apiserver", namespace: true, serviceMon: true, replicas: 2, remoteWrite: true,
+	{name: "kustomize/overlays/ha+servicemonitor+remote-write-basic-auth", workloadKind: "Deployment", mode: "apiserver", namespace: true, serviceMon: true, selfMetrics: true, replicas: 2, remoteWrite: true,
 		wantArgs: []string{"--external-label=__replica__=$(POD_NAME)"}, wantFileFlags: []string{"--remote-write-basic-auth-password-file"}},
-	{name: "kustomize/overlays/sharded+remote-write-secret", workloadKind: "StatefulSet", mode: "apiserver", namespace: true, replicas: 3, remoteWrite: true,
+	{name: "kustomize/overlays/sharded+remote-write-secret+servicemonitor", workloadKind: "StatefulSet", mode: "apiserver", namespace: true, serviceMon: true, selfMetrics: true, replicas: 3, remoteWrite: true,
 		wantFileFlags: []string{"--remote-write-bearer-token-file"}},
-	{name: "kustomize/base+servicemonitor+secure-metrics", workloadKind: "Deployment", mode: "apiserver", namespace: true, serviceMon: true, replicas: 1, remoteWrite: true, secure: true},
+	{name: "kustomize/base+servicemonitor+mixin", workloadKind: "Deployment", mode: "apiserver", namespace: true, serviceMon: true, selfMetrics: true, mixin: true, replicas: 1, remoteWrite: true},
+	{name: "kustomize/base+servicemonitor+secure-metrics", workloadKind: "Deployment", mode: "apiserver", namespace: true, serviceMon: true, selfMetrics: true, replicas: 1, remoteWrite: true, secure: true},
 	{name: "kustomize/overlays/daemonset+secure-metrics", workloadKind: "DaemonSet", mode: "kubelet", namespace: true, remoteWrite: true, secure: true},
 	{name: "installer", workloadKind: "Deployment", mode: "apiserver", namespace: true, replicas: 1, remoteWrite: true, image: InstallerImage},
 	{name: "chart/default", workloadKind: "Deployment", mode: "apiserver", replicas: 1,
 		wantArgs: []string{"--namespace-labels=team", "--metrics-port=8080"}},
-	{name: "chart/kubelet", workloadKind: "DaemonSet", mode: "kubelet", hostNetwork: true, serviceMon: true, remoteWrite: true, secure: true, image: "example.com/kmp:v1",
+	{name: "chart/kubelet", workloadKind: "DaemonSet", mode: "kubelet", hostNetwork: true, serviceMon: true, selfMetrics: true, remoteWrite: true, secure: true, image: "example.com/kmp:v1",
 		wantArgs: []string{"--remote-write-header=X-Scope-OrgID=tenant-1"}, wantFileFlags: []string{"--remote-write-bearer-token-file"}},
 	{name: "chart/ha", workloadKind: "Deployment", mode: "apiserver", replicas: 2, remoteWrite: true,
 		wantArgs: []string{"--namespace-labels=team,cost-center", "--external-label=cluster=prod-eu-1", "--external-label=__replica__=$(POD_NAME)",
 			"--remote-write-basic-auth-username=$(REMOTE_WRITE_USERNAME)"},
 		wantFileFlags: []string{"--remote-write-basic-auth-password-file"}},
+	{name: "chart/sharded", workloadKind: "StatefulSet", mode: "apiserver", replicas: 2, remoteWrite: true, serviceMon: true, selfMetrics: true,
+		relabelings: true, mixin: true, priorityClass: "system-cluster-critical",
+		wantArgs: []string{"--shard-count=2"}, wantFileFlags: []string{"--remote-write-ca-file"}, wantEnv: []string{"GOMEMLIMIT", "POD_NAME"}},
+	{name: "chart/openshift", workloadKind: "Deployment", mode: "apiserver", replicas: 1, arbitraryUID: true,
+		wantArgs: []string{"--namespace-labels=team"}},
 }
 
 func TestEveryRenderingIsChecked(t *testing.T) {
@@ -442,8 +460,17 @@ func checkRendering(t *testing.T, spec renderSpec, objs []*unstructured.Unstruct
 	if v, _, _ := unstructured.NestedBool(podSpec, "securityContext", "runAsNonRoot"); !v {
 		t.Error("pod securityContext.runAsNonRoot must be true")
 	}
-	if v, _, _ := unstructured.NestedInt64(podSpec, "securityContext", "runAsUser"); v != 65532 {
+	if spec.arbitraryUID {
+		for _, f := range []string{"runAsUser", "runAsGroup", "fsGroup"} {
+			if v, found, _ := unstructured.NestedFieldNoCopy(podSpec, "securityContext", f); found {
+				t.Errorf("pod securityContext.%s %v: want none (the platform assigns it)", f, v)
+			}
+		}
+	} else if v, _, _ := unstructured.NestedInt64(podSpec, "securityContext", "runAsUser"); v != 65532 {
 		t.Errorf("pod securityContext.runAsUser %d, want 65532 (distroless nonroot)", v)
+	}
+	if v, _, _ := unstructured.NestedString(podSpec, "priorityClassName"); v != spec.priorityClass {
+		t.Errorf("priorityClassName %q, want %q", v, spec.priorityClass)
 	}
 	if v, _, _ := unstructured.NestedString(podSpec, "securityContext", "seccompProfile", "type"); v != "RuntimeDefault" {
 		t.Errorf("pod seccompProfile %q, want RuntimeDefault", v)
@@ -516,6 +543,13 @@ func checkRendering(t *testing.T, spec renderSpec, objs []*unstructured.Unstruct
 			}
 		}
 	}
+	// A relay that scrapes every node must fit the project's own 500-node measurement (README.md: 635 MiB).
+	if spec.mode == "apiserver" {
+		lim, _, _ := unstructured.NestedString(c, "resources", "limits", "memory")
+		if q, err := resource.ParseQuantity(lim); err != nil || q.Cmp(resource.MustParse("635Mi")) <= 0 {
+			t.Errorf("resources.limits.memory %q: below the 635 MiB the 500 nodes x 30 pods load test peaked at (%v)", lim, err)
+		}
+	}
 
 	// Args: `run`, then only contract flags.
 	args, _, _ := unstructured.NestedStringSlice(c, "args")
@@ -547,6 +581,11 @@ func checkRendering(t *testing.T, spec renderSpec, objs []*unstructured.Unstruct
 	for _, e := range envList {
 		m := e.(map[string]any)
 		env[m["name"].(string)] = m
+	}
+	for _, name := range spec.wantEnv {
+		if env[name] == nil {
+			t.Errorf("env %s missing", name)
+		}
 	}
 	fieldRef := func(name string) string {
 		v, _, _ := unstructured.NestedString(env[name], "valueFrom", "fieldRef", "fieldPath")
@@ -766,9 +805,19 @@ func checkRendering(t *testing.T, spec renderSpec, objs []*unstructured.Unstruct
 		if !slices.Equal(nsNames, []string{ReleaseNamespace}) {
 			t.Errorf("ServiceMonitor namespaceSelector %v", nsNames)
 		}
+		// Each pod is scraped once: the selector matches one Service (not the sharded mode's headless one).
+		selected := 0
+		for _, s := range byKind(objs, "Service") {
+			if subset(smSel, s.GetLabels()) {
+				selected++
+			}
+		}
+		if selected != 1 {
+			t.Errorf("ServiceMonitor selector %v matches %d Services, want 1", smSel, selected)
+		}
 		eps, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
-		if len(eps) != 1 {
-			t.Fatalf("ServiceMonitor endpoints %v", eps)
+		if want := map[bool]int{false: 1, true: 2}[spec.selfMetrics]; len(eps) != want {
+			t.Fatalf("ServiceMonitor endpoints %v, want %d", eps, want)
 		}
 		ep := eps[0].(map[string]any)
 		if ep["port"] != "metrics" || ep["path"] != "/metrics" || ep["honorLabels"] != true {
@@ -780,7 +829,86 @@ func checkRendering(t *testing.T, spec renderSpec, objs []*unstructured.Unstruct
 		if !spec.secure && ep["scheme"] == "https" {
 			t.Errorf("ServiceMonitor endpoint %v: https without --metrics-secure", ep)
 		}
+		_, hasRelabel := ep["relabelings"]
+		_, hasMetricRelabel := ep["metricRelabelings"]
+		if hasRelabel != spec.relabelings || hasMetricRelabel != spec.relabelings {
+			t.Errorf("ServiceMonitor /metrics endpoint relabelings %v metricRelabelings %v, want both %v", ep["relabelings"], ep["metricRelabelings"], spec.relabelings)
+		}
+		if spec.selfMetrics {
+			self := eps[1].(map[string]any)
+			if self["port"] != "metrics" || self["path"] != "/metrics/self" || self["honorLabels"] == true {
+				t.Errorf("ServiceMonitor second endpoint %v, want port metrics, path /metrics/self, no honorLabels", self)
+			}
+			// The mixin's rules select job="kubelet-meta-proxy", whatever the Service is called.
+			rl, _ := self["relabelings"].([]any)
+			if len(rl) == 0 || !reflect.DeepEqual(rl[0], map[string]any{"targetLabel": "job", "replacement": "kubelet-meta-proxy"}) {
+				t.Errorf("ServiceMonitor /metrics/self relabelings %v, want job=kubelet-meta-proxy first", rl)
+			}
+			if spec.secure != (self["scheme"] == "https") {
+				t.Errorf("ServiceMonitor /metrics/self endpoint %v: scheme https must match --metrics-secure (%v)", self, spec.secure)
+			}
+		}
 	}
+
+	// The mixin: the PrometheusRule's spec is mixin/alerts.yaml, the dashboards ConfigMap holds mixin/dashboards.
+	rules := byKind(objs, "PrometheusRule")
+	var dashCMs []*unstructured.Unstructured
+	for _, cm := range byKind(objs, "ConfigMap") {
+		if cm.GetLabels()["grafana_dashboard"] == "1" {
+			dashCMs = append(dashCMs, cm)
+		}
+	}
+	if !spec.mixin {
+		if len(rules)+len(dashCMs) != 0 {
+			t.Errorf("%d PrometheusRules and %d dashboard ConfigMaps, want none", len(rules), len(dashCMs))
+		}
+		return
+	}
+	if len(rules) != 1 || len(dashCMs) != 1 {
+		t.Fatalf("%d PrometheusRules and %d dashboard ConfigMaps, want one each", len(rules), len(dashCMs))
+	}
+	if rules[0].GetAPIVersion() != "monitoring.coreos.com/v1" {
+		t.Errorf("PrometheusRule apiVersion %s", rules[0].GetAPIVersion())
+	}
+	alerts, err := os.ReadFile(filepath.Join(repoRoot(t), "mixin/alerts.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wantSpec map[string]any
+	if err := yaml.Unmarshal(alerts, &wantSpec); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, _ := unstructured.NestedMap(rules[0].Object, "spec"); !reflect.DeepEqual(normalizeJSON(t, got), normalizeJSON(t, wantSpec)) {
+		t.Errorf("PrometheusRule spec differs from mixin/alerts.yaml (run `make mixin`)")
+	}
+	files, _ := filepath.Glob(filepath.Join(repoRoot(t), "mixin/dashboards/*.json"))
+	data, _, _ := unstructured.NestedStringMap(dashCMs[0].Object, "data")
+	if len(files) == 0 || len(data) != len(files) {
+		t.Errorf("dashboard ConfigMap has %d dashboards, mixin/dashboards %d", len(data), len(files))
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if data[filepath.Base(f)] != string(b) {
+			t.Errorf("dashboard ConfigMap's %s differs from mixin/dashboards (run `make mixin`)", filepath.Base(f))
+		}
+	}
+}
+
+// normalizeJSON round-trips v through JSON, so that numbers decoded by different decoders compare equal.
+func normalizeJSON(t *testing.T, v any) any {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out any
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 func subset(sub, super map[string]string) bool {
@@ -1085,6 +1213,7 @@ func TestObjectsDecodeStrictly(t *testing.T) {
 		"v1/ServiceAccount": func() any { return &corev1.ServiceAccount{} },
 		"v1/Service":        func() any { return &corev1.Service{} },
 		"v1/Secret":         func() any { return &corev1.Secret{} },
+		"v1/ConfigMap":      func() any { return &corev1.ConfigMap{} },
 		"rbac.authorization.k8s.io/v1/ClusterRole":        func() any { return &rbacv1.ClusterRole{} },
 		"rbac.authorization.k8s.io/v1/ClusterRoleBinding": func() any { return &rbacv1.ClusterRoleBinding{} },
 		"apps/v1/Deployment":                              func() any { return &appsv1.Deployment{} },
@@ -1098,6 +1227,18 @@ func TestObjectsDecodeStrictly(t *testing.T) {
 			key := o.GetAPIVersion() + "/" + o.GetKind()
 			if key == "monitoring.coreos.com/v1/ServiceMonitor" {
 				continue // no Go type here; its fields are checked in TestRenderings
+			}
+			if key == "monitoring.coreos.com/v1/PrometheusRule" {
+				// Its spec is a Prometheus rule file: Prometheus's own parser, strict, checks it.
+				spec, _, _ := unstructured.NestedMap(o.Object, "spec")
+				b, err := yaml.Marshal(spec)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, errs := rulefmt.Parse(b, false, model.UTF8Validation, parser.NewParser(parser.Options{}), slog.New(slog.DiscardHandler)); len(errs) > 0 {
+					t.Errorf("%s: %s %s: %v", name, key, o.GetName(), errs)
+				}
+				continue
 			}
 			mk, ok := newTyped[key]
 			if !ok {

@@ -199,26 +199,95 @@ func objectRef(kind, ns, name string) string {
 	return kind + "/" + ns + "/" + name
 }
 
+// prometheusRuleCRD is a minimal but valid prometheus-operator PrometheusRule CRD (monitoring.coreos.com/v1),
+// with spec.groups typed as upstream types them (the mixin's alerts in components/mixin and the chart's
+// prometheusRule).
+const prometheusRuleCRD = `
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: prometheusrules.monitoring.coreos.com
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names:
+    kind: PrometheusRule
+    listKind: PrometheusRuleList
+    plural: prometheusrules
+    singular: prometheusrule
+    shortNames: [promrule]
+    categories: [prometheus-operator]
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          required: [spec]
+          properties:
+            apiVersion: {type: string}
+            kind: {type: string}
+            metadata: {type: object}
+            spec:
+              type: object
+              properties:
+                groups:
+                  type: array
+                  x-kubernetes-list-type: map
+                  x-kubernetes-list-map-keys: [name]
+                  items:
+                    type: object
+                    required: [name]
+                    properties:
+                      name: {type: string, minLength: 1}
+                      interval: {type: string, pattern: '^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$'}
+                      limit: {type: integer}
+                      rules:
+                        type: array
+                        items:
+                          type: object
+                          required: [expr]
+                          properties:
+                            alert: {type: string}
+                            record: {type: string}
+                            expr: {x-kubernetes-int-or-string: true}
+                            for: {type: string, pattern: '^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$'}
+                            keep_firing_for: {type: string, minLength: 1}
+                            labels:
+                              type: object
+                              additionalProperties: {type: string}
+                            annotations:
+                              type: object
+                              additionalProperties: {type: string}
+`
+
 // installServiceMonitorCRD creates the ServiceMonitor CRD for real (deleted at the end of the test) and waits
 // until it is Established.
 func installServiceMonitorCRD(t *testing.T, dyn dynamic.Interface) {
 	t.Helper()
+	installCRD(t, dyn, "ServiceMonitor", serviceMonitorCRD)
+}
+
+// installCRD creates a CRD for real (deleted at the end of the test) and waits until it is Established.
+func installCRD(t *testing.T, dyn dynamic.Interface, kind, text string) {
+	t.Helper()
 	ctx := t.Context()
 	crd := &unstructured.Unstructured{}
-	if err := yaml.Unmarshal([]byte(serviceMonitorCRD), &crd.Object); err != nil {
-		t.Fatalf("ServiceMonitor CRD: %v", err)
+	if err := yaml.Unmarshal([]byte(text), &crd.Object); err != nil {
+		t.Fatalf("%s CRD: %v", kind, err)
 	}
 	crds := dyn.Resource(schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"})
 	if _, err := crds.Create(ctx, crd, metav1.CreateOptions{FieldValidation: metav1.FieldValidationStrict}); err != nil {
 		if !apierrors.IsAlreadyExists(err) {
-			t.Fatalf("create ServiceMonitor CRD: %v", err)
+			t.Fatalf("create %s CRD: %v", kind, err)
 		}
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if err := crds.Delete(ctx, crd.GetName(), metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-			t.Errorf("delete ServiceMonitor CRD: %v", err)
+			t.Errorf("delete %s CRD: %v", kind, err)
 		}
 	})
 	deadline := time.Now().Add(30 * time.Second)
@@ -234,7 +303,7 @@ func installServiceMonitorCRD(t *testing.T, dyn dynamic.Interface) {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("ServiceMonitor CRD not Established after 30s: %v %v", err, got)
+			t.Fatalf("%s CRD not Established after 30s: %v %v", kind, err, got)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -340,6 +409,7 @@ func TestDeployServerSideDryRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	installServiceMonitorCRD(t, crdDyn)
+	installCRD(t, crdDyn, "PrometheusRule", prometheusRuleCRD)
 	var want []schema.GroupVersionKind
 	for gvk := range kinds {
 		want = append(want, gvk)
@@ -424,6 +494,18 @@ func TestDeployServerSideDryRun(t *testing.T) {
 			unstructured.RemoveNestedField(o.Object, "spec", "selector")
 			return nil
 		}, "selector"},
+		{"PrometheusRule alert with a bad for", "PrometheusRule", func(o *unstructured.Unstructured) error {
+			groups, _, err := unstructured.NestedSlice(o.Object, "spec", "groups")
+			if err != nil || len(groups) == 0 {
+				return fmt.Errorf("no groups: %v", err)
+			}
+			rules, _ := groups[0].(map[string]any)["rules"].([]any)
+			if len(rules) == 0 {
+				return fmt.Errorf("no rules")
+			}
+			rules[0].(map[string]any)["for"] = "five minutes"
+			return unstructured.SetNestedSlice(o.Object, groups, "spec", "groups")
+		}, "for"},
 	}
 	for _, c := range broken {
 		o := find(c.kind)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/relay"
@@ -85,7 +86,7 @@ func (o *runOptions) Run(ctx context.Context) error {
 	}
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), version.NewBuildInfoCollector())
 	rwCfg := o.rw.Config()
 	p, err := o.pipeline()
 	if err != nil {
@@ -111,6 +112,19 @@ func (o *runOptions) Run(ctx context.Context) error {
 		}
 	}
 	nodes := scrape.NewNodeDiscovery(c.kube, o.kube.NodeSelector, nodeOpts, notify)
+	// The node informer's twin of nsindex's informer_synced{resource="namespaces"}
+	// (same name and help), so one alert covers both caches.
+	var nodesSynced atomic.Bool
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "kubelet_meta_proxy_informer_synced",
+		Help:        "1 once the informer's cache of the resource has synced.",
+		ConstLabels: prometheus.Labels{"resource": "nodes"},
+	}, func() float64 {
+		if nodesSynced.Load() {
+			return 1
+		}
+		return 0
+	}))
 	view := view.NewView()
 	mgr := relay.NewManager(relay.ManagerConfig{
 		Interval: o.scrape.Interval, Timeout: o.scrape.Timeout, MaxConcurrency: o.scrape.MaxConcurrency,
@@ -181,6 +195,9 @@ func (o *runOptions) Run(ctx context.Context) error {
 	syncCtx, cancelSync := context.WithTimeout(ctx, o.enrich.CacheSyncTimeout)
 	nsOK := index.WaitForSync(syncCtx)
 	nodesOK := nodes.WaitForSync(syncCtx)
+	if nodesOK {
+		nodesSynced.Store(true)
+	}
 	cancelSync()
 	if ctx.Err() == nil && (!nsOK || !nodesOK) {
 		stopServer()

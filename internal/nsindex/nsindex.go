@@ -85,7 +85,7 @@ func newIndex(mapper enrich.NamespaceMapper, logger *slog.Logger, reg prometheus
 		}),
 		syncedG: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name:        "kubelet_meta_proxy_informer_synced",
-			Help:        "1 once the namespace informer's cache has synced.",
+			Help:        "1 once the informer's cache of the resource has synced.",
 			ConstLabels: prometheus.Labels{"resource": "namespaces"},
 		}),
 	}

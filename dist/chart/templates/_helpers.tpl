@@ -45,7 +45,42 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end }}
 {{- end }}
 
-{{/* The relay's pod spec, shared by the Deployment (mode=apiserver) and the DaemonSet (mode=kubelet). */}}
+{{/*
+The container's resources: .Values.resources when set, else sized per mode from the measurements in README.md
+(see values.yaml).
+*/}}
+{{- define "kmp.resources" -}}
+{{- if .Values.resources }}
+{{- toYaml .Values.resources }}
+{{- else if eq .Values.mode "kubelet" }}
+requests:
+  cpu: 20m
+  memory: 48Mi
+limits:
+  cpu: 500m
+  memory: 256Mi
+{{- else }}
+requests:
+  cpu: 100m
+  memory: 256Mi
+limits:
+  cpu: "1"
+  memory: 1Gi
+{{- end }}
+{{- end }}
+
+{{/* Fails on values that do not make a working relay together. */}}
+{{- define "kmp.validate" -}}
+{{- if and .Values.sharding.enabled (ne .Values.mode "apiserver") }}
+{{- fail "sharding.enabled needs mode=apiserver (in mode=kubelet every pod scrapes only its own node already)" }}
+{{- end }}
+{{- if and .Values.sharding.enabled (lt (int .Values.replicas) 1) }}
+{{- fail "sharding.enabled needs replicas >= 1 (replicas is the shard count)" }}
+{{- end }}
+{{- end }}
+
+{{/* The relay's pod spec, shared by the Deployment (mode=apiserver), the StatefulSet (mode=apiserver with
+sharding.enabled) and the DaemonSet (mode=kubelet). */}}
 {{- define "kmp.podTemplate" -}}
 {{- $rwSecret := include "kmp.remoteWriteSecret" . -}}
 {{- $auth := .Values.remoteWrite.auth.type -}}
@@ -81,13 +116,10 @@ spec:
   imagePullSecrets:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+  {{- with .Values.podSecurityContext }}
   securityContext:
-    runAsNonRoot: true
-    runAsUser: 65532
-    runAsGroup: 65532
-    fsGroup: 65532
-    seccompProfile:
-      type: RuntimeDefault
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
   containers:
     - name: kubelet-meta-proxy
       image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
@@ -102,6 +134,10 @@ spec:
         {{- else }}
         - --kubelet-ca-file={{ .Values.kubeletTLS.caFile }}
         {{- end }}
+        {{- end }}
+        {{- if .Values.sharding.enabled }}
+        # Each StatefulSet pod takes the shard of its ordinal (the suffix of POD_NAME).
+        - --shard-count={{ .Values.replicas }}
         {{- end }}
         {{- with .Values.namespaceLabels }}
         - --namespace-labels={{ join "," . }}
@@ -162,6 +198,9 @@ spec:
               key: username
         {{- end }}
         {{- end }}
+        {{- with .Values.extraEnv }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
       ports:
         - name: metrics
           containerPort: {{ .Values.metricsPort }}
@@ -189,28 +228,33 @@ spec:
         timeoutSeconds: 5
         failureThreshold: 3
       resources:
-        {{- toYaml .Values.resources | nindent 8 }}
+        {{- include "kmp.resources" . | nindent 8 }}
+      {{- with .Values.securityContext }}
       securityContext:
-        runAsNonRoot: true
-        allowPrivilegeEscalation: false
-        readOnlyRootFilesystem: true
-        privileged: false
-        capabilities:
-          drop: ["ALL"]
-        seccompProfile:
-          type: RuntimeDefault
-      {{- if and $rwSecret (ne $auth "none") }}
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- if or (and $rwSecret (ne $auth "none")) .Values.extraVolumeMounts }}
       volumeMounts:
+        {{- if and $rwSecret (ne $auth "none") }}
         - name: remote-write
           mountPath: /etc/kubelet-meta-proxy/remote-write
           readOnly: true
+        {{- end }}
+        {{- with .Values.extraVolumeMounts }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
       {{- end }}
-  {{- if and $rwSecret (ne $auth "none") }}
+  {{- if or (and $rwSecret (ne $auth "none")) .Values.extraVolumes }}
   volumes:
+    {{- if and $rwSecret (ne $auth "none") }}
     - name: remote-write
       secret:
         secretName: {{ $rwSecret }}
         defaultMode: 0440
+    {{- end }}
+    {{- with .Values.extraVolumes }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
   {{- end }}
   {{- with .Values.nodeSelector }}
   nodeSelector:
