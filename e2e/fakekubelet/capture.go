@@ -19,9 +19,12 @@ import (
 // Captures names the captures served, by short name (internal/captures.Files).
 var Captures = captures.Files
 
-// ReadCapture returns the bytes of a capture by short name (see Captures).
+// ReadCapture returns the bytes of a capture by short name (see Captures and
+// captures.Generated).
 func ReadCapture(name string) ([]byte, error) {
-	if _, ok := Captures[name]; !ok {
+	_, real := Captures[name]
+	_, gen := captures.Generated[name]
+	if !real && !gen {
 		return nil, fmt.Errorf("unknown capture %q", name)
 	}
 	return captures.Read(name)
@@ -35,6 +38,10 @@ type RewriteOptions struct {
 	// Offset rotates the round robin, so several nodes serving one capture put different
 	// pods into each namespace.
 	Offset int
+	// PodNamespaces, when set, fixes the namespace of the "namespace/pod" keys it holds
+	// (another endpoint's Capture.PodNamespaces), so every endpoint of one node puts a
+	// pod in the same namespace; pods it lacks go round robin.
+	PodNamespaces map[string]string
 }
 
 type mark struct {
@@ -117,6 +124,10 @@ func Prepare(data []byte, opt RewriteOptions) (*Capture, error) {
 	slices.Sort(keys)
 	podNS := make(map[string]string, len(keys))
 	for i, k := range keys {
+		if ns, ok := opt.PodNamespaces[k]; ok {
+			podNS[k] = ns
+			continue
+		}
 		if len(opt.Namespaces) == 0 {
 			podNS[k] = k[:bytes.IndexByte([]byte(k), '/')]
 			continue

@@ -44,6 +44,8 @@ type Config struct {
 	DisableGzip   bool
 	DisableAuthz  bool   // authentication only
 	KubeletMetric string // capture for /metrics; "" = kubelet-metrics
+	Resource      string // capture for /metrics/resource; "" = resource-1_35
+	Probes        string // capture for /metrics/probes; "" = probes-1_35
 }
 
 // Server is a running fake kubelet.
@@ -51,6 +53,8 @@ type Server struct {
 	cfg      Config
 	cadvisor *Capture
 	metrics  *Capture
+	resource *Capture
+	probes   *Capture
 	client   kubernetes.Interface
 	log      *slog.Logger
 	cache    sync.Map // string -> cached
@@ -86,6 +90,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.KubeletMetric == "" {
 		cfg.KubeletMetric = "kubelet-metrics"
 	}
+	if cfg.Resource == "" {
+		cfg.Resource = "resource-1_35"
+	}
+	if cfg.Probes == "" {
+		cfg.Probes = "probes-1_35"
+	}
 	if cfg.CacheTTL == 0 {
 		cfg.CacheTTL = 5 * time.Second
 	}
@@ -96,6 +106,14 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	if s.metrics, err = loadCapture(cfg.KubeletMetric, RewriteOptions{}); err != nil {
+		return nil, err
+	}
+	// The other endpoints put each pod where /metrics/cadvisor does.
+	opt.PodNamespaces = s.cadvisor.PodNamespaces
+	if s.resource, err = loadCapture(cfg.Resource, opt); err != nil {
+		return nil, err
+	}
+	if s.probes, err = loadCapture(cfg.Probes, opt); err != nil {
 		return nil, err
 	}
 	if cfg.APIServer != "" {
@@ -161,19 +179,38 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 	return err
 }
 
-// subresource maps a path to the nodes subresource a real kubelet authorizes it with.
-func subresource(path string) string {
+// subresources are the nodes subresources a kubelet 1.35 (KubeletFineGrainedAuthz on, the
+// default since 1.33) checks for a path, in order; one allowed is enough
+// (pkg/kubelet/server/auth.go GetRequestAttributes).
+func subresources(path string) []string {
+	var out []string
 	switch {
-	case path == "/metrics" || strings.HasPrefix(path, "/metrics/"):
-		return "metrics"
-	case strings.HasPrefix(path, "/stats"):
-		return "stats"
-	case strings.HasPrefix(path, "/logs"):
-		return "log"
-	case strings.HasPrefix(path, "/spec"):
-		return "spec"
+	case isSubpath(path, "/pods"), isSubpath(path, "/runningpods"):
+		out = append(out, "pods")
+	case isSubpath(path, "/healthz"):
+		out = append(out, "healthz")
+	case isSubpath(path, "/configz"):
+		out = append(out, "configz")
 	}
-	return "proxy"
+	switch {
+	case isSubpath(path, "/stats"):
+		return append(out, "stats")
+	case isSubpath(path, "/metrics"):
+		return append(out, "metrics")
+	case isSubpath(path, "/logs"):
+		return append(out, "log")
+	case isSubpath(path, "/checkpoint"):
+		return append(out, "checkpoint")
+	case isSubpath(path, "/statusz"):
+		return append(out, "statusz")
+	case isSubpath(path, "/flagz"):
+		return append(out, "configz")
+	}
+	return append(out, "proxy")
+}
+
+func isSubpath(sub, path string) bool {
+	return sub == path || (strings.HasPrefix(sub, path) && len(sub) > len(path) && sub[len(path)] == '/')
 }
 
 func verb(method string) string {
@@ -214,6 +251,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) (int, string, int
 		c = s.cadvisor
 	case "/metrics":
 		c = s.metrics
+	case "/metrics/resource":
+		c = s.resource
+	case "/metrics/probes":
+		c = s.probes
 	case "/healthz":
 		_, _ = w.Write([]byte("ok"))
 		return 200, user.Username, 2
@@ -284,31 +325,41 @@ func (s *Server) authorize(r *http.Request, u *authnv1.UserInfo) (int, string) {
 	if s.client == nil {
 		return http.StatusForbidden, "Forbidden (no authorizer)"
 	}
-	attrs := authzv1.ResourceAttributes{
-		Verb: verb(r.Method), Resource: "nodes", Subresource: subresource(r.URL.Path), Name: s.cfg.NodeName,
-	}
-	key := fmt.Sprintf("authz/%s/%v/%s/%s", u.Username, u.Groups, attrs.Verb, attrs.Subresource)
-	v, ok := s.cache.Load(key)
-	if !ok || time.Now().After(v.(cached).until) {
-		extra := map[string]authzv1.ExtraValue{}
-		for k, e := range u.Extra {
-			extra[k] = authzv1.ExtraValue(e)
-		}
-		sar, err := s.client.AuthorizationV1().SubjectAccessReviews().Create(r.Context(), &authzv1.SubjectAccessReview{
-			Spec: authzv1.SubjectAccessReviewSpec{
-				User: u.Username, Groups: u.Groups, UID: u.UID, Extra: extra, ResourceAttributes: &attrs,
-			},
-		}, metav1.CreateOptions{})
+	subs := subresources(r.URL.Path)
+	for _, sub := range subs {
+		ok, err := s.allowed(r, u, sub)
 		if err != nil {
 			s.log.Warn("subjectaccessreview failed", "err", err)
 			return http.StatusInternalServerError, "authorization check failed"
 		}
-		v = cached{until: time.Now().Add(s.cfg.CacheTTL), ok: sar.Status.Allowed}
-		s.cache.Store(key, v)
+		if ok {
+			return 0, ""
+		}
 	}
-	if !v.(cached).ok {
-		return http.StatusForbidden, fmt.Sprintf("Forbidden (user=%s, verb=%s, resource=nodes, subresource=%s)",
-			u.Username, attrs.Verb, attrs.Subresource)
+	return http.StatusForbidden, fmt.Sprintf("Forbidden (user=%s, verb=%s, resource=nodes, subresource(s)=%v)",
+		u.Username, verb(r.Method), subs)
+}
+
+func (s *Server) allowed(r *http.Request, u *authnv1.UserInfo, sub string) (bool, error) {
+	attrs := authzv1.ResourceAttributes{
+		Verb: verb(r.Method), Resource: "nodes", Subresource: sub, Name: s.cfg.NodeName,
 	}
-	return 0, ""
+	key := fmt.Sprintf("authz/%s/%v/%s/%s", u.Username, u.Groups, attrs.Verb, attrs.Subresource)
+	if v, ok := s.cache.Load(key); ok && time.Now().Before(v.(cached).until) {
+		return v.(cached).ok, nil
+	}
+	extra := map[string]authzv1.ExtraValue{}
+	for k, e := range u.Extra {
+		extra[k] = authzv1.ExtraValue(e)
+	}
+	sar, err := s.client.AuthorizationV1().SubjectAccessReviews().Create(r.Context(), &authzv1.SubjectAccessReview{
+		Spec: authzv1.SubjectAccessReviewSpec{
+			User: u.Username, Groups: u.Groups, UID: u.UID, Extra: extra, ResourceAttributes: &attrs,
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return false, err
+	}
+	s.cache.Store(key, cached{until: time.Now().Add(s.cfg.CacheTTL), ok: sar.Status.Allowed})
+	return sar.Status.Allowed, nil
 }

@@ -33,6 +33,9 @@ type Kubelet struct {
 	Series, Bytes int
 
 	capture *fakekubelet.Capture
+	// extra are the other endpoints (/metrics, /metrics/probes, /metrics/resource) by
+	// path, set by ServeEndpoint before the first scrape; none by default.
+	extra   map[string]*endpoint
 	srv     *http.Server
 	gzip    bool
 	scrapes atomic.Int64
@@ -40,6 +43,34 @@ type Kubelet struct {
 	bufs    *sync.Pool
 	gate    *atomic.Pointer[chan struct{}]
 	busy    *atomic.Int64
+}
+
+type endpoint struct {
+	capture *fakekubelet.Capture
+	scrapes atomic.Int64
+}
+
+// ServeEndpoint makes every kubelet serve path too, kubelet i the capture caps[i] (or
+// caps[0] when there is one for all). Call it before the relay starts scraping.
+func (ks *Kubelets) ServeEndpoint(path string, caps []*fakekubelet.Capture) {
+	for i, k := range ks.List {
+		c := caps[0]
+		if len(caps) == len(ks.List) {
+			c = caps[i]
+		}
+		if k.extra == nil {
+			k.extra = map[string]*endpoint{}
+		}
+		k.extra[path] = &endpoint{capture: c}
+	}
+}
+
+// EndpointScrapes is how many times path was served (0 if it is not served).
+func (k *Kubelet) EndpointScrapes(path string) int64 {
+	if e := k.extra[path]; e != nil {
+		return e.scrapes.Load()
+	}
+	return 0
 }
 
 // Scrapes is how many times /metrics/cadvisor was served.
@@ -123,9 +154,13 @@ func (k *Kubelet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "Unauthorized", http.StatusUnauthorized)
 		return
 	}
+	c, ep := k.capture, (*endpoint)(nil)
 	if r.URL.Path != "/metrics/cadvisor" {
-		http.NotFound(w, r)
-		return
+		if ep = k.extra[r.URL.Path]; ep == nil {
+			http.NotFound(w, r)
+			return
+		}
+		c = ep.capture
 	}
 	k.busy.Add(1)
 	defer k.busy.Add(-1)
@@ -139,7 +174,7 @@ func (k *Kubelet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		b := make([]byte, 0, k.Bytes+k.Bytes/8)
 		bp = &b
 	}
-	buf := k.capture.AppendTo((*bp)[:0], time.Now())
+	buf := c.AppendTo((*bp)[:0], time.Now())
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	var n int
 	if k.gzip && strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
@@ -155,7 +190,11 @@ func (k *Kubelet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	*bp = buf
 	k.bufs.Put(bp)
-	k.scrapes.Add(1)
+	if ep != nil {
+		ep.scrapes.Add(1)
+	} else {
+		k.scrapes.Add(1)
+	}
 	k.served.Add(int64(n))
 }
 

@@ -175,3 +175,67 @@ func TestKubeletServes(t *testing.T) {
 		ks.Stop()
 	}
 }
+
+// The other kubelet endpoints are served when asked for, each with its own capture and
+// counter; /metrics/cadvisor's count is not touched.
+func TestKubeletServesOtherEndpoints(t *testing.T) {
+	tpl := mustTemplate(t)
+	n := tpl.GenerateNode(DefaultWorkload(1), 0)
+	c, err := n.Prepare()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks, err := StartKubelets([]string{n.Name}, []*fakekubelet.Capture{c}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ks.Stop()
+	k := ks.List[0]
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	get := func(path string) (int, []byte) {
+		req, _ := http.NewRequest(http.MethodGet, "https://"+k.Addr+path, nil)
+		req.Header.Set("Authorization", "Bearer x")
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, body
+	}
+	if code, _ := get("/metrics/resource"); code != http.StatusNotFound {
+		t.Fatalf("not configured: %d, want 404", code)
+	}
+	for _, e := range []struct{ path, capture string }{{"/metrics/resource", "resource-1_35"}, {"/metrics/probes", "probes-1_35"}, {"/metrics", "kubelet-metrics"}} {
+		data, err := fakekubelet.ReadCapture(e.capture)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ec, err := fakekubelet.Prepare(data, fakekubelet.RewriteOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ks.ServeEndpoint(e.path, []*fakekubelet.Capture{ec})
+		code, body := get(e.path)
+		p := expfmt.NewTextParser(model.UTF8Validation)
+		fams, err := p.TextToMetricFamilies(bytes.NewReader(body))
+		if code != http.StatusOK || err != nil {
+			t.Fatalf("%s: %d %v", e.path, code, err)
+		}
+		if len(fams) == 0 {
+			t.Fatalf("%s: no families", e.path)
+		}
+		got := 0 // sample lines (a histogram is one metric of many lines)
+		for _, l := range bytes.Split(body, []byte("\n")) {
+			if len(l) > 0 && l[0] != '#' {
+				got++
+			}
+		}
+		if got != ec.Series || k.EndpointScrapes(e.path) != 1 {
+			t.Fatalf("%s: %d samples (want %d), %d scrapes", e.path, got, ec.Series, k.EndpointScrapes(e.path))
+		}
+	}
+	if k.Scrapes() != 0 {
+		t.Fatalf("cadvisor scrapes %d, want 0", k.Scrapes())
+	}
+}

@@ -22,9 +22,18 @@ var Files = map[string]string{
 	"kubelet-metrics": "datadog-integrations-core__kubelet_metrics.txt",
 }
 
-// Read returns a capture by short name (see Files) or by file name.
+// Generated are kubelet endpoints rendered by the kubelet's own code from the 1.35
+// cAdvisor capture (hack/gen-kubelet-fixtures; GENERATED.md says how), by short name.
+var Generated = map[string]string{
+	"resource-1_35": "generated__1_35-kubelet-metrics-resource.txt",
+	"probes-1_35":   "generated__1_35-kubelet-metrics-probes.txt",
+}
+
+// Read returns a capture by short name (see Files and Generated) or by file name.
 func Read(name string) ([]byte, error) {
 	if f, ok := Files[name]; ok {
+		name = f
+	} else if f, ok := Generated[name]; ok {
 		name = f
 	}
 	b, err := files.ReadFile(name)
