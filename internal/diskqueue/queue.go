@@ -766,7 +766,7 @@ func (q *Queue) Sync() error {
 	q.syncMu.Lock()
 	defer q.syncMu.Unlock()
 	q.mu.Lock()
-	if ino, err := inode(q.opts.Dir); (err != nil || ino != q.dirIno) && !q.isClosed {
+	if ino, err := inode(q.opts.Dir); (err != nil || ino != q.dirIno) && !q.isClosed && (q.w != nil || len(q.segs) > 0) {
 		q.dirRemovedLocked(err)
 	}
 	f, dirty := q.w, q.dirty

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -28,20 +29,10 @@ func TestValidate(t *testing.T) {
 		{Options{Dir: "x", SyncInterval: -1}, "SyncInterval"},
 	} {
 		err := tc.o.Validate()
-		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !contains(err.Error(), tc.want)) {
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("Validate(%+v) = %v, want error containing %q", tc.o, err, tc.want)
 		}
 	}
-}
-
-func contains(s, sub string) bool { return len(sub) == 0 || len(s) >= len(sub) && indexOf(s, sub) >= 0 }
-func indexOf(s, sub string) int {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return i
-		}
-	}
-	return -1
 }
 
 func TestRoundTrip(t *testing.T) {
@@ -249,7 +240,7 @@ func TestBitFlip(t *testing.T) {
 		{"crc", rec2 + 5, 0x80, []int{0, 1, 3, 4, 5, 6}, reasonCorrupt, recLen},
 		{"length huge", rec2 + 3, 0x40, []int{0, 1, 5, 6}, reasonCorrupt, 3 * recLen},
 		{"length short", rec2, 0x80, []int{0, 1, 5, 6}, reasonCorrupt, 3 * recLen}, // 136^0x80 = 8 < header
-		{"length long", rec2, 0x01, []int{0, 1, 5, 6}, reasonCorrupt, 3 * recLen}, // CRC over a longer range fails, resumes one byte late, then a bad length
+		{"length long", rec2, 0x01, []int{0, 1, 5, 6}, reasonCorrupt, 3 * recLen},  // CRC over a longer range fails, resumes one byte late, then a bad length
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := filepath.Join(base, tc.name)
