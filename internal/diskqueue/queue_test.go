@@ -395,6 +395,10 @@ func TestDirRemoved(t *testing.T) {
 	if got := q.counter("dropped_records_total", reasonRemoved); got != 19 {
 		t.Fatalf("removed records %v, want 19", got)
 	}
+	q.Sync() // noticed once, not again
+	if got := q.counter("append_errors_total", "removed"); got != 1 {
+		t.Fatalf("removed errors %v, want 1", got)
+	}
 	// The next Append re-creates the directory.
 	appendN(t, q, 100, 101, 10)
 	if _, err := os.Stat(filepath.Join(dir, "lock")); err != nil {
