@@ -300,6 +300,9 @@ func (q *Queue) load() error {
 		q.unacked.records += s.total.records - s.acked.records
 		q.unacked.samples += s.total.samples - s.acked.samples
 	}
+	// New segments must sort after the checkpoint's, or a restart before
+	// the next checkpoint would delete them or skip into them.
+	q.nextSeq = max(q.nextSeq, cp.Seg+1)
 	if len(q.segs) > 0 {
 		q.logger.Info("disk queue opened", "segments", len(q.segs), "bytes", q.bytes, "records", q.unacked.records, "samples", q.unacked.samples, "resume", q.rpos)
 	}

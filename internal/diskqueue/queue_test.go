@@ -466,3 +466,32 @@ func TestConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestSegmentsLostBehindCheckpoint: with the segments gone (deleted by hand,
+// or a partial restore) but the checkpoint still there, new segments are
+// numbered after it, so a crash before the next checkpoint neither deletes
+// nor skips into them.
+func TestSegmentsLostBehindCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	o := smallOpts(dir)
+	o.SyncInterval = time.Hour
+	q := openQueue(t, o)
+	appendN(t, q, 0, 30, 1000)
+	for range 30 {
+		q.Ack(next(t, q))
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range segFiles(t, dir) {
+		os.Remove(f)
+	}
+	q = openQueue(t, o)
+	appendN(t, q, 100, 103, 10)
+	q.crash()
+	q = openQueue(t, o)
+	defer q.Close()
+	for i := 100; i < 103; i++ {
+		checkRec(t, next(t, q), i, 10)
+	}
+}
