@@ -1,0 +1,61 @@
+// Package diskqueue is a bounded, durable FIFO of opaque records in a
+// directory: one queue per remote-write endpoint, each record one encoded
+// remote-write request with a small Header (samples, oldest and newest
+// timestamp, a caller key).
+//
+// Use: Open (validates and recovers the directory, takes its flock) ->
+// Append from the producers -> one consumer loops Next, sends, Ack ->
+// Sync and Close on shutdown.
+//
+// # Format
+//
+// Records are appended to segment files of about Options.SegmentBytes,
+// each record framed as length, CRC32C (Castagnoli) and payload (see
+// format.go). The read position is kept in a checkpoint file replaced
+// atomically (temp file, fsync, rename, fsync of the directory) on every
+// Sync. A new segment is started at every Open; old ones are only read and
+// are deleted once acknowledged to their end.
+//
+// # Guarantees
+//
+// Order: records are read in the order they were appended.
+//
+// At least once: Ack(r) acknowledges r and everything before it. A record
+// read but not acknowledged, or acknowledged after the last checkpoint, is
+// read again after a restart.
+//
+// Durability: data is fsynced every Options.SyncInterval (default 1s) and
+// on Sync and Close. A killed process (kill -9, OOM) loses nothing it
+// appended, since every Append is a write(2) into the kernel; an OS crash
+// or power loss loses at most the last SyncInterval of appends.
+//
+// Bounds: the segment files never pass Options.MaxBytes; to make room,
+// whole oldest segments are dropped and counted (reason "full"). A record's
+// payload is at most Options.MaxRecordBytes, which is also the most a read
+// allocates whatever length a corrupt frame claims.
+//
+// # Failures
+//
+// A torn record (cut short by a crash) or a corrupt one (CRC or length) is
+// skipped when read, with a log line and a count (reasons "torn",
+// "corrupt"); a bad length gives up the rest of its segment, since the next
+// record cannot be found, and reading goes on with the next segment. Never
+// a panic, never a stall.
+//
+// When the disk refuses a write (ENOSPC, EROFS, directory removed, I/O
+// error), Append returns an error matching ErrUnavailable, the partial
+// record is cut off, the failure is counted (append_errors_total{reason})
+// and the caller keeps the data in memory; after Options.RetryInterval the
+// next Append tries a new segment (re-creating the directory if it was
+// removed). A directory removed under the queue is noticed on the next
+// Sync; its records are counted as dropped (reason "removed").
+//
+// # Metrics
+//
+// Names start with kubelet_meta_proxy_disk_queue_ and carry the const label
+// remote_name: bytes, records, samples, oldest_sample_timestamp_seconds,
+// appended_records_total, appended_bytes_total, read_records_total,
+// read_bytes_total, acked_records_total (its rate is the drain rate),
+// dropped_records_total, dropped_bytes_total and dropped_samples_total by
+// reason, append_errors_total by reason, fsync_duration_seconds.
+package diskqueue
