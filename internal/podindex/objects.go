@@ -1,0 +1,117 @@
+package podindex
+
+import (
+	"slices"
+	"strings"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/tools/cache"
+)
+
+// pod is what the informer stores of a Pod: the transform builds it before
+// the store sees the object, so a full v1.Pod (1,240 bytes of struct alone,
+// plus status, spec and managed fields) never stays in memory. ObjectMeta is
+// embedded only for the informer's key function; just Name, Namespace and UID
+// are set.
+type pod struct {
+	metav1.ObjectMeta
+	nodeName string
+	owner    ownerRef
+	labels   []kv // allowlisted, non-empty values, sorted by key
+}
+
+var _ runtime.Object = (*pod)(nil)
+
+func (p *pod) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
+
+func (p *pod) DeepCopyObject() runtime.Object {
+	c := *p
+	p.ObjectMeta.DeepCopyInto(&c.ObjectMeta)
+	c.labels = slices.Clone(p.labels)
+	return &c
+}
+
+func (p *pod) same(q *pod) bool {
+	return p.UID == q.UID && p.nodeName == q.nodeName && p.owner == q.owner && slices.Equal(p.labels, q.labels)
+}
+
+// selectOwner picks the owner reference the index follows: the controller,
+// or the first reference when none is marked controller (kube-state-metrics
+// reports every reference whatever owner_is_controller says, and the rule
+// does not filter on it).
+func selectOwner(refs []metav1.OwnerReference) ownerRef {
+	if len(refs) == 0 {
+		return ownerRef{}
+	}
+	r := refs[0]
+	for _, c := range refs {
+		if c.Controller != nil && *c.Controller {
+			r = c
+			break
+		}
+	}
+	return ownerRef{kind: intern(r.Kind), name: r.Name}
+}
+
+// stripPod is the pod informer's transform.
+func (m labelMapper) stripPod(obj any) (any, error) {
+	switch o := obj.(type) {
+	case *v1.Pod:
+		return m.newPod(o), nil
+	case cache.DeletedFinalStateUnknown:
+		if p, ok := o.Obj.(*v1.Pod); ok {
+			o.Obj = m.newPod(p)
+		}
+		return o, nil
+	default: // already stripped: the transform must be idempotent
+		return obj, nil
+	}
+}
+
+func (m labelMapper) newPod(o *v1.Pod) *pod {
+	p := &pod{
+		ObjectMeta: metav1.ObjectMeta{Name: o.Name, Namespace: intern(o.Namespace), UID: o.UID},
+		nodeName:   intern(o.Spec.NodeName),
+		owner:      selectOwner(o.OwnerReferences),
+	}
+	if m.keys.Enabled() {
+		for k, v := range o.Labels {
+			if v != "" && m.keep(k) { // an empty value means no label in Prometheus
+				p.labels = append(p.labels, kv{intern(k), v})
+			}
+		}
+		slices.SortFunc(p.labels, func(a, b kv) int { return strings.Compare(a.key, b.key) })
+	}
+	return p
+}
+
+// stripOwner is the ReplicaSet and Job informers' transform: name,
+// namespace and the one owner reference followed; managed fields, labels
+// and annotations are dropped.
+func stripOwner(obj any) (any, error) {
+	switch o := obj.(type) {
+	case *metav1.PartialObjectMetadata:
+		return stripMeta(o), nil
+	case cache.DeletedFinalStateUnknown:
+		if m, ok := o.Obj.(*metav1.PartialObjectMetadata); ok {
+			o.Obj = stripMeta(m)
+		}
+		return o, nil
+	default:
+		return obj, nil
+	}
+}
+
+func stripMeta(o *metav1.PartialObjectMetadata) *metav1.PartialObjectMetadata {
+	s := &metav1.PartialObjectMetadata{
+		TypeMeta:   o.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{Name: o.Name, Namespace: intern(o.Namespace), UID: o.UID},
+	}
+	if own := selectOwner(o.OwnerReferences); own.kind != "" {
+		s.OwnerReferences = []metav1.OwnerReference{{Kind: own.kind, Name: own.name}}
+	}
+	return s
+}
