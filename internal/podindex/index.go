@@ -45,6 +45,7 @@ type podRec struct {
 type tombstone struct {
 	key podKey
 	at  int64
+	seq uint64 // identifies the tombstone: times can repeat
 }
 
 // Index keeps the pod snapshot up to date from a Pod informer and
@@ -65,6 +66,7 @@ type Index struct {
 	gen        uint64
 	tombstones []tombstone // in deletion order; stale items are skipped
 	nTombs     int
+	tombSeq    uint64
 	nLive      int
 	nUnres     int
 	anyDirty   atomic.Bool
@@ -171,14 +173,18 @@ func New(cfg Config, client kubernetes.Interface, meta metadata.Interface) *Inde
 func (ix *Index) addInformer(resource string, inf cache.SharedIndexInformer) {
 	ix.metrics.synced.WithLabelValues(resource).Set(0)
 	_ = inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
-		// Events may be lost until the relist: unknown pods get the
-		// unknown grace again.
-		ix.health.blindSince.Store(ix.cfg.Now().UnixNano())
-		ix.metrics.watchErrors.Inc()
-		ix.logger.Warn("pod index: list/watch failed; unknown pods are Unknown, not No, for the unknown grace", "resource", resource, "err", err)
+		ix.watchFailed(resource, err)
 		cache.DefaultWatchErrorHandler(ctx, r, err)
 	})
 	ix.informers = append(ix.informers, inf)
+}
+
+// watchFailed notes a list or watch error: events may be lost until the
+// relist, so unknown pods get the unknown grace again.
+func (ix *Index) watchFailed(resource string, err error) {
+	ix.health.blindSince.Store(ix.cfg.Now().UnixNano())
+	ix.metrics.watchErrors.Inc()
+	ix.logger.Warn("pod index: list/watch failed; unknown pods are Unknown, not No, for the unknown grace", "resource", resource, "err", err)
 }
 
 func newIndex(cfg Config) *Index {
@@ -346,10 +352,32 @@ func (ix *Index) deletePod(obj any) {
 	}
 	ix.unfollow(key, rec.pod.owner)
 	now := ix.cfg.Now().UnixNano()
-	gone := &tombstone{key: key, at: now}
+	ix.tombSeq++
+	gone := &tombstone{key: key, at: now, seq: ix.tombSeq}
 	ix.publish(key, rec, false, gone)
 	ix.tombstones = append(ix.tombstones, *gone)
 	ix.evictOverLimit()
+	ix.compactQueue()
+}
+
+// compactQueue drops queue items whose tombstone was replaced (a name
+// deleted, re-created and deleted again) once they outnumber the live ones,
+// so the queue stays within twice the tombstone count, amortized O(1).
+func (ix *Index) compactQueue() {
+	if len(ix.tombstones) <= 2*ix.nTombs+64 {
+		return
+	}
+	kept := ix.tombstones[:0]
+	for _, t := range ix.tombstones {
+		if rec := ix.pods[t.key]; rec != nil && rec.entry != nil && rec.entry.goneSeq == t.seq {
+			kept = append(kept, t)
+		}
+	}
+	clear(ix.tombstones[len(kept):])
+	ix.tombstones = kept
+	if cap(kept) > 64 && len(kept) < cap(kept)/4 {
+		ix.tombstones = append([]tombstone(nil), kept...)
+	}
 }
 
 // publish recomputes rec's entry from rec.pod. live says whether the pod
@@ -361,11 +389,11 @@ func (ix *Index) publish(key podKey, rec *podRec, live bool, gone *tombstone) {
 		e.node = ""
 	}
 	if old != nil {
-		e.goneNode, e.goneAt = old.goneNode, old.goneAt
+		e.goneNode, e.goneAt, e.goneSeq = old.goneNode, old.goneAt, old.goneSeq
 		e.info = old.info
 	}
 	if gone != nil {
-		e.goneNode, e.goneAt = old.node, gone.at
+		e.goneNode, e.goneAt, e.goneSeq = old.node, gone.at, gone.seq
 	}
 	if live {
 		w, wt, resolved := "", "", true
@@ -408,7 +436,7 @@ func (ix *Index) count(old, e *entry) {
 		if old.live {
 			ix.nLive--
 		}
-		if old.goneAt != 0 {
+		if old.goneSeq != 0 {
 			ix.nTombs--
 		}
 	}
@@ -416,7 +444,7 @@ func (ix *Index) count(old, e *entry) {
 		if e.live {
 			ix.nLive++
 		}
-		if e.goneAt != 0 {
+		if e.goneSeq != 0 {
 			ix.nTombs++
 		}
 	}
@@ -479,7 +507,7 @@ func (ix *Index) dropQueued(n int) {
 // forget drops tombstone t if it is still the pod name's latest one.
 func (ix *Index) forget(t tombstone) bool {
 	rec := ix.pods[t.key]
-	if rec == nil || rec.entry == nil || rec.entry.goneAt != t.at {
+	if rec == nil || rec.entry == nil || rec.entry.goneSeq != t.seq {
 		return false
 	}
 	i := shardOf(t.key.name)
@@ -489,7 +517,7 @@ func (ix *Index) forget(t tombstone) bool {
 		delete(ix.shards[i], t.key)
 	} else {
 		e := *rec.entry
-		e.goneNode, e.goneAt = "", 0
+		e.goneNode, e.goneAt, e.goneSeq = "", 0, 0
 		ix.count(rec.entry, &e)
 		rec.entry = &e
 		ix.shards[i][t.key] = &e

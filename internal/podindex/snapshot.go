@@ -41,6 +41,7 @@ type entry struct {
 	// (goneAt in unix nanoseconds, 0 for none), kept for the deleted grace.
 	goneNode string
 	goneAt   int64
+	goneSeq  uint64
 }
 
 // health is shared by all snapshots of an index: it changes without any pod
@@ -156,7 +157,7 @@ func (s *Snapshot) OnNode(namespace, pod, node string, now time.Time) Verdict {
 		if e.live && e.node == node {
 			return Yes
 		}
-		if e.goneAt != 0 && e.goneNode == node && now.UnixNano()-e.goneAt <= int64(s.graces.deleted) {
+		if e.goneSeq != 0 && e.goneNode == node && now.UnixNano()-e.goneAt <= int64(s.graces.deleted) {
 			return Yes
 		}
 		if e.live && e.node != "" {
