@@ -308,7 +308,7 @@ func (ix *Index) upsertPod(obj any) {
 		ix.deletePod(obj)
 		return
 	}
-	key := podKey{p.Namespace, p.Name}
+	key := podKey{p.namespace, p.name}
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	rec := ix.pods[key]
@@ -334,7 +334,7 @@ func (ix *Index) deletePod(obj any) {
 	var key podKey
 	switch o := obj.(type) {
 	case *pod:
-		key = podKey{o.Namespace, o.Name}
+		key = podKey{o.namespace, o.name}
 	case cache.DeletedFinalStateUnknown:
 		ns, name, err := cache.SplitMetaNamespaceKey(o.Key)
 		if err != nil {
@@ -384,7 +384,7 @@ func (ix *Index) compactQueue() {
 // exists; gone, when set, records the live incarnation's deletion.
 func (ix *Index) publish(key podKey, rec *podRec, live bool, gone *tombstone) {
 	old := rec.entry
-	e := &entry{live: live, node: rec.pod.nodeName, uid: string(rec.pod.UID)}
+	e := &entry{live: live, node: rec.pod.nodeName, uid: string(rec.pod.uid)}
 	if !live {
 		e.node = ""
 	}
