@@ -38,7 +38,7 @@ func clusterPod(i int) *v1.Pod {
 	p.UID = types.UID(fmt.Sprintf("3f2a9c1e-0b7d-4c55-9a1e-%012d", i))
 	p.Annotations["kubectl.kubernetes.io/restartedAt"] = "2026-01-01T00:00:00Z"
 	p.ManagedFields = append(p.ManagedFields, metav1.ManagedFieldsEntry{Manager: "kubelet", Operation: "Update", Subresource: "status",
-		FieldsV1: &metav1.FieldsV1{Raw: make([]byte, 2048)}})
+		FieldsV1: metav1.NewFieldsV1(strings.Repeat("x", 2048))})
 	p.Spec.Containers[0].Env = []v1.EnvVar{{Name: "A", Value: "1"}, {Name: "B", Value: "2"}}
 	p.Status.Conditions = []v1.PodCondition{{Type: v1.PodReady, Status: v1.ConditionTrue}, {Type: v1.PodScheduled, Status: v1.ConditionTrue}}
 	return p
@@ -60,7 +60,7 @@ func loadCluster(tb testing.TB, ix *Index, n int) (pods, owners cache.Indexer) {
 			}
 			ix.upsertOwner(kindReplicaSet, obj)
 		}
-		obj, _ := ix.mapper.stripPod(clusterPod(i))
+		obj, _ := ix.stripPod(clusterPod(i))
 		if err := pods.Add(obj); err != nil {
 			tb.Fatal(err)
 		}
@@ -155,7 +155,7 @@ func BenchmarkSnapshotAfterChange(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		p.Labels["version"] = fmt.Sprint(i)
-		obj, _ := ix.mapper.stripPod(p)
+		obj, _ := ix.stripPod(p)
 		ix.upsertPod(obj)
 		ix.Snapshot()
 	}

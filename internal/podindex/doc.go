@@ -27,17 +27,17 @@
 // The index needs, in the relay's ClusterRole (only when a pod feature is
 // on):
 //
-//	- apiGroups: [""]
-//	  resources: ["pods"]
-//	  verbs: ["list", "watch"]
-//	# only with workload labels; read as metadata (PartialObjectMetadata),
-//	# which needs the same verbs as full objects:
-//	- apiGroups: ["apps"]
-//	  resources: ["replicasets"]
-//	  verbs: ["list", "watch"]
-//	- apiGroups: ["batch"]
-//	  resources: ["jobs"]
-//	  verbs: ["list", "watch"]
+//   - apiGroups: [""]
+//     resources: ["pods"]
+//     verbs: ["list", "watch"]
+//     # only with workload labels; read as metadata (PartialObjectMetadata),
+//     # which needs the same verbs as full objects:
+//   - apiGroups: ["apps"]
+//     resources: ["replicasets"]
+//     verbs: ["list", "watch"]
+//   - apiGroups: ["batch"]
+//     resources: ["jobs"]
+//     verbs: ["list", "watch"]
 //
 // In kubelet mode the pod list/watch carries the field selector
 // spec.nodeName=NODE; RBAC cannot restrict by field, so the rule is the

@@ -28,12 +28,12 @@ func staticIndex(t *testing.T, tweak func(*Options)) (*Index, *fakeClock) {
 }
 
 func (ix *Index) add(p *v1.Pod) {
-	obj, _ := ix.mapper.stripPod(p)
+	obj, _ := ix.stripPod(p)
 	ix.upsertPod(obj)
 }
 
 func (ix *Index) del(p *v1.Pod) {
-	obj, _ := ix.mapper.stripPod(p)
+	obj, _ := ix.stripPod(p)
 	ix.deletePod(obj)
 }
 
@@ -126,7 +126,7 @@ func TestDeleteTombstoneFromDeletedFinalStateUnknown(t *testing.T) {
 	ix, clock := staticIndex(t, nil)
 	ix.markSynced()
 	ix.add(mkPod("shop", "web", "node-a", nil))
-	obj, _ := ix.mapper.stripPod(cache.DeletedFinalStateUnknown{Key: "shop/web", Obj: mkPod("shop", "web", "node-a", nil)})
+	obj, _ := ix.stripPod(cache.DeletedFinalStateUnknown{Key: "shop/web", Obj: mkPod("shop", "web", "node-a", nil)})
 	ix.deletePod(obj)
 	if got := ix.OnNode("shop", "web", "node-a", clock.Now().Add(time.Second)); got != Yes {
 		t.Fatalf("%v", got)

@@ -34,14 +34,6 @@ type ownerRec struct {
 	pods  map[string]struct{} // pod names in the owner's namespace
 }
 
-// podRec is the index's mutable state for one pod name.
-type podRec struct {
-	pod        *pod // the live pod, or the last one seen once deleted
-	entry      *entry
-	unresolved bool // the workload's ReplicaSet or Job is unknown
-	conflicts  string
-}
-
 type tombstone struct {
 	key podKey
 	at  int64
@@ -59,7 +51,6 @@ type Index struct {
 	health *health
 
 	mu         sync.Mutex
-	pods       map[podKey]*podRec
 	owners     map[ownerKey]*ownerRec
 	shards     [numShards]map[podKey]*entry
 	dirty      [numShards]bool
@@ -144,7 +135,7 @@ func New(cfg Config, client kubernetes.Interface, meta metadata.Interface) *Inde
 	// No indexers: the index keeps its own maps, a namespace index would
 	// only cost memory.
 	pods := coreinformers.NewFilteredPodInformer(client, metav1.NamespaceAll, ix.cfg.Resync, cache.Indexers{}, tweak)
-	_ = pods.SetTransform(ix.mapper.stripPod)
+	_ = pods.SetTransform(ix.stripPod)
 	_, _ = pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { ix.upsertPod(obj) },
 		UpdateFunc: func(_, obj any) { ix.upsertPod(obj) },
@@ -193,7 +184,6 @@ func newIndex(cfg Config) *Index {
 		mapper: labelMapper{keys: cfg.o.Labels, workload: cfg.o.Workload},
 		logger: cfg.o.Logger,
 		health: &health{},
-		pods:   map[podKey]*podRec{},
 		owners: map[ownerKey]*ownerRec{},
 	}
 	for i := range ix.shards {
@@ -297,6 +287,34 @@ func (ix *Index) build() *Snapshot {
 	return s
 }
 
+// stripPod is the pod informer's transform. A pod whose kept fields did not
+// change (most updates are status updates) is replaced by the object already
+// stored, so the informer's store and the index share one copy.
+func (ix *Index) stripPod(obj any) (any, error) {
+	obj, err := ix.mapper.stripPod(obj)
+	if p, ok := obj.(*pod); ok {
+		ix.mu.Lock()
+		if e := ix.get(podKey{p.namespace, p.name}); e != nil && e.live && e.pod.same(p) {
+			obj = e.pod
+		}
+		ix.mu.Unlock()
+	}
+	return obj, err
+}
+
+func (ix *Index) get(key podKey) *entry { return ix.shards[shardOf(key.name)][key] }
+
+func (ix *Index) put(key podKey, e *entry) {
+	i := shardOf(key.name)
+	if e == nil {
+		delete(ix.shards[i], key)
+	} else {
+		ix.shards[i][key] = e
+	}
+	ix.dirty[i] = true
+	ix.anyDirty.Store(true)
+}
+
 func (ix *Index) upsertPod(obj any) {
 	p, ok := obj.(*pod)
 	if !ok {
@@ -311,23 +329,19 @@ func (ix *Index) upsertPod(obj any) {
 	key := podKey{p.namespace, p.name}
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	rec := ix.pods[key]
-	if rec == nil {
-		rec = &podRec{}
-		ix.pods[key] = rec
-	}
-	if rec.entry != nil && rec.entry.live && rec.pod.same(p) {
-		rec.pod = p
-		return
-	}
-	if rec.pod != nil && rec.pod.owner != p.owner {
-		ix.unfollow(key, rec.pod.owner)
-	}
-	if rec.pod == nil || rec.pod.owner != p.owner || rec.entry == nil || !rec.entry.live {
+	old := ix.get(key)
+	if old != nil && old.live {
+		if old.pod == p {
+			return
+		}
+		if old.pod.owner != p.owner {
+			ix.unfollow(key, old.pod.owner)
+			ix.follow(key, p.owner)
+		}
+	} else {
 		ix.follow(key, p.owner)
 	}
-	rec.pod = p
-	ix.publish(key, rec, true, nil)
+	ix.publish(key, old, p, true, nil)
 }
 
 func (ix *Index) deletePod(obj any) {
@@ -346,16 +360,15 @@ func (ix *Index) deletePod(obj any) {
 	}
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	rec := ix.pods[key]
-	if rec == nil || rec.entry == nil || !rec.entry.live {
+	old := ix.get(key)
+	if old == nil || !old.live {
 		return
 	}
-	ix.unfollow(key, rec.pod.owner)
-	now := ix.cfg.Now().UnixNano()
+	ix.unfollow(key, old.pod.owner)
 	ix.tombSeq++
-	gone := &tombstone{key: key, at: now, seq: ix.tombSeq}
-	ix.publish(key, rec, false, gone)
-	ix.tombstones = append(ix.tombstones, *gone)
+	gone := tombstone{key: key, at: ix.cfg.Now().UnixNano(), seq: ix.tombSeq}
+	ix.publish(key, old, old.pod, false, &gone)
+	ix.tombstones = append(ix.tombstones, gone)
 	ix.evictOverLimit()
 	ix.compactQueue()
 }
@@ -369,7 +382,7 @@ func (ix *Index) compactQueue() {
 	}
 	kept := ix.tombstones[:0]
 	for _, t := range ix.tombstones {
-		if rec := ix.pods[t.key]; rec != nil && rec.entry != nil && rec.entry.goneSeq == t.seq {
+		if e := ix.get(t.key); e != nil && e.goneSeq == t.seq {
 			kept = append(kept, t)
 		}
 	}
@@ -380,54 +393,35 @@ func (ix *Index) compactQueue() {
 	}
 }
 
-// publish recomputes rec's entry from rec.pod. live says whether the pod
-// exists; gone, when set, records the live incarnation's deletion.
-func (ix *Index) publish(key podKey, rec *podRec, live bool, gone *tombstone) {
-	old := rec.entry
-	e := &entry{live: live, node: rec.pod.nodeName, uid: string(rec.pod.uid)}
-	if !live {
-		e.node = ""
-	}
+// publish replaces old (nil for a new name) by an entry for p. live says
+// whether the pod exists; gone, when set, records the live incarnation's
+// deletion. Labels are recomputed for a live pod; Version changes only if
+// they differ.
+func (ix *Index) publish(key podKey, old *entry, p *pod, live bool, gone *tombstone) {
+	e := &entry{pod: p, live: live}
 	if old != nil {
+		e.info, e.conflicts = old.info, old.conflicts
 		e.goneNode, e.goneAt, e.goneSeq = old.goneNode, old.goneAt, old.goneSeq
-		e.info = old.info
 	}
 	if gone != nil {
-		e.goneNode, e.goneAt, e.goneSeq = old.node, gone.at, gone.seq
+		e.goneNode, e.goneAt, e.goneSeq = old.pod.nodeName, gone.at, gone.seq
 	}
 	if live {
 		w, wt, resolved := "", "", true
 		if ix.cfg.Workload {
-			w, wt, resolved = resolveWorkload(key.namespace, key.name, rec.pod.owner, ix.lookupOwner)
+			w, wt, resolved = resolveWorkload(key.namespace, key.name, p.owner, ix.lookupOwner)
 		}
-		labels, conflicts := ix.mapper.mapLabels(rec.pod.labels, w, wt, resolved)
+		labels, conflicts := ix.mapper.mapLabels(p.labels, w, wt, resolved)
 		if old == nil || !sameLabels(old.info.Labels, labels) {
 			ix.gen++
 			e.info = PodInfo{Labels: labels, Version: ix.gen}
 			ix.metrics.changes.Inc()
 		}
-		ix.setUnresolved(rec, !resolved)
-		ix.reportConflicts(key, rec, conflicts)
-	} else {
-		ix.setUnresolved(rec, false)
+		e.unresolved = !resolved
+		ix.reportConflicts(key, e, conflicts)
 	}
 	ix.count(old, e)
-	rec.entry = e
-	i := shardOf(key.name)
-	ix.shards[i][key] = e
-	ix.dirty[i] = true
-	ix.anyDirty.Store(true)
-}
-
-func (ix *Index) setUnresolved(rec *podRec, u bool) {
-	if rec.unresolved != u {
-		rec.unresolved = u
-		if u {
-			ix.nUnres++
-		} else {
-			ix.nUnres--
-		}
-	}
+	ix.put(key, e)
 }
 
 // count keeps the live and tombstone counts and their gauges.
@@ -436,6 +430,9 @@ func (ix *Index) count(old, e *entry) {
 		if old.live {
 			ix.nLive--
 		}
+		if old.unresolved {
+			ix.nUnres--
+		}
 		if old.goneSeq != 0 {
 			ix.nTombs--
 		}
@@ -443,6 +440,9 @@ func (ix *Index) count(old, e *entry) {
 	if e != nil {
 		if e.live {
 			ix.nLive++
+		}
+		if e.unresolved {
+			ix.nUnres++
 		}
 		if e.goneSeq != 0 {
 			ix.nTombs++
@@ -454,12 +454,12 @@ func (ix *Index) count(old, e *entry) {
 	ix.metrics.resolved.Set(float64(ix.nLive - ix.nUnres))
 }
 
-func (ix *Index) reportConflicts(key podKey, rec *podRec, cs []Conflict) {
+func (ix *Index) reportConflicts(key podKey, e *entry, cs []Conflict) {
 	k := conflictKey(cs)
-	if k == rec.conflicts {
+	if k == e.conflicts {
 		return
 	}
-	rec.conflicts = k
+	e.conflicts = k
 	for _, c := range cs {
 		ix.metrics.conflicts.Add(float64(len(c.Keys)))
 		ix.logger.Warn("pod label keys map to a label name already taken; they get _conflictN",
@@ -506,25 +506,19 @@ func (ix *Index) dropQueued(n int) {
 
 // forget drops tombstone t if it is still the pod name's latest one.
 func (ix *Index) forget(t tombstone) bool {
-	rec := ix.pods[t.key]
-	if rec == nil || rec.entry == nil || rec.entry.goneSeq != t.seq {
+	old := ix.get(t.key)
+	if old == nil || old.goneSeq != t.seq {
 		return false
 	}
-	i := shardOf(t.key.name)
-	if !rec.entry.live {
-		ix.count(rec.entry, nil)
-		delete(ix.pods, t.key)
-		delete(ix.shards[i], t.key)
-	} else {
-		e := *rec.entry
-		e.goneNode, e.goneAt, e.goneSeq = "", 0, 0
-		ix.count(rec.entry, &e)
-		rec.entry = &e
-		ix.shards[i][t.key] = &e
+	var e *entry
+	if old.live {
+		c := *old
+		c.goneNode, c.goneAt, c.goneSeq = "", 0, 0
+		e = &c
 	}
+	ix.count(old, e)
+	ix.put(t.key, e)
 	ix.gen++
-	ix.dirty[i] = true
-	ix.anyDirty.Store(true)
 	return true
 }
 
@@ -625,8 +619,8 @@ func (ix *Index) deleteOwner(kind string, obj any) {
 func (ix *Index) refollowers(k ownerKey, r *ownerRec) {
 	for name := range r.pods {
 		key := podKey{k.namespace, name}
-		if rec := ix.pods[key]; rec != nil && rec.entry != nil && rec.entry.live {
-			ix.publish(key, rec, true, nil)
+		if e := ix.get(key); e != nil && e.live {
+			ix.publish(key, e, e.pod, true, nil)
 		}
 	}
 }

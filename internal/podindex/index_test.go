@@ -31,16 +31,16 @@ func workloadCases() []workloadCase {
 	const ns = "shop"
 	return []workloadCase{
 		{name: "Deployment via ReplicaSet",
-			pod:    mkPod(ns, "web-7d9f-x1", "node-a", map[string]string{"app": "web", "pod-template-hash": "7d9f"}, ref("ReplicaSet", "web-7d9f", true)),
-			owners: []runtime.Object{mkReplicaSet(ns, "web-7d9f", ref("Deployment", "web", true))},
+			pod:      mkPod(ns, "web-7d9f-x1", "node-a", map[string]string{"app": "web", "pod-template-hash": "7d9f"}, ref("ReplicaSet", "web-7d9f", true)),
+			owners:   []runtime.Object{mkReplicaSet(ns, "web-7d9f", ref("Deployment", "web", true))},
 			workload: "web", wtype: "deployment"},
 		{name: "bare ReplicaSet",
-			pod:    mkPod(ns, "lonely-x1", "node-a", nil, ref("ReplicaSet", "lonely", true)),
-			owners: []runtime.Object{mkReplicaSet(ns, "lonely")},
+			pod:      mkPod(ns, "lonely-x1", "node-a", nil, ref("ReplicaSet", "lonely", true)),
+			owners:   []runtime.Object{mkReplicaSet(ns, "lonely")},
 			workload: "lonely", wtype: "replicaset"},
 		{name: "ReplicaSet owned by another kind (Argo Rollout)",
-			pod:    mkPod(ns, "roll-5c-x1", "node-a", nil, ref("ReplicaSet", "roll-5c", true)),
-			owners: []runtime.Object{mkReplicaSet(ns, "roll-5c", ref("Rollout", "roll", true))},
+			pod:      mkPod(ns, "roll-5c-x1", "node-a", nil, ref("ReplicaSet", "roll-5c", true)),
+			owners:   []runtime.Object{mkReplicaSet(ns, "roll-5c", ref("Rollout", "roll", true))},
 			workload: "roll", wtype: "Rollout"},
 		{name: "DaemonSet",
 			pod:      mkPod(ns, "agent-x1", "node-a", nil, ref("DaemonSet", "agent", true)),
@@ -49,16 +49,16 @@ func workloadCases() []workloadCase {
 			pod:      mkPod(ns, "db-0", "node-a", nil, ref("StatefulSet", "db", true)),
 			workload: "db", wtype: "statefulset"},
 		{name: "bare Job",
-			pod:    mkPod(ns, "migrate-x1", "node-a", nil, ref("Job", "migrate", true)),
-			owners: []runtime.Object{mkJob(ns, "migrate")},
+			pod:      mkPod(ns, "migrate-x1", "node-a", nil, ref("Job", "migrate", true)),
+			owners:   []runtime.Object{mkJob(ns, "migrate")},
 			workload: "migrate", wtype: "job"},
 		{name: "CronJob via Job",
-			pod:    mkPod(ns, "backup-2890-x1", "node-a", nil, ref("Job", "backup-2890", true)),
-			owners: []runtime.Object{mkJob(ns, "backup-2890", ref("CronJob", "backup", true))},
+			pod:      mkPod(ns, "backup-2890-x1", "node-a", nil, ref("Job", "backup-2890", true)),
+			owners:   []runtime.Object{mkJob(ns, "backup-2890", ref("CronJob", "backup", true))},
 			workload: "backup", wtype: "CronJob"},
 		{name: "Job owned by a Pod counts as bare",
-			pod:    mkPod(ns, "pj-x1", "node-a", nil, ref("Job", "pj", true)),
-			owners: []runtime.Object{mkJob(ns, "pj", ref("Pod", "runner", false))},
+			pod:      mkPod(ns, "pj-x1", "node-a", nil, ref("Job", "pj", true)),
+			owners:   []runtime.Object{mkJob(ns, "pj", ref("Pod", "runner", false))},
 			workload: "pj", wtype: "job"},
 		{name: "bare pod",
 			pod:      mkPod(ns, "debug", "node-a", nil),
@@ -179,6 +179,12 @@ func TestUpdatesChangeOnlyThatPodsVersion(t *testing.T) {
 	}
 	eventually(t, "web-2 relabelled", func() bool { return lbl(b.ix.Snapshot(), "web-2", "tier") == "gold" })
 	s1 := b.ix.Snapshot()
+	// The status-only update (handled before web-2's) left one copy of
+	// web-1: the store holds the object the index holds.
+	stored, _, _ := b.ix.informers[0].GetStore().GetByKey(ns + "/web-1")
+	if e := s1.get(ns, "web-1"); stored == nil || stored != any(e.pod) {
+		t.Fatal("the informer's store and the index hold different copies of an unchanged pod")
+	}
 	if v(s1, "web-2") == v(s0, "web-2") {
 		t.Fatal("web-2's version did not change with its labels")
 	}

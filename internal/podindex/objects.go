@@ -116,6 +116,15 @@ func (m labelMapper) newPod(o *v1.Pod) *pod {
 		owner:     selectOwner(o.OwnerReferences),
 	}
 	if m.keys.Enabled() {
+		n := 0 // size the slice exactly: it lives as long as the pod
+		for k, v := range o.Labels {
+			if v != "" && m.keep(k) {
+				n++
+			}
+		}
+		if n > 0 {
+			p.labels = make([]kv, 0, n)
+		}
 		for k, v := range o.Labels {
 			if v != "" && m.keep(k) { // an empty value means no label in Prometheus
 				p.labels = append(p.labels, kv{intern(k), v})

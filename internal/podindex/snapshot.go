@@ -32,16 +32,18 @@ type PodInfo struct {
 // entry is the immutable published state of one pod name.
 type entry struct {
 	info PodInfo
-	uid  string
-	// node is the live pod's spec.nodeName ("" while unscheduled); live is
-	// false when only a tombstone is left.
-	node string
-	live bool
+	// pod is the live pod, or the last one seen once deleted; live is false
+	// when only a tombstone is left.
+	pod        *pod
+	live       bool
+	unresolved bool // live, and its ReplicaSet or Job is unknown
 	// goneNode and goneAt describe the last deleted incarnation of the name
-	// (goneAt in unix nanoseconds, 0 for none), kept for the deleted grace.
-	goneNode string
-	goneAt   int64
-	goneSeq  uint64
+	// (goneAt in unix nanoseconds), kept for the deleted grace; goneSeq
+	// identifies that tombstone (0: none).
+	goneNode  string
+	goneAt    int64
+	goneSeq   uint64
+	conflicts string // the label clashes last logged
 }
 
 // health is shared by all snapshots of an index: it changes without any pod
@@ -154,13 +156,13 @@ func (s *Snapshot) OnNode(namespace, pod, node string, now time.Time) Verdict {
 		return Unknown
 	}
 	if e := s.get(namespace, pod); e != nil {
-		if e.live && e.node == node {
+		if e.live && e.pod.nodeName == node {
 			return Yes
 		}
 		if e.goneSeq != 0 && e.goneNode == node && now.UnixNano()-e.goneAt <= int64(s.graces.deleted) {
 			return Yes
 		}
-		if e.live && e.node != "" {
+		if e.live && e.pod.nodeName != "" {
 			return No
 		}
 	}
