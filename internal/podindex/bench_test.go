@@ -106,6 +106,38 @@ func TestMemoryPerPod(t *testing.T) {
 	}
 }
 
+// TestMemoryPerTombstone measures what the tombstones of deleted pods hold
+// once the informer has forgotten the pods: at most MaxTombstones of them.
+func TestMemoryPerTombstone(t *testing.T) {
+	if testing.Short() {
+		t.Skip("loads 30,000 pods")
+	}
+	const n = 30000
+	ix, _ := staticIndex(t, nil)
+	before := heapInUse()
+	pods, owners := loadCluster(t, ix, n)
+	for i := 0; i < n; i++ {
+		p := clusterPod(i)
+		obj, _, _ := pods.GetByKey(p.Namespace + "/" + p.Name)
+		if err := pods.Delete(obj); err != nil {
+			t.Fatal(err)
+		}
+		ix.deletePod(obj)
+	}
+	snap := ix.Snapshot()
+	grew := int64(heapInUse()) - int64(before)
+	runtime.KeepAlive(pods)
+	runtime.KeepAlive(owners)
+	if ix.nTombs != min(n, DefaultMaxTombstones) || ix.nLive != 0 || snap.Len() != ix.nTombs {
+		t.Fatalf("%d tombstones, %d live, %d in the snapshot", ix.nTombs, ix.nLive, snap.Len())
+	}
+	t.Logf("%d pods deleted: %d tombstones (the limit) hold %.1f MB (with %d ReplicaSets), %d bytes each",
+		n, ix.nTombs, float64(grew)/(1<<20), n/10, grew/int64(ix.nTombs))
+	if grew > int64(ix.nTombs)*2048 {
+		t.Fatalf("tombstones take %d bytes each, more than 2 KB", grew/int64(ix.nTombs))
+	}
+}
+
 func benchIndex(b *testing.B, n int) (*Index, *Snapshot) {
 	clock := newClock()
 	o := testOptions(clock, nil)

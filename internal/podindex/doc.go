@@ -15,7 +15,9 @@
 // timestamp are not kept: a terminating or finished pod still exists and its
 // node is still right; the deleted grace starts at the delete event.
 // Deleted pods are kept as tombstones for DeletedGrace, at most MaxTombstones
-// of them. TestMemoryPerPod measures the bytes per pod.
+// of them. TestMemoryPerPod measures the heap 30,000 pods add (six labels
+// each, all kept, workloads on, informer stores included): 32.5 MB, about
+// 1,140 bytes a pod.
 //
 // # Workloads
 //

@@ -367,7 +367,9 @@ func (ix *Index) deletePod(obj any) {
 	ix.unfollow(key, old.pod.owner)
 	ix.tombSeq++
 	gone := tombstone{key: key, at: ix.cfg.Now().UnixNano(), seq: ix.tombSeq}
-	ix.publish(key, old, old.pod, false, &gone)
+	// The tombstone needs the node only; the labels it adds stay in info.
+	slim := &pod{namespace: old.pod.namespace, name: old.pod.name, uid: old.pod.uid, nodeName: old.pod.nodeName}
+	ix.publish(key, old, slim, false, &gone)
 	ix.tombstones = append(ix.tombstones, gone)
 	ix.evictOverLimit()
 	ix.compactQueue()
