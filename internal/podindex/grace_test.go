@@ -180,3 +180,47 @@ func TestTombstoneLimit(t *testing.T) {
 		t.Fatalf("tombstone queue len %d cap %d", len(ix.tombstones), cap(ix.tombstones))
 	}
 }
+
+func TestOwnerChangesAndBookkeeping(t *testing.T) {
+	ix, _ := staticIndex(t, nil)
+	ix.markSynced()
+	rs, _ := stripOwner(mkReplicaSet("shop", "web-rs", ref("Deployment", "web", true)))
+	ix.upsertOwner(kindReplicaSet, rs)
+	p := mkPod("shop", "web-1", "node-a", nil, ref("ReplicaSet", "web-rs", true))
+	ix.add(p)
+	v0 := must(ix.Snapshot().Lookup("shop", "web-1"))
+	if labelMap(v0.Labels)["workload"] != "web" {
+		t.Fatalf("%v", v0.Labels)
+	}
+	// The pod is orphaned, then adopted by a StatefulSet: new labels, new
+	// versions, and the ReplicaSet no longer lists it.
+	orphan := mkPod("shop", "web-1", "node-a", nil)
+	ix.add(orphan)
+	v1 := must(ix.Snapshot().Lookup("shop", "web-1"))
+	if got := labelMap(v1.Labels); got["workload"] != "web-1" || got["workload_type"] != "barepod" || v1.Version == v0.Version {
+		t.Fatalf("orphaned: %v version %d", got, v1.Version)
+	}
+	if n := len(ix.owners[ownerKey{kindReplicaSet, "shop", "web-rs"}].pods); n != 0 {
+		t.Fatalf("the ReplicaSet still lists %d pods", n)
+	}
+	ix.add(mkPod("shop", "web-1", "node-a", nil, ref("StatefulSet", "web", true)))
+	v2 := must(ix.Snapshot().Lookup("shop", "web-1"))
+	if labelMap(v2.Labels)["workload_type"] != "statefulset" || v2.Version == v1.Version {
+		t.Fatalf("adopted: %v", v2)
+	}
+	// A pod naming a ReplicaSet that is unknown, then deleted with the
+	// ReplicaSet: nothing is left behind.
+	ix.add(mkPod("shop", "ghost-1", "node-a", nil, ref("ReplicaSet", "ghost", true)))
+	if _, ok := ix.owners[ownerKey{kindReplicaSet, "shop", "ghost"}]; !ok {
+		t.Fatal("the pod's unknown ReplicaSet is not followed")
+	}
+	ix.del(mkPod("shop", "ghost-1", "node-a", nil))
+	ix.del(mkPod("shop", "web-1", "node-a", nil))
+	ix.deleteOwner(kindReplicaSet, rs)
+	if len(ix.owners) != 0 {
+		t.Fatalf("owner records left: %v", ix.owners)
+	}
+	if got := testutil.ToFloat64(ix.metrics.unresolved) + testutil.ToFloat64(ix.metrics.resolved) + testutil.ToFloat64(ix.metrics.pods); got != 0 {
+		t.Fatalf("gauges not back to 0: %v", got)
+	}
+}
