@@ -1,0 +1,628 @@
+package podindex
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/metadata/metadatainformer"
+	"k8s.io/client-go/tools/cache"
+)
+
+var (
+	replicaSetsResource = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "replicasets"}
+	jobsResource        = schema.GroupVersionResource{Group: "batch", Version: "v1", Resource: "jobs"}
+)
+
+type ownerKey struct{ kind, namespace, name string }
+
+// ownerRec is what the index knows of one ReplicaSet or Job, and which pods
+// follow it (so that a change re-resolves just those pods).
+type ownerRec struct {
+	known bool
+	owner ownerRef
+	pods  map[string]struct{} // pod names in the owner's namespace
+}
+
+type tombstone struct {
+	key podKey
+	at  int64
+	seq uint64 // identifies the tombstone: times can repeat
+}
+
+// Index keeps the pod snapshot up to date from a Pod informer and
+// ReplicaSet and Job metadata informers. Snapshot is cheap and safe from any
+// goroutine; a new snapshot is built lazily, at most once per change burst,
+// by the first reader after a change, copying only the shards that changed.
+type Index struct {
+	cfg    Options
+	mapper labelMapper
+	logger *slog.Logger
+	health *health
+
+	mu         sync.Mutex
+	owners     map[ownerKey]*ownerRec
+	shards     [numShards]map[podKey]*entry
+	dirty      [numShards]bool
+	gen        uint64
+	tombstones []tombstone // in deletion order; stale items are skipped
+	nTombs     int
+	tombSeq    uint64
+	nLive      int
+	nUnres     int
+	anyDirty   atomic.Bool
+	snapshot   atomic.Pointer[Snapshot]
+
+	informers []cache.SharedIndexInformer
+	metrics   metrics
+}
+
+type metrics struct {
+	pods, tombstones             prometheus.Gauge
+	resolved, unresolved         prometheus.Gauge
+	rebuilds, changes, conflicts prometheus.Counter
+	evicted, watchErrors         prometheus.Counter
+	synced                       *prometheus.GaugeVec
+}
+
+func newMetrics(reg prometheus.Registerer) metrics {
+	owners := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kubelet_meta_proxy_pod_owners",
+		Help: "Live pods in the index by whether their workload resolved (unresolved: the ReplicaSet or Job they name is unknown, no workload label is added).",
+	}, []string{"state"})
+	m := metrics{
+		pods: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kubelet_meta_proxy_pods",
+			Help: "Live pods in the pod index.",
+		}),
+		tombstones: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kubelet_meta_proxy_pod_tombstones",
+			Help: "Deleted pods the pod index keeps for the deleted grace period.",
+		}),
+		resolved:   owners.WithLabelValues("resolved"),
+		unresolved: owners.WithLabelValues("unresolved"),
+		rebuilds: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kubelet_meta_proxy_pod_snapshot_rebuilds_total",
+			Help: "Pod index snapshots built (at most one per change burst).",
+		}),
+		changes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kubelet_meta_proxy_pod_label_changes_total",
+			Help: "Changes to the labels the pod index adds for a pod (relabels, new owners, creations).",
+		}),
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kubelet_meta_proxy_pod_label_conflicts_total",
+			Help: "Pod label keys that mapped to a label name already taken; they were renamed NAME_conflictN.",
+		}),
+		evicted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kubelet_meta_proxy_pod_tombstones_evicted_total",
+			Help: "Tombstones forgotten before their grace ended because the tombstone limit was reached.",
+		}),
+		watchErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kubelet_meta_proxy_pod_index_watch_errors_total",
+			Help: "List or watch errors of the pod index's informers (each restarts the unknown grace).",
+		}),
+		synced: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "kubelet_meta_proxy_pod_index_informer_synced",
+			Help: "1 once the pod index's informer for the resource has synced.",
+		}, []string{"resource"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.pods, m.tombstones, owners, m.rebuilds, m.changes, m.conflicts, m.evicted, m.watchErrors, m.synced)
+	}
+	return m
+}
+
+// New returns an index fed by a Pod informer on client (restricted to
+// cfg's node, if any) and, when workloads are on, ReplicaSet and Job
+// metadata informers on meta. Run starts them.
+func New(cfg Config, client kubernetes.Interface, meta metadata.Interface) *Index {
+	ix := newIndex(cfg)
+	tweak := func(*metav1.ListOptions) {}
+	if node := ix.cfg.Node; node != "" {
+		sel := fields.OneTermEqualSelector("spec.nodeName", node).String()
+		tweak = func(o *metav1.ListOptions) { o.FieldSelector = sel }
+	}
+	// No indexers: the index keeps its own maps, a namespace index would
+	// only cost memory.
+	pods := coreinformers.NewFilteredPodInformer(client, metav1.NamespaceAll, ix.cfg.Resync, cache.Indexers{}, tweak)
+	_ = pods.SetTransform(ix.stripPod)
+	_, _ = pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { ix.upsertPod(obj) },
+		UpdateFunc: func(_, obj any) { ix.upsertPod(obj) },
+		DeleteFunc: func(obj any) { ix.deletePod(obj) },
+	})
+	ix.addInformer("pods", pods)
+	if ix.cfg.Workload {
+		for _, r := range []struct {
+			gvr  schema.GroupVersionResource
+			kind string
+		}{{replicaSetsResource, kindReplicaSet}, {jobsResource, kindJob}} {
+			kind := r.kind
+			inf := metadatainformer.NewFilteredMetadataInformer(meta, r.gvr, metav1.NamespaceAll, ix.cfg.Resync, cache.Indexers{}, nil).Informer()
+			_ = inf.SetTransform(stripOwner)
+			_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+				AddFunc:    func(obj any) { ix.upsertOwner(kind, obj) },
+				UpdateFunc: func(_, obj any) { ix.upsertOwner(kind, obj) },
+				DeleteFunc: func(obj any) { ix.deleteOwner(kind, obj) },
+			})
+			ix.addInformer(r.gvr.Resource, inf)
+		}
+	}
+	return ix
+}
+
+func (ix *Index) addInformer(resource string, inf cache.SharedIndexInformer) {
+	ix.metrics.synced.WithLabelValues(resource).Set(0)
+	_ = inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
+		ix.watchFailed(resource, err)
+		cache.DefaultWatchErrorHandler(ctx, r, err)
+	})
+	ix.informers = append(ix.informers, inf)
+}
+
+// watchFailed notes a list or watch error: events may be lost until the
+// relist, so unknown pods get the unknown grace again.
+func (ix *Index) watchFailed(resource string, err error) {
+	ix.health.blindSince.Store(ix.cfg.Now().UnixNano())
+	ix.metrics.watchErrors.Inc()
+	ix.logger.Warn("pod index: list/watch failed; unknown pods are Unknown, not No, for the unknown grace", "resource", resource, "err", err)
+}
+
+func newIndex(cfg Config) *Index {
+	ix := &Index{
+		cfg:    cfg.o,
+		mapper: labelMapper{keys: cfg.o.Labels, workload: cfg.o.Workload},
+		logger: cfg.o.Logger,
+		health: &health{},
+		owners: map[ownerKey]*ownerRec{},
+	}
+	for i := range ix.shards {
+		ix.shards[i] = map[podKey]*entry{}
+	}
+	ix.metrics = newMetrics(cfg.o.Registerer)
+	ix.snapshot.Store(ix.build())
+	return ix
+}
+
+// Run runs the informers, and drops expired tombstones, until ctx is done.
+func (ix *Index) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, inf := range ix.informers {
+		wg.Add(1)
+		go func() { defer wg.Done(); inf.Run(ctx.Done()) }()
+	}
+	// Sweep often enough that a tombstone outlives its grace by at most a
+	// tenth of it.
+	every := min(max(ix.cfg.DeletedGrace/10, time.Second), 30*time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return
+		case <-t.C:
+			ix.Sweep(ix.cfg.Now())
+		}
+	}
+}
+
+// WaitForSync blocks until every informer has listed its objects, or ctx
+// ends. The unknown grace starts when it returns true.
+func (ix *Index) WaitForSync(ctx context.Context) bool {
+	syncs := make([]cache.InformerSynced, len(ix.informers))
+	for i, inf := range ix.informers {
+		syncs[i] = inf.HasSynced
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), syncs...) {
+		return false
+	}
+	ix.markSynced()
+	ix.metrics.synced.WithLabelValues("pods").Set(1)
+	if ix.cfg.Workload {
+		ix.metrics.synced.WithLabelValues("replicasets").Set(1)
+		ix.metrics.synced.WithLabelValues("jobs").Set(1)
+	}
+	return true
+}
+
+func (ix *Index) markSynced() {
+	if !ix.health.synced.Load() {
+		ix.health.blindSince.Store(ix.cfg.Now().UnixNano())
+		ix.health.synced.Store(true)
+	}
+}
+
+// Synced reports whether the initial lists have completed.
+func (ix *Index) Synced() bool { return ix.health.synced.Load() }
+
+// Snapshot returns the current immutable view.
+func (ix *Index) Snapshot() *Snapshot {
+	if !ix.anyDirty.Load() {
+		return ix.snapshot.Load()
+	}
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if ix.anyDirty.Load() {
+		ix.snapshot.Store(ix.build())
+		ix.anyDirty.Store(false)
+		ix.metrics.rebuilds.Inc()
+	}
+	return ix.snapshot.Load()
+}
+
+// OnNode is Snapshot().OnNode.
+func (ix *Index) OnNode(namespace, pod, node string, now time.Time) Verdict {
+	return ix.Snapshot().OnNode(namespace, pod, node, now)
+}
+
+// build makes a snapshot, copying the dirty shards and sharing the others
+// with the previous snapshot. Callers hold mu (or own ix exclusively).
+func (ix *Index) build() *Snapshot {
+	s := &Snapshot{
+		generation: ix.gen,
+		node:       ix.cfg.Node,
+		graces:     graces{deleted: ix.cfg.DeletedGrace, unknown: ix.cfg.UnknownGrace},
+		health:     ix.health,
+	}
+	prev := ix.snapshot.Load()
+	for i := range ix.shards {
+		if prev != nil && !ix.dirty[i] {
+			s.shards[i] = prev.shards[i]
+			continue
+		}
+		s.shards[i] = maps.Clone(ix.shards[i])
+		ix.dirty[i] = false
+	}
+	return s
+}
+
+// stripPod is the pod informer's transform. A pod whose kept fields did not
+// change (most updates are status updates) is replaced by the object already
+// stored, so the informer's store and the index share one copy.
+func (ix *Index) stripPod(obj any) (any, error) {
+	obj, err := ix.mapper.stripPod(obj)
+	if p, ok := obj.(*pod); ok {
+		ix.mu.Lock()
+		if e := ix.get(podKey{p.namespace, p.name}); e != nil && e.live && e.pod.same(p) {
+			obj = e.pod
+		}
+		ix.mu.Unlock()
+	}
+	return obj, err
+}
+
+func (ix *Index) get(key podKey) *entry { return ix.shards[shardOf(key.name)][key] }
+
+func (ix *Index) put(key podKey, e *entry) {
+	i := shardOf(key.name)
+	if e == nil {
+		delete(ix.shards[i], key)
+	} else {
+		ix.shards[i][key] = e
+	}
+	ix.dirty[i] = true
+	ix.anyDirty.Store(true)
+}
+
+func (ix *Index) upsertPod(obj any) {
+	p, ok := obj.(*pod)
+	if !ok {
+		return
+	}
+	if ix.cfg.Node != "" && p.nodeName != ix.cfg.Node {
+		// The field selector keeps other nodes' pods away; should one come
+		// anyway, it is not this node's.
+		ix.deletePod(obj)
+		return
+	}
+	key := podKey{p.namespace, p.name}
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	old := ix.get(key)
+	if old != nil && old.live {
+		if old.pod == p {
+			return
+		}
+		if old.pod.owner != p.owner {
+			ix.unfollow(key, old.pod.owner)
+			ix.follow(key, p.owner)
+		}
+	} else {
+		ix.follow(key, p.owner)
+	}
+	ix.publish(key, old, p, true, nil)
+}
+
+func (ix *Index) deletePod(obj any) {
+	var key podKey
+	switch o := obj.(type) {
+	case *pod:
+		key = podKey{o.namespace, o.name}
+	case cache.DeletedFinalStateUnknown:
+		ns, name, err := cache.SplitMetaNamespaceKey(o.Key)
+		if err != nil {
+			return
+		}
+		key = podKey{ns, name}
+	default:
+		return
+	}
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	old := ix.get(key)
+	if old == nil || !old.live {
+		return
+	}
+	ix.unfollow(key, old.pod.owner)
+	ix.tombSeq++
+	gone := tombstone{key: key, at: ix.cfg.Now().UnixNano(), seq: ix.tombSeq}
+	// The tombstone needs the node only; the labels it adds stay in info.
+	slim := &pod{namespace: old.pod.namespace, name: old.pod.name, uid: old.pod.uid, nodeName: old.pod.nodeName}
+	ix.publish(key, old, slim, false, &gone)
+	ix.tombstones = append(ix.tombstones, gone)
+	ix.evictOverLimit()
+	ix.compactQueue()
+}
+
+// compactQueue drops queue items whose tombstone was replaced (a name
+// deleted, re-created and deleted again) once they outnumber the live ones,
+// so the queue stays within twice the tombstone count, amortized O(1).
+func (ix *Index) compactQueue() {
+	if len(ix.tombstones) <= 2*ix.nTombs+64 {
+		return
+	}
+	kept := ix.tombstones[:0]
+	for _, t := range ix.tombstones {
+		if e := ix.get(t.key); e != nil && e.goneSeq == t.seq {
+			kept = append(kept, t)
+		}
+	}
+	clear(ix.tombstones[len(kept):])
+	ix.tombstones = kept
+	if cap(kept) > 64 && len(kept) < cap(kept)/4 {
+		ix.tombstones = append([]tombstone(nil), kept...)
+	}
+}
+
+// publish replaces old (nil for a new name) by an entry for p. live says
+// whether the pod exists; gone, when set, records the live incarnation's
+// deletion. Labels are recomputed for a live pod; Version changes only if
+// they differ.
+func (ix *Index) publish(key podKey, old *entry, p *pod, live bool, gone *tombstone) {
+	e := &entry{pod: p, live: live}
+	if old != nil {
+		e.info, e.conflicts = old.info, old.conflicts
+		e.goneNode, e.goneAt, e.goneSeq = old.goneNode, old.goneAt, old.goneSeq
+	}
+	if gone != nil {
+		e.goneNode, e.goneAt, e.goneSeq = old.pod.nodeName, gone.at, gone.seq
+	}
+	if live {
+		w, wt, resolved := "", "", true
+		if ix.cfg.Workload {
+			w, wt, resolved = resolveWorkload(key.namespace, key.name, p.owner, ix.lookupOwner)
+		}
+		labels, conflicts := ix.mapper.mapLabels(p.labels, w, wt, resolved)
+		if old == nil || !sameLabels(old.info.Labels, labels) {
+			ix.gen++
+			e.info = PodInfo{Labels: labels, Version: ix.gen}
+			ix.metrics.changes.Inc()
+		}
+		e.unresolved = !resolved
+		ix.reportConflicts(key, e, conflicts)
+	}
+	ix.count(old, e)
+	ix.put(key, e)
+}
+
+// count keeps the live and tombstone counts and their gauges.
+func (ix *Index) count(old, e *entry) {
+	if old != nil {
+		if old.live {
+			ix.nLive--
+		}
+		if old.unresolved {
+			ix.nUnres--
+		}
+		if old.goneSeq != 0 {
+			ix.nTombs--
+		}
+	}
+	if e != nil {
+		if e.live {
+			ix.nLive++
+		}
+		if e.unresolved {
+			ix.nUnres++
+		}
+		if e.goneSeq != 0 {
+			ix.nTombs++
+		}
+	}
+	ix.metrics.pods.Set(float64(ix.nLive))
+	ix.metrics.tombstones.Set(float64(ix.nTombs))
+	ix.metrics.unresolved.Set(float64(ix.nUnres))
+	ix.metrics.resolved.Set(float64(ix.nLive - ix.nUnres))
+}
+
+func (ix *Index) reportConflicts(key podKey, e *entry, cs []Conflict) {
+	k := conflictKey(cs)
+	if k == e.conflicts {
+		return
+	}
+	e.conflicts = k
+	for _, c := range cs {
+		ix.metrics.conflicts.Add(float64(len(c.Keys)))
+		ix.logger.Warn("pod label keys map to a label name already taken; they get _conflictN",
+			"namespace", key.namespace, "pod", key.name, "label", c.Name, "keys", c.Keys)
+	}
+}
+
+// Sweep forgets tombstones older than the deleted grace at now. Run calls it
+// periodically.
+func (ix *Index) Sweep(now time.Time) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	limit := now.UnixNano() - int64(ix.cfg.DeletedGrace)
+	n := 0
+	for n < len(ix.tombstones) && ix.tombstones[n].at < limit {
+		ix.forget(ix.tombstones[n])
+		n++
+	}
+	ix.dropQueued(n)
+}
+
+func (ix *Index) evictOverLimit() {
+	n := 0
+	for ix.nTombs > ix.cfg.MaxTombstones && n < len(ix.tombstones) {
+		if ix.forget(ix.tombstones[n]) {
+			ix.metrics.evicted.Inc()
+		}
+		n++
+	}
+	ix.dropQueued(n)
+}
+
+func (ix *Index) dropQueued(n int) {
+	if n == 0 {
+		return
+	}
+	ix.tombstones = ix.tombstones[n:]
+	// Reallocate once the dead prefix dominates, so the queue's array does
+	// not keep growing.
+	if cap(ix.tombstones) > 64 && len(ix.tombstones) < cap(ix.tombstones)/4 {
+		ix.tombstones = append([]tombstone(nil), ix.tombstones...)
+	}
+}
+
+// forget drops tombstone t if it is still the pod name's latest one.
+func (ix *Index) forget(t tombstone) bool {
+	old := ix.get(t.key)
+	if old == nil || old.goneSeq != t.seq {
+		return false
+	}
+	var e *entry
+	if old.live {
+		c := *old
+		c.goneNode, c.goneAt, c.goneSeq = "", 0, 0
+		e = &c
+	}
+	ix.count(old, e)
+	ix.put(t.key, e)
+	ix.gen++
+	return true
+}
+
+// follow and unfollow keep the owner -> pods index for pods whose workload
+// goes through a ReplicaSet or Job.
+func (ix *Index) follow(key podKey, o ownerRef) {
+	if !ix.cfg.Workload || (o.kind != kindReplicaSet && o.kind != kindJob) {
+		return
+	}
+	ok := ownerKey{o.kind, key.namespace, o.name}
+	r := ix.owners[ok]
+	if r == nil {
+		r = &ownerRec{}
+		ix.owners[ok] = r
+	}
+	if r.pods == nil {
+		r.pods = map[string]struct{}{}
+	}
+	r.pods[key.name] = struct{}{}
+}
+
+func (ix *Index) unfollow(key podKey, o ownerRef) {
+	if !ix.cfg.Workload || (o.kind != kindReplicaSet && o.kind != kindJob) {
+		return
+	}
+	ok := ownerKey{o.kind, key.namespace, o.name}
+	r := ix.owners[ok]
+	if r == nil {
+		return
+	}
+	delete(r.pods, key.name)
+	if len(r.pods) == 0 {
+		r.pods = nil
+		if !r.known {
+			delete(ix.owners, ok)
+		}
+	}
+}
+
+func (ix *Index) lookupOwner(kind, namespace, name string) (ownerRef, bool) {
+	r := ix.owners[ownerKey{kind, namespace, name}]
+	if r == nil || !r.known {
+		return ownerRef{}, false
+	}
+	return r.owner, true
+}
+
+func (ix *Index) upsertOwner(kind string, obj any) {
+	m, ok := obj.(*metav1.PartialObjectMetadata)
+	if !ok {
+		return
+	}
+	own := selectOwner(m.OwnerReferences)
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	k := ownerKey{kind, m.Namespace, m.Name}
+	r := ix.owners[k]
+	if r == nil {
+		r = &ownerRec{}
+		ix.owners[k] = r
+	}
+	if r.known && r.owner == own {
+		return
+	}
+	r.known, r.owner = true, own
+	ix.refollowers(k, r)
+}
+
+func (ix *Index) deleteOwner(kind string, obj any) {
+	var ns, name string
+	switch o := obj.(type) {
+	case *metav1.PartialObjectMetadata:
+		ns, name = o.Namespace, o.Name
+	case cache.DeletedFinalStateUnknown:
+		var err error
+		if ns, name, err = cache.SplitMetaNamespaceKey(o.Key); err != nil {
+			return
+		}
+	default:
+		return
+	}
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	k := ownerKey{kind, ns, name}
+	r := ix.owners[k]
+	if r == nil || !r.known {
+		return
+	}
+	r.known, r.owner = false, ownerRef{}
+	if len(r.pods) == 0 {
+		delete(ix.owners, k)
+		return
+	}
+	ix.refollowers(k, r)
+}
+
+// refollowers re-resolves the live pods that follow owner k.
+func (ix *Index) refollowers(k ownerKey, r *ownerRec) {
+	for name := range r.pods {
+		key := podKey{k.namespace, name}
+		if e := ix.get(key); e != nil && e.live {
+			ix.publish(key, e, e.pod, true, nil)
+		}
+	}
+}

@@ -1,0 +1,107 @@
+package podindex
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/enrich"
+)
+
+func TestMapLabelsClashFree(t *testing.T) {
+	cases := []struct {
+		name      string
+		mapper    labelMapper
+		labels    map[string]string
+		w, wt     string
+		resolved  bool
+		want      []enrich.Label
+		conflicts []Conflict
+	}{
+		{
+			name:   "sanitized, sorted, empty values dropped",
+			mapper: labelMapper{keys: enrich.KeyMapper{AllowAll: true}},
+			labels: map[string]string{"app.kubernetes.io/name": "web", "9lives": "x", "empty": ""},
+			want:   []enrich.Label{{Name: "_9lives", Value: "x"}, {Name: "app_kubernetes_io_name", Value: "web"}},
+		},
+		{
+			// "a.b" < "a_b" < "a_b_conflict1" by key: a.b takes a_b, the key
+			// a_b_conflict1 keeps its own name, so a_b must skip to _conflict2.
+			name:      "a generated name never takes a name in use",
+			mapper:    labelMapper{keys: enrich.KeyMapper{AllowAll: true}},
+			labels:    map[string]string{"a.b": "1", "a_b": "2", "a_b_conflict1": "3"},
+			want:      []enrich.Label{{Name: "a_b", Value: "1"}, {Name: "a_b_conflict1", Value: "3"}, {Name: "a_b_conflict2", Value: "2"}},
+			conflicts: []Conflict{{Name: "a_b", Keys: []string{"a_b"}}},
+		},
+		{
+			name:      "workload names are reserved even while unresolved",
+			mapper:    labelMapper{keys: enrich.KeyMapper{AllowAll: true}, workload: true},
+			labels:    map[string]string{"workload": "mine", "workload-type": "x"},
+			want:      []enrich.Label{{Name: "workload_conflict1", Value: "mine"}, {Name: "workload_type_conflict1", Value: "x"}},
+			conflicts: []Conflict{{Name: "workload", Keys: []string{"workload"}}, {Name: "workload_type", Keys: []string{"workload-type"}}},
+		},
+		{
+			name:   "workload resolved, prefix",
+			mapper: labelMapper{keys: enrich.KeyMapper{Prefix: "pod_", Allow: map[string]struct{}{"app": {}}}, workload: true},
+			labels: map[string]string{"app": "web", "other": "no"},
+			w:      "web", wt: "deployment", resolved: true,
+			want: []enrich.Label{{Name: "pod_app", Value: "web"}, {Name: "workload", Value: "web"}, {Name: "workload_type", Value: "deployment"}},
+		},
+		{
+			name:   "nothing to add",
+			mapper: labelMapper{keys: enrich.KeyMapper{Allow: map[string]struct{}{"team": {}}}},
+			labels: map[string]string{"app": "web"},
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := c.mapper.newPod(mkPod("ns", "p", "n", c.labels))
+			got, conflicts := c.mapper.mapLabels(p.labels, c.w, c.wt, c.resolved)
+			if !reflect.DeepEqual(got, c.want) {
+				t.Fatalf("labels %v, want %v", got, c.want)
+			}
+			if !reflect.DeepEqual(conflicts, c.conflicts) {
+				t.Fatalf("conflicts %v, want %v", conflicts, c.conflicts)
+			}
+			seen := map[string]bool{}
+			for _, l := range got {
+				if seen[l.Name] || !enrich.IsValidLabelName(l.Name) {
+					t.Fatalf("name %q repeated or invalid", l.Name)
+				}
+				seen[l.Name] = true
+			}
+		})
+	}
+}
+
+func TestConflictsReportedOnce(t *testing.T) {
+	ix, _ := staticIndex(t, nil)
+	lbls := map[string]string{"a.b": "1", "a_b": "2"}
+	ix.add(mkPod("ns", "p", "n", lbls))
+	ix.add(mkPod("ns", "p", "n", map[string]string{"a.b": "x", "a_b": "2"})) // same clash, other value
+	if got := testutil.ToFloat64(ix.metrics.conflicts); got != 1 {
+		t.Fatalf("conflicts %v", got)
+	}
+}
+
+func TestOptionsValidate(t *testing.T) {
+	good := DefaultOptions()
+	good.Logger = discard()
+	if _, err := good.Config(); err != nil {
+		t.Fatal(err)
+	}
+	bad := good
+	bad.DeletedGrace, bad.MaxTombstones, bad.Logger = -1, -1, nil
+	bad.Labels = enrich.KeyMapper{Prefix: "9x", Allow: map[string]struct{}{"": {}}}
+	_, err := bad.Config()
+	if err == nil {
+		t.Fatal("bad options accepted")
+	}
+	for _, want := range []string{"deleted grace", "max tombstones", "no logger", `prefix "9x"`, "empty pod label key"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %q", err, want)
+		}
+	}
+}
