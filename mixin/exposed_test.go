@@ -18,11 +18,13 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	metadatafake "k8s.io/client-go/metadata/fake"
 
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/enrich"
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/nsindex"
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/remotewrite"
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/scrape"
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/version"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/nsindex"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/relay"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/remotewrite"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/scrape"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/version"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/view"
 )
 
 // scrapeLabels are the labels a Prometheus scrape (and prometheus-operator's ServiceMonitor) adds to every
@@ -98,10 +100,10 @@ func exposed(t *testing.T) map[string]map[string]bool {
 		}
 		targets = append(targets, tg)
 	}
-	mgr := scrape.NewManager(scrape.ManagerConfig{
+	mgr := relay.NewManager(relay.ManagerConfig{
 		Interval: 100 * time.Millisecond, Timeout: time.Second, MaxConcurrency: 2, HonorTimestamps: true,
 		PlainFetcher: &scrape.HTTPFetcher{Client: target.Client(), Limit: 1 << 20},
-		Namespaces:   index, View: scrape.NewView(), Sink: writer, Logger: logger, Registerer: reg,
+		Namespaces:   index, View: view.NewView(), Sink: writer, Logger: logger, Registerer: reg,
 	})
 	mgr.Sync(ctx, targets)
 

@@ -16,7 +16,7 @@ import (
 	kfake "k8s.io/client-go/kubernetes/fake"
 	mfake "k8s.io/client-go/metadata/fake"
 
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/enrich"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
 )
 
 func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

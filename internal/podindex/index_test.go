@@ -12,7 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clienttesting "k8s.io/client-go/testing"
 
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/enrich"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
 )
 
 // workloadCase is one pod and its expected workload labels, as kubernetes-

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"unique"
 
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/enrich"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
 )
 
 // Label names the index adds for a pod's workload.

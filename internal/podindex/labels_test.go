@@ -7,7 +7,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/enrich"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
 )
 
 func TestMapLabelsClashFree(t *testing.T) {
@@ -67,7 +68,7 @@ func TestMapLabelsClashFree(t *testing.T) {
 			}
 			seen := map[string]bool{}
 			for _, l := range got {
-				if seen[l.Name] || !enrich.IsValidLabelName(l.Name) {
+				if seen[l.Name] || !model.IsValidLabelName(l.Name) {
 					t.Fatalf("name %q repeated or invalid", l.Name)
 				}
 				seen[l.Name] = true

@@ -8,7 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/enrich"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
 )
 
 // Defaults.
@@ -85,7 +86,7 @@ func (o Options) Validate() error {
 	if o.Logger == nil {
 		errs = append(errs, errors.New("pod index: no logger"))
 	}
-	if o.Labels.Prefix != "" && !enrich.IsValidLabelName(o.Labels.Prefix) {
+	if o.Labels.Prefix != "" && !model.IsValidLabelName(o.Labels.Prefix) {
 		errs = append(errs, fmt.Errorf("pod index: label prefix %q is not a valid label name", o.Labels.Prefix))
 	}
 	for k := range o.Labels.Allow {
