@@ -527,7 +527,7 @@ func parseLabelSlow(b []byte) (name, value []byte, size int, ok bool) {
 
 // ValidateSeries checks that a series follows the rules every receiver
 // enforces: well-formed encoding, labels sorted by name without duplicates,
-// valid (legacy) names, no empty values, and a __name__ label. Producers of
+// valid (UTF-8) names, no empty values, and a __name__ label. Producers of
 // samples can use it in tests.
 func ValidateSeries(t *LabelTable, ref SeriesRef) error {
 	var prev []byte
@@ -538,7 +538,7 @@ func ValidateSeries(t *LabelTable, ref SeriesRef) error {
 		switch {
 		case !ok:
 			return fmt.Errorf("malformed label encoding at byte %d", off)
-		case !isValidLabelName(string(name)):
+		case !isValidSeriesLabelName(string(name)):
 			return fmt.Errorf("invalid label name %q", name)
 		case len(value) == 0:
 			return fmt.Errorf("label %q has an empty value", name)

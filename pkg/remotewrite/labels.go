@@ -2,6 +2,8 @@ package remotewrite
 
 import (
 	"bytes"
+
+	"github.com/prometheus/common/model"
 	"sync/atomic"
 
 	"github.com/cespare/xxhash/v2"
@@ -299,7 +301,7 @@ func (b *LabelInterner) Compact(refs func(visit func(*SeriesRef))) {
 func validLabels(ls []Label) bool {
 	hasName := false
 	for i, l := range ls {
-		if l.Value == "" || !isValidLabelName(l.Name) {
+		if l.Value == "" || !isValidSeriesLabelName(l.Name) {
 			return false
 		}
 		if i > 0 && ls[i-1].Name >= l.Name {
@@ -311,3 +313,8 @@ func validLabels(ls []Label) bool {
 	}
 	return hasName
 }
+
+// isValidSeriesLabelName is the check receivers apply to series labels:
+// Prometheus 3's remote-write handler validates with model.UTF8Validation
+// (any non-empty UTF-8 name), as its scrape does by default.
+func isValidSeriesLabelName(name string) bool { return model.UTF8Validation.IsValidLabelName(name) }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/common/model"
@@ -81,6 +82,11 @@ type Result struct {
 	Skipped  int           // samples not sent again because their timestamp did not move
 	Enriched int           // samples that got labels from their Namespace
 	Unknown  int           // samples whose namespace is not (yet) in the index
+	// Duplicates counts samples of a series the payload had already given
+	// (dropped, as Prometheus's scrape drops them); FirstDuplicate is the
+	// first such series, as written, for the log.
+	Duplicates     int
+	FirstDuplicate string
 }
 
 type enrichState uint8
@@ -247,7 +253,10 @@ func (c *TargetCache) ProcessStream(r io.Reader, start time.Time, ix *enrich.Nam
 		if err = c.parse(st, sc); err != nil || final {
 			break
 		}
-		n = copy(buf, data[sc.pos:]) // the unfinished line
+		n = 0
+		if !sc.stopped { // a NUL ended the payload: drain the rest unread
+			n = copy(buf, data[sc.pos:]) // the unfinished line
+		}
 		if n == len(buf) {
 			buf = append(buf, make([]byte, len(buf))...) // a line longer than buf
 		}
@@ -397,7 +406,12 @@ func (c *TargetCache) parse(st *scrapeState, sc scanner) error {
 			}
 		}
 		if e.seen == c.iter {
-			continue // a duplicate line; Prometheus would reject it too
+			// The series again: Prometheus keeps the first sample and
+			// counts the others (sample_duplicate_timestamp_total).
+			if res.Duplicates++; res.Duplicates == 1 {
+				res.FirstDuplicate = string(raw)
+			}
+			continue
 		}
 		e.pos = int32(len(c.cur))
 		c.cur = append(c.cur, ei)
@@ -436,6 +450,9 @@ func (c *TargetCache) newEntry(sc scanner, h uint64, rawLen int, curFam int32, c
 	if err := sc.Labels(&c.lbls); err != nil {
 		return 0, err
 	}
+	if err := c.checkLabels(); err != nil {
+		return 0, err
+	}
 	name := c.lbls.Get(model.MetricNameLabel)
 	fam := curFam
 	if curFam < 0 || !belongsTo(name, curFamName, c.families[curFam].Type) {
@@ -472,6 +489,9 @@ func (c *TargetCache) recheck(sc scanner, e *seriesEntry, ix *enrich.NamespaceIn
 	if err := sc.Labels(&c.lbls); err != nil {
 		return err
 	}
+	if err := c.checkLabels(); err != nil {
+		return err
+	}
 	old := e.ref
 	oldT := e.lastT
 	c.build(e, ix)
@@ -487,6 +507,44 @@ func (c *TargetCache) recheck(sc scanner, e *seriesEntry, ix *enrich.NamespaceIn
 		c.tombstones[c.labels.Hash(old)] = tombstone{t: st, expires: time.UnixMilli(nowMs).Add(tombstoneTTL)}
 	}
 	return nil
+}
+
+// checkLabels applies to a new series what Prometheus's scrape does to the
+// labels the parser gives: a label name with an empty value anywhere in
+// the set is dropped (labels.Builder), and then the set must have a metric
+// name, valid (UTF-8) names and no name twice, or the whole scrape fails
+// (Prometheus: "invalid metric name or label names", or the TSDB's
+// "label name is not unique"). The error names the series.
+func (c *TargetCache) checkLabels() error {
+	empty := false
+	c.lbls.Range(func(l labels.Label) { empty = empty || l.Value == "" })
+	if empty {
+		var drop []string
+		c.lbls.Range(func(l labels.Label) {
+			if l.Value == "" {
+				drop = append(drop, l.Name)
+			}
+		})
+		c.lbls = labels.NewBuilder(c.lbls).Del(drop...).Labels()
+	}
+	if c.lbls.Get(model.MetricNameLabel) == "" {
+		return fmt.Errorf("series %s: missing metric name (__name__ label)", c.lbls.String())
+	}
+	var prev string
+	var err error
+	c.lbls.Range(func(l labels.Label) {
+		switch {
+		case err != nil:
+		case !model.UTF8Validation.IsValidLabelName(l.Name):
+			err = fmt.Errorf("series %s: invalid label name %q", c.lbls.String(), l.Name)
+		case !utf8.ValidString(l.Value):
+			err = fmt.Errorf("series %s: label %q has an invalid UTF-8 value", c.lbls.String(), l.Name)
+		case l.Name == prev:
+			err = fmt.Errorf("series %s: label name %q is not unique", c.lbls.String(), l.Name)
+		}
+		prev = l.Name
+	})
+	return err
 }
 
 func (c *TargetCache) build(e *seriesEntry, ix *enrich.NamespaceIndex) {

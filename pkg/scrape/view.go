@@ -5,6 +5,8 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/prometheus/common/model"
+
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/enrich"
 )
 
@@ -60,7 +62,16 @@ func (v *View) Release(tvs []*TargetView) {
 // WriteText writes the view in the text exposition format (0.0.4): every
 // family once, with its HELP and TYPE, then the samples of every target.
 // filter, if not nil, picks the targets to include.
+// Metric and label names outside the legacy character set are quoted, as
+// the text format 1.0.0 writes them.
 func WriteText(w io.Writer, targets []*TargetView, filter func(*TargetView) bool) error {
+	return WriteTextEscaped(w, targets, filter, model.NoEscaping)
+}
+
+// WriteTextEscaped is WriteText with names escaped by scheme, for a reader
+// that negotiated escaping=underscores|dots|values (model.NoEscaping
+// quotes them, escaping=allow-utf-8).
+func WriteTextEscaped(w io.Writer, targets []*TargetView, filter func(*TargetView) bool, scheme model.EscapingScheme) error {
 	type chunk struct {
 		name string
 		tv   *TargetView
@@ -88,19 +99,19 @@ func WriteText(w io.Writer, targets []*TargetView, filter func(*TargetView) bool
 			f := ch.tv.Families[ch.r.Family]
 			if f.Help != "" {
 				buf = append(buf, "# HELP "...)
-				buf = append(buf, f.Name...)
+				buf = enrich.AppendMetricName(buf, []byte(f.Name), scheme)
 				buf = append(buf, ' ')
 				buf = enrich.AppendEscapedHelp(buf, []byte(f.Help))
 				buf = append(buf, '\n')
 			}
 			buf = append(buf, "# TYPE "...)
-			buf = append(buf, f.Name...)
+			buf = enrich.AppendMetricName(buf, []byte(f.Name), scheme)
 			buf = append(buf, ' ')
 			buf = append(buf, f.Type...)
 			buf = append(buf, '\n')
 		}
 		for _, s := range ch.tv.Samples[ch.r.Start:ch.r.End] {
-			buf = enrich.AppendSampleLine(buf, ch.tv.Table, s.Ref, s.T, s.V, s.T != NoTimestamp)
+			buf = enrich.AppendSampleLineEscaped(buf, ch.tv.Table, s.Ref, s.T, s.V, s.T != NoTimestamp, scheme)
 			if len(buf) > 60<<10 {
 				if err := flush(); err != nil {
 					return err
