@@ -217,7 +217,8 @@ func (c *TargetCache) Process(body []byte, contentType string, now time.Time, du
 // streamChunk is how much of a text payload ProcessStream reads before it
 // parses what it has: small enough that the lines are still in the CPU's
 // cache when they are parsed, large enough for few calls.
-const streamChunk = 128 << 10
+// A variable so that tests can cut payloads into chunks of a few bytes.
+var streamChunk = 128 << 10
 
 // ProcessStream is Process for a text-format payload read from r as it
 // arrives: each chunk is parsed while it is still in the CPU's cache, and

@@ -252,6 +252,9 @@ func (s *textScanner) sample(start, at int) error {
 			break
 		}
 		if q < 0 {
+			if lim == len(b) && lim > s.lineEnd && !s.final {
+				return errMore // the line goes on in the next chunk
+			}
 			return fmt.Errorf("label set not closed with '}': %q", line)
 		}
 		// A quoted string after '=' is a label value (see skipQuoted).
@@ -512,6 +515,11 @@ func (s *textScanner) comment(start, j int) (entryKind, bool, error) {
 	// The rest of the line less its first byte is the text, unless the
 	// rest is only blanks (and NULs, which the lexer skips after a blank).
 	rest := s.b[e:s.lineEnd]
+	if len(rest) > 0 && rest[0] == 0 {
+		// The lexer's text token cannot start with a NUL; the NUL then
+		// reads as the end of the payload, before the line ended.
+		return 0, false, fmt.Errorf("NUL after the metric name in %s: %q", word, line)
+	}
 	if len(rest) > 0 && isBlank(rest[0]) && allBlankOrNUL(rest) {
 		rest = rest[:0]
 	} else if len(rest) > 0 {

@@ -211,15 +211,6 @@ func fuzzSeeds(tb testing.TB) []string {
 	return seeds
 }
 
-func FuzzTextScanner(f *testing.F) {
-	for _, s := range fuzzSeeds(f) {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, body []byte) {
-		checkAgainstReference(t, body)
-	})
-}
-
 // TestScannerMatchesReferenceOnCaptures runs the fuzz property over every
 // real capture and every seed, so it is checked on every go test.
 func TestScannerMatchesReferenceOnCaptures(t *testing.T) {
