@@ -23,6 +23,17 @@ unit: ## Run the unit tests (no cluster needed).
 test: tools lint ## Run every test: lint (gofmt, go vet, staticcheck), unit and end-to-end.
 	$(GO) test -count=1 -timeout 60m ./...
 
+# Fuzz targets (package:target). `make fuzz` runs each for FUZZTIME, one after another;
+# `make fuzz FUZZTIME=10m` is the long run.
+FUZZ_TARGETS := ./pkg/scrape:FuzzTextScanner ./pkg/scrape:FuzzScrapeSequence
+FUZZTIME ?= 20s
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME each (default 20s; FUZZTIME=10m for the long run).
+	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "$(GO) test -run '^$$' -fuzz '^$$name$$' -fuzztime $(FUZZTIME) $$pkg"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; done
+
 # Load test profiles (e2e/cmd/loadbench): simulated kubelets, real etcd + kube-apiserver, the relay
 # binary, a counting remote-write receiver. Reports go to .bench/loadbench-NODESxPODS.txt.
 LOADBENCH_ARGS ?=

@@ -3,9 +3,11 @@ package scrape
 import (
 	"io"
 	"sort"
+	"strconv"
 	"sync"
 
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/pkg/enrich"
 )
@@ -87,6 +89,34 @@ func WriteTextEscaped(w io.Writer, targets []*TargetView, filter func(*TargetVie
 		}
 	}
 	sort.SliceStable(chunks, func(i, j int) bool { return chunks[i].name < chunks[j].name })
+	// normalized reports whether every le (histogram) or quantile (summary)
+	// value of the family that starts chunks is as a reader that sees the
+	// TYPE line writes it (le="1" becomes le="1.0"): a series parsed before
+	// its family's TYPE kept its value as written, and under that TYPE the
+	// reader would see another series than remote write sends.
+	normalized := func(chunks []chunk, typ string) bool {
+		label := "le"
+		if typ == "summary" {
+			label = "quantile"
+		}
+		for _, ch := range chunks {
+			if ch.name != chunks[0].name {
+				break
+			}
+			for _, s := range ch.tv.Samples[ch.r.Start:ch.r.End] {
+				it := ch.tv.Table.Labels(s.Ref)
+				for it.Next() {
+					if string(it.Name) != label {
+						continue
+					}
+					if f, err := strconv.ParseFloat(string(it.Value), 64); err == nil && labels.FormatOpenMetricsFloat(f) != string(it.Value) {
+						return false
+					}
+				}
+			}
+		}
+		return true
+	}
 
 	buf := make([]byte, 0, 64<<10)
 	flush := func() error {
@@ -104,10 +134,14 @@ func WriteTextEscaped(w io.Writer, targets []*TargetView, filter func(*TargetVie
 				buf = enrich.AppendEscapedHelp(buf, []byte(f.Help))
 				buf = append(buf, '\n')
 			}
+			typ := f.Type
+			if (typ == "histogram" || typ == "summary") && !normalized(chunks[i:], typ) {
+				typ = "untyped"
+			}
 			buf = append(buf, "# TYPE "...)
 			buf = enrich.AppendMetricName(buf, []byte(f.Name), scheme)
 			buf = append(buf, ' ')
-			buf = append(buf, f.Type...)
+			buf = append(buf, typ...)
 			buf = append(buf, '\n')
 		}
 		for _, s := range ch.tv.Samples[ch.r.Start:ch.r.End] {
