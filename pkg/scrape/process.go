@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/common/model"
@@ -149,6 +148,7 @@ type TargetCache struct {
 	labels         *remotewrite.LabelInterner
 	builder        enrich.Builder
 	lbls           labels.Labels
+	lb             *labels.Builder // checkLabels' scratch
 	self           [numSelfFamilies]remotewrite.SeriesRef
 	send           []remotewrite.Sample
 	lastViewLen    int
@@ -517,35 +517,22 @@ func (c *TargetCache) recheck(sc scanner, e *seriesEntry, ix *enrich.NamespaceIn
 // (Prometheus: "invalid metric name or label names", or the TSDB's
 // "label name is not unique"). The error names the series.
 func (c *TargetCache) checkLabels() error {
-	empty := false
-	c.lbls.Range(func(l labels.Label) { empty = empty || l.Value == "" })
-	if empty {
-		var drop []string
-		c.lbls.Range(func(l labels.Label) {
-			if l.Value == "" {
-				drop = append(drop, l.Name)
-			}
-		})
-		c.lbls = labels.NewBuilder(c.lbls).Del(drop...).Labels()
+	// Without closures over locals: this runs for every new series.
+	if c.lb == nil {
+		c.lb = labels.NewBuilder(labels.EmptyLabels())
 	}
-	if c.lbls.Get(model.MetricNameLabel) == "" {
+	c.lb.Reset(c.lbls)
+	c.lbls = c.lb.Labels() // the same labels, unless some value was empty
+	switch {
+	case c.lbls.Get(model.MetricNameLabel) == "":
 		return fmt.Errorf("series %s: missing metric name (__name__ label)", c.lbls.String())
+	case !c.lbls.IsValid(model.UTF8Validation):
+		return fmt.Errorf("series %s: invalid metric name or label names", c.lbls.String())
 	}
-	var prev string
-	var err error
-	c.lbls.Range(func(l labels.Label) {
-		switch {
-		case err != nil:
-		case !model.UTF8Validation.IsValidLabelName(l.Name):
-			err = fmt.Errorf("series %s: invalid label name %q", c.lbls.String(), l.Name)
-		case !utf8.ValidString(l.Value):
-			err = fmt.Errorf("series %s: label %q has an invalid UTF-8 value", c.lbls.String(), l.Name)
-		case l.Name == prev:
-			err = fmt.Errorf("series %s: label name %q is not unique", c.lbls.String(), l.Name)
-		}
-		prev = l.Name
-	})
-	return err
+	if n, dup := c.lbls.HasDuplicateLabelNames(); dup {
+		return fmt.Errorf("series %s: label name %q is not unique", c.lbls.String(), n)
+	}
+	return nil
 }
 
 func (c *TargetCache) build(e *seriesEntry, ix *enrich.NamespaceIndex) {

@@ -319,7 +319,7 @@ func TestParseErrorLine(t *testing.T) {
 		{"last line without newline", good + "m{a=\"3\"", 6, "line 6"},
 		{"duplicate label name", "m 1\nm{a=\"1\",a=\"2\"} 7\n", 2, `label name "a" is not unique`},
 		{"empty metric name", "m 1\n{\"\"} 7\n", 2, "missing metric name"},
-		{"label name not UTF-8", "m 1\nm{\"\xff\"=\"1\"} 7\n", 2, "invalid label name"},
+		{"label name not UTF-8", "m 1\nm{\"\xff\"=\"1\"} 7\n", 2, "invalid metric name or label names"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := NewTargetCache(bareTarget(), true)
