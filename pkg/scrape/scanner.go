@@ -481,7 +481,7 @@ func (s *textScanner) comment(start, j int) (entryKind, bool, error) {
 	}
 	// The family name: quoted (any text, newlines too) or [a-zA-Z_:][a-zA-Z0-9_:]*.
 	var name []byte
-	e := j + k // end of the name in s.b
+	var e int // end of the name in s.b
 	switch {
 	case k < len(line) && line[k] == '"':
 		end := skipQuoted(s.b, j+k+1, false)
