@@ -23,6 +23,17 @@ unit: ## Run the unit tests (no cluster needed).
 test: tools lint ## Run every test: lint (gofmt, go vet, staticcheck), unit and end-to-end.
 	$(GO) test -count=1 -timeout 60m ./...
 
+# Fuzz targets (package:target). `make fuzz` runs each for FUZZTIME, one after another;
+# `make fuzz FUZZTIME=10m` is the long run.
+FUZZ_TARGETS := ./internal/relay:FuzzTextScanner ./internal/relay:FuzzScrapeSequence ./internal/diskqueue:FuzzReadSegment ./internal/remotewrite:FuzzEncode
+FUZZTIME ?= 20s
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME each (default 20s; FUZZTIME=10m for the long run).
+	@set -e; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "$(GO) test -run '^$$' -fuzz '^$$name$$' -fuzztime $(FUZZTIME) $$pkg"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; done
+
 # Load test profiles (e2e/cmd/loadbench): simulated kubelets, real etcd + kube-apiserver, the relay
 # binary, a counting remote-write receiver. Reports go to .bench/loadbench-NODESxPODS.txt.
 LOADBENCH_ARGS ?=
@@ -30,7 +41,7 @@ LOADBENCH_LARGE_ARGS ?=
 
 .PHONY: bench
 bench: ## Run the Go benchmarks on the real captures, then the 50x30 load test (enrichment on and off, ~6 min).
-	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
 	$(GO) run ./e2e/cmd/loadbench -nodes 50 -pods 30 -interval 15s -rounds 6 -enrich both $(LOADBENCH_ARGS)
 
 .PHONY: bench-large

@@ -24,7 +24,7 @@ func validateSeries(t *LabelTable, ref SeriesRef) error {
 		switch {
 		case !ok:
 			return fmt.Errorf("malformed label encoding at byte %d", off)
-		case !IsValidLabelName(string(name)):
+		case !IsValidSeriesLabelName(string(name)):
 			return fmt.Errorf("invalid label name %q", name)
 		case len(value) == 0:
 			return fmt.Errorf("label %q has an empty value", name)

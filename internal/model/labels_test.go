@@ -241,8 +241,11 @@ func TestInternValidity(t *testing.T) {
 		{"empty value", pairs("__name__", "up", "job", ""), false},
 		{"empty __name__", pairs("__name__", "", "job", "a"), false},
 		{"empty name", pairs("", "x", "__name__", "up"), false},
-		{"invalid name", pairs("__name__", "up", "bad-name", "x"), false},
-		{"name starting with a digit", pairs("0a", "x", "__name__", "up"), false},
+		{"name not UTF-8", pairs("__name__", "up", "bad\xffname", "x"), false},
+		{"empty name", pairs("", "x", "__name__", "up"), false},
+		// Prometheus 3 receivers take any UTF-8 name (model.UTF8Validation).
+		{"UTF-8 name", pairs("__name__", "up", "bad-name", "x"), true},
+		{"name starting with a digit", pairs("0a", "x", "__name__", "up"), true},
 		{"no __name__", pairs("job", "a"), false},
 	} {
 		ref := in.Intern(tc.ls)

@@ -1,5 +1,7 @@
 package model
 
+import "unicode/utf8"
+
 // IsValidLabelName reports whether name is a legacy (ASCII) Prometheus label
 // name, [a-zA-Z_][a-zA-Z0-9_]*: the form every receiver accepts, and the only
 // one the relay emits. (Hand-written, as prometheus/common/model's would pull
@@ -22,7 +24,7 @@ func IsValidLabelName(name string) bool {
 func validLabels(ls []Label) bool {
 	hasName := false
 	for i, l := range ls {
-		if l.Value == "" || !IsValidLabelName(l.Name) {
+		if l.Value == "" || !IsValidSeriesLabelName(l.Name) {
 			return false
 		}
 		if i > 0 && ls[i-1].Name >= l.Name {
@@ -34,3 +36,8 @@ func validLabels(ls []Label) bool {
 	}
 	return hasName
 }
+
+// IsValidSeriesLabelName is the check receivers apply to the label names of
+// series they are sent: Prometheus 3's remote-write handler, like its scrape,
+// takes any non-empty UTF-8 name (model.UTF8Validation in prometheus/common).
+func IsValidSeriesLabelName(name string) bool { return name != "" && utf8.ValidString(name) }

@@ -46,6 +46,11 @@ type Result struct {
 	Skipped  int           // samples not sent again because their timestamp did not move
 	Enriched int           // samples that got labels from their Namespace
 	Unknown  int           // samples whose namespace is not (yet) in the index
+	// Duplicates counts samples of a series the payload had already given
+	// (dropped, as Prometheus's scrape drops them); FirstDuplicate is the
+	// first such series, as written, for the log.
+	Duplicates     int
+	FirstDuplicate string
 }
 
 type enrichState uint8
@@ -101,6 +106,7 @@ type TargetCache struct {
 	labels         *model.LabelInterner
 	builder        enrich.Builder
 	lbls           labels.Labels
+	lb             *labels.Builder // checkLabels' scratch
 	self           [numSelfFamilies]model.SeriesRef
 	send           []model.Sample
 	lastViewLen    int
@@ -155,7 +161,8 @@ func (c *TargetCache) Process(body []byte, contentType string, now time.Time, du
 // streamChunk is how much of a text payload ProcessStream reads before it
 // parses what it has: small enough that the lines are still in the CPU's
 // cache when they are parsed, large enough for few calls.
-const streamChunk = 128 << 10
+// A variable so that tests can cut payloads into chunks of a few bytes.
+var streamChunk = 128 << 10
 
 // ProcessStream is Process for a text-format payload read from r as it
 // arrives: each chunk is parsed while it is still in the CPU's cache, and
@@ -191,7 +198,10 @@ func (c *TargetCache) ProcessStream(r io.Reader, start time.Time, ix *enrich.Nam
 		if err = c.parse(st, sc); err != nil || final {
 			break
 		}
-		n = copy(buf, sc.Unread()) // the unfinished line
+		n = 0
+		if !sc.Stopped() { // a NUL ended the payload: drain the rest unread
+			n = copy(buf, sc.Unread()) // the unfinished line
+		}
 		if n == len(buf) {
 			buf = append(buf, make([]byte, len(buf))...) // a line longer than buf
 		}

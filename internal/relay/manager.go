@@ -202,9 +202,9 @@ func (m *Manager) run(ctx context.Context, l *loop, cache *TargetCache) {
 	}
 	ticker := time.NewTicker(m.cfg.Interval)
 	defer ticker.Stop()
-	var lastErr string
+	var lastErr, lastDup string
 	for {
-		dropped = m.scrapeOnce(ctx, t, cache, log, &lastErr)
+		dropped = m.scrapeOnce(ctx, t, cache, log, &lastErr, &lastDup)
 		select {
 		case <-ticker.C:
 		case <-ctx.Done():
@@ -215,7 +215,7 @@ func (m *Manager) run(ctx context.Context, l *loop, cache *TargetCache) {
 
 // scrapeOnce scrapes and publishes; a scrape failed because the loop is
 // stopping is not published, and returned instead.
-func (m *Manager) scrapeOnce(ctx context.Context, t *scrape.Target, cache *TargetCache, log *slog.Logger, lastErr *string) *Result {
+func (m *Manager) scrapeOnce(ctx context.Context, t *scrape.Target, cache *TargetCache, log *slog.Logger, lastErr, lastDup *string) *Result {
 	select {
 	case m.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -236,6 +236,12 @@ func (m *Manager) scrapeOnce(ctx context.Context, t *scrape.Target, cache *Targe
 		log.Info("scrape recovered")
 		*lastErr = ""
 	}
+	// Duplicate series: logged when the first one changes, not every scrape.
+	if res.Duplicates > 0 && res.FirstDuplicate != *lastDup {
+		log.Warn("the payload has series more than once; only the first sample of each is kept",
+			"num_dropped", res.Duplicates, "series", res.FirstDuplicate)
+	}
+	*lastDup = res.FirstDuplicate
 	return nil
 }
 
@@ -391,6 +397,7 @@ type metrics struct {
 	enrichment *prometheus.CounterVec
 	skipped    prometheus.Counter
 	stale      prometheus.Counter
+	duplicates *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -414,9 +421,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Samples not sent again because their timestamp had not moved since the last one sent."}),
 		stale: prometheus.NewCounter(prometheus.CounterOpts{Name: "kubelet_meta_proxy_stale_markers_total",
 			Help: "Stale markers written for series that went away or changed labels."}),
+		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kubelet_meta_proxy_target_samples_duplicate_total",
+			Help: "Samples dropped because their series was already in the same payload (as Prometheus's prometheus_target_scrapes_sample_duplicate_timestamp_total)."}, []string{"target"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.targets, m.duration, m.lastDur, m.up, m.series, m.errors, m.scraped, m.enrichment, m.skipped, m.stale)
+		reg.MustRegister(m.targets, m.duration, m.lastDur, m.up, m.series, m.errors, m.scraped, m.enrichment, m.skipped, m.stale, m.duplicates)
 	}
 	return m
 }
@@ -429,6 +438,9 @@ func (m *metrics) observe(key string, res *Result) {
 	m.scraped.Add(float64(res.Scraped))
 	m.skipped.Add(float64(res.Skipped))
 	m.stale.Add(float64(res.Stale))
+	if res.Duplicates > 0 {
+		m.duplicates.WithLabelValues(key).Add(float64(res.Duplicates))
+	}
 	m.enrichment.WithLabelValues("hit").Add(float64(res.Enriched))
 	m.enrichment.WithLabelValues("miss").Add(float64(res.Unknown))
 	m.enrichment.WithLabelValues("none").Add(float64(res.Scraped - res.Enriched - res.Unknown))
@@ -445,6 +457,7 @@ func (m *metrics) forget(key string) {
 	m.up.DeleteLabelValues(key)
 	m.series.DeleteLabelValues(key)
 	m.errors.DeletePartialMatch(prometheus.Labels{"target": key})
+	m.duplicates.DeleteLabelValues(key)
 }
 
 // ErrorReason classifies a scrape error for metrics.

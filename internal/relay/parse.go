@@ -15,6 +15,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	commonmodel "github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
@@ -97,7 +98,12 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 			}
 		}
 		if e.seen == c.iter {
-			continue // a duplicate line; Prometheus would reject it too
+			// The series again: Prometheus keeps the first sample and
+			// counts the others (sample_duplicate_timestamp_total).
+			if res.Duplicates++; res.Duplicates == 1 {
+				res.FirstDuplicate = string(raw)
+			}
+			continue
 		}
 		e.pos = int32(len(c.cur))
 		c.cur = append(c.cur, ei)
@@ -136,6 +142,9 @@ func (c *TargetCache) newEntry(sc scrape.Scanner, h uint64, rawLen int, curFam i
 	if err := sc.Labels(&c.lbls); err != nil {
 		return 0, err
 	}
+	if err := c.checkLabels(); err != nil {
+		return 0, err
+	}
 	name := c.lbls.Get(commonmodel.MetricNameLabel)
 	fam := curFam
 	if curFam < 0 || !belongsTo(name, curFamName, c.families[curFam].Type) {
@@ -172,6 +181,9 @@ func (c *TargetCache) recheck(sc scrape.Scanner, e *seriesEntry, ix *enrich.Name
 	if err := sc.Labels(&c.lbls); err != nil {
 		return err
 	}
+	if err := c.checkLabels(); err != nil {
+		return err
+	}
 	old := e.ref
 	oldT := e.lastT
 	c.build(e, ix)
@@ -185,6 +197,31 @@ func (c *TargetCache) recheck(sc scrape.Scanner, e *seriesEntry, ix *enrich.Name
 		st := staleTime(nowMs, oldT)
 		c.send = append(c.send, model.Sample{Ref: old, T: st, V: math.Float64frombits(value.StaleNaN)})
 		c.tombstones[c.labels.Hash(old)] = tombstone{t: st, expires: time.UnixMilli(nowMs).Add(tombstoneTTL)}
+	}
+	return nil
+}
+
+// checkLabels applies to a new series what Prometheus's scrape does to the
+// labels the parser gives: a label name with an empty value anywhere in
+// the set is dropped (labels.Builder), and then the set must have a metric
+// name, valid (UTF-8) names and no name twice, or the whole scrape fails
+// (Prometheus: "invalid metric name or label names", or the TSDB's
+// "label name is not unique"). The error names the series.
+func (c *TargetCache) checkLabels() error {
+	// Without closures over locals: this runs for every new series.
+	if c.lb == nil {
+		c.lb = labels.NewBuilder(labels.EmptyLabels())
+	}
+	c.lb.Reset(c.lbls)
+	c.lbls = c.lb.Labels() // the same labels, unless some value was empty
+	switch {
+	case c.lbls.Get(commonmodel.MetricNameLabel) == "":
+		return fmt.Errorf("series %s: missing metric name (__name__ label)", c.lbls.String())
+	case !c.lbls.IsValid(commonmodel.UTF8Validation):
+		return fmt.Errorf("series %s: invalid metric name or label names", c.lbls.String())
+	}
+	if n, dup := c.lbls.HasDuplicateLabelNames(); dup {
+		return fmt.Errorf("series %s: label name %q is not unique", c.lbls.String(), n)
 	}
 	return nil
 }

@@ -213,15 +213,6 @@ func fuzzSeeds(tb testing.TB) []string {
 	return seeds
 }
 
-func FuzzTextScanner(f *testing.F) {
-	for _, s := range fuzzSeeds(f) {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, body []byte) {
-		checkAgainstReference(t, body)
-	})
-}
-
 // TestScannerMatchesReferenceOnCaptures runs the fuzz property over every
 // real capture and every seed, so it is checked on every go test.
 func TestScannerMatchesReferenceOnCaptures(t *testing.T) {
@@ -323,12 +314,14 @@ func TestParseErrorLine(t *testing.T) {
 		{"float timestamp", "m 1 1.5\n", 1, "line 1"},
 		{"text after timestamp", good + "m{a=\"3\"} 1 2 3\n", 6, "line 6"},
 		{"bad TYPE", good + "# TYPE n histogramm\n", 6, "line 6"},
-		{"TYPE without name", "m 1\n# TYPE\n", 2, "line 2"},
+		{"TYPE without name", "m 1\n# TYPE \n", 2, "line 2"},
 		{"invalid name in HELP", "m 1\n# HELP 9m x\n", 2, "line 2"},
 		{"no metric name", good + "{a=\"1\"} 1\n", 6, "line 6"},
 		{"bad label name (reference parser)", good + "m{a-b=\"1\"} 1\n", 6, "line 6"},
 		{"last line without newline", good + "m{a=\"3\"", 6, "line 6"},
-		{"sign glued to the name", "m 1\nA+5 7\n", 2, "line 2"},
+		{"duplicate label name", "m 1\nm{a=\"1\",a=\"2\"} 7\n", 2, `label name "a" is not unique`},
+		{"empty metric name", "m 1\n{\"\"} 7\n", 2, "missing metric name"},
+		{"label name not UTF-8", "m 1\nm{\"\xff\"=\"1\"} 7\n", 2, "invalid metric name or label names"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := NewTargetCache(bareTarget(), true)

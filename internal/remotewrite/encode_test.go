@@ -423,7 +423,7 @@ func TestEncodeSkipsInvalidSeries(t *testing.T) {
 		"same twice":   newSeries("__name__", "up", "job", "a", "job", "a"),
 		"empty value":  newSeries("__name__", "up", "job", ""),
 		"empty name":   newSeries("", "x", "__name__", "up"),
-		"invalid name": newSeries("__name__", "up", "bad-name", "x"),
+		"invalid name": newSeries("__name__", "up", "bad\xffname", "x"),
 		"no __name__":  newSeries("job", "a"),
 		"no labels":    newSeries(),
 	}

@@ -12,7 +12,6 @@ import (
 	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
-	commonmodel "github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/textparse"
 )
@@ -46,6 +45,10 @@ type TextScanner struct {
 	// mtype is the type of the last TYPE line, which the reference parser
 	// needs to normalize le and quantile values (le="1" -> le="1.0").
 	mtype string
+	// extraLines counts the newlines inside the current entry's quoted
+	// strings; stopped is set once the payload ended early, at a NUL.
+	extraLines int
+	stopped    bool
 }
 
 // NewTextScanner returns a scanner over a whole payload.
@@ -64,6 +67,10 @@ func (s *TextScanner) Unread() []byte { return s.b[s.pos:] }
 // scanner need not look for where its labels end, and Predicted says so.
 func (s *TextScanner) Predict(rawLen int, key uint64) { s.predLen, s.predKey = rawLen, key }
 
+// Stopped reports whether the payload ended early, at a NUL where the
+// reference lexer stops reading: what follows is not part of it.
+func (s *TextScanner) Stopped() bool { return s.stopped }
+
 // Predicted reports whether the current series was the one predicted.
 func (s *TextScanner) Predicted() bool { return s.predicted }
 
@@ -77,7 +84,9 @@ func (s *TextScanner) Series() ([]byte, int64, bool, float64) { return s.series,
 func (s *TextScanner) Meta() ([]byte, string) { return s.name, s.text }
 
 func (s *TextScanner) Next() (EntryKind, error) {
-	for s.pos < len(s.b) {
+	s.line += s.extraLines // the newlines inside the last entry's quoted strings
+	s.extraLines = 0
+	for s.pos < len(s.b) && !s.stopped {
 		start := s.pos
 		end := bytes.IndexByte(s.b[start:], '\n')
 		if end < 0 {
@@ -91,26 +100,44 @@ func (s *TextScanner) Next() (EntryKind, error) {
 		s.line++
 		s.pos = end + 1
 		s.lineStart, s.lineEnd = start, end
-		line := s.b[start:end]
-		for len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
-			line = line[1:]
+		j := start
+		for j < end && (s.b[j] == ' ' || s.b[j] == '\t') {
+			j++
 		}
-		if len(line) == 0 {
+		if j == end {
 			continue
 		}
-		if line[0] == '#' {
-			k, ok, err := s.comment(line)
+		switch s.b[j] {
+		case 0:
+			// The reference lexer reads a NUL at the start of a line as
+			// the end of the payload: what follows is ignored.
+			s.stopped = true
+			return 0, io.EOF
+		case '#':
+			k, ok, err := s.comment(start, j)
 			if err != nil {
+				if err == ErrMore {
+					s.pos, s.line = start, s.line-1
+				}
 				return 0, err
+			}
+			if s.stopped {
+				return 0, io.EOF
 			}
 			if ok {
 				return k, nil
 			}
 			continue
 		}
-		return EntrySeries, s.sample(line)
+		if err := s.sample(start, j); err != nil {
+			if err == ErrMore {
+				s.pos, s.line = start, s.line-1
+			}
+			return 0, err
+		}
+		return EntrySeries, nil
 	}
-	if !s.final {
+	if !s.final && !s.stopped {
 		return 0, ErrMore
 	}
 	return 0, io.EOF
@@ -118,8 +145,68 @@ func (s *TextScanner) Next() (EntryKind, error) {
 
 var errLine = errors.New("malformed line")
 
-func (s *TextScanner) sample(line []byte) error {
+func isBlank(c byte) bool { return c == ' ' || c == '\t' }
+
+// extend makes the current entry end at the first newline at or after
+// from: a quoted string in it held newlines (the reference lexer allows
+// them in quoted names and label values).
+func (s *TextScanner) extend(from int) error {
+	e := bytes.IndexByte(s.b[from:], '\n')
+	if e < 0 {
+		if !s.final {
+			return ErrMore
+		}
+		e = len(s.b) - from
+	}
+	s.extraLines = bytes.Count(s.b[s.lineEnd:from], []byte{'\n'})
+	s.lineEnd = from + e
+	s.pos = s.lineEnd + 1
+	return nil
+}
+
+// skipQuoted returns the index after the quoted string whose content starts
+// at j, as the reference lexer reads "(\\.|[^\\"])*": newlines may be inside,
+// not after a backslash. In a label value (value) the lexer does not see
+// NUL bytes, so a backslash escapes the first byte after them. It returns -1
+// when b ends first, -2 for a backslash before a newline.
+func skipQuoted(b []byte, j int, value bool) int {
+	for {
+		q := bytes.IndexByte(b[j:], '"')
+		if q < 0 {
+			if bytes.IndexByte(b[j:], '\\') < 0 {
+				return -1
+			}
+			q = len(b) - j
+		}
+		seg := b[j : j+q]
+		bs := bytes.IndexByte(seg, '\\')
+		if bs < 0 {
+			if j+q == len(b) {
+				return -1
+			}
+			return j + q + 1
+		}
+		// An escape before the quote: step over it and look again.
+		k := j + bs + 1
+		if value {
+			for k < len(b) && b[k] == 0 {
+				k++
+			}
+		}
+		if k >= len(b) {
+			return -1
+		}
+		if b[k] == '\n' {
+			return -2
+		}
+		j = k + 1
+	}
+}
+
+// sample reads a series line: at is where it starts after blanks.
+func (s *TextScanner) sample(start, at int) error {
 	s.predicted = false
+	line := s.b[at:s.lineEnd]
 	if n := s.predLen; n > 0 && n < len(line) && (line[n] == ' ' || line[n] == '\t') && xxhash.Sum64(line[:n]) == s.predKey {
 		// The series the previous scrape had next, byte for byte (its
 		// hash and length): no need to find where its labels end.
@@ -130,52 +217,73 @@ func (s *TextScanner) sample(line []byte) error {
 	for i < len(line) && metricNameChar[line[i]] {
 		i++
 	}
-	if i < len(line) && line[i] != '{' && line[i] != ' ' && line[i] != '\t' {
-		// The reference lexer ends the name here and reads what follows
-		// as the value (A+1 2 is A, value +1, timestamp 2): refuse it.
-		return fmt.Errorf("unexpected %q after the metric name: %q", line[i], line)
-	}
-	if i < len(line) && line[i] == '{' {
-		rest := line[i+1:]
-		off := i + 1
-		for {
-			q := bytes.IndexByte(rest, '"')
-			head := rest
-			if q >= 0 {
-				head = rest[:q]
-			}
-			if c := bytes.IndexByte(head, '}'); c >= 0 {
-				i = off + c + 1
-				break
-			}
-			if q < 0 {
-				return fmt.Errorf("label set not closed with '}': %q", line)
-			}
-			// Skip the quoted value, minding escaped quotes.
-			j := q + 1
-			for {
-				k := bytes.IndexByte(rest[j:], '"')
-				if k < 0 {
-					return fmt.Errorf("unterminated quoted label value: %q", line)
-				}
-				j += k
-				bs := 0
-				for p := j - 1; p > q && rest[p] == '\\'; p-- {
-					bs++
-				}
-				j++
-				if bs%2 == 0 {
-					break
-				}
-			}
-			rest = rest[j:]
-			off += j
+	if i > 0 {
+		// As the reference lexer: blanks may come between the name and
+		// its labels; anything else after the name is the value (A+1 2 is
+		// A, value +1, timestamp 2).
+		j := i
+		for j < len(line) && isBlank(line[j]) {
+			j++
 		}
+		if j == len(line) || line[j] != '{' {
+			return s.valueAndTimestamp(line, i)
+		}
+		i = j
 	}
-	if i == 0 {
+	if i == len(line) || line[i] != '{' {
 		return fmt.Errorf("expected a metric name: %q", line)
 	}
-	return s.valueAndTimestamp(line, i)
+	// Find the closing brace, skipping quoted strings, which may hold
+	// braces, escaped quotes and even newlines.
+	b := s.b
+	p := at + i + 1
+	lim := s.lineEnd
+	for {
+		rest := b[p:lim]
+		q := bytes.IndexByte(rest, '"')
+		head := rest
+		if q >= 0 {
+			head = rest[:q]
+		}
+		if c := bytes.IndexByte(head, '}'); c >= 0 {
+			p += c + 1
+			break
+		}
+		if q < 0 {
+			if lim == len(b) && lim > s.lineEnd && !s.final {
+				return ErrMore // the line goes on in the next chunk
+			}
+			return fmt.Errorf("label set not closed with '}': %q", line)
+		}
+		// A quoted string after '=' is a label value (see skipQuoted).
+		v := p + q - 1
+		for v > at && (b[v] == ' ' || b[v] == '\t' || b[v] == 0) {
+			v--
+		}
+		e := skipQuoted(b, p+q+1, b[v] == '=')
+		switch {
+		case e == -1 && !s.final:
+			return ErrMore
+		case e < 0:
+			return fmt.Errorf("unterminated quoted string: %q", b[at:min(len(b), at+400)])
+		}
+		p = e
+		if p > lim {
+			// The string held newlines: the line goes on.
+			if nl := bytes.IndexByte(b[p:], '\n'); nl >= 0 {
+				lim = p + nl
+			} else {
+				lim = len(b)
+			}
+		}
+	}
+	if p > s.lineEnd {
+		if err := s.extend(p); err != nil {
+			return err
+		}
+		line = s.b[at:s.lineEnd]
+	}
+	return s.valueAndTimestamp(line, p-at)
 }
 
 // valueAndTimestamp reads what follows the series, which ends at i.
@@ -314,51 +422,135 @@ func parseValue(v []byte) (float64, error) {
 	return strconv.ParseFloat(s, 64)
 }
 
-func (s *TextScanner) comment(line []byte) (EntryKind, bool, error) {
-	rest := line[1:]
-	kw, rest, ok := field(rest)
-	if !ok {
+// comment reads a line that starts with '#' at j, as the reference lexer
+// does: "#" and a blank start a comment that may be HELP or TYPE; "#"
+// without one is a plain comment. A NUL where the lexer sees one in a
+// comment ends the payload, as there.
+func (s *TextScanner) comment(start, j int) (EntryKind, bool, error) {
+	line := s.b[j:s.lineEnd]
+	if len(line) == 1 || !isBlank(line[1]) {
+		if bytes.IndexByte(line, 0) >= 0 {
+			s.stopped = true
+		}
 		return 0, false, nil
 	}
-	var k EntryKind
-	switch string(kw) {
-	case "HELP":
-		k = EntryHelp
-	case "TYPE":
-		k = EntryType
+	k := 1
+	for k < len(line) && isBlank(line[k]) {
+		k++
+	}
+	if k < len(line) && line[k] == 0 {
+		s.stopped = true
+		return 0, false, nil
+	}
+	// In a comment the lexer does not see NULs: "HE\x00LP" is HELP.
+	next := func() byte {
+		for k < len(line) && line[k] == 0 {
+			k++
+		}
+		if k == len(line) {
+			return '\n'
+		}
+		return line[k]
+	}
+	var kind EntryKind
+	switch next() {
+	case 'H':
+		kind = EntryHelp
+	case 'T':
+		kind = EntryType
 	default:
-		return 0, false, nil // a plain comment
+		return 0, false, nil
 	}
-	name, rest, ok := field(rest)
-	if !ok {
-		return 0, false, fmt.Errorf("expected a metric name after %s: %q", kw, line)
+	word := "HELP"
+	if kind == EntryType {
+		word = "TYPE"
 	}
-	if !commonmodel.LegacyValidation.IsValidMetricName(unsafe.String(unsafe.SliceData(name), len(name))) {
-		return 0, false, fmt.Errorf("invalid metric name %q in %s", name, kw)
+	for i := 0; i < 4; i++ {
+		if next() != word[i] {
+			return 0, false, nil
+		}
+		k++
+	}
+	if !isBlank(next()) {
+		return 0, false, nil
+	}
+	for c := next(); isBlank(c); c = next() {
+		k++
+	}
+	// The family name: quoted (any text, newlines too) or [a-zA-Z_:][a-zA-Z0-9_:]*.
+	var name []byte
+	var e int // end of the name in s.b
+	switch {
+	case k < len(line) && line[k] == '"':
+		end := skipQuoted(s.b, j+k+1, false)
+		switch {
+		case end == -1 && !s.final:
+			return 0, false, ErrMore
+		case end < 0:
+			return 0, false, fmt.Errorf("unterminated quoted metric name after %s: %q", word, line)
+		}
+		name = s.b[j+k+1 : end-1]
+		if end > s.lineEnd {
+			if err := s.extend(end); err != nil {
+				return 0, false, err
+			}
+		}
+		e = end
+		if bytes.IndexByte(name, '\\') >= 0 {
+			name = []byte(lvalReplacer.Replace(string(name)))
+		}
+	case k < len(line) && metricNameChar[line[k]] && (line[k] < '0' || line[k] > '9'):
+		n := k
+		for n < len(line) && metricNameChar[line[n]] {
+			n++
+		}
+		name = line[k:n]
+		e = j + n
+	default:
+		return 0, false, fmt.Errorf("expected a metric name after %s: %q", word, line)
 	}
 	s.name = name
-	if len(rest) > 0 && (rest[0] == ' ' || rest[0] == '\t') {
+	// The rest of the line less its first byte is the text, unless the
+	// rest is only blanks (and NULs, which the lexer skips after a blank).
+	rest := s.b[e:s.lineEnd]
+	if len(rest) > 0 && rest[0] == 0 {
+		// The lexer's text token cannot start with a NUL; the NUL then
+		// reads as the end of the payload, before the line ended.
+		return 0, false, fmt.Errorf("NUL after the metric name in %s: %q", word, line)
+	}
+	if len(rest) > 0 && isBlank(rest[0]) && allBlankOrNUL(rest) {
+		rest = rest[:0]
+	} else if len(rest) > 0 {
 		rest = rest[1:]
 	}
-	// As the reference lexer does, exactly one blank separates the name
-	// from the text: the rest, as it is, is the TYPE or the HELP.
-	if k == EntryType {
-		typ := rest
-		switch string(typ) {
+	if kind == EntryType {
+		switch string(rest) {
 		case "counter", "gauge", "histogram", "summary", "untyped":
-			s.text = typeNames[string(typ)]
+			s.text = typeNames[string(rest)]
 			s.mtype = s.text
 		default:
-			return 0, false, fmt.Errorf("invalid metric type %q", typ)
+			return 0, false, fmt.Errorf("invalid metric type %q", rest)
 		}
-		return k, true, nil
+		return kind, true, nil
 	}
 	if !utf8.Valid(rest) {
 		return 0, false, fmt.Errorf("HELP text of %s is not valid UTF-8", name)
 	}
 	s.text = unescapeHelp(rest)
-	return k, true, nil
+	return kind, true, nil
 }
+
+func allBlankOrNUL(b []byte) bool {
+	for _, c := range b {
+		if c != ' ' && c != '\t' && c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// lvalReplacer unescapes a quoted name as the reference parser does.
+var lvalReplacer = strings.NewReplacer(`\"`, "\"", `\\`, "\\", `\n`, "\n")
 
 var typeNames = map[string]string{"counter": "counter", "gauge": "gauge", "histogram": "histogram", "summary": "summary", "untyped": "untyped"}
 

@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/expfmt"
 )
 
 // Paths of the local endpoint.
@@ -147,7 +148,12 @@ func (s *Server) serveView(w http.ResponseWriter, r *http.Request) {
 		}
 		filter = func(tv *view.TargetView) bool { return want[tv.Target.Node] }
 	}
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	// Names outside the legacy character set are quoted for a reader that
+	// asks for escaping=allow-utf-8 (Prometheus 3), else escaped, as
+	// client_golang negotiates them.
+	format := expfmt.NegotiateAccept(r.Header, textFormats...)
+	scheme := format.ToEscapingScheme()
+	w.Header().Set("Content-Type", string(format))
 	var out interface {
 		Write([]byte) (int, error)
 	} = w
@@ -163,10 +169,14 @@ func (s *Server) serveView(w http.ResponseWriter, r *http.Request) {
 	}
 	tvs := s.cfg.View.Targets()
 	defer s.cfg.View.Release(tvs)
-	if err := view.WriteText(out, tvs, filter); err != nil {
+	if err := view.WriteTextEscaped(out, tvs, filter, scheme); err != nil {
 		s.cfg.Logger.Debug("writing /metrics", "err", err)
 	}
 }
+
+// textFormats are the formats /metrics serves: the text format 1.0.0
+// (UTF-8 names) and 0.0.4.
+var textFormats = []expfmt.Format{"text/plain; version=1.0.0; charset=utf-8", expfmt.FmtText}
 
 func acceptsGzip(h string) bool {
 	for _, part := range strings.Split(h, ",") {

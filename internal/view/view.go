@@ -4,13 +4,16 @@ import (
 	"io"
 	"math"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/scrape"
+	commonmodel "github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/scrape"
 )
 
 // Family is the metadata of one metric family as the target exposed it.
@@ -101,7 +104,16 @@ func (v *View) Release(tvs []*TargetView) {
 // WriteText writes the view in the text exposition format (0.0.4): every
 // family once, with its HELP and TYPE, then the samples of every target.
 // filter, if not nil, picks the targets to include.
+// Metric and label names outside the legacy character set are quoted, as
+// the text format 1.0.0 writes them.
 func WriteText(w io.Writer, targets []*TargetView, filter func(*TargetView) bool) error {
+	return WriteTextEscaped(w, targets, filter, commonmodel.NoEscaping)
+}
+
+// WriteTextEscaped is WriteText with names escaped by scheme, for a reader
+// that negotiated escaping=underscores|dots|values (commonmodel.NoEscaping
+// quotes them, escaping=allow-utf-8).
+func WriteTextEscaped(w io.Writer, targets []*TargetView, filter func(*TargetView) bool, scheme commonmodel.EscapingScheme) error {
 	type chunk struct {
 		name string
 		tv   *TargetView
@@ -117,6 +129,34 @@ func WriteText(w io.Writer, targets []*TargetView, filter func(*TargetView) bool
 		}
 	}
 	sort.SliceStable(chunks, func(i, j int) bool { return chunks[i].name < chunks[j].name })
+	// normalized reports whether every le (histogram) or quantile (summary)
+	// value of the family that starts chunks is as a reader that sees the
+	// TYPE line writes it (le="1" becomes le="1.0"): a series parsed before
+	// its family's TYPE kept its value as written, and under that TYPE the
+	// reader would see another series than remote write sends.
+	normalized := func(chunks []chunk, typ string) bool {
+		label := "le"
+		if typ == "summary" {
+			label = "quantile"
+		}
+		for _, ch := range chunks {
+			if ch.name != chunks[0].name {
+				break
+			}
+			for _, s := range ch.tv.Samples[ch.r.Start:ch.r.End] {
+				it := ch.tv.Table.Labels(s.Ref)
+				for it.Next() {
+					if string(it.Name) != label {
+						continue
+					}
+					if f, err := strconv.ParseFloat(string(it.Value), 64); err == nil && labels.FormatOpenMetricsFloat(f) != string(it.Value) {
+						return false
+					}
+				}
+			}
+		}
+		return true
+	}
 
 	buf := make([]byte, 0, 64<<10)
 	flush := func() error {
@@ -129,19 +169,23 @@ func WriteText(w io.Writer, targets []*TargetView, filter func(*TargetView) bool
 			f := ch.tv.Families[ch.r.Family]
 			if f.Help != "" {
 				buf = append(buf, "# HELP "...)
-				buf = append(buf, f.Name...)
+				buf = enrich.AppendMetricName(buf, []byte(f.Name), scheme)
 				buf = append(buf, ' ')
 				buf = enrich.AppendEscapedHelp(buf, []byte(f.Help))
 				buf = append(buf, '\n')
 			}
+			typ := f.Type
+			if (typ == "histogram" || typ == "summary") && !normalized(chunks[i:], typ) {
+				typ = "untyped"
+			}
 			buf = append(buf, "# TYPE "...)
-			buf = append(buf, f.Name...)
+			buf = enrich.AppendMetricName(buf, []byte(f.Name), scheme)
 			buf = append(buf, ' ')
-			buf = append(buf, f.Type...)
+			buf = append(buf, typ...)
 			buf = append(buf, '\n')
 		}
 		for _, s := range ch.tv.Samples[ch.r.Start:ch.r.End] {
-			buf = enrich.AppendSampleLine(buf, ch.tv.Table, s.Ref, s.T, s.V, s.T != NoTimestamp)
+			buf = enrich.AppendSampleLineEscaped(buf, ch.tv.Table, s.Ref, s.T, s.V, s.T != NoTimestamp, scheme)
 			if len(buf) > 60<<10 {
 				if err := flush(); err != nil {
 					return err
