@@ -138,7 +138,7 @@ func (o *runOptions) Run(ctx context.Context) error {
 	var authz *server.KubeAuthorizer
 	if o.serve.Secure {
 		if srvCfg.TLS, err = server.TLSConfig(o.serve.TLSCertFile, o.serve.TLSKeyFile, srvCfg.Logger, reg); err != nil {
-			return fmt.Errorf("--metrics-secure: %w", err)
+			return fmt.Errorf("--metrics-secure (--tls-cert-file, --tls-private-key-file): %w", err)
 		}
 		if !o.serve.EnableHTTP2 {
 			srvCfg.TLS.NextProtos = []string{"http/1.1"}

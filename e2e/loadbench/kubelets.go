@@ -2,14 +2,7 @@ package loadbench
 
 import (
 	"compress/gzip"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"errors"
-	"math/big"
 	"net"
 	"net/http"
 	"strconv"
@@ -19,6 +12,8 @@ import (
 	"time"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/e2e/fakekubelet"
+
+	certutil "k8s.io/client-go/util/cert"
 )
 
 // Kubelet is one simulated kubelet: an HTTPS server on 127.0.0.1 serving a pre-rendered
@@ -210,24 +205,9 @@ func (c *countWriter) Write(p []byte) (int, error) {
 }
 
 func selfSigned() (tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	certPEM, keyPEM, err := certutil.GenerateSelfSignedCertKey("loadbench-kubelet", []net.IP{net.ParseIP("127.0.0.1")}, nil)
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "loadbench-kubelet"},
-		NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	if len(der) == 0 {
-		return tls.Certificate{}, errors.New("empty certificate")
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+	return tls.X509KeyPair(certPEM, keyPEM)
 }

@@ -55,6 +55,10 @@ type Config struct {
 	// ShutdownTimeout bounds how long Run keeps sending what it holds after its
 	// context is cancelled.
 	ShutdownTimeout time.Duration
+
+	// validated is set by a successful Validate, so that New does not read
+	// the credential and TLS files a second time.
+	validated bool
 }
 
 // Enabled reports whether there is any receiver to write to.
@@ -197,6 +201,7 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, &FieldError{Field: "shutdown_timeout", Err: fmt.Errorf("must not be negative, got %s", c.ShutdownTimeout)})
 	}
+	c.validated = len(errs) == 0
 	return errors.Join(errs...)
 }
 

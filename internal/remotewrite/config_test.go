@@ -2,6 +2,7 @@ package remotewrite
 
 import (
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -98,4 +99,30 @@ func FuzzParseConfigFile(f *testing.F) {
 		cfg := Config{Endpoints: eps}
 		_ = cfg.Validate()
 	})
+}
+
+// TestNewUsesValidatedConfig: a Config that passed Validate is not validated
+// again by New (its secret files are read once at start-up), while any other
+// Config is.
+func TestNewUsesValidatedConfig(t *testing.T) {
+	token := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(token, []byte("s3cr3t"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := testEndpoint("http://127.0.0.1:1/push")
+	e.BearerTokenFile = token
+	cfg := Config{Endpoints: []EndpointConfig{e}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	unvalidated := Config{Endpoints: []EndpointConfig{e}}
+	if err := os.Remove(token); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(cfg, slog.New(slog.DiscardHandler), nil); err != nil {
+		t.Errorf("New(validated config) = %v, want no second read of the token file", err)
+	}
+	if _, err := New(unvalidated, slog.New(slog.DiscardHandler), nil); err == nil || !strings.Contains(err.Error(), "bearer_token_file") {
+		t.Errorf("New(unvalidated config) = %v, want the missing bearer_token_file named", err)
+	}
 }

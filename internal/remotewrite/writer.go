@@ -31,13 +31,16 @@ type Writer struct {
 }
 
 // New builds a Writer for cfg, registering its metrics with reg (if not nil).
-// cfg must be valid (Config.Validate); New checks it again.
+// A cfg that went through Config.Validate is used as it is; any other is
+// validated first.
 func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Writer, error) {
 	if logger == nil {
 		return nil, errors.New("remotewrite: nil logger")
 	}
-	if err := cfg.Validate(); err != nil {
-		return nil, err
+	if !cfg.validated {
+		if err := cfg.Validate(); err != nil {
+			return nil, err
+		}
 	}
 	w := &Writer{
 		logger:          logger,

@@ -1,21 +1,18 @@
 package server
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"os"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	certutil "k8s.io/client-go/util/cert"
 )
 
 // TLSConfig returns the serving TLS configuration: the pair in certFile and
@@ -31,7 +28,7 @@ func TLSConfig(certFile, keyFile string, logger *slog.Logger, reg prometheus.Reg
 		return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 	}
 	if certFile == "" || keyFile == "" {
-		return nil, errors.New("--tls-cert-file and --tls-private-key-file go together")
+		return nil, errors.New("server: the serving certificate file and its private key file go together; got only one")
 	}
 	r, err := NewCertReloader(certFile, keyFile, logger, reg)
 	if err != nil {
@@ -91,11 +88,11 @@ func NewCertReloader(certFile, keyFile string, logger *slog.Logger, reg promethe
 func (r *CertReloader) stat() (os.FileInfo, os.FileInfo, error) {
 	cs, err := os.Stat(r.certFile)
 	if err != nil {
-		return nil, nil, fmt.Errorf("--tls-cert-file: %w", err)
+		return nil, nil, fmt.Errorf("serving certificate file: %w", err)
 	}
 	ks, err := os.Stat(r.keyFile)
 	if err != nil {
-		return nil, nil, fmt.Errorf("--tls-private-key-file: %w", err)
+		return nil, nil, fmt.Errorf("serving private key file: %w", err)
 	}
 	return cs, ks, nil
 }
@@ -144,25 +141,13 @@ func (r *CertReloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, e
 	return r.cert, nil
 }
 
+// selfSigned makes the serving pair used without a certificate file:
+// client-go's helper, as kube-apiserver and the kubelet do for the same case.
 func selfSigned() (tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
 	host, _ := os.Hostname()
-	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: "kubelet-meta-proxy"},
-		DNSNames:     []string{host, "localhost", "kubelet-meta-proxy"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(365 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	certPEM, keyPEM, err := certutil.GenerateSelfSignedCertKey(host, nil, []string{"localhost", "kubelet-meta-proxy"})
 	if err != nil {
-		return tls.Certificate{}, err
+		return tls.Certificate{}, fmt.Errorf("self-signed serving certificate: %w", err)
 	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+	return tls.X509KeyPair(certPEM, keyPEM)
 }

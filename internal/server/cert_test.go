@@ -125,7 +125,7 @@ func TestServingCertificateReloaded(t *testing.T) {
 
 func TestTLSConfigErrors(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := TLSConfig(filepath.Join(dir, "missing.crt"), filepath.Join(dir, "missing.key"), nil, nil); err == nil || !strings.Contains(err.Error(), "--tls-cert-file") {
+	if _, err := TLSConfig(filepath.Join(dir, "missing.crt"), filepath.Join(dir, "missing.key"), nil, nil); err == nil || !strings.Contains(err.Error(), "serving certificate file") {
 		t.Fatalf("missing files: %v", err)
 	}
 	if _, err := TLSConfig(filepath.Join(dir, "a.crt"), "", nil, nil); err == nil {

@@ -1,6 +1,6 @@
 // Package server serves the relay's local endpoint: the enriched /metrics
 // view, the relay's own metrics, and health checks, over plain HTTP or, with
-// --metrics-secure, over HTTPS with Kubernetes authentication and
+// secure serving on, over HTTPS with Kubernetes authentication and
 // authorization as kube-rbac-proxy and controller-runtime do.
 package server
 
