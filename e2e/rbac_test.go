@@ -113,14 +113,14 @@ func TestRBACShippedRolePerMode(t *testing.T) {
 				if proxyCode != 403 || !strings.Contains(string(proxyBody), `cannot get resource \"nodes/proxy\"`) {
 					t.Errorf("kubelet role: /pods through the apiserver proxy: %d %.300s, want 403 naming nodes/proxy", proxyCode, proxyBody)
 				}
-				if kubeletPods != 403 || !strings.Contains(string(kpBody), "subresource=proxy") {
+				if kubeletPods != 403 || !strings.Contains(string(kpBody), " proxy]") {
 					t.Errorf("kubelet role: the kubelet's /pods: %d %.300s, want 403 (nodes/proxy)", kubeletPods, kpBody)
 				}
 				if kubeletMetrics != 200 {
 					t.Errorf("kubelet role: the kubelet's /metrics/cadvisor: %d %.200s", kubeletMetrics, kmBody)
 				}
 			case "apiserver":
-				if kubeletMetrics != 403 || !strings.Contains(string(kmBody), "subresource=metrics") {
+				if kubeletMetrics != 403 || !strings.Contains(string(kmBody), "subresource(s)=[metrics]") {
 					t.Errorf("apiserver role: the kubelet's /metrics/cadvisor directly: %d %.300s, want 403 (nodes/metrics)", kubeletMetrics, kmBody)
 				}
 			}
