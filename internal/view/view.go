@@ -1,6 +1,7 @@
 package view
 
 import (
+	"bytes"
 	"io"
 	"math"
 	"sort"
@@ -134,6 +135,7 @@ func WriteTextEscaped(w io.Writer, targets []*TargetView, filter func(*TargetVie
 	// TYPE line writes it (le="1" becomes le="1.0"): a series parsed before
 	// its family's TYPE kept its value as written, and under that TYPE the
 	// reader would see another series than remote write sends.
+	var floatBuf [32]byte
 	normalized := func(chunks []chunk, typ string) bool {
 		label := "le"
 		if typ == "summary" {
@@ -149,7 +151,7 @@ func WriteTextEscaped(w io.Writer, targets []*TargetView, filter func(*TargetVie
 					if string(it.Name) != label {
 						continue
 					}
-					if f, err := strconv.ParseFloat(string(it.Value), 64); err == nil && labels.FormatOpenMetricsFloat(f) != string(it.Value) {
+					if f, err := strconv.ParseFloat(string(it.Value), 64); err == nil && !bytes.Equal(labels.AppendOpenMetricsFloat(floatBuf[:0], f), it.Value) {
 						return false
 					}
 				}
