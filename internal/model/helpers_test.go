@@ -4,46 +4,8 @@ import (
 	"strings"
 	"testing"
 
-	"bytes"
-	"errors"
-	"fmt"
-
 	commonmodel "github.com/prometheus/common/model"
 )
-
-// validateSeries checks a series against the rules every receiver enforces
-// (well-formed encoding, labels sorted by name without duplicates, valid
-// names, no empty values, a __name__ label), independently of Intern's
-// validLabels: the oracle the interner's validity marks are tested against.
-func validateSeries(t *LabelTable, ref SeriesRef) error {
-	var prev []byte
-	hasName := false
-	enc := t.AppendEncoded(nil, ref)
-	for off := 0; off < len(enc); {
-		name, value, size, ok := parseLabel(enc[off:])
-		switch {
-		case !ok:
-			return fmt.Errorf("malformed label encoding at byte %d", off)
-		case !IsValidSeriesLabelName(string(name)):
-			return fmt.Errorf("invalid label name %q", name)
-		case len(value) == 0:
-			return fmt.Errorf("label %q has an empty value", name)
-		case prev != nil && bytes.Equal(prev, name):
-			return fmt.Errorf("duplicate label %q", name)
-		case prev != nil && bytes.Compare(prev, name) > 0:
-			return fmt.Errorf("label %q after %q: labels not sorted by name", name, prev)
-		}
-		if string(name) == "__name__" {
-			hasName = true
-		}
-		prev = name
-		off += size
-	}
-	if !hasName {
-		return errors.New("no __name__ label")
-	}
-	return nil
-}
 
 func pairs(nameValues ...string) []Label {
 	var ls []Label

@@ -91,9 +91,6 @@ func TestInternDedupesSymbolsAndRuns(t *testing.T) {
 		if string(enc) != string(encodedOf(ls)) || tab.EncodedLen(ref) != len(enc) {
 			t.Fatalf("%s: AppendEncoded/EncodedLen disagree with the labels", k)
 		}
-		if err := validateSeries(tab, ref); err != nil {
-			t.Fatalf("%s: %v", k, err)
-		}
 	}
 }
 
@@ -220,54 +217,6 @@ func TestHashIsContentBased(t *testing.T) {
 	}
 	if differentRefs == 0 {
 		t.Fatal("test is void: the refs are the same in both tables")
-	}
-}
-
-func TestInternValidity(t *testing.T) {
-	in := NewLabelInterner(1)
-	for _, tc := range []struct {
-		name  string
-		ls    []Label
-		valid bool
-	}{
-		{"ok", pairs("__name__", "up", "job", "a"), true},
-		{"only __name__", pairs("__name__", "up"), true},
-		{"upper case sorts before __name__", pairs("AAA", "x", "__name__", "up", "job", "a"), true},
-		{"value with any bytes", pairs("__name__", "up", "path", "/a b/\"c\"\n\u00e9"), true},
-		{"empty", nil, false},
-		{"unsorted", pairs("job", "a", "__name__", "up"), false},
-		{"duplicate", pairs("__name__", "up", "job", "a", "job", "b"), false},
-		{"same label twice", pairs("__name__", "up", "job", "a", "job", "a"), false},
-		{"empty value", pairs("__name__", "up", "job", ""), false},
-		{"empty __name__", pairs("__name__", "", "job", "a"), false},
-		{"empty name", pairs("", "x", "__name__", "up"), false},
-		{"name not UTF-8", pairs("__name__", "up", "bad\xffname", "x"), false},
-		{"empty name", pairs("", "x", "__name__", "up"), false},
-		// Prometheus 3 receivers take any UTF-8 name (model.UTF8Validation).
-		{"UTF-8 name", pairs("__name__", "up", "bad-name", "x"), true},
-		{"name starting with a digit", pairs("0a", "x", "__name__", "up"), true},
-		{"no __name__", pairs("job", "a"), false},
-	} {
-		ref := in.Intern(tc.ls)
-		tab := in.Table()
-		if ref.Valid() != tc.valid {
-			t.Errorf("%s: Valid() = %v", tc.name, ref.Valid())
-		}
-		if (validateSeries(tab, ref) == nil) != tc.valid {
-			t.Errorf("%s: ValidateSeries = %v", tc.name, validateSeries(tab, ref))
-		}
-		// Invalid or not, the labels are kept as given.
-		if got := labelsOf(t, tab, ref); !slices.Equal(got, tc.ls) {
-			t.Errorf("%s: labels %v, want %v", tc.name, got, tc.ls)
-		}
-		if again := in.Intern(tc.ls); again != ref {
-			t.Errorf("%s: interned again as %+v, was %+v", tc.name, again, ref)
-		}
-	}
-	// An invalid set and the valid set with the same symbols differ.
-	bad, good := in.Intern(pairs("job", "a", "__name__", "up")), in.Intern(pairs("__name__", "up", "job", "a"))
-	if bad == good {
-		t.Fatal("invalid and valid sets share a ref")
 	}
 }
 
