@@ -15,6 +15,8 @@ import (
 	"k8s.io/client-go/metadata/fake"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/poll"
 )
 
 func nsObject(name string, labels, annotations map[string]string) *metav1.PartialObjectMetadata {
@@ -53,16 +55,7 @@ func startIndex(t *testing.T, objs ...runtime.Object) (*Index, *fake.FakeMetadat
 	return ix, client, reg
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+var eventually = poll.Until
 
 func labelsIn(ix *enrich.NamespaceIndex, ns string) []enrich.Label {
 	info, ok := ix.Lookup(ns)

@@ -17,6 +17,8 @@ import (
 	mfake "k8s.io/client-go/metadata/fake"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/poll"
 )
 
 func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -126,16 +128,7 @@ func startBed(t testing.TB, tweak func(*Options), objs ...runtime.Object) *bed {
 	return b
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
+var eventually = poll.Until
 
 func labelMap(ls []enrich.Label) map[string]string {
 	m := map[string]string{}

@@ -1,10 +1,9 @@
 package relay
 
 import (
-	"testing"
-	"time"
-
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/poll"
 )
 
 func labelsOf(kv ...string) []enrich.Label {
@@ -14,13 +13,5 @@ func labelsOf(kv ...string) []enrich.Label {
 	}
 	return out
 }
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+
+var waitFor = poll.Until

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -15,6 +14,8 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/poll"
 )
 
 func node(name string, port int32, labels map[string]string, addrs ...corev1.NodeAddress) *corev1.Node {
@@ -173,17 +174,7 @@ func TestShardEveryNodeOwnedOnce(t *testing.T) {
 	}
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+var waitFor = poll.Until
 
 func targetKeys(ts []*Target) []string {
 	var out []string
