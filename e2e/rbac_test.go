@@ -2,17 +2,7 @@ package e2e
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,6 +11,8 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/e2e/bed"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/testcert"
 )
 
 // useRules gives the relay's ClusterRole exactly rules for this test and puts the previous
@@ -191,50 +183,6 @@ func TestRBACMissingRuleNamed(t *testing.T) {
 	}
 }
 
-// writeServingPair writes a self-signed serving certificate for 127.0.0.1 with serial and
-// its key, each written aside and renamed into place (as a Secret volume update swaps them).
-func writeServingPair(t *testing.T, certFile, keyFile string, serial int64) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "kubelet-meta-proxy"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IsCA: true, BasicConstraintsValid: true}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []struct {
-		path  string
-		block *pem.Block
-	}{{keyFile, &pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}}, {certFile, &pem.Block{Type: "CERTIFICATE", Bytes: der}}} {
-		if err := os.WriteFile(f.path+".tmp", pem.EncodeToMemory(f.block), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(f.path+".tmp", f.path); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// servedSerial makes a new TLS connection to addr and returns the serial of the certificate
-// presented.
-func servedSerial(t *testing.T, addr string) int64 {
-	t.Helper()
-	conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	return conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
-}
-
 // Words that would show an internal error to a caller.
 var internalText = []string{"tokenreview", "subjectaccessreview", "is forbidden", "system:serviceaccount:kubelet-meta-proxy", "cannot create", "dial tcp", "x509", "review"}
 
@@ -248,7 +196,7 @@ func TestSecureServingShippedComponent(t *testing.T) {
 	ctx := t.Context()
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	writeServingPair(t, certFile, keyFile, 1001)
+	testcert.WritePair(t, certFile, keyFile, 1001)
 
 	reader, err := bed.ShippedClusterRole(bed.MetricsReaderRoleFile)
 	if err != nil {
@@ -366,11 +314,11 @@ func TestSecureServingShippedComponent(t *testing.T) {
 
 	// 4. The serving certificate rotated on disk: the next handshake has the new one.
 	addr := strings.TrimPrefix(r.BaseURL, "https://")
-	if s := servedSerial(t, addr); s != 1001 {
+	if s := testcert.ServedSerial(t, addr); s != 1001 {
 		t.Fatalf("serving serial %d, want 1001", s)
 	}
-	writeServingPair(t, certFile, keyFile, 1002)
-	if s := servedSerial(t, addr); s != 1002 {
+	testcert.WritePair(t, certFile, keyFile, 1002)
+	if s := testcert.ServedSerial(t, addr); s != 1002 {
 		t.Fatalf("after rotation on disk: serving serial %d, want 1002", s)
 	}
 	check("granted reader after rotation", "/metrics", readerToken, 200, `team="frontend"`)
@@ -390,7 +338,7 @@ func TestKubeletTLSOptions(t *testing.T) {
 	t.Run("another CA", func(t *testing.T) {
 		dir := t.TempDir()
 		otherCA := filepath.Join(dir, "other-ca.crt")
-		writeServingPair(t, otherCA, filepath.Join(dir, "other-ca.key"), 7)
+		testcert.WritePair(t, otherCA, filepath.Join(dir, "other-ca.key"), 7)
 		_, r, sel := startRelay(t, append(base, "--kubelet-ca-file="+otherCA)...)
 		waitQ(t, b, fmt.Sprintf(`up{%s}`, sel), settle, allUp(1, 0))
 		if l := r.Logs(200); !strings.Contains(l, "x509") {
