@@ -47,6 +47,8 @@ type TextScanner struct {
 	// strings; stopped is set once the payload ended early, at a NUL.
 	extraLines int
 	stopped    bool
+	// sb builds the labels of a new series on the fast path (fastLabels).
+	sb *labels.ScratchBuilder
 }
 
 // NewTextScanner returns a scanner over a whole payload.
@@ -420,8 +422,12 @@ func parseValue(v []byte) (float64, error) {
 	return strconv.ParseFloat(s, 64)
 }
 
-// Labels parses the current line with the reference parser.
+// Labels parses the current series' labels: the common shape by hand
+// (fastLabels), any other with the reference parser.
 func (s *TextScanner) Labels(l *labels.Labels) error {
+	if s.fastLabels(l) {
+		return nil
+	}
 	line := s.b[s.lineStart : s.lineEnd+1] // with its '\n', which the body always has
 	if s.mtype == "histogram" || s.mtype == "summary" {
 		// Parsed alone, the line would lose its family's type, and with it
