@@ -55,29 +55,6 @@ func TestValidateFieldErrors(t *testing.T) {
 	}
 }
 
-func TestSecretFileRereadAfterRefresh(t *testing.T) {
-	dir := t.TempDir()
-	p := writeFile(t, dir, "token", "one")
-	f := &secretFile{path: p}
-	now := time.Unix(1000, 0)
-	if v, err := f.get(now); err != nil || v != "one" {
-		t.Fatalf("%q %v", v, err)
-	}
-	writeFile(t, dir, "token", "two\n")
-	if v, _ := f.get(now.Add(secretRefresh / 2)); v != "one" {
-		t.Fatalf("re-read before the refresh interval: %q", v)
-	}
-	if v, _ := f.get(now.Add(secretRefresh)); v != "two" {
-		t.Fatalf("rotated token not picked up: %q", v)
-	}
-	if err := os.Remove(p); err != nil {
-		t.Fatal(err)
-	}
-	if v, err := f.get(now.Add(3 * secretRefresh)); err != nil || v != "two" {
-		t.Fatalf("a failed re-read must keep the last token: %q %v", v, err)
-	}
-}
-
 // FuzzParseConfigFile: arbitrary files never panic the loader or the
 // validation, and whatever loads has its origin recorded.
 func FuzzParseConfigFile(f *testing.F) {
