@@ -44,6 +44,10 @@ type promFile struct {
 // yamlLine finds "line N" in yaml's error messages, which count from 1.
 var yamlLine = regexp.MustCompile(`line (\d+)`)
 
+// yamlType is the Go type yaml names in unknown-field errors: noise to a
+// user ("field bogus not found in type config.plain").
+var yamlType = regexp.MustCompile(` in type [\w.]+`)
+
 // Load reads a file whose global.external_labels and
 // remote_write sections are Prometheus's (a block copied from a
 // prometheus.yml works unchanged). Queue settings the file leaves out take
@@ -148,6 +152,20 @@ func mapValue(m *yamlv3.Node, key string) *yamlv3.Node {
 // the line; the checks of Prometheus's UnmarshalYAML methods do not, so the
 // entries are decoded one by one to find the one at fault.
 func locate(path string, items []rwNode, err error) error {
+	var te *yamlv2.TypeError
+	if errors.As(err, &te) {
+		errs := make([]error, 0, len(te.Errors))
+		for _, e := range te.Errors {
+			e = yamlType.ReplaceAllString(e, "")
+			if m := yamlLine.FindStringSubmatch(e); m != nil {
+				e = fmt.Sprintf("%s:%s: %s", path, m[1], strings.TrimPrefix(e, m[0]+": "))
+			} else {
+				e = path + ": " + e
+			}
+			errs = append(errs, errors.New(e))
+		}
+		return errors.Join(errs...)
+	}
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	if m := yamlLine.FindStringSubmatch(msg); m != nil {
 		msg = strings.Replace(msg, m[0]+": ", "", 1)
