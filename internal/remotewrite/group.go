@@ -215,8 +215,18 @@ func (g *Group) Run(ctx context.Context) error {
 		return errors.New("remotewrite: Run called more than once")
 	}
 	g.runCtx = ctx
+	// Endpoints replaced before Run still hold what was appended to them:
+	// they run only to flush it, before their successors send.
+	prev := map[string]*member{}
+	for m := range g.all {
+		if m.draining.Load() {
+			g.start(m, nil)
+			m.cancel()
+			prev[m.name] = m
+		}
+	}
 	for _, m := range *g.cur.Load() {
-		g.start(m, nil)
+		g.start(m, prev[m.name])
 	}
 	g.mu.Unlock()
 	<-ctx.Done()

@@ -1,11 +1,13 @@
 package remotewrite
 
 import (
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
 
 	commoncfg "github.com/prometheus/common/config"
+	commonmodel "github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/relabel"
 	"github.com/prometheus/prometheus/storage/remote/azuread"
 	"github.com/prometheus/prometheus/storage/remote/googleiam"
@@ -125,6 +127,15 @@ func (e *EndpointConfig) validateProm() []error {
 	}
 	if _, err := e.newHTTPClient(); err != nil {
 		errs = append(errs, e.fieldError("http", "%v", err))
+	}
+	for i, rc := range e.Prom.WriteRelabel {
+		// Validate also sets an unset name validation scheme, which
+		// model/relabel needs; UTF-8 is Prometheus 3's default.
+		if rc == nil {
+			errs = append(errs, e.fieldError(fmt.Sprintf("write_relabel_configs[%d]", i), "empty rule"))
+		} else if err := rc.Validate(commonmodel.UTF8Validation); err != nil {
+			errs = append(errs, e.fieldError(fmt.Sprintf("write_relabel_configs[%d]", i), "%v", err))
+		}
 	}
 	if m := e.Prom.Metadata; m.Send {
 		if m.SendInterval <= 0 {
