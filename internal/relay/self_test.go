@@ -51,10 +51,10 @@ func TestSelfScraperSeries(t *testing.T) {
 	want := map[string]float64{
 		// The series' own cluster label wins over the external label, as in Prometheus.
 		"__name__=kubelet_meta_proxy_x_total,cluster=own,instance=relay-0,job=kubelet-meta-proxy,reason=queue_full,region=west": 3,
-		"__name__=kubelet_meta_proxy_d_seconds_bucket,cluster=eu1,instance=relay-0,job=kubelet-meta-proxy,le=0.5,region=west":  1,
-		"__name__=kubelet_meta_proxy_d_seconds_bucket,cluster=eu1,instance=relay-0,job=kubelet-meta-proxy,le=+Inf,region=west": 2,
-		"__name__=kubelet_meta_proxy_d_seconds_sum,cluster=eu1,instance=relay-0,job=kubelet-meta-proxy,region=west":            2.1,
-		"__name__=kubelet_meta_proxy_d_seconds_count,cluster=eu1,instance=relay-0,job=kubelet-meta-proxy,region=west":          2,
+		"__name__=kubelet_meta_proxy_d_seconds_bucket,cluster=eu1,instance=relay-0,job=kubelet-meta-proxy,le=0.5,region=west":   1,
+		"__name__=kubelet_meta_proxy_d_seconds_bucket,cluster=eu1,instance=relay-0,job=kubelet-meta-proxy,le=+Inf,region=west":  2,
+		"__name__=kubelet_meta_proxy_d_seconds_sum,cluster=eu1,instance=relay-0,job=kubelet-meta-proxy,region=west":             2.1,
+		"__name__=kubelet_meta_proxy_d_seconds_count,cluster=eu1,instance=relay-0,job=kubelet-meta-proxy,region=west":           2,
 	}
 	for k, v := range want {
 		if got, ok := sink.series[k]; !ok || got != v {
