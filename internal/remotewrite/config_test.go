@@ -1,6 +1,8 @@
 package remotewrite
 
 import (
+	"context"
+	"encoding/base64"
 	"errors"
 	"os"
 	"path/filepath"
@@ -8,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/golang/snappy"
 )
 
 func writeFile(t *testing.T, dir, name, content string) string {
@@ -52,6 +56,45 @@ func TestValidateFieldErrors(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "--") {
 		t.Errorf("the library's errors name flags:\n%v", err)
+	}
+}
+
+// TestCredentialFilesRotate: the flags' token and password files go through
+// prometheus/common/config, which reads them per request, so a rotated
+// secret is used by the next request.
+func TestCredentialFilesRotate(t *testing.T) {
+	dir := t.TempDir()
+	var got []string
+	rcv := newReceiver(t, nil)
+	for _, tc := range []struct {
+		name  string
+		setup func(e *EndpointConfig, secret string)
+		want  func(secret string) string
+	}{
+		{"bearer", func(e *EndpointConfig, s string) { e.BearerTokenFile = writeFile(t, dir, "token", s+"\n") },
+			func(s string) string { return "Bearer " + s }},
+		{"basic", func(e *EndpointConfig, s string) {
+			e.BasicAuth = BasicAuth{Username: "relay", PasswordFile: writeFile(t, dir, "password", s)}
+		}, func(s string) string { return "Basic " + base64.StdEncoding.EncodeToString([]byte("relay:"+s)) }},
+	} {
+		e := testEndpoint(rcv.url())
+		tc.setup(&e, "one")
+		c, err := newClient(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, secret := range []string{"one", "two"} {
+			tc.setup(&e, secret)
+			if _, err := c.send(context.Background(), snappy.Encode(nil, nil)); err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			rcv.mu.Lock()
+			got = append(got, rcv.headers.Get("Authorization"))
+			rcv.mu.Unlock()
+			if g := got[len(got)-1]; g != tc.want(secret) {
+				t.Errorf("%s: Authorization %q, want %q", tc.name, g, tc.want(secret))
+			}
+		}
 	}
 }
 
