@@ -149,6 +149,7 @@ func TestPrometheusRemoteWriteBlocks(t *testing.T) {
 
 	type want struct {
 		auth    string
+		authPfx string // when auth is not known in advance (signatures)
 		headers map[string]string
 		series  []string // exactly these series arrive
 		md      []string // metadata families
@@ -167,6 +168,7 @@ func TestPrometheusRemoteWriteBlocks(t *testing.T) {
 		{"basic_auth.yml", false, want{auth: "Basic " + base64.StdEncoding.EncodeToString([]byte("prometheus:s3cret")), series: all}},
 		{"authorization.yml", false, want{auth: "Bearer file-token", headers: map[string]string{"X-Scope-Orgid": "team-a"}, series: all}},
 		{"oauth2_relabel.yml", false, want{auth: "Bearer oauth-token-1", series: all[:2]}},
+		{"sigv4.yml", false, want{authPfx: "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/", headers: map[string]string{"X-Amz-Date": ""}, series: all}},
 		{"tls_ca.yml", true, want{headers: map[string]string{"Name": "value"}, series: all}},
 		{"queue_relabel_metadata.yml", false, want{
 			series: []string{
@@ -242,10 +244,20 @@ func TestPrometheusRemoteWriteBlocks(t *testing.T) {
 				t.Errorf("series:\n got %q\nwant %q", gotSeries, tc.want.series)
 			}
 			for _, h := range hs {
-				if got := h.Get("Authorization"); got != tc.want.auth {
+				if got := h.Get("Authorization"); tc.want.authPfx != "" {
+					if !strings.HasPrefix(got, tc.want.authPfx) {
+						t.Errorf("Authorization %q, want prefix %q", got, tc.want.authPfx)
+					}
+				} else if got != tc.want.auth {
 					t.Errorf("Authorization %q, want %q", got, tc.want.auth)
 				}
 				for k, v := range tc.want.headers {
+					if v == "" { // present is enough
+						if h.Get(k) == "" {
+							t.Errorf("header %s missing", k)
+						}
+						continue
+					}
 					if h.Get(k) != v {
 						t.Errorf("header %s=%q, want %q", k, h.Get(k), v)
 					}
@@ -316,5 +328,23 @@ func TestLoadMapsAndLocates(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), p+tc.want) {
 			t.Errorf("%q: got %v, want %q", tc.yaml, err, p+tc.want)
 		}
+	}
+}
+
+// TestAzureADClientBuilds: azuread is Prometheus's own round tripper; its
+// token comes from Azure at the first request, so offline only loading and
+// building the client are checked.
+func TestAzureADClientBuilds(t *testing.T) {
+	defaults := remotewrite.EndpointConfig{Timeout: remotewrite.DefaultTimeout, Queue: remotewrite.DefaultQueueConfig()}
+	f, err := Load(filepath.Join("testdata", "azuread.yml"), defaults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Endpoints[0].Prom.AzureAD == nil || f.Endpoints[0].Prom.AzureAD.ManagedIdentity == nil {
+		t.Fatalf("azuread not read: %+v", f.Endpoints[0].Prom)
+	}
+	cfg := remotewrite.Config{Endpoints: f.Endpoints}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
 	}
 }
