@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +24,7 @@ import (
 // promConfigReceiver is a remote-write endpoint that records the tenant header of the last request, the
 // metric metadata and the metric names it got.
 type promConfigReceiver struct {
+	down     atomic.Bool // answer 503
 	mu       sync.Mutex
 	tenant   string
 	metadata map[string]prompb.MetricMetadata
@@ -31,6 +33,10 @@ type promConfigReceiver struct {
 
 func (r *promConfigReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	body, _ := io.ReadAll(req.Body)
+	if r.down.Load() {
+		http.Error(w, "down for the test", http.StatusServiceUnavailable)
+		return
+	}
 	raw, err := snappy.Decode(nil, body)
 	var wr prompb.WriteRequest
 	if err == nil {
@@ -73,7 +79,10 @@ func (r *promConfigReceiver) state() (tenant string, md map[string]prompb.Metric
 // two remote_write entries (the bed's Prometheus with write_relabel_configs keeping two families; a local
 // receiver with a tenant header and metadata every 2s), and its self-metrics sent through remote write.
 // Then the file changes and is reloaded by POST /-/reload and by SIGHUP; a broken file is refused and the
-// relay keeps its configuration. ~40 s.
+// relay keeps its configuration. Last, the local receiver goes down: the mixin's drops alert expression
+// (window shortened) finds the drops in the bed's Prometheus, which has them only through the relay's
+// self-metrics sent by remote write (a Prometheus-less, Mimir-only user's view), and clears once the
+// receiver is back. ~1 min.
 func TestPromConfigFile(t *testing.T) {
 	b := needBed(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
@@ -95,7 +104,7 @@ remote_write:
     name: bed-prometheus
     write_relabel_configs:
       - source_labels: [__name__]
-        regex: container_memory_working_set_bytes|kubelet_meta_proxy_remote_write_samples_sent_total
+        regex: container_memory_working_set_bytes|kubelet_meta_proxy_remote_write_samples_(sent|dropped)_total
         action: keep
     metadata_config:
       send: false
@@ -103,8 +112,14 @@ remote_write:
     name: local
     headers:
       X-Scope-OrgID: %s
+    # One shard with room for about two rounds of the bed's nodes: nothing is dropped while the
+    # receiver is up, the queue overflows within seconds while it is down (as in TestMixin).
     queue_config:
       batch_send_deadline: 1s
+      max_shards: 1
+      capacity: 50000
+      min_backoff: 100ms
+      max_backoff: 500ms
     metadata_config:
       send_interval: 2s
 `, t.Name(), b.RemoteWriteURL, srv.URL, tenant)
@@ -200,6 +215,53 @@ remote_write:
 		_, _, names := rcv.state()
 		return names["container_cpu_usage_seconds_total"] > n
 	})
+
+	root, err := bed.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := os.ReadFile(filepath.Join(root, "mixin/alerts.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	expr := alertExpr(t, string(rules), "KubeletMetaProxyRemoteWriteDroppingSamples")
+	expr = strings.ReplaceAll(expr, "[5m]", "[15s]")
+	dropsOfLocal := func(s []bed.Sample) bool {
+		for _, x := range s {
+			if x.Metric["remote_name"] == "local" && x.Metric["e2e_test"] == t.Name() && x.Metric["job"] == "kubelet-meta-proxy" {
+				return true
+			}
+		}
+		return false
+	}
+	rcv.down.Store(true)
+	start := time.Now()
+	if _, err := b.WaitQuery(ctx, expr, time.Minute, dropsOfLocal); err != nil {
+		t.Fatalf("the drops alert's expression found no drops of the down endpoint through self-metrics: %v", err)
+	}
+	t.Logf("drops of the down endpoint visible in the bed's Prometheus %s after it went down", time.Since(start).Round(time.Second))
+	rcv.down.Store(false)
+	start = time.Now()
+	if _, err := b.WaitQuery(ctx, expr, time.Minute, func(s []bed.Sample) bool { return !dropsOfLocal(s) }); err != nil {
+		t.Fatalf("drops still reported after the receiver came back: %v", err)
+	}
+	t.Logf("cleared %s after it came back", time.Since(start).Round(time.Second))
+}
+
+// alertExpr returns the one-line expr of an alert in a rules file.
+func alertExpr(t *testing.T, rules, alert string) string {
+	t.Helper()
+	i := strings.Index(rules, "- alert: "+alert+"\n")
+	if i < 0 {
+		t.Fatalf("no alert %s", alert)
+	}
+	rest := rules[i:]
+	j := strings.Index(rest, "expr: ")
+	if j < 0 {
+		t.Fatalf("alert %s has no expr", alert)
+	}
+	line := rest[j+len("expr: "):]
+	return strings.TrimSpace(line[:strings.IndexByte(line, '\n')])
 }
 
 // selfCounter reads the first sample of /metrics/self whose line starts with prefix.
