@@ -102,6 +102,9 @@ func (g *Group) Apply(cfg Config) error {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.runCtx != nil && g.runCtx.Err() != nil {
+		return errors.New("remotewrite: Apply after Run stopped")
+	}
 	var old []*member
 	if p := g.cur.Load(); p != nil {
 		old = *p
