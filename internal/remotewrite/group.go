@@ -190,7 +190,7 @@ func (g *Group) start(m *member, prev *member) {
 			}
 		}
 		var metaDone chan struct{}
-		if p := m.cfg.Prom; p != nil && p.Metadata.Send && src != nil && ctx.Err() == nil {
+		if p := m.cfg.Prom; p != nil && p.Metadata.Send && src != nil && ctx.Err() == nil && len(m.w.queues) > 0 {
 			metaDone = make(chan struct{})
 			q := m.w.queues[0]
 			go func() {
