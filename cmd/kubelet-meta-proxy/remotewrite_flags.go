@@ -35,6 +35,8 @@ type remoteWriteOptions struct {
 	// ExternalLabels are name=value pairs.
 	ExternalLabels  []string
 	ShutdownTimeout time.Duration
+	// Prom is --config.file (config_file.go).
+	Prom configFileOptions
 
 	// Set by Validate.
 	cfg      remotewrite.Config
@@ -88,6 +90,7 @@ func (o *remoteWriteOptions) AddFlags(fs *pflag.FlagSet) {
 		"Concurrent senders per endpoint; each series always uses the same one, which keeps its samples in order.")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout,
 		"On shutdown, how long to keep sending buffered samples before giving up on them.")
+	o.Prom.AddFlags(fs)
 }
 
 // Validate parses the flags, reads the --remote-write-config file and
@@ -116,6 +119,9 @@ func (o *remoteWriteOptions) Validate() error {
 			return fmt.Errorf("--remote-write-config: %w", err)
 		}
 		cfg.Endpoints = append(cfg.Endpoints, eps...)
+	}
+	if err := o.Prom.apply(&cfg, &ext, o.Endpoint); err != nil {
+		return err
 	}
 	if err := cfg.Validate(); err != nil {
 		return flagErrors(err)

@@ -7,9 +7,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/relay"
@@ -94,13 +96,27 @@ func (o *runOptions) Run(ctx context.Context) error {
 	}
 	c, nodeFetcher, plainFetcher, nodeOpts := p.clients, p.nodeFetcher, p.plainFetcher, p.nodeTargets
 
-	var writer *remotewrite.Writer
+	// A Group, so that SIGHUP and /-/reload can change the endpoints
+	// (config_file.go); it is the sink even with no endpoint yet when a
+	// file may add some.
+	writer, err := remotewrite.NewGroup(rwCfg, logger.With("component", "remote-write"))
+	if err != nil {
+		return err
+	}
+	reloadable := o.rw.ConfigFile != "" || o.rw.Prom.File != ""
 	var sink relay.Sink
-	if rwCfg.Enabled() {
-		if writer, err = remotewrite.New(rwCfg, logger.With("component", "remote-write"), reg); err != nil {
-			return err
-		}
+	if rwCfg.Enabled() || reloadable {
 		sink = writer
+	} else {
+		writer = nil
+	}
+	var gatherer prometheus.Gatherer = reg
+	if writer != nil {
+		gatherer = prometheus.Gatherers{reg, writer}
+	}
+	var rl *reloader
+	if writer != nil && reloadable {
+		rl = newReloader(&o.rw, writer, logger.With("component", "config"), reg)
 	}
 
 	index := nsindex.New(c.metadata, o.enrich.mapper(), 0, logger.With("component", "nsindex"), reg)
@@ -126,6 +142,9 @@ func (o *runOptions) Run(ctx context.Context) error {
 		return 0
 	}))
 	view := view.NewView()
+	if writer != nil {
+		writer.SetMetadataSource(viewMetadata{view})
+	}
 	mgr := relay.NewManager(relay.ManagerConfig{
 		Interval: o.scrape.Interval, Timeout: o.scrape.Timeout, MaxConcurrency: o.scrape.MaxConcurrency,
 		HonorTimestamps: o.scrape.HonorTimestamps, ExternalLabels: o.rw.externalLabels(),
@@ -134,7 +153,10 @@ func (o *runOptions) Run(ctx context.Context) error {
 	})
 
 	var ready readiness
-	srvCfg := server.Config{Address: o.serve.address(), View: view, Gatherer: reg, Ready: ready.err, Logger: logger.With("component", "server")}
+	srvCfg := server.Config{Address: o.serve.address(), View: view, Gatherer: gatherer, Ready: ready.err, Logger: logger.With("component", "server")}
+	if rl != nil {
+		srvCfg.Reload = rl.reload
+	}
 	var authz *server.KubeAuthorizer
 	if o.serve.Secure {
 		if srvCfg.TLS, err = server.TLSConfig(o.serve.TLSCertFile, o.serve.TLSKeyFile, srvCfg.Logger, reg); err != nil {
@@ -221,6 +243,14 @@ func (o *runOptions) Run(ctx context.Context) error {
 	// every node) makes one target recomputation, not hundreds.
 	debounce := time.NewTimer(time.Hour)
 	debounce.Stop()
+	hup := make(chan os.Signal, 1)
+	if rl != nil {
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+	}
+	if writer != nil && o.rw.Prom.SelfMetric {
+		go runSelfMetrics(rwCtx, gatherer, writer, o.scrape.Interval, o.rw.externalLabels(), logger.With("component", "self-metrics"))
+	}
 loop:
 	for {
 		select {
@@ -234,6 +264,8 @@ loop:
 			debounce.Reset(200 * time.Millisecond)
 		case <-debounce.C:
 			sync()
+		case <-hup:
+			_ = rl.reload() // logged; the running configuration stays on error
 		}
 	}
 

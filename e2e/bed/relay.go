@@ -89,6 +89,10 @@ func (b *Bed) StartRelay(ctx context.Context, args ...string) (*Relay, error) {
 		full = append(full, "--scrape-timeout", interval)
 	}
 	for i := 0; i < len(defs); i += 2 {
+		// A --config.file may configure remote write itself; the relay refuses it given both ways.
+		if defs[i] == "--remote-write-url" && hasFlag(args, "config.file") {
+			continue
+		}
 		if !hasFlag(args, strings.TrimLeft(defs[i], "-")) {
 			full = append(full, defs[i], defs[i+1])
 		}

@@ -37,6 +37,9 @@ func TestImportRules(t *testing.T) {
 		{pkg: "internal/scrape", forbid: []string{mod + "internal/remotewrite", mod + "internal/relay", mod + "internal/view"}},
 		// Remote write is a sink: it knows the data model, not its producers.
 		{pkg: "internal/remotewrite", forbid: []string{mod + "internal/scrape", mod + "internal/enrich", mod + "internal/relay", mod + "internal/nsindex", mod + "internal/view", "k8s.io/"}},
+		// The --config.file reader maps Prometheus's config onto remote write's; it knows no producer either
+		// (Prometheus's config package does bring client-go, which is why it is not in remotewrite).
+		{pkg: "internal/promconfig", forbid: []string{mod + "internal/scrape", mod + "internal/enrich", mod + "internal/relay", mod + "internal/nsindex", mod + "internal/view"}},
 	} {
 		ds := deps(t, rule.pkg)
 		if len(ds) == 0 {

@@ -3,21 +3,16 @@ package remotewrite
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/version"
 )
 
 const (
-	// secretRefresh is how often token and password files are re-read, so
-	// that rotated Kubernetes secrets and projected tokens are picked up.
-	secretRefresh = 10 * time.Second
 	// maxRetryAfter caps a receiver's Retry-After so that a bogus value
 	// cannot park a shard for hours; the receiver can ask again.
 	maxRetryAfter = 10 * time.Minute
@@ -28,53 +23,33 @@ const (
 	drainLimit = 64 << 10
 )
 
-// client sends encoded WriteRequests to one receiver.
+// client sends encoded WriteRequests to one receiver. Authentication, TLS
+// and the rotation of their files are prometheus/common/config's
+// (EndpointConfig.newHTTPClient).
 type client struct {
 	url        string
 	httpClient *http.Client
 	headers    http.Header // user headers; never protocol headers
 	userAgent  string
 	timeout    time.Duration
-	token      *secretFile // bearer token, or nil
-	username   string
-	password   *secretFile // basic-auth password, or nil
 	now        func() time.Time
 }
 
 func newClient(e EndpointConfig) (*client, error) {
-	tlsConfig, err := e.TLS.build()
+	hc, err := e.newHTTPClient()
 	if err != nil {
 		return nil, err
 	}
-	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.TLSClientConfig = tlsConfig
-	// One idle connection per shard, or shards would keep re-dialling
-	// (the default keeps only 2 per host).
-	transport.MaxIdleConnsPerHost = e.Queue.Shards + 1
-	transport.MaxIdleConns = e.Queue.Shards + 1
 	c := &client{
-		url: e.URL,
-		httpClient: &http.Client{
-			Transport: transport,
-			// A redirect would turn the POST into a GET or need the body
-			// again; a receiver URL that redirects is a configuration error
-			// to surface, not to follow.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
-		headers:   make(http.Header, len(e.Headers)),
-		userAgent: version.UserAgent(),
-		timeout:   e.Timeout,
-		username:  e.BasicAuth.Username,
-		now:       time.Now,
+		url:        e.URL,
+		httpClient: hc,
+		headers:    make(http.Header, len(e.Headers)),
+		userAgent:  version.UserAgent(),
+		timeout:    e.Timeout,
+		now:        time.Now,
 	}
 	for k, v := range e.Headers {
 		c.headers.Set(k, v)
-	}
-	if e.BearerTokenFile != "" {
-		c.token = &secretFile{path: e.BearerTokenFile}
-	}
-	if e.BasicAuth.PasswordFile != "" {
-		c.password = &secretFile{path: e.BasicAuth.PasswordFile}
 	}
 	return c, nil
 }
@@ -98,20 +73,6 @@ func (c *client) send(ctx context.Context, body []byte) (int, error) {
 	req.Header.Set("Content-Type", "application/x-protobuf")
 	req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
 	req.Header.Set("User-Agent", c.userAgent)
-	if c.token != nil {
-		tok, err := c.token.get(c.now())
-		if err != nil {
-			return 0, &RecoverableError{Err: fmt.Errorf("reading bearer token: %w", err)}
-		}
-		req.Header.Set("Authorization", "Bearer "+tok)
-	}
-	if c.password != nil {
-		pw, err := c.password.get(c.now())
-		if err != nil {
-			return 0, &RecoverableError{Err: fmt.Errorf("reading basic auth password: %w", err)}
-		}
-		req.SetBasicAuth(c.username, pw)
-	}
 
 	resp, err := c.httpClient.Do(req)
 	if err != nil {
@@ -156,32 +117,4 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 		d = t.Sub(now)
 	}
 	return min(max(d, 0), maxRetryAfter)
-}
-
-// secretFile is a credential file, re-read every secretRefresh. A failed
-// re-read keeps the last good value: Kubernetes swaps secret volumes through
-// a symlink, and a read can race with the swap.
-type secretFile struct {
-	path string
-
-	mu     sync.Mutex
-	value  string
-	readAt time.Time
-}
-
-func (f *secretFile) get(now time.Time) (string, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.value != "" && now.Sub(f.readAt) < secretRefresh {
-		return f.value, nil
-	}
-	v, err := readSecretFile(f.path)
-	if err != nil {
-		if f.value != "" {
-			return f.value, nil
-		}
-		return "", err
-	}
-	f.value, f.readAt = v, now
-	return v, nil
 }

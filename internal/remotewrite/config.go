@@ -84,6 +84,9 @@ type EndpointConfig struct {
 	// Timeout bounds one HTTP request, including reading the response.
 	Timeout time.Duration
 	Queue   QueueConfig
+	// Prom, when set, holds the settings of an endpoint written in
+	// Prometheus's remote_write syntax (promconfig.go).
+	Prom *PromSettings
 
 	// Origin says where the endpoint was configured, for error messages.
 	Origin Origin
@@ -145,6 +148,10 @@ type Origin struct {
 	// Index is the position in the file's endpoints list, or in
 	// Config.Endpoints for endpoints configured otherwise.
 	Index int
+	// Line is the entry's line in File (0: unknown); List names the file's
+	// list ("remote_write" for Prometheus's syntax; "endpoints" when empty).
+	Line int
+	List string
 }
 
 // FieldError is a problem with one setting: of one endpoint, or (Endpoint
@@ -162,11 +169,15 @@ func (e *FieldError) Error() string {
 	if e.Endpoint == "" && e.Origin.File == "" {
 		return fmt.Sprintf("remote write: %s: %v", e.Field, e.Err)
 	}
-	where := fmt.Sprintf("endpoints[%d]", e.Origin.Index)
-	if e.Origin.File != "" {
-		where = e.Origin.File + ": " + where
+	list, field := "endpoints", e.Field
+	if e.Origin.List == "remote_write" {
+		list, field = e.Origin.List, promFieldName(field)
 	}
-	return fmt.Sprintf("remote write endpoint %q (%s): %s: %v", e.Endpoint, where, e.Field, e.Err)
+	where := fmt.Sprintf("%s[%d]", list, e.Origin.Index)
+	if e.Origin.File != "" {
+		where = e.Origin.File + e.Origin.lineSuffix() + ": " + where
+	}
+	return fmt.Sprintf("remote write endpoint %q (%s): %s: %v", e.Endpoint, where, field, e.Err)
 }
 
 func (e *FieldError) Unwrap() error { return e.Err }
@@ -278,6 +289,9 @@ func (e *EndpointConfig) validate() error {
 		bad("timeout", "must be positive, got %s", e.Timeout)
 	}
 	errs = append(errs, e.validateQueue()...)
+	if e.Prom != nil {
+		errs = append(errs, e.validateProm()...)
+	}
 	return errors.Join(errs...)
 }
 

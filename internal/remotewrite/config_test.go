@@ -1,6 +1,8 @@
 package remotewrite
 
 import (
+	"context"
+	"encoding/base64"
 	"errors"
 	"log/slog"
 	"os"
@@ -9,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/golang/snappy"
 )
 
 func writeFile(t *testing.T, dir, name, content string) string {
@@ -56,26 +60,42 @@ func TestValidateFieldErrors(t *testing.T) {
 	}
 }
 
-func TestSecretFileRereadAfterRefresh(t *testing.T) {
+// TestCredentialFilesRotate: the flags' token and password files go through
+// prometheus/common/config, which reads them per request, so a rotated
+// secret is used by the next request.
+func TestCredentialFilesRotate(t *testing.T) {
 	dir := t.TempDir()
-	p := writeFile(t, dir, "token", "one")
-	f := &secretFile{path: p}
-	now := time.Unix(1000, 0)
-	if v, err := f.get(now); err != nil || v != "one" {
-		t.Fatalf("%q %v", v, err)
-	}
-	writeFile(t, dir, "token", "two\n")
-	if v, _ := f.get(now.Add(secretRefresh / 2)); v != "one" {
-		t.Fatalf("re-read before the refresh interval: %q", v)
-	}
-	if v, _ := f.get(now.Add(secretRefresh)); v != "two" {
-		t.Fatalf("rotated token not picked up: %q", v)
-	}
-	if err := os.Remove(p); err != nil {
-		t.Fatal(err)
-	}
-	if v, err := f.get(now.Add(3 * secretRefresh)); err != nil || v != "two" {
-		t.Fatalf("a failed re-read must keep the last token: %q %v", v, err)
+	var got []string
+	rcv := newReceiver(t, nil)
+	for _, tc := range []struct {
+		name  string
+		setup func(e *EndpointConfig, secret string)
+		want  func(secret string) string
+	}{
+		{"bearer", func(e *EndpointConfig, s string) { e.BearerTokenFile = writeFile(t, dir, "token", s+"\n") },
+			func(s string) string { return "Bearer " + s }},
+		{"basic", func(e *EndpointConfig, s string) {
+			e.BasicAuth = BasicAuth{Username: "relay", PasswordFile: writeFile(t, dir, "password", s)}
+		}, func(s string) string { return "Basic " + base64.StdEncoding.EncodeToString([]byte("relay:"+s)) }},
+	} {
+		e := testEndpoint(rcv.url())
+		tc.setup(&e, "one")
+		c, err := newClient(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, secret := range []string{"one", "two"} {
+			tc.setup(&e, secret)
+			if _, err := c.send(context.Background(), snappy.Encode(nil, nil)); err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			rcv.mu.Lock()
+			got = append(got, rcv.headers.Get("Authorization"))
+			rcv.mu.Unlock()
+			if g := got[len(got)-1]; g != tc.want(secret) {
+				t.Errorf("%s: Authorization %q, want %q", tc.name, g, tc.want(secret))
+			}
+		}
 	}
 }
 

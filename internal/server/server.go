@@ -29,6 +29,7 @@ const (
 	PathSelfMetrics = "/metrics/self"
 	PathHealthz     = "/healthz"
 	PathReadyz      = "/readyz"
+	PathReload      = "/-/reload"
 )
 
 // Authorizer decides whether a request may read the metrics. It is nil when
@@ -50,6 +51,9 @@ type Config struct {
 	TLS        *tls.Config  // nil: plain HTTP
 	Authorizer Authorizer   // nil: no authentication
 	Logger     *slog.Logger
+	// Reload, if not nil, re-reads the configuration on POST /-/reload, as
+	// Prometheus does; its error is the response.
+	Reload func() error
 }
 
 // Server is the local HTTP(S) endpoint.
@@ -78,6 +82,20 @@ func New(cfg Config) *Server {
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
+	if cfg.Reload != nil {
+		mux.Handle(PathReload, s.protect(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodPost && r.Method != http.MethodPut {
+				w.Header().Set("Allow", "POST, PUT")
+				http.Error(w, "only POST or PUT requests allowed", http.StatusMethodNotAllowed)
+				return
+			}
+			if err := cfg.Reload(); err != nil {
+				http.Error(w, "failed to reload config: "+err.Error(), http.StatusInternalServerError)
+				return
+			}
+			_, _ = w.Write([]byte("ok\n"))
+		})))
+	}
 	s.srv = &http.Server{
 		Addr:              cfg.Address,
 		Handler:           mux,
