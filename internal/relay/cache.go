@@ -74,19 +74,19 @@ type seriesEntry struct {
 	// An entry holds no pointer and fits 64 bytes: there is one per series,
 	// hundreds of thousands of them, in one slice the garbage collector
 	// need not scan.
-	key     uint64 // xxhash of the raw series bytes, the cache key
-	nsVer   uint64 // version of its scope (namespace, pod) the series was built with
-	gen     uint64 // index generation last checked
-	lastT   int64  // last timestamp handed to remote write
-	ref     model.SeriesRef
-	rawLen  int32  // guards the 64-bit hash key against collisions
-	pos     int32  // index in the scrape it was last seen in (TargetCache.cur)
-	seen    uint32 // scrape iteration the series was last seen in
-	fam     int32
-	ns      uint32 // index in TargetCache.scopes; 0: no namespace label
-	enrich  enrichState
-	stale   bool
-	live    bool // the slot holds a series (evicted slots are reused)
+	key    uint64 // xxhash of the raw series bytes, the cache key
+	nsVer  uint64 // version of its scope (namespace, pod) the series was built with
+	gen    uint64 // index generation last checked
+	lastT  int64  // last timestamp handed to remote write
+	ref    model.SeriesRef
+	rawLen int32  // guards the 64-bit hash key against collisions
+	pos    int32  // index in the scrape it was last seen in (TargetCache.cur)
+	seen   uint32 // scrape iteration the series was last seen in
+	fam    int32
+	ns     uint32 // index in TargetCache.scopes; 0: no namespace label
+	enrich enrichState
+	stale  bool
+	live   bool // the slot holds a series (evicted slots are reused)
 }
 
 const noTimestamp = math.MinInt64
