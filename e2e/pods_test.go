@@ -405,7 +405,9 @@ scrape_configs:
 			t.Errorf("%s/%s: relay app=%q tier=%q, kube_pod_labels %v", p.ns, p.pod, rows[0]["app"], rows[0]["tier"], s.Metric)
 		}
 	}
-	t.Logf("%d pods of node-1: relay and %s agree", len(want), q)
+	if !t.Failed() {
+		t.Logf("%d pods of node-1: relay and %s agree", len(want), q)
+	}
 
 	// node-2 reports stray, which the apiserver runs on node-3: plain, counted, logged.
 	self := func() string {
@@ -437,6 +439,26 @@ scrape_configs:
 	}
 	if logs := r.Logs(400); !strings.Contains(logs, "does not place on its node") || !strings.Contains(logs, "node=node-2") {
 		t.Errorf("no not-on-node log for node-2:\n%s", r.Logs(40))
+	}
+
+	// A pod relabelled: its old series end at once (stale markers), not 5 minutes later.
+	var relabelled podRef
+	for p, c := range want {
+		if c.kind == "statefulset" {
+			relabelled = p
+			break
+		}
+	}
+	patch := []byte(`{"metadata":{"labels":{"app":"relabelled"}}}`)
+	if _, err := b.Client.CoreV1().Pods(relabelled.ns).Patch(ctx, relabelled.pod, types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	old := fmt.Sprintf(`count({%s, namespace=%q, pod=%q, app="app-statefulset"})`, sel, relabelled.ns, relabelled.pod)
+	if _, err := prom.WaitQuery(ctx, old, 30*time.Second, func(s []bed.Sample) bool { return len(s) == 0 }); err != nil {
+		t.Errorf("old series of the relabelled pod still there: %v", err)
+	}
+	if _, err := prom.WaitQuery(ctx, fmt.Sprintf(`count({%s, namespace=%q, pod=%q, app="relabelled", workload_type="statefulset"})`, sel, relabelled.ns, relabelled.pod), 30*time.Second, bed.NonEmpty); err != nil {
+		t.Errorf("relabelled pod's new series: %v", err)
 	}
 
 	// Deleted a second ago: still enriched (deleted grace 5m).
