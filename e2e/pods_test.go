@@ -145,7 +145,10 @@ func (o *objects) create(c *podCase, node *corev1.Node) []metav1.OwnerReference 
 		}
 	}
 	// Owners that are not created (no controller manager runs: nothing checks them).
-	fake := func(string) types.UID { o.uids++; return types.UID(fmt.Sprintf("00000000-0000-4000-8000-%012d", o.uids)) }
+	fake := func(string) types.UID {
+		o.uids++
+		return types.UID(fmt.Sprintf("00000000-0000-4000-8000-%012d", o.uids))
+	}
 	mark := metav1.ObjectMeta{Namespace: ns, Labels: map[string]string{"e2e-pods": "1"}}
 	meta := func(name string, owner []metav1.OwnerReference) metav1.ObjectMeta {
 		m := mark

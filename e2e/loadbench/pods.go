@@ -96,10 +96,16 @@ func createPods(ctx context.Context, b *bed.Bed, nodes [][]NodePod, names []stri
 		rs := &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Name: k.name, Namespace: k.ns, OwnerReferences: []metav1.OwnerReference{{
 			APIVersion: "apps/v1", Kind: "Deployment", Name: strings.SplitN(k.name, "-", 2)[0], UID: types.UID("00000000-0000-4000-8000-000000000003"), Controller: &ctl}}},
 			Spec: appsv1.ReplicaSetSpec{Replicas: new(int32), Selector: &metav1.LabelSelector{MatchLabels: tpl.Labels}, Template: tpl}}
-		do(func() error { _, err := b.Client.AppsV1().ReplicaSets(k.ns).Create(ctx, rs, metav1.CreateOptions{}); return err })
+		do(func() error {
+			_, err := b.Client.AppsV1().ReplicaSets(k.ns).Create(ctx, rs, metav1.CreateOptions{})
+			return err
+		})
 	}
 	for _, p := range jobs {
-		do(func() error { _, err := b.Client.CoreV1().Pods(p.Namespace).Create(ctx, p, metav1.CreateOptions{}); return err })
+		do(func() error {
+			_, err := b.Client.CoreV1().Pods(p.Namespace).Create(ctx, p, metav1.CreateOptions{})
+			return err
+		})
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
