@@ -40,7 +40,7 @@ func createPods(ctx context.Context, b *bed.Bed, nodes [][]NodePod, names []stri
 	if err := b.SetRelayRules(ctx, rules); err != nil {
 		return 0, err
 	}
-	seenNS := map[string]bool{"kube-system": true}
+	seenNS := map[string]bool{}
 	type rsKey struct{ ns, name string }
 	rss := map[rsKey]bool{}
 	ctl := true
