@@ -233,7 +233,7 @@ func (c *TargetCache) checkLabels() error {
 func (c *TargetCache) build(e *seriesEntry) {
 	sc := &c.scopes.list[e.ns]
 	e.enrich, e.nsVer = sc.state, sc.ver
-	add := sc.add
+	add := c.scopes.labels(sc)
 	e.ref = c.labels.Intern(c.builder.Build(c.lbls, c.target.Labels, add))
 	e.lastT = noTimestamp
 	if len(c.tombstones) == 0 {

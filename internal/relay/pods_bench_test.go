@@ -1,7 +1,9 @@
 package relay
 
 import (
+	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -39,24 +41,55 @@ func BenchmarkProcessPods(b *testing.B) {
 	}
 }
 
-// BenchmarkPodScopeBytes reports what the pod index adds to a target's
-// cache per pod (its scope: key, merged labels, version) and per series,
-// with the 18 pods of the 1.35 capture, each with two pod labels and its
-// workload, against the same cache with the index off.
-func BenchmarkPodScopeBytes(b *testing.B) {
+// manyPods returns the 1.35 capture with every pod's series cloned k times
+// (pod NAME becomes NAME-c0 ... NAME-c{k-1}), and a pod bed holding every
+// clone on node-a.
+func manyPods(b *testing.B, k int) ([]byte, *podBed) {
 	body := readCapture(b, captures[0])
+	var out []byte
+	for _, l := range strings.SplitAfter(string(body), "\n") {
+		m := podRe.FindStringSubmatch(l)
+		if m == nil || m[2] == "" {
+			out = append(out, l...)
+			continue
+		}
+		for i := range k {
+			out = append(out, strings.Replace(l, `pod="`+m[2]+`"`, fmt.Sprintf(`pod="%s-c%d"`, m[2], i), 1)...)
+		}
+	}
+	pb := newPodBed(b, "node-a")
+	for _, p := range capturePods {
+		for i := range k {
+			q := p
+			q.name = fmt.Sprintf("%s-c%d", p.name, i)
+			pb.setPod(q, "node-a", map[string]string{"app.kubernetes.io/name": q.name + "-app", "team": "pod-team"})
+		}
+	}
+	return out, pb
+}
+
+// BenchmarkPodScopeBytes reports the heap the pod index adds to one
+// target's cache (scopes: key, merged labels, version; longer label sets in
+// the label table) per pod and per series: the 1.35 capture with its 18 pods
+// cloned 20 times (360 pods, two pod labels and the workload each), against
+// the same cache with the index off. The index's own memory is podindex's
+// TestMemoryPerPod.
+func BenchmarkPodScopeBytes(b *testing.B) {
+	const k = 20
+	body, pb := manyPods(b, k)
 	ix := testIndex(1, baseTeams)
-	src := newPodBed(b, "node-a").ix
 	heap := func(pods bool) (uint64, *TargetCache) {
 		runtime.GC()
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
 		c := NewTargetCache(testTarget(), true)
 		if pods {
-			c.SetPods(PodConfig{Source: src, Check: NodeCheckPlain})
+			c.SetPods(PodConfig{Source: pb.ix, Check: NodeCheckPlain})
 		}
-		for k := range 4 {
-			c.Process(body, "", scrapeTime.Add(time.Duration(k)*time.Second), time.Second, ix, nil)
+		for i := range 3 {
+			if res := c.Process(body, "", scrapeTime.Add(time.Duration(i)*time.Second), time.Second, ix, nil); res.Err != nil || res.NotOnNode != 0 {
+				b.Fatal(res.Err, res.NotOnNode)
+			}
 		}
 		runtime.GC()
 		runtime.ReadMemStats(&after)
@@ -65,7 +98,7 @@ func BenchmarkPodScopeBytes(b *testing.B) {
 	for b.Loop() {
 		off, c1 := heap(false)
 		on, c2 := heap(true)
-		b.ReportMetric((float64(on)-float64(off))/float64(len(capturePods)), "B/pod")
+		b.ReportMetric((float64(on)-float64(off))/float64(k*len(capturePods)), "B/pod")
 		b.ReportMetric((float64(on)-float64(off))/float64(c2.Len()), "B/series")
 		runtime.KeepAlive(c1)
 		runtime.KeepAlive(c2)

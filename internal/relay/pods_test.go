@@ -415,7 +415,7 @@ func TestMergeLabels(t *testing.T) {
 		{labelsOf("team", "a", "team_conflict1", "c"), labelsOf("team", "b"), labelsOf("team", "a", "team_conflict1", "c", "team_conflict2", "b")},
 		{labelsOf("team", "a"), labelsOf("team", "b", "team_conflict1", "d"), labelsOf("team", "a", "team_conflict1", "d", "team_conflict2", "b")},
 	} {
-		got := mergeLabels(tc.first, tc.second)
+		got := mergeLabels(nil, tc.first, tc.second)
 		if len(got) != len(tc.want) {
 			t.Fatalf("merge(%v, %v) = %v, want %v", tc.first, tc.second, got, tc.want)
 		}

@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unique"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/podindex"
@@ -88,8 +89,7 @@ type scope struct {
 	key   scopeKey
 	refs  int32 // live cache entries that refer to it
 	ver   uint64
-	add   []enrich.Label // labels to add, sorted
-	state enrichState
+	state enrichState // enrichHit and enrichUnknown: labels() has the labels to add
 
 	// The inputs add was computed from.
 	nsVer, podVer     uint64
@@ -112,9 +112,10 @@ type scopeTable struct {
 	refreshed bool
 
 	// The scrape in progress.
-	ns   *enrich.NamespaceIndex
-	pods *podindex.Snapshot
-	now  time.Time
+	ns    *enrich.NamespaceIndex
+	pods  *podindex.Snapshot
+	now   time.Time
+	merge []enrich.Label // labels()'s scratch
 }
 
 func newScopeTable() scopeTable {
@@ -171,7 +172,8 @@ func (s *scopeTable) intern(ns, pod string) uint32 {
 		s.list[i].refs++
 		return i
 	}
-	k := scopeKey{strings.Clone(ns), strings.Clone(pod)}
+	// Namespaces repeat in every pod's key: one copy of each.
+	k := scopeKey{unique.Make(ns).Value(), strings.Clone(pod)}
 	var i uint32
 	if n := len(s.free); n > 0 {
 		i, s.free = s.free[n-1], s.free[:n-1]
@@ -223,7 +225,7 @@ func (s *scopeTable) podState(k scopeKey) (podindex.PodInfo, bool, podindex.Verd
 	return info, ok, verdict
 }
 
-// compute sets sc's labels and a new version from the current snapshots.
+// compute records sc's inputs and gives it a new version.
 //
 // A pod the apiserver places elsewhere (verdict No) gets nothing. Unknown
 // (the index may have missed the pod: just after the start or a watch
@@ -236,21 +238,36 @@ func (s *scopeTable) compute(sc *scope) {
 	sc.ver = s.seq
 	switch {
 	case verdict == podindex.No && s.cfg.Check == NodeCheckDrop:
-		sc.add, sc.state = nil, enrichDropped
-		return
+		sc.state = enrichDropped
 	case verdict == podindex.No:
-		sc.add, sc.state = nil, enrichNotOnNode
-		return
+		sc.state = enrichNotOnNode
 	case nsOK:
 		sc.state = enrichHit
 	default:
 		sc.state = enrichUnknown
 	}
+}
+
+// labels returns the labels a series of sc gets, valid until the next call.
+// They are merged again for every series built rather than kept per scope:
+// building happens for new and changed series only, and a few hundred bytes
+// per pod and target add up with 30,000 pods. The current snapshots have the
+// inputs sc.ver was computed from (refresh runs at every change of either).
+func (s *scopeTable) labels(sc *scope) []enrich.Label {
+	if sc.state != enrichHit && sc.state != enrichUnknown {
+		return nil
+	}
+	nsInfo, _ := s.ns.Lookup(sc.key.ns)
+	var podInfo podindex.PodInfo
+	if s.pods != nil && sc.key.pod != "" {
+		podInfo, _ = s.pods.Lookup(sc.key.ns, sc.key.pod)
+	}
 	first, second := nsInfo.Labels, podInfo.Labels
 	if s.cfg.Precedence == PodFirst {
 		first, second = second, first
 	}
-	sc.add = mergeLabels(first, second)
+	s.merge = mergeLabels(s.merge[:0], first, second)
+	return s.merge
 }
 
 // name is namespace/pod of scope i, for logs.
@@ -262,18 +279,11 @@ func (s *scopeTable) name(i uint32) string {
 	return k.ns + "/" + k.pod
 }
 
-// mergeLabels returns first and second (each sorted, names unique) as one
-// sorted set: on a shared name first keeps it and second's label becomes
-// NAME_conflictN, the smallest N no label of either set has.
-func mergeLabels(first, second []enrich.Label) []enrich.Label {
-	switch {
-	case len(second) == 0:
-		return first
-	case len(first) == 0:
-		return second
-	}
-	out := make([]enrich.Label, 0, len(first)+len(second))
-	out = append(out, first...)
+// mergeLabels appends first and second (each sorted, names unique) to dst
+// as one sorted set: on a shared name first keeps it and second's label
+// becomes NAME_conflictN, the smallest N no label of either set has.
+func mergeLabels(dst, first, second []enrich.Label) []enrich.Label {
+	out := append(dst, first...)
 	has := func(name string) bool {
 		for _, l := range out {
 			if l.Name == name {
