@@ -30,12 +30,14 @@ func BenchmarkProcessPods(b *testing.B) {
 			c.Process(body, "", now, time.Second, ix, nil)
 			b.SetBytes(int64(len(body)))
 			b.ReportAllocs()
+			cpu0 := processCPU()
 			for b.Loop() {
 				now = now.Add(time.Second)
 				if res := c.Process(body, "", now, time.Second, ix, nil); res.NotOnNode != 0 {
 					b.Fatal("series found off their node")
 				}
 			}
+			b.ReportMetric(float64((processCPU()-cpu0).Nanoseconds())/float64(b.N)/float64(n), "cpu-ns/sample")
 			perSample(b, n)
 		})
 	}
