@@ -275,7 +275,13 @@ func TestPodEnrichmentMatchesMixin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.SetRelayRules(ctx, append(base[:len(base):len(base)], podRole.Rules...)); err != nil {
+	kubeletRules, err := bed.ModeRules("kubelet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Both modes' rules: a kubelet-mode relay runs too, below.
+	roleRules := append(append(base[:len(base):len(base)], kubeletRules...), podRole.Rules...)
+	if err := b.SetRelayRules(ctx, roleRules); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.SetRelayRules(context.Background(), base) })
@@ -442,6 +448,37 @@ scrape_configs:
 	}
 	if logs := r.Logs(400); !strings.Contains(logs, "does not place on its node") || !strings.Contains(logs, "node=node-2") {
 		t.Errorf("no not-on-node log for node-2:\n%s", r.Logs(40))
+	}
+
+	// Kubelet mode (the DaemonSet): the index holds only its node's pods (field selector
+	// spec.nodeName), and the node's series get the same labels.
+	_, kr, ksel := startRelay(t, append(b.KubeletModeArgs("node-1"), "--remote-write-url", prom.RemoteWriteURL,
+		"--pod-labels", "app,tier,team", "--workload-labels", "--external-label", "e2e_mode=kubelet")...)
+	podsRe := regexp.MustCompile(`(?m)^kubelet_meta_proxy_pods (\S+)$`)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		_, body, err := kr.Get(ctx, "/metrics/self")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := podsRe.FindSubmatch(body); m != nil && string(m[1]) == fmt.Sprint(len(want)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kubelet mode: kubelet_meta_proxy_pods is not %d (node-1's pods only): %s", len(want), podsRe.Find(body))
+		}
+		time.Sleep(time.Second)
+	}
+	kq := fmt.Sprintf(`count by (namespace, pod, workload, workload_type) ({%s, e2e_mode="kubelet", pod!="", __name__=~"container_.*"})`, ksel)
+	krows, err := prom.WaitQuery(ctx, kq, time.Minute, func(s []bed.Sample) bool { return countServed(s, want) >= len(want) })
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", kq, err, kr.Logs(40))
+	}
+	for _, s := range krows {
+		p := podRef{s.Metric["namespace"], s.Metric["pod"]}
+		if c := want[p]; c == nil || s.Metric["workload"] != c.workload || s.Metric["workload_type"] != c.wt {
+			t.Errorf("kubelet mode: %v, want %+v", s.Metric, c)
+		}
 	}
 
 	// A pod relabelled: its old series end at once (stale markers), not 5 minutes later.
