@@ -450,6 +450,40 @@ scrape_configs:
 		t.Errorf("no not-on-node log for node-2:\n%s", r.Logs(40))
 	}
 
+	// --pod-node-check=drop: the stray pod's series are not served nor sent, and counted.
+	_, dr, _ := startRelay(t, "--remote-write-url", prom.RemoteWriteURL, "--workload-labels", "--pod-node-check=drop",
+		"--external-label", "e2e_mode=drop")
+	dropRe := regexp.MustCompile(`kubelet_meta_proxy_pod_not_on_node_samples_total\{action="drop",node="node-2"\} (\S+)`)
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
+		_, body, err := dr.Get(ctx, "/metrics/self")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := dropRe.FindSubmatch(body); m != nil && string(m[1]) != "0" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("drop: no count for node-2:\n%s", dr.Logs(40))
+		}
+	}
+	_, dview, err := dr.Get(ctx, "/metrics?node=node-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := 0
+	for _, l := range strings.Split(string(dview), "\n") {
+		if strings.Contains(l, fmt.Sprintf(`pod=%q`, stray.pod)) && strings.Contains(l, fmt.Sprintf(`namespace=%q`, stray.ns)) {
+			t.Fatalf("drop: the stray pod's series is served: %s", l)
+		}
+		if strings.HasPrefix(l, "container_") {
+			kept++
+		}
+	}
+	if kept == 0 {
+		t.Fatal("drop: node-2 serves no container series at all")
+	}
+	dr.Stop()
+
 	// Kubelet mode (the DaemonSet): the index holds only its node's pods (field selector
 	// spec.nodeName), and the node's series get the same labels.
 	_, kr, ksel := startRelay(t, append(b.KubeletModeArgs("node-1"), "--remote-write-url", prom.RemoteWriteURL,
