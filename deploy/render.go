@@ -48,6 +48,8 @@ var Kustomizations = []Kustomization{
 	{Dir: "base", Components: []string{"servicemonitor", "mixin"}},
 	{Dir: "base", Components: []string{"servicemonitor", "secure-metrics"}},
 	{Dir: "overlays/daemonset", Components: []string{"secure-metrics"}},
+	{Dir: "base", Components: []string{"pod-enrichment"}},
+	{Dir: "overlays/daemonset", Components: []string{"pod-enrichment", "secure-metrics"}},
 }
 
 // ChartRendering is one `helm template` of dist/chart.

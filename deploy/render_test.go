@@ -143,6 +143,8 @@ var wantPermissions = map[string][]string{
 var (
 	wantSecurePermissions = []string{"authentication.k8s.io/tokenreviews:create", "authorization.k8s.io/subjectaccessreviews:create"}
 	wantReaderPermissions = []string{"nonResourceURL /metrics/self:get", "nonResourceURL /metrics:get"}
+	// What pod enrichment adds (components/pod-enrichment), in either mode.
+	wantPodPermissions = []string{"/pods:list", "/pods:watch", "apps/replicasets:list", "apps/replicasets:watch", "batch/jobs:list", "batch/jobs:watch"}
 )
 
 // The role files: the single source of truth of each role, read by the e2e bed.
@@ -154,6 +156,7 @@ var roleFiles = []struct {
 	{"deploy/kustomize/overlays/daemonset/clusterrole.yaml", "kubelet-meta-proxy", wantPermissions["kubelet"]},
 	{"deploy/kustomize/components/secure-metrics/clusterrole.yaml", "kubelet-meta-proxy-secure-metrics", wantSecurePermissions},
 	{"deploy/kustomize/components/secure-metrics/metrics-reader.yaml", "kubelet-meta-proxy-metrics-reader", wantReaderPermissions},
+	{"deploy/kustomize/components/pod-enrichment/clusterrole.yaml", "kubelet-meta-proxy-pod-enrichment", wantPodPermissions},
 }
 
 func TestClusterRoleFilesAreTheLeastPrivilegeRoles(t *testing.T) {
@@ -252,6 +255,7 @@ type renderSpec struct {
 	replicas      int64  // Deployment/StatefulSet replicas, 0 = unchecked
 	remoteWrite   bool
 	secure        bool     // --metrics-secure with its ClusterRoles
+	pods          bool     // pod enrichment (--workload-labels) with its ClusterRole
 	wantArgs      []string // args that must be present
 	wantFileFlags []string // --*-file flags that must be present (paths must lie in a mounted volume)
 	wantEnv       []string // env variables that must be present
@@ -281,13 +285,17 @@ var specs = []renderSpec{
 	{name: "kustomize/base+servicemonitor+mixin", workloadKind: "Deployment", mode: "apiserver", namespace: true, serviceMon: true, selfMetrics: true, mixin: true, replicas: 1, remoteWrite: true},
 	{name: "kustomize/base+servicemonitor+secure-metrics", workloadKind: "Deployment", mode: "apiserver", namespace: true, serviceMon: true, selfMetrics: true, replicas: 1, remoteWrite: true, secure: true},
 	{name: "kustomize/overlays/daemonset+secure-metrics", workloadKind: "DaemonSet", mode: "kubelet", namespace: true, remoteWrite: true, secure: true},
+	{name: "kustomize/base+pod-enrichment", workloadKind: "Deployment", mode: "apiserver", namespace: true, replicas: 1, remoteWrite: true, pods: true,
+		wantArgs: []string{"--workload-labels"}},
+	{name: "kustomize/overlays/daemonset+pod-enrichment+secure-metrics", workloadKind: "DaemonSet", mode: "kubelet", namespace: true, remoteWrite: true, secure: true, pods: true,
+		wantArgs: []string{"--workload-labels", "--metrics-secure"}},
 	{name: "installer", workloadKind: "Deployment", mode: "apiserver", namespace: true, replicas: 1, remoteWrite: true, image: InstallerImage},
 	{name: "chart/default", workloadKind: "Deployment", mode: "apiserver", replicas: 1,
 		wantArgs: []string{"--namespace-labels=team", "--metrics-port=8080"}},
-	{name: "chart/kubelet", workloadKind: "DaemonSet", mode: "kubelet", hostNetwork: true, serviceMon: true, selfMetrics: true, remoteWrite: true, secure: true, image: "example.com/kmp:v1",
-		wantArgs: []string{"--remote-write-header=X-Scope-OrgID=tenant-1"}, wantFileFlags: []string{"--remote-write-bearer-token-file"}},
-	{name: "chart/ha", workloadKind: "Deployment", mode: "apiserver", replicas: 2, remoteWrite: true,
-		wantArgs: []string{"--namespace-labels=team,cost-center", "--external-label=cluster=prod-eu-1", "--external-label=__replica__=$(POD_NAME)",
+	{name: "chart/kubelet", workloadKind: "DaemonSet", mode: "kubelet", hostNetwork: true, serviceMon: true, selfMetrics: true, remoteWrite: true, secure: true, pods: true, image: "example.com/kmp:v1",
+		wantArgs: []string{"--remote-write-header=X-Scope-OrgID=tenant-1", "--pod-labels=app.kubernetes.io/name", "--workload-labels", "--pod-node-check=drop", "--label-precedence=namespace"}, wantFileFlags: []string{"--remote-write-bearer-token-file"}},
+	{name: "chart/ha", workloadKind: "Deployment", mode: "apiserver", replicas: 2, remoteWrite: true, pods: true,
+		wantArgs: []string{"--workload-labels", "--pod-node-check=plain", "--namespace-labels=team,cost-center", "--external-label=cluster=prod-eu-1", "--external-label=__replica__=$(POD_NAME)",
 			"--remote-write-basic-auth-username=$(REMOTE_WRITE_USERNAME)"},
 		wantFileFlags: []string{"--remote-write-basic-auth-password-file"}},
 	{name: "chart/sharded", workloadKind: "StatefulSet", mode: "apiserver", replicas: 2, remoteWrite: true, serviceMon: true, selfMetrics: true,
@@ -401,6 +409,8 @@ func checkRendering(t *testing.T, spec renderSpec, objs []*unstructured.Unstruct
 			roles["secure"] = cr
 		case strings.HasSuffix(cr.GetName(), "-metrics-reader"):
 			roles["reader"] = cr
+		case strings.HasSuffix(cr.GetName(), "-pod-enrichment"):
+			roles["pods"] = cr
 		default:
 			if relayRole != nil {
 				t.Errorf("two relay ClusterRoles: %s and %s", relayRole.GetName(), cr.GetName())
@@ -411,6 +421,9 @@ func checkRendering(t *testing.T, spec renderSpec, objs []*unstructured.Unstruct
 	wantRoles := 1
 	if spec.secure {
 		wantRoles = 3
+	}
+	if spec.pods {
+		wantRoles++
 	}
 	if relayRole == nil || len(crs) != wantRoles {
 		t.Fatalf("%d ClusterRoles, want %d (the relay's%s)", len(crs), wantRoles, map[bool]string{true: ", secure-metrics and metrics-reader"}[spec.secure])
@@ -426,6 +439,9 @@ func checkRendering(t *testing.T, spec renderSpec, objs []*unstructured.Unstruct
 			t.Errorf("metrics-reader ClusterRole %v, want one granting exactly %v", r, wantReaderPermissions)
 		}
 	}
+	if r := roles["pods"]; spec.pods != (r != nil) || (r != nil && !slices.Equal(permissions(rulesOf(t, r)), wantPodPermissions)) {
+		t.Errorf("pod-enrichment ClusterRole %v, want one (%v) granting exactly %v", r, spec.pods, wantPodPermissions)
+	}
 	if n := len(byKind(objs, "Role")) + len(byKind(objs, "RoleBinding")); n != 0 {
 		t.Errorf("%d Roles/RoleBindings: the relay needs none", n)
 	}
@@ -433,6 +449,9 @@ func checkRendering(t *testing.T, spec renderSpec, objs []*unstructured.Unstruct
 	wantBound := []string{relayRole.GetName()}
 	if spec.secure {
 		wantBound = append(wantBound, roles["secure"].GetName())
+	}
+	if spec.pods {
+		wantBound = append(wantBound, roles["pods"].GetName())
 	}
 	var bound []string
 	for _, crb := range crbs {

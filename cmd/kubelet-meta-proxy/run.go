@@ -37,6 +37,7 @@ type runOptions struct {
 	commonOptions
 	serve serveOptions
 	rw    remoteWriteOptions
+	pod   podOptions
 }
 
 func newRunCommand() *cobra.Command {
@@ -63,11 +64,12 @@ func (o *runOptions) AddFlags(fs *pflag.FlagSet) {
 	o.enrich.AddFlags(fs)
 	o.serve.AddFlags(fs)
 	o.rw.AddFlags(fs)
+	o.pod.AddFlags(fs)
 	o.log.AddFlags(fs)
 }
 
 func (o *runOptions) Validate() error {
-	return errors.Join(o.commonOptions.Validate(), o.serve.Validate(), o.rw.Validate())
+	return errors.Join(o.commonOptions.Validate(), o.serve.Validate(), o.rw.Validate(), o.pod.Validate())
 }
 
 // Run runs the relay until ctx is done, then stops scraping, ends every
@@ -120,6 +122,10 @@ func (o *runOptions) Run(ctx context.Context) error {
 	}
 
 	index := nsindex.New(c.metadata, o.enrich.mapper(), 0, logger.With("component", "nsindex"), reg)
+	pods, podCfg, err := o.pod.index(&o.kube, c, logger.With("component", "podindex"), reg)
+	if err != nil {
+		return err
+	}
 	changed := make(chan struct{}, 1)
 	notify := func() {
 		select {
@@ -149,7 +155,7 @@ func (o *runOptions) Run(ctx context.Context) error {
 		Interval: o.scrape.Interval, Timeout: o.scrape.Timeout, MaxConcurrency: o.scrape.MaxConcurrency,
 		HonorTimestamps: o.scrape.HonorTimestamps, ExternalLabels: o.rw.externalLabels(),
 		NodeFetcher: nodeFetcher, PlainFetcher: plainFetcher,
-		Namespaces: index, View: view, Sink: sink, Logger: logger.With("component", "scrape"), Registerer: reg,
+		Namespaces: index, Pods: podCfg, View: view, Sink: sink, Logger: logger.With("component", "scrape"), Registerer: reg,
 	})
 
 	var ready readiness
@@ -209,6 +215,9 @@ func (o *runOptions) Run(ctx context.Context) error {
 		close(rwDone)
 	}
 	go index.Run(infCtx)
+	if pods != nil {
+		go pods.Run(infCtx)
+	}
 	go nodes.Run(infCtx)
 	if authz != nil {
 		go authz.Run(infCtx)
@@ -217,16 +226,20 @@ func (o *runOptions) Run(ctx context.Context) error {
 	syncCtx, cancelSync := context.WithTimeout(ctx, o.enrich.CacheSyncTimeout)
 	nsOK := index.WaitForSync(syncCtx)
 	nodesOK := nodes.WaitForSync(syncCtx)
+	podsOK := pods == nil || pods.WaitForSync(syncCtx)
 	if nodesOK {
 		nodesSynced.Store(true)
 	}
 	cancelSync()
-	if ctx.Err() == nil && (!nsOK || !nodesOK) {
+	if ctx.Err() == nil && (!nsOK || !nodesOK || !podsOK) {
 		stopServer()
 		wg.Wait()
 		what := "namespaces (RBAC: list/watch namespaces)"
 		if nsOK {
 			what = "nodes (RBAC: list/watch nodes)"
+		}
+		if nsOK && nodesOK {
+			what = "pods (RBAC: list/watch pods; with --workload-labels also replicasets and jobs)"
 		}
 		return fmt.Errorf("caches did not sync within --cache-sync-timeout=%s: %s; check the relay's RBAC and its connection to the apiserver", o.enrich.CacheSyncTimeout, what)
 	}

@@ -38,6 +38,9 @@ type Config struct {
 	Build bool
 	// RelayArgs are extra flags for the relay.
 	RelayArgs []string
+	// PodIndex creates every generated pod in the apiserver and runs the relay with the pod
+	// index on (PodIndexArgs).
+	PodIndex bool
 	// Out is the report file ("" for none).
 	Out string
 	// Pprof, if set, runs a build of the relay with net/http/pprof (BuildPprofRelay) and
@@ -147,6 +150,7 @@ func Run(ctx context.Context, cfg Config) (string, []*Result, error) {
 	start := time.Now()
 	names := make([]string, w.Nodes)
 	caps := make([]*fakekubelet.Capture, w.Nodes)
+	nodePods := make([][]NodePod, w.Nodes)
 	var series, textBytes int64
 	{
 		var mu sync.Mutex
@@ -162,6 +166,7 @@ func Run(ctx context.Context, cfg Config) (string, []*Result, error) {
 				n := tpl.GenerateNode(w, i)
 				c, err := n.Prepare()
 				names[i], caps[i], errs[i] = n.Name, c, err
+				nodePods[i] = n.Pods
 				mu.Lock()
 				series += int64(n.Series)
 				textBytes += int64(len(n.Text))
@@ -214,6 +219,14 @@ func Run(ctx context.Context, cfg Config) (string, []*Result, error) {
 		return "", nil, err
 	}
 	logf("%d kubelets on 127.0.0.1 registered as Nodes (%s since start)", len(ks.List), time.Since(start).Round(time.Millisecond))
+	if cfg.PodIndex {
+		n, err := createPods(ctx, b, nodePods, names)
+		if err != nil {
+			return "", nil, err
+		}
+		cfg.RelayArgs = append(append([]string(nil), PodIndexArgs...), cfg.RelayArgs...)
+		logf("%d pods created in the apiserver; relay pod index on: %v", n, PodIndexArgs)
+	}
 	recv, err := StartReceiver()
 	if err != nil {
 		return "", nil, err

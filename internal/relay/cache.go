@@ -3,7 +3,6 @@ package relay
 import (
 	"io"
 	"math"
-	"strings"
 	"time"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/scrape"
@@ -51,6 +50,11 @@ type Result struct {
 	// first such series, as written, for the log.
 	Duplicates     int
 	FirstDuplicate string
+	// NotOnNode counts samples of series naming a pod the apiserver does
+	// not place on the scraped node (pod-on-node check); FirstNotOnNode is
+	// the first such namespace/pod, for the log.
+	NotOnNode      int
+	FirstNotOnNode string
 }
 
 type enrichState uint8
@@ -59,6 +63,8 @@ const (
 	enrichNone enrichState = iota // no namespace label
 	enrichHit
 	enrichUnknown
+	enrichNotOnNode // pod-on-node check failed: plain
+	enrichDropped   // pod-on-node check failed: dropped
 )
 
 // seriesEntry is the cache entry of one raw series of one target. Entries are
@@ -68,20 +74,19 @@ type seriesEntry struct {
 	// An entry holds no pointer and fits 64 bytes: there is one per series,
 	// hundreds of thousands of them, in one slice the garbage collector
 	// need not scan.
-	key     uint64 // xxhash of the raw series bytes, the cache key
-	nsVer   uint64 // NamespaceInfo.Version the series was built with
-	gen     uint64 // index generation last checked
-	lastT   int64  // last timestamp handed to remote write
-	ref     model.SeriesRef
-	rawLen  int32  // guards the 64-bit hash key against collisions
-	pos     int32  // index in the scrape it was last seen in (TargetCache.cur)
-	seen    uint32 // scrape iteration the series was last seen in
-	fam     int32
-	ns      uint32 // index in TargetCache.nsNames; 0: no namespace label
-	enrich  enrichState
-	stale   bool
-	nsFound bool
-	live    bool // the slot holds a series (evicted slots are reused)
+	key    uint64 // xxhash of the raw series bytes, the cache key
+	nsVer  uint64 // version of its scope (namespace, pod) the series was built with
+	gen    uint64 // index generation last checked
+	lastT  int64  // last timestamp handed to remote write
+	ref    model.SeriesRef
+	rawLen int32  // guards the 64-bit hash key against collisions
+	pos    int32  // index in the scrape it was last seen in (TargetCache.cur)
+	seen   uint32 // scrape iteration the series was last seen in
+	fam    int32
+	ns     uint32 // index in TargetCache.scopes; 0: no namespace label
+	enrich enrichState
+	stale  bool
+	live   bool // the slot holds a series (evicted slots are reused)
 }
 
 const noTimestamp = math.MinInt64
@@ -101,8 +106,7 @@ type TargetCache struct {
 	famIndex       map[string]int32
 	cur, prev      []uint32 // entries of this and the last scrape, in order
 	tombstones     map[uint64]tombstone
-	nsNames        []string // [0] is "": no namespace
-	nsIndex        map[string]uint32
+	scopes         scopeTable
 	labels         *model.LabelInterner
 	builder        enrich.Builder
 	lbls           labels.Labels
@@ -124,8 +128,7 @@ func NewTargetCache(t *scrape.Target, honorTimestamps bool, external ...enrich.L
 		honorTS:    honorTimestamps,
 		famIndex:   make(map[string]int32),
 		tombstones: make(map[uint64]tombstone),
-		nsNames:    []string{""},
-		nsIndex:    make(map[string]uint32),
+		scopes:     newScopeTable(),
 		labels:     model.NewLabelInterner(xxhash.Sum64String(t.Key)),
 	}
 	c.builder.External = external
@@ -237,7 +240,7 @@ func (c *TargetCache) begin(now time.Time, ix *enrich.NamespaceIndex) *scrapeSta
 		tv.Samples = make([]view.ViewSample, 0, c.lastViewLen+numSelfFamilies)
 		tv.Ranges = make([]view.FamilyRange, 0, c.lastRangeCount+numSelfFamilies)
 	}
-	return &scrapeState{nowMs: now.UnixMilli(), ix: ix, view: tv, res: &Result{}, gen: ix.Generation(),
+	return &scrapeState{nowMs: now.UnixMilli(), ix: ix, view: tv, res: &Result{}, gen: c.scopes.begin(ix, now),
 		curFam: -1, rangeFam: -1}
 }
 
@@ -303,21 +306,6 @@ func (c *TargetCache) Recycle(old *view.TargetView) {
 	if old != nil && !old.InUse() {
 		c.spare = old
 	}
-}
-
-// internNS returns the index of namespace ns in nsNames (0 for none).
-func (c *TargetCache) internNS(ns string) uint32 {
-	if ns == "" {
-		return 0
-	}
-	if i, ok := c.nsIndex[ns]; ok {
-		return i
-	}
-	s := strings.Clone(ns)
-	i := uint32(len(c.nsNames))
-	c.nsNames = append(c.nsNames, s)
-	c.nsIndex[s] = i
-	return i
 }
 
 // Len is the number of series the cache holds.

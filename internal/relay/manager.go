@@ -42,6 +42,7 @@ type ManagerConfig struct {
 	// NodeFetcher fetches node targets; PlainFetcher targets given by URL.
 	NodeFetcher, PlainFetcher scrape.Fetcher
 	Namespaces                NamespaceSource
+	Pods                      PodConfig // zero: no pod enrichment, no check
 	View                      *view.View
 	Sink                      Sink // may be nil
 	Logger                    *slog.Logger
@@ -63,6 +64,7 @@ type Manager struct {
 	// scrape of any target reuses: one view per target stays, not two.
 	views   freeList[*view.TargetView]
 	metrics *metrics
+	podChk  *podCheckMetrics // nil when the check is off
 
 	mu    sync.Mutex
 	loops map[string]*loop
@@ -99,6 +101,7 @@ func NewManager(cfg ManagerConfig) *Manager {
 		chunks:  make(freeList[[]byte], cfg.MaxConcurrency),
 		views:   make(freeList[*view.TargetView], cfg.MaxConcurrency),
 		metrics: newMetrics(cfg.Registerer),
+		podChk:  newPodCheckMetrics(cfg.Pods, cfg.Logger, cfg.Registerer),
 		loops:   map[string]*loop{},
 		graves:  map[string]grave{},
 	}
@@ -137,6 +140,7 @@ func (m *Manager) Sync(ctx context.Context, targets []*scrape.Target) {
 		l := &loop{target: t, cancel: cancel, done: make(chan struct{})}
 		m.loops[key] = l
 		cache := NewTargetCache(t, m.cfg.HonorTimestamps, m.cfg.ExternalLabels...)
+		cache.SetPods(m.cfg.Pods)
 		if g, ok := m.graves[key]; ok {
 			cache.seed(g.tombs, now.Add(tombstoneTTL))
 			delete(m.graves, key)
@@ -193,6 +197,7 @@ func (m *Manager) run(ctx context.Context, l *loop, cache *TargetCache) {
 		}
 		m.cfg.View.Delete(t.Key)
 		m.metrics.forget(t.Key)
+		m.podChk.forget(t)
 	}()
 
 	select {
@@ -274,6 +279,7 @@ func (m *Manager) ScrapeAll(ctx context.Context, targets []*scrape.Target) []err
 			}
 			defer func() { <-m.sem }()
 			cache := NewTargetCache(t, m.cfg.HonorTimestamps, m.cfg.ExternalLabels...)
+			cache.SetPods(m.cfg.Pods)
 			res := m.Scrape(ctx, t, cache)
 			errs[i] = res.Err
 			m.Publish(t, cache, res)
@@ -366,6 +372,7 @@ func (m *Manager) Publish(t *scrape.Target, cache *TargetCache, res *Result) {
 		m.cfg.Sink.Append(res.Send)
 	}
 	m.metrics.observe(t.Key, res)
+	m.podChk.observe(t, res)
 	// The sink copied the samples: the buffer can serve another target.
 	if send := cache.send; cap(send) > 0 {
 		clear(send) // do not keep label tables alive

@@ -33,7 +33,7 @@ func (e *ParseError) Unwrap() error { return e.Err }
 // parse reads entries from sc until it is exhausted (or, streaming, needs
 // more of the payload).
 func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
-	ix, nowMs, tv, res := st.ix, st.nowMs, st.view, st.res
+	nowMs, tv, res := st.nowMs, st.view, st.res
 	gen := st.gen
 	// Targets write their series in the same order every time: predict
 	// each from the previous scrape, so the text scanner need not look for
@@ -83,7 +83,7 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 			h := xxhash.Sum64(raw)
 			i, ok := c.index.get(h, c.entries)
 			if !ok || int(c.entries[i].rawLen) != len(raw) {
-				if i, err = c.newEntry(sc, h, len(raw), st.curFam, st.curFamName, ix); err != nil {
+				if i, err = c.newEntry(sc, h, len(raw), st.curFam, st.curFamName, gen); err != nil {
 					return &ParseError{Line: sc.Line(), Err: err}
 				}
 			} else if e := &c.entries[i]; e.seen == c.iter-1 && int(e.pos) < len(c.prev) && c.prev[e.pos] == i {
@@ -93,7 +93,7 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 		}
 		e := &c.entries[ei]
 		if e.gen != gen {
-			if err := c.recheck(sc, e, ix, nowMs); err != nil {
+			if err := c.recheck(sc, e, gen, nowMs); err != nil {
 				return &ParseError{Line: sc.Line(), Err: err}
 			}
 		}
@@ -105,6 +105,11 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 			}
 			continue
 		}
+		if e.enrich == enrichDropped {
+			e.seen = c.iter // reported: not evicted
+			c.notOnNode(res, e)
+			continue
+		}
 		e.pos = int32(len(c.cur))
 		c.cur = append(c.cur, ei)
 		e.seen = c.iter
@@ -114,6 +119,8 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 			res.Enriched++
 		case enrichUnknown:
 			res.Unknown++
+		case enrichNotOnNode:
+			c.notOnNode(res, e)
 		}
 		viewT := t
 		if !hasTS || !c.honorTS {
@@ -138,7 +145,7 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 
 // newEntry builds the enriched series of a raw series seen for the first time
 // and returns its index in entries.
-func (c *TargetCache) newEntry(sc scrape.Scanner, h uint64, rawLen int, curFam int32, curFamName string, ix *enrich.NamespaceIndex) (uint32, error) {
+func (c *TargetCache) newEntry(sc scrape.Scanner, h uint64, rawLen int, curFam int32, curFamName string, gen uint64) (uint32, error) {
 	if err := sc.Labels(&c.lbls); err != nil {
 		return 0, err
 	}
@@ -158,24 +165,21 @@ func (c *TargetCache) newEntry(sc scrape.Scanner, h uint64, rawLen int, curFam i
 		c.entries = append(c.entries, seriesEntry{})
 	}
 	e := &c.entries[i]
-	*e = seriesEntry{key: h, rawLen: int32(rawLen), fam: fam, lastT: noTimestamp, gen: ix.Generation(), live: true}
-	e.ns = c.internNS(c.lbls.Get(enrich.NamespaceLabel))
-	c.build(e, ix)
+	*e = seriesEntry{key: h, rawLen: int32(rawLen), fam: fam, lastT: noTimestamp, gen: gen, live: true}
+	e.ns = c.scopes.intern(c.lbls.Get(enrich.NamespaceLabel), c.lbls.Get(PodLabel))
+	c.build(e)
 	// On a 64-bit collision (same hash, other length) the new series takes
 	// the index; the other is then found by prediction only.
 	c.index.put(h, i, c.entries)
 	return i, nil
 }
 
-// recheck runs when the namespace index changed since the entry was built:
-// only a change to this series' own namespace rebuilds it.
-func (c *TargetCache) recheck(sc scrape.Scanner, e *seriesEntry, ix *enrich.NamespaceIndex, nowMs int64) error {
-	e.gen = ix.Generation()
-	if e.ns == 0 {
-		return nil
-	}
-	info, ok := ix.Lookup(c.nsNames[e.ns])
-	if ok == e.nsFound && info.Version == e.nsVer {
+// recheck runs when some scope of the target changed since the entry was
+// built: only a change to this series' own scope (its namespace, its pod,
+// its pod-on-node verdict) rebuilds it.
+func (c *TargetCache) recheck(sc scrape.Scanner, e *seriesEntry, gen uint64, nowMs int64) error {
+	e.gen = gen
+	if e.ns == 0 || c.scopes.list[e.ns].ver == e.nsVer {
 		return nil
 	}
 	if err := sc.Labels(&c.lbls); err != nil {
@@ -186,12 +190,12 @@ func (c *TargetCache) recheck(sc scrape.Scanner, e *seriesEntry, ix *enrich.Name
 	}
 	old := e.ref
 	oldT := e.lastT
-	c.build(e, ix)
+	c.build(e)
 	if old == e.ref {
 		e.lastT = oldT
 		return nil
 	}
-	// The series now has other labels (the namespace was relabelled): the old
+	// The series now has other labels (the namespace or pod was relabelled): the old
 	// identity ends here, with a stale marker, so queries see it go at once.
 	if oldT != noTimestamp && !e.stale {
 		st := staleTime(nowMs, oldT)
@@ -226,19 +230,10 @@ func (c *TargetCache) checkLabels() error {
 	return nil
 }
 
-func (c *TargetCache) build(e *seriesEntry, ix *enrich.NamespaceIndex) {
-	var add []enrich.Label
-	e.enrich, e.nsVer, e.nsFound = enrichNone, 0, false
-	if e.ns != 0 {
-		info, ok := ix.Lookup(c.nsNames[e.ns])
-		e.nsFound, e.nsVer = ok, info.Version
-		if ok {
-			e.enrich = enrichHit
-			add = info.Labels
-		} else {
-			e.enrich = enrichUnknown
-		}
-	}
+func (c *TargetCache) build(e *seriesEntry) {
+	sc := &c.scopes.list[e.ns]
+	e.enrich, e.nsVer = sc.state, sc.ver
+	add := c.scopes.labels(sc)
 	e.ref = c.labels.Intern(c.builder.Build(c.lbls, c.target.Labels, add))
 	e.lastT = noTimestamp
 	if len(c.tombstones) == 0 {

@@ -75,6 +75,7 @@ func (c *TargetCache) evict(now time.Time) {
 			c.tombstones[table.Hash(e.ref)] = tombstone{t: e.lastT, expires: now.Add(tombstoneTTL)}
 		}
 		c.index.remove(e.key, uint32(i))
+		c.scopes.release(e.ns)
 		*e = seriesEntry{}
 		c.free = append(c.free, uint32(i))
 	}

@@ -148,6 +148,16 @@ spec:
         {{- with .Values.labelPrefix }}
         - --label-prefix={{ . }}
         {{- end }}
+        {{- if .Values.podEnrichment.enabled }}
+        {{- with .Values.podEnrichment.podLabels }}
+        - --pod-labels={{ join "," . }}
+        {{- end }}
+        {{- if .Values.podEnrichment.workloadLabels }}
+        - --workload-labels
+        {{- end }}
+        - --pod-node-check={{ .Values.podEnrichment.nodeCheck }}
+        - --label-precedence={{ .Values.podEnrichment.labelPrecedence }}
+        {{- end }}
         - --metrics-port={{ .Values.metricsPort }}
         {{- if .Values.secureMetrics.enabled }}
         - --metrics-secure

@@ -40,6 +40,7 @@ func main() {
 	timeout := flag.Duration("timeout", 0, "stop everything after this long (default: computed from the rounds, plus 5m)")
 	var relayArgs multiFlag
 	flag.Var(&relayArgs, "relay-arg", "extra relay flag (repeatable), e.g. -relay-arg=--max-concurrency=32")
+	podIndex := flag.Bool("pod-index", false, "create every simulated pod in the apiserver (on its node, owned by a ReplicaSet or DaemonSet) and run the relay with the pod index on: "+strings.Join(loadbench.PodIndexArgs, " ")+" (pod-on-node check plain)")
 	flag.Parse()
 
 	var modes []bool
@@ -74,7 +75,7 @@ func main() {
 	w.PodsPerNode, w.Namespaces = *pods, *namespaces
 	cfg := loadbench.Config{
 		Workload: w, Interval: *interval, WarmupRounds: *warmup, Rounds: *rounds, Enrich: modes,
-		KubeletGzip: *gz, Build: !*noBuild, RelayArgs: relayArgs, Out: *out,
+		KubeletGzip: *gz, Build: !*noBuild, RelayArgs: relayArgs, PodIndex: *podIndex, Out: *out,
 		Command: "go run ./e2e/cmd/loadbench " + strings.Join(os.Args[1:], " "), Log: os.Stderr,
 	}
 	if *pprof {
