@@ -22,6 +22,8 @@ const (
 	famUp = iota
 	famDuration
 	famSamplesScraped
+	famPostRelabel
+	famSeriesAdded
 	numSelfFamilies
 )
 
@@ -29,6 +31,8 @@ var selfFamilies = [numSelfFamilies]view.Family{
 	{Name: "up", Type: "gauge", Help: "1 if the target was scraped and parsed, 0 otherwise."},
 	{Name: "scrape_duration_seconds", Type: "gauge", Help: "Duration of the scrape."},
 	{Name: "scrape_samples_scraped", Type: "gauge", Help: "The number of samples the target exposed."},
+	{Name: "scrape_samples_post_metric_relabeling", Type: "gauge", Help: "The number of samples remaining after metric relabeling was applied."},
+	{Name: "scrape_series_added", Type: "gauge", Help: "The approximate number of new series in this scrape."},
 }
 
 // Result is what one scrape produced.
@@ -51,6 +55,11 @@ type Result struct {
 	// first such series, as written, for the log.
 	Duplicates     int
 	FirstDuplicate string
+	// Dropped counts samples metric relabeling dropped; SeriesAdded the
+	// series kept that the target's cache did not know (Prometheus's
+	// scrape_series_added).
+	Dropped     int
+	SeriesAdded int
 }
 
 type enrichState uint8
@@ -59,6 +68,10 @@ const (
 	enrichNone enrichState = iota // no namespace label
 	enrichHit
 	enrichUnknown
+	// enrichDropped: metric relabeling dropped the series. The entry stays
+	// so that the series costs a hash lookup per scrape and no more; it
+	// has no labels (ref) and is never in cur or prev.
+	enrichDropped
 )
 
 // seriesEntry is the cache entry of one raw series of one target. Entries are
@@ -107,6 +120,9 @@ type TargetCache struct {
 	builder        enrich.Builder
 	lbls           labels.Labels
 	lb             *labels.Builder // checkLabels' scratch
+	rb             *labels.Builder // relabel's scratch
+	rsb            labels.ScratchBuilder
+	rscratch       []enrich.Label
 	self           [numSelfFamilies]model.SeriesRef
 	send           []model.Sample
 	lastViewLen    int
@@ -251,7 +267,7 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 	} else {
 		tv.Samples, tv.Ranges = tv.Samples[:0], tv.Ranges[:0]
 		c.send = c.send[:0]
-		res.Scraped, res.Skipped, res.Enriched, res.Unknown = 0, 0, 0, 0
+		res.Scraped, res.Skipped, res.Enriched, res.Unknown, res.Dropped, res.SeriesAdded = 0, 0, 0, 0, 0, 0
 	}
 	res.Stale = c.markStale(nowMs, res.Err != nil)
 
@@ -259,7 +275,11 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 	if res.Err != nil {
 		up = 0
 	}
-	for i, v := range [numSelfFamilies]float64{up, duration.Seconds(), float64(res.Scraped)} {
+	post := float64(res.Scraped - res.Dropped - res.Duplicates)
+	if res.Err != nil {
+		post = 0
+	}
+	for i, v := range [numSelfFamilies]float64{up, duration.Seconds(), float64(res.Scraped), post, float64(res.SeriesAdded)} {
 		s := c.self[i]
 		tv.Ranges = append(tv.Ranges, view.FamilyRange{Family: int32(i), Start: len(tv.Samples), End: len(tv.Samples) + 1})
 		tv.Samples = append(tv.Samples, view.ViewSample{Ref: s, T: view.NoTimestamp, V: v})
