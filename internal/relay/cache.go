@@ -123,6 +123,7 @@ type TargetCache struct {
 	rb             *labels.Builder // relabel's scratch
 	rsb            labels.ScratchBuilder
 	rscratch       []enrich.Label
+	relabelRuns    int // series relabelled, for tests
 	self           [numSelfFamilies]model.SeriesRef
 	send           []model.Sample
 	lastViewLen    int

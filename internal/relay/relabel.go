@@ -15,6 +15,7 @@ func (c *TargetCache) relabel(ls []enrich.Label) ([]enrich.Label, bool) {
 	if c.rb == nil {
 		c.rb = labels.NewBuilder(labels.EmptyLabels())
 	}
+	c.relabelRuns++
 	c.rsb.Reset()
 	for _, l := range ls {
 		c.rsb.Add(l.Name, l.Value)
