@@ -433,6 +433,35 @@ func TestKubePrometheusParity(t *testing.T) {
 	}
 	t.Logf("%d recording rules compared (%d on kubelet series), %d with results on both sides", checked, kubeletRules, nonEmpty)
 
+	// The compute-resources dashboards' queries, with their variables set to a namespace, pod
+	// and node the fake kubelets serve.
+	pick, err := relayed.Query(ctx, `topk(1, node_namespace_pod_container:container_memory_working_set_bytes{namespace!="kube-system"})`)
+	if err != nil || len(pick) == 0 {
+		t.Fatalf("no pod to point the dashboards at: %v", err)
+	}
+	vars := map[string]string{"$__rate_interval": "1m", "$cluster": "", "$namespace": pick[0].Metric["namespace"],
+		"$pod": pick[0].Metric["pod"], "$node": pick[0].Metric["node"], "$type": "deployment", "$workload": "none"}
+	queries, withData := 0, 0
+	for _, q := range dashboardQueries(t, vars) {
+		d, err := direct.Query(ctx, q)
+		if err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		rs, err := relayed.Query(ctx, q)
+		if err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		queries++
+		if len(d) > 0 {
+			withData++
+		}
+		compareSets(t, "dashboard query "+q, d, rs, true)
+	}
+	if withData < 20 {
+		t.Fatalf("%d of %d dashboard queries have data: the comparison is too thin", withData, queries)
+	}
+	t.Logf("%d compute-resources dashboard queries compared, %d with data", queries, withData)
+
 	// KubeletDown and TargetDown do not fire (nor are pending) on the relay's side.
 	for _, g := range groups {
 		for _, rule := range g.Rules {
@@ -512,4 +541,57 @@ func TestKubePrometheusScrapeConfig(t *testing.T) {
 	if out, err := exec.Command(promtool, "check", "config", "--syntax-only", f).CombinedOutput(); err != nil {
 		t.Fatalf("promtool check config: %v\n%s\n%s", err, out, cfg)
 	}
+}
+
+var kpDashboards = []string{"k8s-resources-cluster.json", "k8s-resources-namespace.json", "k8s-resources-node.json",
+	"k8s-resources-pod.json", "k8s-resources-workload.json", "k8s-resources-workloads-namespace.json"}
+
+// dashboardQueries returns every panel query of the compute-resources dashboards, with the
+// variables replaced (longest name first, so $pod does not eat $pods).
+func dashboardQueries(t *testing.T, vars map[string]string) []string {
+	names := make([]string, 0, len(vars))
+	for k := range vars {
+		names = append(names, k)
+	}
+	sort.Slice(names, func(i, j int) bool { return len(names[i]) > len(names[j]) })
+	var out []string
+	seen := map[string]bool{}
+	var walk func(any)
+	walk = func(o any) {
+		switch v := o.(type) {
+		case map[string]any:
+			if e, ok := v["expr"].(string); ok && e != "" {
+				for _, n := range names {
+					e = strings.ReplaceAll(e, n, vars[n])
+				}
+				if !seen[e] {
+					seen[e] = true
+					out = append(out, e)
+				}
+			}
+			for _, x := range v {
+				walk(x)
+			}
+		case []any:
+			for _, x := range v {
+				walk(x)
+			}
+		}
+	}
+	for _, f := range kpDashboards {
+		b, err := os.ReadFile(filepath.Join(kpDir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d map[string]any
+		if err := yaml.Unmarshal(b, &d); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		walk(d["panels"])
+		walk(d["rows"])
+	}
+	if strings.Contains(strings.Join(out, ""), "$") {
+		t.Fatalf("a dashboard variable is left unset in %q", out)
+	}
+	return out
 }
