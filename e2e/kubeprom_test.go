@@ -400,6 +400,26 @@ func TestKubePrometheusParity(t *testing.T) {
 	compareSets(t, "series "+sel, dSeries, rSeries, false)
 
 	// Every cAdvisor- and kubelet-based recording rule: same series, same values.
+	// /metrics series with a namespace are enriched too: each volume's claim gets the team of
+	// its namespace, as the namespace's container series do.
+	vols, err := relayed.Query(ctx, `kubelet_volume_stats_used_bytes`)
+	if err != nil || len(vols) == 0 {
+		t.Fatalf("no kubelet_volume_stats_used_bytes on the relay's side: %v", err)
+	}
+	teams, err := relayed.Query(ctx, `group by (namespace, team) (container_memory_working_set_bytes{team!=""})`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	teamOf := map[string]string{}
+	for _, s := range teams {
+		teamOf[s.Metric["namespace"]] = s.Metric["team"]
+	}
+	for _, v := range vols {
+		if v.Metric["team"] != teamOf[v.Metric["namespace"]] {
+			t.Errorf("volume %v: team %q, its namespace's containers have %q", v.Metric, v.Metric["team"], teamOf[v.Metric["namespace"]])
+		}
+	}
+
 	// Every recording rule: the cAdvisor- and kubelet-based ones, and the rest (kube-state-metrics
 	// ones must agree too, and the apiserver ones are empty on both sides).
 	checked, nonEmpty, kubeletRules := 0, 0, 0
