@@ -3,12 +3,14 @@ package relay
 import (
 	"errors"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/relabel"
 	"github.com/prometheus/prometheus/model/textparse"
+	"github.com/prometheus/prometheus/model/value"
 
 	capturefiles "github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/captures"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
@@ -133,4 +135,91 @@ func TestMetricRelabelKeepsWhatPrometheusKeeps(t *testing.T) {
 
 func selfValue(tv *view.TargetView, fam int) float64 {
 	return tv.Samples[len(tv.Samples)-numSelfFamilies+fam].V
+}
+
+// BenchmarkProcessRelabel is BenchmarkProcess with the kube-prometheus preset: in the steady
+// state a dropped series costs its hash lookup (no prediction: it is not in the previous
+// scrape's order), a kept one what it costs without relabeling.
+func BenchmarkProcessRelabel(b *testing.B) {
+	rules, err := relabeling.Preset(relabeling.PresetKubePrometheus)
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := readCapture(b, captures[0])
+	n := countSamples(body)
+	for _, preset := range []bool{false, true} {
+		b.Run(map[bool]string{false: "none", true: "kube-prometheus"}[preset], func(b *testing.B) {
+			tg := testTarget()
+			if preset {
+				tg.MetricRelabel = rules["cadvisor"]
+			}
+			ix := testIndex(1, baseTeams)
+			c := NewTargetCache(tg, true)
+			now := scrapeTime
+			c.Process(body, "", now, time.Second, ix, nil)
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				now = now.Add(time.Second)
+				c.Process(body, "", now, time.Second, ix, nil)
+			}
+			perSample(b, n)
+		})
+	}
+}
+
+// Rules see the Namespace's labels: when a namespace moves to a team a rule drops, its series
+// end with a stale marker and stop; when it moves back they come back, with their new team.
+func TestMetricRelabelOnTeamFollowsNamespaceRelabel(t *testing.T) {
+	drop, err := relabeling.Parse([]byte("cadvisor:\n- source_labels: [team]\n  regex: backend\n  action: drop\n"), "rules.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := readCapture(t, captures[1])
+	tg := testTarget()
+	tg.MetricRelabel = drop["cadvisor"]
+	c := NewTargetCache(tg, false)
+	first := c.Process(body, "", scrapeTime, time.Second, testIndex(1, baseTeams), nil)
+	count := func(res *Result, ns string) (kept, stale int) {
+		for k, ss := range sentByName(res.Send) {
+			if !strings.Contains(k, `namespace="`+ns+`"`) {
+				continue
+			}
+			for _, s := range ss {
+				if value.IsStaleNaN(s.V) {
+					stale++
+				} else {
+					kept++
+				}
+			}
+		}
+		return kept, stale
+	}
+	before, _ := count(first, "scraper")
+	if before == 0 || first.Dropped != 0 {
+		t.Fatalf("scraper (team observability): %d sent, %d dropped; want all sent", before, first.Dropped)
+	}
+	// scraper becomes team backend: its series are dropped, each ended by one stale marker.
+	toBackend := map[string]string{"kube-system": "platform", "scraper": "backend", "default": "frontend"}
+	res := c.Process(body, "", scrapeTime.Add(30*time.Second), time.Second, testIndex(2, toBackend), nil)
+	kept, stale := count(res, "scraper")
+	if kept != 0 || stale != before || res.Dropped != before {
+		t.Fatalf("after the move to backend: %d sent, %d stale markers, %d dropped; want 0, %d, %d", kept, stale, res.Dropped, before, before)
+	}
+	// Steady: dropped, and no stale marker again.
+	res = c.Process(body, "", scrapeTime.Add(60*time.Second), time.Second, testIndex(2, toBackend), nil)
+	if kept, stale := count(res, "scraper"); kept != 0 || stale != 0 || res.Dropped != before {
+		t.Fatalf("steady: %d sent, %d stale, %d dropped", kept, stale, res.Dropped)
+	}
+	// Back to a kept team: the series return with it.
+	toFrontend := map[string]string{"kube-system": "platform", "scraper": "frontend", "default": "frontend"}
+	res = c.Process(body, "", scrapeTime.Add(90*time.Second), time.Second, testIndex(3, toFrontend), nil)
+	if kept, _ := count(res, "scraper"); kept != before || res.Dropped != 0 {
+		t.Fatalf("back to frontend: %d sent (want %d), %d dropped", kept, before, res.Dropped)
+	}
+	for k := range sentByName(res.Send) {
+		if strings.Contains(k, `namespace="scraper"`) && !strings.Contains(k, `team="frontend"`) {
+			t.Fatalf("scraper series without its new team: %s", k)
+		}
+	}
 }
