@@ -848,7 +848,18 @@ func checkRendering(t *testing.T, spec renderSpec, objs []*unstructured.Unstruct
 		if !spec.secure && ep["scheme"] == "https" {
 			t.Errorf("ServiceMonitor endpoint %v: https without --metrics-secure", ep)
 		}
-		_, hasRelabel := ep["relabelings"]
+		// Node-level series (no namespace, pod, container) must not get the relay pod's: with honorLabels,
+		// Prometheus fills every label a series lacks from the target, so the target keeps none of them.
+		epRelabel, _ := ep["relabelings"].([]any)
+		if len(epRelabel) == 0 || !reflect.DeepEqual(epRelabel[0], map[string]any{"action": "labeldrop", "regex": "namespace|pod|container|service|endpoint"}) {
+			t.Errorf("ServiceMonitor /metrics relabelings %v, want a labeldrop of namespace|pod|container|service|endpoint first", epRelabel)
+		}
+		// A relabelled namespace must not show both teams for five minutes: Prometheus marks series stale
+		// only when it gave them the timestamp (or with trackTimestampsStaleness).
+		if ep["honorTimestamps"] != false && ep["trackTimestampsStaleness"] != true {
+			t.Errorf("ServiceMonitor /metrics endpoint %v: want honorTimestamps false or trackTimestampsStaleness true", ep)
+		}
+		hasRelabel := len(epRelabel) > 1
 		_, hasMetricRelabel := ep["metricRelabelings"]
 		if hasRelabel != spec.relabelings || hasMetricRelabel != spec.relabelings {
 			t.Errorf("ServiceMonitor /metrics endpoint relabelings %v metricRelabelings %v, want both %v", ep["relabelings"], ep["metricRelabelings"], spec.relabelings)

@@ -455,6 +455,7 @@ func TestPromtool(t *testing.T) {
 	tests, _ := filepath.Glob("tests/*.yaml")
 	for _, args := range [][]string{
 		{"check", "rules", "alerts.yaml"},
+		{"check", "rules", "team-rules.yaml"},
 		append([]string{"test", "rules"}, tests...),
 	} {
 		var out bytes.Buffer

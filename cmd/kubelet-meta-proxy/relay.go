@@ -20,14 +20,15 @@ func userAgent() string { return version.UserAgent() }
 
 // commonOptions are shared by run and scrape-once.
 type commonOptions struct {
-	kube   kubeOptions
-	scrape scrapeOptions
-	enrich enrichOptions
-	log    logOptions
+	kube    kubeOptions
+	kubelet kubeletOptions
+	scrape  scrapeOptions
+	enrich  enrichOptions
+	log     logOptions
 }
 
 func (o *commonOptions) Validate() error {
-	return errors.Join(o.kube.Validate(), o.scrape.Validate(), o.enrich.Validate(), o.log.Validate())
+	return errors.Join(o.kube.Validate(), o.kubelet.Validate(), o.scrape.Validate(), o.enrich.Validate(), o.log.Validate())
 }
 
 // pipeline is what run and scrape-once both build from the options.
@@ -86,7 +87,14 @@ func (o *commonOptions) nodeTargetOptions() (scrape.NodeTargetOptions, error) {
 	if err != nil {
 		return scrape.NodeTargetOptions{}, err
 	}
+	eps, err := o.kubelet.endpoints(o.kube.NodeCadvisorPath)
+	if err != nil {
+		return scrape.NodeTargetOptions{}, err
+	}
 	return scrape.NodeTargetOptions{
+		Endpoints:        eps,
+		Service:          o.kubelet.Service,
+		PortName:         o.kubelet.PortName,
 		Direct:           o.kube.Mode == modeKubelet,
 		Path:             o.kube.NodeCadvisorPath,
 		Port:             o.kube.NodePort,

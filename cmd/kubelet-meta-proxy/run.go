@@ -60,6 +60,7 @@ func newRunCommand() *cobra.Command {
 // AddFlags registers every flag of run.
 func (o *runOptions) AddFlags(fs *pflag.FlagSet) {
 	o.kube.AddFlags(fs)
+	o.kubelet.AddFlags(fs)
 	o.scrape.AddFlags(fs)
 	o.enrich.AddFlags(fs)
 	o.serve.AddFlags(fs)

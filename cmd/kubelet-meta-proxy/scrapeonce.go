@@ -44,6 +44,7 @@ or --output. Each failed target is reported on stderr, and the exit code is 1 if
 	}
 	fs := cmd.Flags()
 	o.kube.AddFlags(fs)
+	o.kubelet.AddFlags(fs)
 	o.scrape.AddFlags(fs)
 	o.enrich.AddFlags(fs)
 	o.log.AddFlags(fs)
@@ -145,9 +146,7 @@ func (o *scrapeOnceOptions) nodeTargets(ctx context.Context, c *clients, opts sc
 	}
 	var out []*scrape.Target
 	for i := range nodes {
-		if t := opts.NodeTarget(&nodes[i]); t != nil {
-			out = append(out, t)
-		}
+		out = append(out, opts.NodeTargets(&nodes[i])...)
 	}
 	return out, nil
 }

@@ -215,3 +215,37 @@ func TestSubresources(t *testing.T) {
 		}
 	}
 }
+
+// /metrics carries the generated volume stats, each claim in the namespace its StatefulSet
+// pod's cAdvisor series are served in (the claim's team is the pod's).
+func TestMetricsHasVolumeStatsInThePodsNamespace(t *testing.T) {
+	for offset := 0; offset < 3; offset++ {
+		s, err := New(Config{NodeName: "n", Namespaces: bedNamespaces, Offset: offset})
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := s.metrics.AppendTo(nil, time.Now())
+		parser := expfmt.NewTextParser(model.UTF8Validation)
+		fams, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		used := fams["kubelet_volume_stats_used_bytes"].GetMetric()
+		if len(used) != 2 {
+			t.Fatalf("offset %d: %d kubelet_volume_stats_used_bytes series, want 2", offset, len(used))
+		}
+		if fams["kubelet_running_pod_count"] == nil {
+			t.Fatalf("offset %d: the kubelet capture is gone from /metrics", offset)
+		}
+		for _, m := range used {
+			l := map[string]string{}
+			for _, p := range m.Label {
+				l[p.GetName()] = p.GetValue()
+			}
+			pod := strings.TrimPrefix(l["persistentvolumeclaim"], "data-")
+			if want := s.cadvisor.PodNamespaces["scraper/"+pod]; want == "" || l["namespace"] != want {
+				t.Errorf("offset %d: claim %s in namespace %q, its pod in %q", offset, l["persistentvolumeclaim"], l["namespace"], want)
+			}
+		}
+	}
+}

@@ -105,7 +105,19 @@ func New(cfg Config) (*Server, error) {
 	if s.cadvisor, err = loadCapture(cfg.Capture, opt); err != nil {
 		return nil, err
 	}
-	if s.metrics, err = loadCapture(cfg.KubeletMetric, RewriteOptions{}); err != nil {
+	if cfg.KubeletMetric == "kubelet-metrics" {
+		// The default: the 2018 kubelet's /metrics plus the volume stats a newer one writes.
+		data, err := ReadCapture(cfg.KubeletMetric)
+		if err == nil {
+			data, err = withVolumes(data, s.cadvisor.PodNamespaces)
+		}
+		if err == nil {
+			s.metrics, err = Prepare(data, RewriteOptions{})
+		}
+		if err != nil {
+			return nil, fmt.Errorf("/metrics: %w", err)
+		}
+	} else if s.metrics, err = loadCapture(cfg.KubeletMetric, RewriteOptions{}); err != nil {
 		return nil, err
 	}
 	// The other endpoints put each pod where /metrics/cadvisor does.

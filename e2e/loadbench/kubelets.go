@@ -172,6 +172,12 @@ func (k *Kubelet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	buf := c.AppendTo((*bp)[:0], time.Now())
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	var n int
+	// Counted before the body goes out: a client that has read it must see the count.
+	if ep != nil {
+		ep.scrapes.Add(1)
+	} else {
+		k.scrapes.Add(1)
+	}
 	if k.gzip && strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
 		w.Header().Set("Content-Encoding", "gzip")
 		cw := &countWriter{w: w}
@@ -185,11 +191,6 @@ func (k *Kubelet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	*bp = buf
 	k.bufs.Put(bp)
-	if ep != nil {
-		ep.scrapes.Add(1)
-	} else {
-		k.scrapes.Add(1)
-	}
 	k.served.Add(int64(n))
 }
 

@@ -41,6 +41,10 @@ type Config struct {
 	// PodIndex creates every generated pod in the apiserver and runs the relay with the pod
 	// index on (PodIndexArgs).
 	PodIndex bool
+	// Endpoints are the kubelet endpoints scraped (--kubelet-endpoints); empty is cadvisor
+	// alone. The simulated kubelets serve /metrics, /metrics/probes and /metrics/resource
+	// from the real and generated captures.
+	Endpoints []string
 	// Out is the report file ("" for none).
 	Out string
 	// Pprof, if set, runs a build of the relay with net/http/pprof (BuildPprofRelay) and
@@ -215,6 +219,9 @@ func Run(ctx context.Context, cfg Config) (string, []*Result, error) {
 		return "", nil, err
 	}
 	defer ks.Stop()
+	if err := serveEndpoints(ks, cfg.Endpoints); err != nil {
+		return "", nil, err
+	}
 	if err := registerNodes(ctx, b, ks); err != nil {
 		return "", nil, err
 	}
@@ -313,6 +320,9 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, enric
 		"--scrape-timeout", min(cfg.Interval, 10*time.Second).String(),
 		"--remote-write-url", recv.URL,
 		"--metrics-bind-address", "127.0.0.1",
+	}
+	if len(cfg.Endpoints) > 0 {
+		args = append(args, "--kubelet-endpoints="+strings.Join(cfg.Endpoints, ","))
 	}
 	args = append(args, cfg.RelayArgs...)
 	res.Args = args
@@ -521,7 +531,7 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, enric
 			break
 		}
 	}
-	res.Problems = check(res, nodes, cfg.Interval)
+	res.Problems = check(res, nodes*max(1, len(cfg.Endpoints)), cfg.Interval) // one target per node and endpoint
 	logf("enrichment %s: %.0f samples/s, %.3f CPU-s per million, peak RSS %.1f MiB, %.2f wire bytes/sample, problems: %v",
 		onOff(enrich), res.SamplesPerSecond(), res.CPUPerMillion(), mib(res.PeakRSS), res.BytesPerSample(), res.Problems)
 	return res
@@ -545,12 +555,14 @@ func check(res *Result, nodes int, interval time.Duration) []string {
 		p = append(p, fmt.Sprintf("never quiescent: receiver %d, relay sent %.0f, in %.0f, queued %.0f",
 			rs.Samples, sent, in, m.Get("kubelet_meta_proxy_remote_write_queue_length")))
 	}
-	// Every sample the relay read and did not skip as not newer, plus its stale markers and
-	// the 3 series of its own per scrape (up, scrape_duration_seconds, scrape_samples_scraped),
-	// went into the queue.
-	if want := scraped - notNewer + stale + 3*scrapes; in != want {
-		p = append(p, fmt.Sprintf("queued %.0f samples, want scraped %.0f - not newer %.0f + stale %.0f + 3 x %.0f scrapes = %.0f",
-			in, scraped, notNewer, stale, scrapes, want))
+	// Every sample the relay read and neither skipped as not newer nor dropped by metric
+	// relabeling, plus its stale markers and the 5 series of its own per scrape (up,
+	// scrape_duration_seconds, scrape_samples_scraped, scrape_samples_post_metric_relabeling,
+	// scrape_series_added), went into the queue.
+	dropped := m.Get("kubelet_meta_proxy_samples_relabel_dropped_total")
+	if want := scraped - notNewer - dropped + stale + 5*scrapes; in != want {
+		p = append(p, fmt.Sprintf("queued %.0f samples, want scraped %.0f - not newer %.0f - relabel dropped %.0f + stale %.0f + 5 x %.0f scrapes = %.0f",
+			in, scraped, notNewer, dropped, stale, scrapes, want))
 	}
 	for _, k := range []string{"kubelet_meta_proxy_remote_write_samples_dropped_total", "kubelet_meta_proxy_remote_write_samples_failed_total",
 		"kubelet_meta_proxy_remote_write_samples_retried_total", "kubelet_meta_proxy_target_scrape_errors_total"} {

@@ -28,6 +28,7 @@ import (
 	statsapi "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 	"k8s.io/kubernetes/pkg/kubelet/metrics/collectors"
 	"k8s.io/kubernetes/pkg/kubelet/prober"
+	serverstats "k8s.io/kubernetes/pkg/kubelet/server/stats"
 )
 
 const (
@@ -35,6 +36,7 @@ const (
 	nodeName     = "datagen-1-35" // the capture's node (kube_node_info of the same run)
 	resourceOut  = "generated__1_35-kubelet-metrics-resource.txt"
 	probesOut    = "generated__1_35-kubelet-metrics-probes.txt"
+	volumesOut   = "generated__1_35-kubelet-metrics-volumes.txt"
 )
 
 // cgroup is one cgroup of the capture with the numbers the kubelet's summary takes from
@@ -117,7 +119,14 @@ func run(dir string) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dir, probesOut), probes, 0o644)
+	if err := os.WriteFile(filepath.Join(dir, probesOut), probes, 0o644); err != nil {
+		return err
+	}
+	volumes, err := renderVolumes(fams, cgs)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, volumesOut), volumes, 0o644)
 }
 
 func ms(ts int64) metav1.Time { return metav1.NewTime(time.UnixMilli(ts)) }
@@ -292,4 +301,78 @@ func renderProbes(s *statsapi.Summary, cgs map[string]*cgroup, now time.Time) ([
 		}
 	}
 	return serve(r)
+}
+
+// volumeProvider is the kubelet's stats provider as the volume-stats collector sees it: only
+// ListPodStats is called (pkg/kubelet/metrics/collectors/volume_stats.go).
+type volumeProvider struct {
+	serverstats.Provider
+	pods []statsapi.PodStats
+}
+
+func (p volumeProvider) ListPodStats(context.Context) ([]statsapi.PodStats, error) {
+	return p.pods, nil
+}
+
+// renderVolumes renders the kubelet's kubelet_volume_stats_* families (the real
+// NewVolumeStatsCollector, registered as pkg/kubelet/server/server.go registers it on
+// /metrics) for one PersistentVolumeClaim per StatefulSet pod of the capture, named as a
+// volumeClaimTemplate "data" names them. The capture's cluster (kind) provisions them with
+// local-path on the node's root filesystem, so the kubelet's statfs of the volume gives that
+// filesystem's capacity, available bytes and inodes: taken from the capture's root cgroup
+// figures of device /dev/vda1. What the volume's own directory uses is not in the capture:
+// 1 MiB + Exp(8 MiB) bytes and 10 + Exp(100) inodes, seeded.
+func renderVolumes(fams map[string]*dto.MetricFamily, cgs map[string]*cgroup) ([]byte, error) {
+	rootFS := func(name string) (float64, error) {
+		for _, m := range fams[name].GetMetric() {
+			l := map[string]string{}
+			for _, p := range m.Label {
+				l[p.GetName()] = p.GetValue()
+			}
+			if l["id"] == "/" && l["device"] == "/dev/vda1" {
+				return m.GetGauge().GetValue() + m.GetCounter().GetValue(), nil
+			}
+		}
+		return 0, fmt.Errorf("%s: no root cgroup series of /dev/vda1", name)
+	}
+	var fs [4]float64
+	for i, name := range []string{"container_fs_limit_bytes", "container_fs_usage_bytes", "container_fs_inodes_total", "container_fs_inodes_free"} {
+		v, err := rootFS(name)
+		if err != nil {
+			return nil, err
+		}
+		fs[i] = v
+	}
+	limit, usage, inodes, inodesFree := fs[0], fs[1], fs[2], fs[3]
+	type podRef struct{ ns, pod string }
+	seen := map[podRef]bool{}
+	var refs []podRef
+	for _, c := range cgs {
+		if c.pod != "" && regexp.MustCompile(`^e2e-statefulset-\d+$`).MatchString(c.pod) && !seen[podRef{c.namespace, c.pod}] {
+			seen[podRef{c.namespace, c.pod}] = true
+			refs = append(refs, podRef{c.namespace, c.pod})
+		}
+	}
+	if len(refs) == 0 {
+		return nil, fmt.Errorf("no StatefulSet pod in the capture")
+	}
+	sort.Slice(refs, func(i, j int) bool { return refs[i].ns+"/"+refs[i].pod < refs[j].ns+"/"+refs[j].pod })
+	rnd := rand.New(rand.NewSource(14))
+	var pods []statsapi.PodStats
+	for _, r := range refs {
+		used := 1<<20 + uint64(rnd.ExpFloat64()*(8<<20))
+		iused := 10 + uint64(rnd.ExpFloat64()*100)
+		pods = append(pods, statsapi.PodStats{
+			PodRef: statsapi.PodReference{Name: r.pod, Namespace: r.ns},
+			VolumeStats: []statsapi.VolumeStats{{
+				Name: "data",
+				FsStats: statsapi.FsStats{CapacityBytes: u64(limit), AvailableBytes: u64(limit - usage), UsedBytes: &used,
+					Inodes: u64(inodes), InodesFree: u64(inodesFree), InodesUsed: &iused},
+				PVCRef: &statsapi.PVCReference{Name: "data-" + r.pod, Namespace: r.ns},
+			}},
+		})
+	}
+	reg := compbasemetrics.NewKubeRegistry()
+	reg.CustomMustRegister(collectors.NewVolumeStatsCollector(volumeProvider{pods: pods}))
+	return serve(reg)
 }

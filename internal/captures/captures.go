@@ -27,6 +27,7 @@ var Files = map[string]string{
 var Generated = map[string]string{
 	"resource-1_35": "generated__1_35-kubelet-metrics-resource.txt",
 	"probes-1_35":   "generated__1_35-kubelet-metrics-probes.txt",
+	"volumes-1_35":  "generated__1_35-kubelet-metrics-volumes.txt",
 }
 
 // Read returns a capture by short name (see Files and Generated) or by file name.

@@ -21,6 +21,8 @@ const (
 	famUp = iota
 	famDuration
 	famSamplesScraped
+	famPostRelabel
+	famSeriesAdded
 	numSelfFamilies
 )
 
@@ -28,6 +30,8 @@ var selfFamilies = [numSelfFamilies]view.Family{
 	{Name: "up", Type: "gauge", Help: "1 if the target was scraped and parsed, 0 otherwise."},
 	{Name: "scrape_duration_seconds", Type: "gauge", Help: "Duration of the scrape."},
 	{Name: "scrape_samples_scraped", Type: "gauge", Help: "The number of samples the target exposed."},
+	{Name: "scrape_samples_post_metric_relabeling", Type: "gauge", Help: "The number of samples remaining after metric relabeling was applied."},
+	{Name: "scrape_series_added", Type: "gauge", Help: "The approximate number of new series in this scrape."},
 }
 
 // Result is what one scrape produced.
@@ -55,6 +59,11 @@ type Result struct {
 	// the first such namespace/pod, for the log.
 	NotOnNode      int
 	FirstNotOnNode string
+	// Dropped counts samples metric relabeling dropped; SeriesAdded the
+	// series kept that the target's cache did not know (Prometheus's
+	// scrape_series_added).
+	Dropped     int
+	SeriesAdded int
 }
 
 type enrichState uint8
@@ -65,6 +74,10 @@ const (
 	enrichUnknown
 	enrichNotOnNode // pod-on-node check failed: plain
 	enrichDropped   // pod-on-node check failed: dropped
+	// enrichRelabelDropped: metric relabeling dropped the series. The entry
+	// stays so that the series costs a hash lookup per scrape and no more;
+	// it has no labels (ref) and is never in cur or prev.
+	enrichRelabelDropped
 )
 
 // seriesEntry is the cache entry of one raw series of one target. Entries are
@@ -111,6 +124,10 @@ type TargetCache struct {
 	builder        enrich.Builder
 	lbls           labels.Labels
 	lb             *labels.Builder // checkLabels' scratch
+	rb             *labels.Builder // relabel's scratch
+	rsb            labels.ScratchBuilder
+	rscratch       []enrich.Label
+	relabelRuns    int // series relabelled, for tests
 	self           [numSelfFamilies]model.SeriesRef
 	send           []model.Sample
 	lastViewLen    int
@@ -254,7 +271,7 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 	} else {
 		tv.Samples, tv.Ranges = tv.Samples[:0], tv.Ranges[:0]
 		c.send = c.send[:0]
-		res.Scraped, res.Skipped, res.Enriched, res.Unknown = 0, 0, 0, 0
+		res.Scraped, res.Skipped, res.Enriched, res.Unknown, res.Dropped, res.SeriesAdded = 0, 0, 0, 0, 0, 0
 	}
 	res.Stale = c.markStale(nowMs, res.Err != nil)
 
@@ -262,7 +279,11 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 	if res.Err != nil {
 		up = 0
 	}
-	for i, v := range [numSelfFamilies]float64{up, duration.Seconds(), float64(res.Scraped)} {
+	post := float64(res.Scraped - res.Dropped - res.Duplicates)
+	if res.Err != nil {
+		post = 0
+	}
+	for i, v := range [numSelfFamilies]float64{up, duration.Seconds(), float64(res.Scraped), post, float64(res.SeriesAdded)} {
 		s := c.self[i]
 		tv.Ranges = append(tv.Ranges, view.FamilyRange{Family: int32(i), Start: len(tv.Samples), End: len(tv.Samples) + 1})
 		tv.Samples = append(tv.Samples, view.ViewSample{Ref: s, T: view.NoTimestamp, V: v})

@@ -405,6 +405,7 @@ type metrics struct {
 	skipped    prometheus.Counter
 	stale      prometheus.Counter
 	duplicates *prometheus.CounterVec
+	dropped    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -430,9 +431,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Stale markers written for series that went away or changed labels."}),
 		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kubelet_meta_proxy_target_samples_duplicate_total",
 			Help: "Samples dropped because their series was already in the same payload (as Prometheus's prometheus_target_scrapes_sample_duplicate_timestamp_total)."}, []string{"target"}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "kubelet_meta_proxy_samples_relabel_dropped_total",
+			Help: "Samples dropped by metric relabeling (--metric-relabel-preset, --metric-relabel-config-file)."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.targets, m.duration, m.lastDur, m.up, m.series, m.errors, m.scraped, m.enrichment, m.skipped, m.stale, m.duplicates)
+		reg.MustRegister(m.targets, m.duration, m.lastDur, m.up, m.series, m.errors, m.scraped, m.enrichment, m.skipped, m.stale, m.duplicates, m.dropped)
 	}
 	return m
 }
@@ -445,6 +448,7 @@ func (m *metrics) observe(key string, res *Result) {
 	m.scraped.Add(float64(res.Scraped))
 	m.skipped.Add(float64(res.Skipped))
 	m.stale.Add(float64(res.Stale))
+	m.dropped.Add(float64(res.Dropped))
 	if res.Duplicates > 0 {
 		m.duplicates.WithLabelValues(key).Add(float64(res.Duplicates))
 	}

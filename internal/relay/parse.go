@@ -86,6 +86,9 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 				if i, err = c.newEntry(sc, h, len(raw), st.curFam, st.curFamName, gen); err != nil {
 					return &ParseError{Line: sc.Line(), Err: err}
 				}
+				if st := c.entries[i].enrich; st != enrichRelabelDropped && st != enrichDropped {
+					res.SeriesAdded++
+				}
 			} else if e := &c.entries[i]; e.seen == c.iter-1 && int(e.pos) < len(c.prev) && c.prev[e.pos] == i {
 				pred = int(e.pos) + 1 // back in step with the previous scrape
 			}
@@ -96,6 +99,11 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 			if err := c.recheck(sc, e, gen, nowMs); err != nil {
 				return &ParseError{Line: sc.Line(), Err: err}
 			}
+		}
+		if e.enrich == enrichRelabelDropped {
+			e.seen = c.iter // not evicted: its relabeling is not run again
+			res.Dropped++
+			continue
 		}
 		if e.seen == c.iter {
 			// The series again: Prometheus keeps the first sample and
@@ -234,7 +242,15 @@ func (c *TargetCache) build(e *seriesEntry) {
 	sc := &c.scopes.list[e.ns]
 	e.enrich, e.nsVer = sc.state, sc.ver
 	add := c.scopes.labels(sc)
-	e.ref = c.labels.Intern(c.builder.Build(c.lbls, c.target.Labels, add))
+	ls := c.builder.Build(c.lbls, c.target.Labels, add)
+	if len(c.target.MetricRelabel) > 0 {
+		var keep bool
+		if ls, keep = c.relabel(ls); !keep {
+			e.enrich, e.ref, e.lastT = enrichRelabelDropped, model.SeriesRef{}, noTimestamp
+			return
+		}
+	}
+	e.ref = c.labels.Intern(ls)
 	e.lastT = noTimestamp
 	if len(c.tombstones) == 0 {
 		return // nothing to look up: no hash to compute

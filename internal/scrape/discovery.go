@@ -26,7 +26,11 @@ type NodeTargetOptions struct {
 	// Direct: scrape https://ADDRESS:PORT/PATH (kubelet mode); otherwise the
 	// apiserver's node proxy.
 	Direct bool
-	Path   string
+	// Path is scraped when Endpoints is empty.
+	Path string
+	// Endpoints are scraped as one target each per node (kube-prometheus
+	// scrapes each kubelet endpoint as a ServiceMonitor endpoint of its own).
+	Endpoints []KubeletEndpoint
 	// Port overrides status.daemonEndpoints.kubeletEndpoint.Port when > 0.
 	Port int
 	// Address overrides the node's address.
@@ -38,12 +42,27 @@ type NodeTargetOptions struct {
 	Job              string
 	MetricsPathLabel string
 	NodeLabel        string
+	// Service and PortName are the values of the service and endpoint
+	// target labels (kube-prometheus: service="kubelet",
+	// endpoint="https-metrics"); empty leaves the label out.
+	Service  string
+	PortName string
 	// Shard keeps only the nodes this replica owns.
 	Shard Shard
 }
 
 // NodeTarget turns a Node into a target, or returns nil if it is not ours.
+// With Endpoints, it is the target of the first endpoint (NodeTargets has all).
 func (o *NodeTargetOptions) NodeTarget(n *corev1.Node) *Target {
+	if ts := o.NodeTargets(n); len(ts) > 0 {
+		return ts[0]
+	}
+	return nil
+}
+
+// NodeTargets turns a Node into its targets, one per endpoint, or none if
+// the node is not ours.
+func (o *NodeTargetOptions) NodeTargets(n *corev1.Node) []*Target {
 	addr := o.Address
 	if addr == "" {
 		addr = nodeAddress(n)
@@ -61,34 +80,51 @@ func (o *NodeTargetOptions) NodeTarget(n *corev1.Node) *Target {
 	if port <= 0 {
 		port = DefaultKubeletPort
 	}
-	return o.target(n.Name, addr, port)
+	return o.targets(n.Name, addr, port)
 }
 
 // StaticTarget is a kubelet named by name or IP that is an address
 // and matches no Node object (kubelet mode without node list access).
 func (o *NodeTargetOptions) StaticTarget() *Target {
+	return o.StaticTargets()[0]
+}
+
+// StaticTargets are StaticTarget's targets, one per endpoint.
+func (o *NodeTargetOptions) StaticTargets() []*Target {
 	port := o.Port
 	if port <= 0 {
 		port = DefaultKubeletPort
 	}
-	return o.target(o.NameOrIP, o.NameOrIP, port)
+	return o.targets(o.NameOrIP, o.NameOrIP, port)
 }
 
-func (o *NodeTargetOptions) target(node, addr string, port int) *Target {
+func (o *NodeTargetOptions) targets(node, addr string, port int) []*Target {
+	eps := o.Endpoints
+	if len(eps) == 0 {
+		eps = []KubeletEndpoint{{Path: o.Path}}
+	}
+	out := make([]*Target, 0, len(eps))
+	for i := range eps {
+		out = append(out, o.target(node, addr, port, &eps[i]))
+	}
+	return out
+}
+
+func (o *NodeTargetOptions) target(node, addr string, port int, ep *KubeletEndpoint) *Target {
 	hostport := net.JoinHostPort(addr, strconv.Itoa(port))
-	t := &Target{Key: "node/" + node, Node: node, Address: hostport, Path: o.Path}
+	// Targets on the same host:port differ by path, as kube-prometheus's
+	// do: by metrics_path and by key.
+	t := &Target{Key: targetKey(node, ep.Name), Node: node, Address: hostport, Path: ep.Path,
+		Endpoint: ep.Name, MetricRelabel: ep.MetricRelabel}
 	if o.Direct {
-		t.URL = (&url.URL{Scheme: "https", Host: hostport, Path: o.Path}).String()
+		t.URL = (&url.URL{Scheme: "https", Host: hostport, Path: ep.Path}).String()
 	}
 	ls := []enrich.Label{{Name: "instance", Value: hostport}}
-	if o.Job != "" {
-		ls = append(ls, enrich.Label{Name: "job", Value: o.Job})
-	}
-	if o.MetricsPathLabel != "" {
-		ls = append(ls, enrich.Label{Name: o.MetricsPathLabel, Value: o.Path})
-	}
-	if o.NodeLabel != "" {
-		ls = append(ls, enrich.Label{Name: o.NodeLabel, Value: node})
+	for _, l := range []enrich.Label{{Name: "job", Value: o.Job}, {Name: o.MetricsPathLabel, Value: ep.Path},
+		{Name: o.NodeLabel, Value: node}, {Name: "service", Value: o.Service}, {Name: "endpoint", Value: o.PortName}} {
+		if l.Name != "" && l.Value != "" {
+			ls = append(ls, l)
+		}
 	}
 	enrich.SortLabels(ls)
 	t.Labels = ls
@@ -207,13 +243,11 @@ func (d *NodeDiscovery) Targets() []*Target {
 	var out []*Target
 	for _, obj := range d.informer.GetStore().List() {
 		if n, ok := obj.(*corev1.Node); ok {
-			if t := d.opts.NodeTarget(n); t != nil {
-				out = append(out, t)
-			}
+			out = append(out, d.opts.NodeTargets(n)...)
 		}
 	}
 	if len(out) == 0 && d.opts.Direct && d.opts.NameOrIP != "" && net.ParseIP(d.opts.NameOrIP) != nil {
-		out = append(out, d.opts.StaticTarget())
+		out = append(out, d.opts.StaticTargets()...)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
 	return out

@@ -4,6 +4,10 @@
 package scrape
 
 import (
+	"slices"
+
+	"github.com/prometheus/prometheus/model/relabel"
+
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
 )
 
@@ -19,6 +23,11 @@ type Target struct {
 	// Path is fetched through the node proxy instead.
 	URL  string
 	Path string
+	// Endpoint names the kubelet endpoint (KubeletEndpoint.Name); empty
+	// for a plain target or a bare path.
+	Endpoint string
+	// MetricRelabel is applied to every new series (metric_relabel_configs).
+	MetricRelabel []*relabel.Config
 	// Labels are the target labels (job, instance, node, metrics_path), sorted.
 	Labels []enrich.Label
 }
@@ -26,7 +35,8 @@ type Target struct {
 // Same reports whether two targets would be scraped identically, so that a
 // discovery update that changes nothing keeps the running scrape loop.
 func (t *Target) Same(o *Target) bool {
-	if t.Key != o.Key || t.Node != o.Node || t.Address != o.Address || t.URL != o.URL || t.Path != o.Path || len(t.Labels) != len(o.Labels) {
+	if t.Key != o.Key || t.Node != o.Node || t.Address != o.Address || t.URL != o.URL || t.Path != o.Path || len(t.Labels) != len(o.Labels) ||
+		t.Endpoint != o.Endpoint || !slices.Equal(t.MetricRelabel, o.MetricRelabel) {
 		return false
 	}
 	for i := range t.Labels {

@@ -38,6 +38,7 @@ func main() {
 	pprof := flag.Bool("pprof", false, "run a build of the relay with net/http/pprof and save CPU (measured window) and heap profiles next to the report (-out without .txt, plus -on|-off.cpu.pprof / .heap.pprof)")
 	noBuild := flag.Bool("no-build", false, "do not run make build (use bin/kubelet-meta-proxy as it is)")
 	timeout := flag.Duration("timeout", 0, "stop everything after this long (default: computed from the rounds, plus 5m)")
+	endpoints := flag.String("endpoints", "", "kubelet endpoints the relay scrapes (--kubelet-endpoints), e.g. cadvisor,metrics,probes,resource; default cadvisor")
 	var relayArgs multiFlag
 	flag.Var(&relayArgs, "relay-arg", "extra relay flag (repeatable), e.g. -relay-arg=--max-concurrency=32")
 	podIndex := flag.Bool("pod-index", false, "create every simulated pod in the apiserver (on its node, owned by a ReplicaSet or DaemonSet) and run the relay with the pod index on: "+strings.Join(loadbench.PodIndexArgs, " ")+" (pod-on-node check plain)")
@@ -76,7 +77,8 @@ func main() {
 	cfg := loadbench.Config{
 		Workload: w, Interval: *interval, WarmupRounds: *warmup, Rounds: *rounds, Enrich: modes,
 		KubeletGzip: *gz, Build: !*noBuild, RelayArgs: relayArgs, PodIndex: *podIndex, Out: *out,
-		Command: "go run ./e2e/cmd/loadbench " + strings.Join(os.Args[1:], " "), Log: os.Stderr,
+		Endpoints: splitList(*endpoints),
+		Command:   "go run ./e2e/cmd/loadbench " + strings.Join(os.Args[1:], " "), Log: os.Stderr,
 	}
 	if *pprof {
 		cfg.Pprof = strings.TrimSuffix(*out, ".txt")
@@ -110,4 +112,14 @@ func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "loadbench:", err)
 	os.Exit(1)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
