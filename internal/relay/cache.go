@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"fmt"
 	"io"
 	"math"
 	"strings"
@@ -51,6 +52,8 @@ type Result struct {
 	// first such series, as written, for the log.
 	Duplicates     int
 	FirstDuplicate string
+	// OutOfBounds counts the samples dropped for their timestamp (Limits).
+	OutOfBounds OutOfBounds
 }
 
 type enrichState uint8
@@ -113,6 +116,10 @@ type TargetCache struct {
 	lastBodySize   int // the target's last payload, to size the next buffer
 	spare          *view.TargetView
 	lastRangeCount int
+	limits         Limits // see limits.go
+	futureMs       int64
+	pastMs         int64
+	lastBoundsLog  time.Time
 }
 
 // NewTargetCache returns the cache of one target. honorTimestamps keeps the
@@ -202,6 +209,10 @@ func (c *TargetCache) ProcessStream(r io.Reader, start time.Time, ix *enrich.Nam
 		if !sc.Stopped() { // a NUL ended the payload: drain the rest unread
 			n = copy(buf, sc.Unread()) // the unfinished line
 		}
+		if max := c.limits.maxLine(); max > 0 && n >= max {
+			err = c.limits.lineTooLong() // fail before buffering a line no series could fit in
+			break
+		}
 		if n == len(buf) {
 			buf = append(buf, make([]byte, len(buf))...) // a line longer than buf
 		}
@@ -220,6 +231,9 @@ type scrapeState struct {
 	curFamName string
 	rangeFam   int32
 	pred       int // index in prev of the series expected next
+	// limitErr is the sample limit exceeded: the scrape fails, but the
+	// rest of the payload is still counted, as Prometheus does.
+	limitErr *LimitError
 }
 
 // begin starts a scrape at now with the namespace snapshot ix.
@@ -245,13 +259,21 @@ func (c *TargetCache) begin(now time.Time, ix *enrich.NamespaceIndex) *scrapeSta
 // is sent, every series goes stale).
 func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *Result {
 	res, tv, nowMs := st.res, st.view, st.nowMs
+	if err == nil && st.limitErr != nil {
+		st.limitErr.Detail = fmt.Sprintf("the scrape has %d samples", res.Scraped)
+		err = st.limitErr
+	}
 	res.Err, res.Duration = err, duration
 	if res.Err == nil {
 		c.commit(tv.Samples, nowMs)
 	} else {
 		tv.Samples, tv.Ranges = tv.Samples[:0], tv.Ranges[:0]
 		c.send = c.send[:0]
-		res.Scraped, res.Skipped, res.Enriched, res.Unknown = 0, 0, 0, 0
+		if !isLimit(err) { // over a limit, Prometheus still reports what was scraped
+			res.Scraped = 0
+		}
+		res.Skipped, res.Enriched, res.Unknown = 0, 0, 0
+		res.OutOfBounds = OutOfBounds{}
 	}
 	res.Stale = c.markStale(nowMs, res.Err != nil)
 

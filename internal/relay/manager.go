@@ -46,6 +46,8 @@ type ManagerConfig struct {
 	Sink                      Sink // may be nil
 	Logger                    *slog.Logger
 	Registerer                prometheus.Registerer
+	// Limits hold every target's scrapes (limits.go).
+	Limits Limits
 }
 
 // Manager runs one scrape loop per target, spread over the interval.
@@ -63,6 +65,7 @@ type Manager struct {
 	// scrape of any target reuses: one view per target stays, not two.
 	views   freeList[*view.TargetView]
 	metrics *metrics
+	bounds  *boundsMetrics
 
 	mu    sync.Mutex
 	loops map[string]*loop
@@ -99,6 +102,7 @@ func NewManager(cfg ManagerConfig) *Manager {
 		chunks:  make(freeList[[]byte], cfg.MaxConcurrency),
 		views:   make(freeList[*view.TargetView], cfg.MaxConcurrency),
 		metrics: newMetrics(cfg.Registerer),
+		bounds:  newBoundsMetrics(cfg.Registerer),
 		loops:   map[string]*loop{},
 		graves:  map[string]grave{},
 	}
@@ -137,6 +141,7 @@ func (m *Manager) Sync(ctx context.Context, targets []*scrape.Target) {
 		l := &loop{target: t, cancel: cancel, done: make(chan struct{})}
 		m.loops[key] = l
 		cache := NewTargetCache(t, m.cfg.HonorTimestamps, m.cfg.ExternalLabels...)
+		cache.SetLimits(m.cfg.Limits)
 		if g, ok := m.graves[key]; ok {
 			cache.seed(g.tombs, now.Add(tombstoneTTL))
 			delete(m.graves, key)
@@ -193,6 +198,7 @@ func (m *Manager) run(ctx context.Context, l *loop, cache *TargetCache) {
 		}
 		m.cfg.View.Delete(t.Key)
 		m.metrics.forget(t.Key)
+		m.bounds.forget(t.Key)
 	}()
 
 	select {
@@ -242,6 +248,7 @@ func (m *Manager) scrapeOnce(ctx context.Context, t *scrape.Target, cache *Targe
 			"num_dropped", res.Duplicates, "series", res.FirstDuplicate)
 	}
 	*lastDup = res.FirstDuplicate
+	cache.logBounds(log, res, time.Now())
 	return nil
 }
 
@@ -274,6 +281,7 @@ func (m *Manager) ScrapeAll(ctx context.Context, targets []*scrape.Target) []err
 			}
 			defer func() { <-m.sem }()
 			cache := NewTargetCache(t, m.cfg.HonorTimestamps, m.cfg.ExternalLabels...)
+			cache.SetLimits(m.cfg.Limits)
 			res := m.Scrape(ctx, t, cache)
 			errs[i] = res.Err
 			m.Publish(t, cache, res)
@@ -366,6 +374,7 @@ func (m *Manager) Publish(t *scrape.Target, cache *TargetCache, res *Result) {
 		m.cfg.Sink.Append(res.Send)
 	}
 	m.metrics.observe(t.Key, res)
+	m.bounds.observe(t.Key, res)
 	// The sink copied the samples: the buffer can serve another target.
 	if send := cache.send; cap(send) > 0 {
 		clear(send) // do not keep label tables alive
@@ -468,6 +477,10 @@ func ErrorReason(err error) string {
 		bl *scrape.BodyTooLargeError
 		to *TimeoutError
 	)
+	var le *LimitError
+	if errors.As(err, &le) {
+		return le.Limit
+	}
 	switch {
 	case errors.As(err, &pe):
 		return "parse"

@@ -75,6 +75,12 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 		}
 		raw, t, hasTS, v := sc.Series()
 		res.Scraped++
+		if c.limits.SampleLimit > 0 && res.Scraped > c.limits.SampleLimit {
+			if st.limitErr == nil {
+				st.limitErr = &LimitError{Limit: LimitSample, Value: c.limits.SampleLimit}
+			}
+			continue // count the rest, as Prometheus does, but keep nothing of it
+		}
 		var ei uint32
 		if ts != nil && ts.Predicted() {
 			ei = c.prev[pred]
@@ -104,6 +110,9 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 				res.FirstDuplicate = string(raw)
 			}
 			continue
+		}
+		if hasTS && c.honorTS && (c.futureMs|c.pastMs) != 0 && c.outOfBounds(res, raw, t, nowMs) {
+			continue // as if absent: a receiver would refuse it, and its batch
 		}
 		e.pos = int32(len(c.cur))
 		c.cur = append(c.cur, ei)
@@ -143,6 +152,9 @@ func (c *TargetCache) newEntry(sc scrape.Scanner, h uint64, rawLen int, curFam i
 		return 0, err
 	}
 	if err := c.checkLabels(); err != nil {
+		return 0, err
+	}
+	if err := c.limits.checkLabelLimits(c.lbls, len(c.target.Labels)); err != nil {
 		return 0, err
 	}
 	name := c.lbls.Get(commonmodel.MetricNameLabel)
