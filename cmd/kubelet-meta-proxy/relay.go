@@ -24,10 +24,11 @@ type commonOptions struct {
 	scrape scrapeOptions
 	enrich enrichOptions
 	log    logOptions
+	limits limitsOptions
 }
 
 func (o *commonOptions) Validate() error {
-	return errors.Join(o.kube.Validate(), o.scrape.Validate(), o.enrich.Validate(), o.log.Validate())
+	return errors.Join(o.kube.Validate(), o.scrape.Validate(), o.enrich.Validate(), o.log.Validate(), o.limits.Validate())
 }
 
 // pipeline is what run and scrape-once both build from the options.

@@ -58,6 +58,7 @@ func newRunCommand() *cobra.Command {
 func (o *runOptions) AddFlags(fs *pflag.FlagSet) {
 	o.kube.AddFlags(fs)
 	o.scrape.AddFlags(fs)
+	o.limits.AddFlags(fs)
 	o.enrich.AddFlags(fs)
 	o.serve.AddFlags(fs)
 	o.rw.AddFlags(fs)
@@ -131,6 +132,7 @@ func (o *runOptions) Run(ctx context.Context) error {
 		HonorTimestamps: o.scrape.HonorTimestamps, ExternalLabels: o.rw.externalLabels(),
 		NodeFetcher: nodeFetcher, PlainFetcher: plainFetcher,
 		Namespaces: index, View: view, Sink: sink, Logger: logger.With("component", "scrape"), Registerer: reg,
+		Limits: o.limits.Config(),
 	})
 
 	var ready readiness
