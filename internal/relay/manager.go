@@ -318,7 +318,9 @@ func (m *Manager) Scrape(ctx context.Context, t *scrape.Target, cache *TargetCac
 	if scrape.IsText(ct) {
 		buf, _ := m.chunks.get()
 		res, buf := cache.ProcessStream(r, start, ix, buf)
-		m.chunks.put(buf)
+		if cap(buf) <= maxPooledChunk { // a buffer one long line grew goes to the GC
+			m.chunks.put(buf)
+		}
 		return res
 	}
 	bb, ok := m.bufs.get()
@@ -326,7 +328,7 @@ func (m *Manager) Scrape(ctx context.Context, t *scrape.Target, cache *TargetCac
 		bb = new(bytes.Buffer)
 	}
 	defer func() {
-		if bb.Cap() < 64<<20 { // do not pin a one-off huge body
+		if bb.Cap() <= maxPooledBody { // do not pin a one-off huge body
 			bb.Reset()
 			m.bufs.put(bb)
 		}
@@ -367,7 +369,7 @@ func (r *timeoutReader) Read(p []byte) (int, error) {
 // Publish hands a result to both outputs and the relay's own metrics.
 func (m *Manager) Publish(t *scrape.Target, cache *TargetCache, res *Result) {
 	cache.Recycle(m.cfg.View.Set(res.View))
-	if cache.spare != nil && m.views.put(cache.spare) {
+	if cache.spare != nil && cap(cache.spare.Samples) <= maxPooledSamples && m.views.put(cache.spare) {
 		cache.spare = nil
 	}
 	if m.cfg.Sink != nil {
@@ -380,7 +382,9 @@ func (m *Manager) Publish(t *scrape.Target, cache *TargetCache, res *Result) {
 		clear(send) // do not keep label tables alive
 		cache.send = nil
 		res.Send = nil
-		m.sends.put(send[:0])
+		if cap(send) <= maxPooledSamples {
+			m.sends.put(send[:0])
+		}
 	}
 }
 
