@@ -215,10 +215,8 @@ func (o *scrapeOptions) Validate() error {
 	if _, err := o.bodyLimit(); err != nil {
 		errs = append(errs, err)
 	}
-	for _, t := range o.Targets {
-		if _, err := scrape.PlainTarget(t, o.TargetJob); err != nil {
-			errs = append(errs, fmt.Errorf("--target %w", err))
-		}
+	if _, err := scrape.PlainTargets(o.Targets, o.TargetJob, o.MetricsPathLabel); err != nil {
+		errs = append(errs, fmt.Errorf("--target %w", err))
 	}
 	for flag, name := range map[string]string{"--node-label": o.NodeLabel, "--metrics-path-label": o.MetricsPathLabel} {
 		if name != "" && !model.IsValidLabelName(name) {

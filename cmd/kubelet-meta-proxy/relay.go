@@ -170,10 +170,6 @@ func (t userAgentTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 
 // plainTargets are the --target URLs.
 func (o *commonOptions) plainTargets() []*scrape.Target {
-	var out []*scrape.Target
-	for _, u := range o.scrape.Targets {
-		t, _ := scrape.PlainTarget(u, o.scrape.TargetJob) // validated
-		out = append(out, t)
-	}
+	out, _ := scrape.PlainTargets(o.scrape.Targets, o.scrape.TargetJob, o.scrape.MetricsPathLabel) // validated
 	return out
 }

@@ -120,6 +120,7 @@ type TargetCache struct {
 	futureMs       int64
 	pastMs         int64
 	lastBoundsLog  time.Time
+	selfClash      map[uint32]bool // entries whose series is one of self (collide.go)
 }
 
 // NewTargetCache returns the cache of one target. honorTimestamps keeps the

@@ -103,7 +103,7 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 				return &ParseError{Line: sc.Line(), Err: err}
 			}
 		}
-		if e.seen == c.iter {
+		if e.seen == c.iter || (len(c.selfClash) > 0 && c.selfClash[ei]) {
 			// The series again: Prometheus keeps the first sample and
 			// counts the others (sample_duplicate_timestamp_total).
 			if res.Duplicates++; res.Duplicates == 1 {
@@ -173,6 +173,7 @@ func (c *TargetCache) newEntry(sc scrape.Scanner, h uint64, rawLen int, curFam i
 	*e = seriesEntry{key: h, rawLen: int32(rawLen), fam: fam, lastT: noTimestamp, gen: ix.Generation(), live: true}
 	e.ns = c.internNS(c.lbls.Get(enrich.NamespaceLabel))
 	c.build(e, ix)
+	c.markSelfClash(i, e.ref)
 	// On a 64-bit collision (same hash, other length) the new series takes
 	// the index; the other is then found by prediction only.
 	c.index.put(h, i, c.entries)
