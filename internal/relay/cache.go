@@ -54,6 +54,7 @@ type Result struct {
 	FirstDuplicate string
 	// OutOfBounds counts the samples dropped for their timestamp (Limits).
 	OutOfBounds OutOfBounds
+	ownShown    int // the target's own samples at the end of View.Samples
 }
 
 type enrichState uint8
@@ -120,7 +121,7 @@ type TargetCache struct {
 	futureMs       int64
 	pastMs         int64
 	lastBoundsLog  time.Time
-	selfClash      map[uint32]bool // entries whose series is one of self (collide.go)
+	selfClash      map[uint32]int // entries whose series is one of self (collide.go)
 }
 
 // NewTargetCache returns the cache of one target. honorTimestamps keeps the
@@ -235,6 +236,9 @@ type scrapeState struct {
 	// limitErr is the sample limit exceeded: the scrape fails, but the
 	// rest of the payload is still counted, as Prometheus does.
 	limitErr *LimitError
+	// selfGiven: the payload wrote the target's own series of this family
+	// (collide.go).
+	selfGiven [numSelfFamilies]bool
 }
 
 // begin starts a scrape at now with the namespace snapshot ix.
@@ -283,6 +287,10 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 		up = 0
 	}
 	for i, v := range [numSelfFamilies]float64{up, duration.Seconds(), float64(res.Scraped)} {
+		if st.selfGiven[i] && res.Err == nil {
+			continue // the payload's sample of this series stands (collide.go)
+		}
+		res.ownShown++
 		s := c.self[i]
 		tv.Ranges = append(tv.Ranges, view.FamilyRange{Family: int32(i), Start: len(tv.Samples), End: len(tv.Samples) + 1})
 		tv.Samples = append(tv.Samples, view.ViewSample{Ref: s, T: view.NoTimestamp, V: v})

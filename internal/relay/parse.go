@@ -103,7 +103,7 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 				return &ParseError{Line: sc.Line(), Err: err}
 			}
 		}
-		if e.seen == c.iter || (len(c.selfClash) > 0 && c.selfClash[ei]) {
+		if e.seen == c.iter {
 			// The series again: Prometheus keeps the first sample and
 			// counts the others (sample_duplicate_timestamp_total).
 			if res.Duplicates++; res.Duplicates == 1 {
@@ -113,6 +113,9 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 		}
 		if hasTS && c.honorTS && (c.futureMs|c.pastMs) != 0 && c.outOfBounds(res, raw, t, nowMs) {
 			continue // as if absent: a receiver would refuse it, and its batch
+		}
+		if len(c.selfClash) > 0 {
+			c.givesSelf(st, ei)
 		}
 		e.pos = int32(len(c.cur))
 		c.cur = append(c.cur, ei)
