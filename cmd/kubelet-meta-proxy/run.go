@@ -94,6 +94,9 @@ func (o *runOptions) Run(ctx context.Context) error {
 		return err
 	}
 	c, nodeFetcher, plainFetcher, nodeOpts := p.clients, p.nodeFetcher, p.plainFetcher, p.nodeTargets
+	if err := checkAPIServer(ctx, c.kube.Discovery().RESTClient(), c.config.Host, apiserverCheckTimeout, logger); err != nil {
+		return err
+	}
 
 	var writer *remotewrite.Writer
 	var sink relay.Sink
