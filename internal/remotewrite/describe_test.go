@@ -55,4 +55,3 @@ func Test4xxLogNamesTargetsAndSeries(t *testing.T) {
 		}
 	}
 }
-
