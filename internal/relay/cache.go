@@ -122,6 +122,7 @@ type TargetCache struct {
 	pastMs         int64
 	lastBoundsLog  time.Time
 	selfClash      map[uint32]int // entries whose series is one of self (collide.go)
+	created        []uint32       // entries this scrape created (dropCreated)
 }
 
 // NewTargetCache returns the cache of one target. honorTimestamps keeps the
@@ -246,6 +247,7 @@ func (c *TargetCache) begin(now time.Time, ix *enrich.NamespaceIndex) *scrapeSta
 	c.iter++
 	c.send = c.send[:0]
 	c.cur = c.cur[:0]
+	c.created = c.created[:0]
 	tv := &view.TargetView{Target: c.target}
 	if sp := c.spare; sp != nil {
 		// A view nobody reads any more: reuse its buffers rather than
@@ -279,6 +281,7 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 		}
 		res.Skipped, res.Enriched, res.Unknown = 0, 0, 0
 		res.OutOfBounds = OutOfBounds{}
+		c.dropCreated()
 	}
 	res.Stale = c.markStale(nowMs, res.Err != nil)
 

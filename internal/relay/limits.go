@@ -215,3 +215,21 @@ func (c *TargetCache) logBounds(log *slog.Logger, res *Result, now time.Time) {
 		"too_far_in_future", ob.Future, "too_old", ob.Past, "out_of_bounds_future", c.limits.OutOfBoundsFuture,
 		"out_of_bounds_past", c.limits.OutOfBoundsPast, "first_series", ob.First, "first_timestamp", time.UnixMilli(ob.FirstT).UTC())
 }
+
+// dropCreated frees, after a failed scrape, the cache entries the scrape
+// created: nothing of them was sent, so nothing needs a stale marker or a
+// tombstone. Without this a target that fails with new series every scrape
+// (a churner over --sample-limit) would hold evictAfter scrapes' worth of
+// entries; with it, at most one scrape's, which the sample limit bounds.
+func (c *TargetCache) dropCreated() {
+	for _, i := range c.created {
+		e := &c.entries[i]
+		if !e.live || e.lastT != noTimestamp {
+			continue // came back with a tombstone: keep what it knows
+		}
+		c.index.remove(e.key, i)
+		delete(c.selfClash, i)
+		*e = seriesEntry{}
+		c.free = append(c.free, i)
+	}
+}

@@ -180,6 +180,7 @@ func (c *TargetCache) newEntry(sc scrape.Scanner, h uint64, rawLen int, curFam i
 	// On a 64-bit collision (same hash, other length) the new series takes
 	// the index; the other is then found by prediction only.
 	c.index.put(h, i, c.entries)
+	c.created = append(c.created, i)
 	return i, nil
 }
 
