@@ -309,7 +309,7 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 	tv.Families = c.families[:len(c.families):len(c.families)]
 	c.lastViewLen, c.lastRangeCount = len(tv.Samples), len(tv.Ranges)
 	c.prev, c.cur = c.cur, c.prev
-	if c.iter%evictAfter == 0 {
+	if c.iter%evictAfter == 0 || c.overgrown() {
 		c.evict(time.UnixMilli(nowMs))
 	}
 	res.View = tv

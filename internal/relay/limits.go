@@ -222,6 +222,7 @@ func (c *TargetCache) logBounds(log *slog.Logger, res *Result, now time.Time) {
 // (a churner over --sample-limit) would hold evictAfter scrapes' worth of
 // entries; with it, at most one scrape's, which the sample limit bounds.
 func (c *TargetCache) dropCreated() {
+	freed := 0
 	for _, i := range c.created {
 		e := &c.entries[i]
 		if !e.live || e.lastT != noTimestamp {
@@ -231,5 +232,52 @@ func (c *TargetCache) dropCreated() {
 		delete(c.selfClash, i)
 		*e = seriesEntry{}
 		c.free = append(c.free, i)
+		freed++
 	}
+	// Their labels too, at once: the interner's own trigger compares with
+	// its size at the first eviction round, which a churner has inflated.
+	if freed >= compactAfterFreed {
+		c.compactLabels()
+	}
+}
+
+// compactAfterFreed is how many entries a failed scrape must have freed for
+// their labels to be compacted away at once: a few new series of a failing
+// target wait for the next eviction round.
+const compactAfterFreed = 1024
+
+// churned reports whether an eviction round that freed freed entries
+// left much of the label table garbage: a target that replaces its series
+// every scrape would otherwise grow the interner past its own trigger,
+// whose baseline is the (already inflated) size at the first round.
+func (c *TargetCache) churned(freed int) bool {
+	return freed >= compactAfterFreed && freed >= c.Len()/2
+}
+
+// capTombstones bounds the tombstones of a target that churns: with a
+// sample limit, at tombstonesPerSample times it (a target replacing all
+// its series every scrape would otherwise leave tombstoneTTL/interval
+// scrapes' worth). The ones dropped are arbitrary; such a series coming
+// back with an old timestamp of its own is the rare case they guard.
+func (c *TargetCache) capTombstones() {
+	limit := c.limits.SampleLimit * tombstonesPerSample
+	if limit <= 0 || len(c.tombstones) <= limit {
+		return
+	}
+	for h := range c.tombstones {
+		delete(c.tombstones, h)
+		if len(c.tombstones) <= limit {
+			return
+		}
+	}
+}
+
+const tombstonesPerSample = 2
+
+// overgrown reports whether the cache holds more than twice the sample
+// limit: a target that replaces its series every scrape then has those
+// absent for evictAfter scrapes evicted every scrape, not every
+// evictAfter-th, which bounds it to about (evictAfter+2) × the limit.
+func (c *TargetCache) overgrown() bool {
+	return c.limits.SampleLimit > 0 && c.Len() > 2*c.limits.SampleLimit
 }

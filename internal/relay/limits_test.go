@@ -218,3 +218,35 @@ func TestLimitsValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A target that replaces all its series every scrape, under the sample
+// limit, holds a bounded number of entries, tombstones and label bytes.
+func TestChurnUnderTheLimitIsBounded(t *testing.T) {
+	const limit = 2000
+	c := NewTargetCache(testTarget(), true)
+	c.SetLimits(Limits{SampleLimit: limit})
+	now := scrapeTime
+	maxSize := 0
+	for round := range 40 {
+		var b strings.Builder
+		for i := range limit {
+			fmt.Fprintf(&b, "churn{round=\"%d\",i=\"%d\"} 1\n", round, i)
+		}
+		if res := c.Process([]byte(b.String()), "", now, time.Second, nil, nil); res.Err != nil {
+			t.Fatal(res.Err)
+		}
+		now = now.Add(2 * time.Second)
+		if n := c.Len(); n > (evictAfter+2)*limit {
+			t.Fatalf("round %d: %d series cached, bound %d", round, n, (evictAfter+2)*limit)
+		}
+		if n := len(c.tombstones); n > tombstonesPerSample*limit {
+			t.Fatalf("round %d: %d tombstones, bound %d", round, n, tombstonesPerSample*limit)
+		}
+		if round == 20 {
+			maxSize = 3 * c.labels.Size()
+		}
+		if maxSize > 0 && c.labels.Size() > maxSize {
+			t.Fatalf("round %d: label table %d bytes, three times its size at round 20", round, c.labels.Size())
+		}
+	}
+}
