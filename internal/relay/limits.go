@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	commonmodel "github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 )
 
@@ -86,7 +87,7 @@ func (l *Limits) checkLabelLimits(ls labels.Labels, targetLabels int) error {
 	if l.LabelLimit > 0 {
 		if n := ls.Len() + targetLabels; n > l.LabelLimit {
 			return &LimitError{Limit: LimitLabel, Value: l.LabelLimit,
-				Detail: fmt.Sprintf("metric %q has %d labels", clip(ls.Get(labels.MetricName)), n)}
+				Detail: fmt.Sprintf("metric %q has %d labels", clip(ls.Get(commonmodel.MetricNameLabel)), n)}
 		}
 	}
 	if l.LabelNameLengthLimit <= 0 && l.LabelValueLengthLimit <= 0 {
@@ -98,10 +99,10 @@ func (l *Limits) checkLabelLimits(ls labels.Labels, targetLabels int) error {
 		case err != nil:
 		case l.LabelNameLengthLimit > 0 && len(lb.Name) > l.LabelNameLengthLimit:
 			err = &LimitError{Limit: LimitNameLength, Value: l.LabelNameLengthLimit,
-				Detail: fmt.Sprintf("metric %q, label name %q is %d bytes long", clip(ls.Get(labels.MetricName)), clip(lb.Name), len(lb.Name))}
+				Detail: fmt.Sprintf("metric %q, label name %q is %d bytes long", clip(ls.Get(commonmodel.MetricNameLabel)), clip(lb.Name), len(lb.Name))}
 		case l.LabelValueLengthLimit > 0 && len(lb.Value) > l.LabelValueLengthLimit:
 			err = &LimitError{Limit: LimitValueLength, Value: l.LabelValueLengthLimit,
-				Detail: fmt.Sprintf("metric %q, label %q: value %q is %d bytes long", clip(ls.Get(labels.MetricName)), clip(lb.Name), clip(lb.Value), len(lb.Value))}
+				Detail: fmt.Sprintf("metric %q, label %q: value %q is %d bytes long", clip(ls.Get(commonmodel.MetricNameLabel)), clip(lb.Name), clip(lb.Value), len(lb.Value))}
 		}
 	})
 	return err
