@@ -1,8 +1,10 @@
 package relay
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"strings"
 	"testing"
@@ -248,5 +250,35 @@ func TestChurnUnderTheLimitIsBounded(t *testing.T) {
 		if maxSize > 0 && c.labels.Size() > maxSize {
 			t.Fatalf("round %d: label table %d bytes, three times its size at round 20", round, c.labels.Size())
 		}
+	}
+}
+
+// logRecords counts the records a slog handler gets.
+type logRecords struct{ n int }
+
+func (l *logRecords) Enabled(context.Context, slog.Level) bool  { return true }
+func (l *logRecords) Handle(context.Context, slog.Record) error { l.n++; return nil }
+func (l *logRecords) WithAttrs([]slog.Attr) slog.Handler        { return l }
+func (l *logRecords) WithGroup(string) slog.Handler             { return l }
+
+// Out-of-bounds samples are logged at most once a minute per target.
+func TestOutOfBoundsLogRateLimited(t *testing.T) {
+	c := NewTargetCache(testTarget(), true)
+	c.SetLimits(Limits{OutOfBoundsFuture: time.Minute})
+	rec := &logRecords{}
+	log := slog.New(rec)
+	now := scrapeTime
+	for i := range 10 {
+		payload := fmt.Sprintf("m 1 %d\n", now.Add(time.Hour).UnixMilli())
+		res := c.Process([]byte(payload), "", now, time.Second, nil, nil)
+		c.logBounds(log, res, now)
+		if res.OutOfBounds.Future != 1 {
+			t.Fatalf("scrape %d: %+v", i, res.OutOfBounds)
+		}
+		now = now.Add(15 * time.Second)
+	}
+	// 10 scrapes over 150 s: at 0 s, 60 s, 120 s.
+	if rec.n != 3 {
+		t.Fatalf("logged %d times, want 3", rec.n)
 	}
 }
