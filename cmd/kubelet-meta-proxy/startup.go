@@ -16,7 +16,7 @@ import (
 // answer at all: an apiserver still starting gets a few seconds, a wrong
 // address or a refused connection is reported well before the cache-sync
 // timeout would blame RBAC.
-const apiserverCheckTimeout = 10 * time.Second
+var apiserverCheckTimeout = 10 * time.Second
 
 // checkAPIServer asks the apiserver for /version until it answers or
 // timeout passes, and returns the real error (connection refused, no such
@@ -24,9 +24,9 @@ const apiserverCheckTimeout = 10 * time.Second
 // means the apiserver is there; what the relay may read is for the caches
 // to find out.
 func checkAPIServer(ctx context.Context, c rest.Interface, host string, timeout time.Duration, logger *slog.Logger) error {
-	parent := ctx
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	// Each attempt has its own deadline, not a share of the overall one:
+	// an attempt cut short by the overall deadline would only report that.
+	deadline := time.Now().Add(timeout)
 	var last error
 	for attempt := 1; ; attempt++ {
 		actx, acancel := context.WithTimeout(ctx, timeout/2)
@@ -36,24 +36,26 @@ func checkAPIServer(ctx context.Context, c rest.Interface, host string, timeout 
 		switch {
 		case err == nil:
 			return nil
+		case ctx.Err() != nil:
+			return nil // stopping: not the apiserver's fault
 		case errors.As(err, &se) && se.Status().Code == http.StatusUnauthorized:
 			return fmt.Errorf("kube-apiserver %s refused the relay's credentials (401): %w", host, err)
 		case errors.As(err, &se):
 			return nil // it answered
 		}
 		last = err
+		if errors.Is(last, context.DeadlineExceeded) {
+			last = fmt.Errorf("no answer within %s: %w", timeout/2, err)
+		}
 		if attempt == 1 {
 			logger.Warn("kube-apiserver not reachable yet; retrying", "host", host, "err", err)
 		}
+		if time.Now().Add(time.Second).After(deadline) {
+			return fmt.Errorf("cannot reach the kube-apiserver at %s (--kubeconfig, --kube-apiserver or the in-cluster config): %w", host, last)
+		}
 		select {
 		case <-ctx.Done():
-			if parent.Err() != nil {
-				return nil // stopping: not the apiserver's fault
-			}
-			if errors.Is(last, context.DeadlineExceeded) || errors.Is(last, context.Canceled) {
-				last = fmt.Errorf("no answer within %s", timeout)
-			}
-			return fmt.Errorf("cannot reach the kube-apiserver at %s (--kubeconfig, --kube-apiserver or the in-cluster config): %w", host, last)
+			return nil
 		case <-time.After(time.Second):
 		}
 	}

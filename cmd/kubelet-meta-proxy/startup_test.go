@@ -7,10 +7,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/spf13/pflag"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 )
@@ -82,5 +84,41 @@ func TestCheckAPIServer(t *testing.T) {
 	cancel()
 	if err := checkAPIServer(ctx, versionClient(t, refused), refused, 2*time.Second, logger); err != nil {
 		t.Errorf("cancelled: %v", err)
+	}
+}
+
+// run against a refused apiserver exits within the check's timeout, with
+// the real error, instead of waiting --cache-sync-timeout to blame RBAC.
+func TestRunReportsRefusedAPIServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	kc := t.TempDir() + "/kubeconfig"
+	cfg := "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: \"http://" + addr + "\"}\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\nusers:\n- name: u\n  user: {token: x}\ncurrent-context: c\n"
+	if err := os.WriteFile(kc, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old := apiserverCheckTimeout
+	apiserverCheckTimeout = 2 * time.Second
+	defer func() { apiserverCheckTimeout = old }()
+	o := &runOptions{}
+	fs := pflag.NewFlagSet("run", pflag.ContinueOnError)
+	o.AddFlags(fs)
+	if err := fs.Parse([]string{"--kubeconfig", kc, "--metrics-port", "0", "--log-level", "error"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = o.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "connection refused") || !strings.Contains(err.Error(), addr) {
+		t.Fatalf("run: %v, want the refused connection to %s", err, addr)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("run took %s to report it", took)
 	}
 }
