@@ -183,7 +183,7 @@ type scrapeOptions struct {
 
 func (o *scrapeOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.Interval, "scrape-interval", 30*time.Second, "How often every target is scraped.")
-	fs.DurationVar(&o.Timeout, "scrape-timeout", 10*time.Second, "Timeout of one scrape; at most --scrape-interval.")
+	fs.DurationVar(&o.Timeout, "scrape-timeout", 0, "Timeout of one scrape; at most --scrape-interval. Default min(10s, --scrape-interval), as Prometheus.")
 	fs.IntVar(&o.MaxConcurrency, "max-concurrency", 16, "Most scrapes in flight at once.")
 	fs.StringVar(&o.BodySizeLimit, "body-size-limit", "64Mi", "Largest payload accepted from one target (a quantity: 64Mi, 100M); 0 for no limit.")
 	fs.BoolVar(&o.HonorTimestamps, "honor-timestamps", true, "Keep the timestamps the target writes (cAdvisor does); lines without one get the scrape time.")
@@ -203,6 +203,9 @@ func (o *scrapeOptions) Validate() error {
 	if o.Interval <= 0 {
 		errs = append(errs, fmt.Errorf("--scrape-interval=%s: must be positive", o.Interval))
 	}
+	if o.Timeout == 0 && o.Interval > 0 {
+		o.Timeout = min(defaultScrapeTimeout, o.Interval) // Prometheus lowers its default likewise
+	}
 	if o.Timeout <= 0 || o.Timeout > o.Interval {
 		errs = append(errs, fmt.Errorf("--scrape-timeout=%s: must be positive and at most --scrape-interval (%s)", o.Timeout, o.Interval))
 	}
@@ -212,10 +215,8 @@ func (o *scrapeOptions) Validate() error {
 	if _, err := o.bodyLimit(); err != nil {
 		errs = append(errs, err)
 	}
-	for _, t := range o.Targets {
-		if _, err := scrape.PlainTarget(t, o.TargetJob); err != nil {
-			errs = append(errs, fmt.Errorf("--target %w", err))
-		}
+	if _, err := scrape.PlainTargets(o.Targets, o.TargetJob, o.MetricsPathLabel); err != nil {
+		errs = append(errs, fmt.Errorf("--target %w", err))
 	}
 	for flag, name := range map[string]string{"--node-label": o.NodeLabel, "--metrics-path-label": o.MetricsPathLabel} {
 		if name != "" && !model.IsValidLabelName(name) {

@@ -25,10 +25,11 @@ type commonOptions struct {
 	scrape  scrapeOptions
 	enrich  enrichOptions
 	log     logOptions
+	limits  limitsOptions
 }
 
 func (o *commonOptions) Validate() error {
-	return errors.Join(o.kube.Validate(), o.kubelet.Validate(), o.scrape.Validate(), o.enrich.Validate(), o.log.Validate())
+	return errors.Join(o.kube.Validate(), o.kubelet.Validate(), o.scrape.Validate(), o.enrich.Validate(), o.log.Validate(), o.limits.Validate())
 }
 
 // pipeline is what run and scrape-once both build from the options.
@@ -177,10 +178,6 @@ func (t userAgentTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 
 // plainTargets are the --target URLs.
 func (o *commonOptions) plainTargets() []*scrape.Target {
-	var out []*scrape.Target
-	for _, u := range o.scrape.Targets {
-		t, _ := scrape.PlainTarget(u, o.scrape.TargetJob) // validated
-		out = append(out, t)
-	}
+	out, _ := scrape.PlainTargets(o.scrape.Targets, o.scrape.TargetJob, o.scrape.MetricsPathLabel) // validated
 	return out
 }

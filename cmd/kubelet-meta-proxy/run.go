@@ -62,6 +62,7 @@ func (o *runOptions) AddFlags(fs *pflag.FlagSet) {
 	o.kube.AddFlags(fs)
 	o.kubelet.AddFlags(fs)
 	o.scrape.AddFlags(fs)
+	o.limits.AddFlags(fs)
 	o.enrich.AddFlags(fs)
 	o.serve.AddFlags(fs)
 	o.rw.AddFlags(fs)
@@ -98,6 +99,9 @@ func (o *runOptions) Run(ctx context.Context) error {
 		return err
 	}
 	c, nodeFetcher, plainFetcher, nodeOpts := p.clients, p.nodeFetcher, p.plainFetcher, p.nodeTargets
+	if err := checkAPIServer(ctx, c.kube.Discovery().RESTClient(), c.config.Host, apiserverCheckTimeout, logger); err != nil {
+		return err
+	}
 
 	// A Group, so that SIGHUP and /-/reload can change the endpoints
 	// (config_file.go); it is the sink even with no endpoint yet when a
@@ -157,6 +161,7 @@ func (o *runOptions) Run(ctx context.Context) error {
 		HonorTimestamps: o.scrape.HonorTimestamps, ExternalLabels: o.rw.externalLabels(),
 		NodeFetcher: nodeFetcher, PlainFetcher: plainFetcher,
 		Namespaces: index, Pods: podCfg, View: view, Sink: sink, Logger: logger.With("component", "scrape"), Registerer: reg,
+		Limits: o.limits.Config(),
 	})
 
 	var ready readiness

@@ -46,6 +46,7 @@ or --output. Each failed target is reported on stderr, and the exit code is 1 if
 	o.kube.AddFlags(fs)
 	o.kubelet.AddFlags(fs)
 	o.scrape.AddFlags(fs)
+	o.limits.AddFlags(fs)
 	o.enrich.AddFlags(fs)
 	o.log.AddFlags(fs)
 	fs.StringArrayVar(&o.Nodes, "node", nil, "Scrape only this node (repeatable).")
@@ -89,7 +90,7 @@ func (o *scrapeOnceOptions) Run(ctx context.Context, stdout, stderr io.Writer) e
 	mgr := relay.NewManager(relay.ManagerConfig{
 		Interval: o.scrape.Interval, Timeout: o.scrape.Timeout, MaxConcurrency: o.scrape.MaxConcurrency,
 		HonorTimestamps: o.scrape.HonorTimestamps, NodeFetcher: nodeFetcher, PlainFetcher: plainFetcher,
-		Namespaces: index, View: v, Logger: logger,
+		Namespaces: index, View: v, Logger: logger, Limits: o.limits.Config(),
 	})
 	var failed []string
 	for i, err := range mgr.ScrapeAll(ctx, targets) {

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"fmt"
 	"io"
 	"math"
 	"time"
@@ -64,6 +65,9 @@ type Result struct {
 	// scrape_series_added).
 	Dropped     int
 	SeriesAdded int
+	// OutOfBounds counts the samples dropped for their timestamp (Limits).
+	OutOfBounds OutOfBounds
+	ownShown    int // the target's own samples at the end of View.Samples
 }
 
 type enrichState uint8
@@ -134,6 +138,12 @@ type TargetCache struct {
 	lastBodySize   int // the target's last payload, to size the next buffer
 	spare          *view.TargetView
 	lastRangeCount int
+	limits         Limits // see limits.go
+	futureMs       int64
+	pastMs         int64
+	lastBoundsLog  time.Time
+	selfClash      map[uint32]int // entries whose series is one of self (collide.go)
+	created        []uint32       // entries this scrape created (dropCreated)
 }
 
 // NewTargetCache returns the cache of one target. honorTimestamps keeps the
@@ -222,6 +232,10 @@ func (c *TargetCache) ProcessStream(r io.Reader, start time.Time, ix *enrich.Nam
 		if !sc.Stopped() { // a NUL ended the payload: drain the rest unread
 			n = copy(buf, sc.Unread()) // the unfinished line
 		}
+		if max := c.limits.maxLine(); max > 0 && n >= max {
+			err = c.limits.lineTooLong() // fail before buffering a line no series could fit in
+			break
+		}
 		if n == len(buf) {
 			buf = append(buf, make([]byte, len(buf))...) // a line longer than buf
 		}
@@ -240,6 +254,12 @@ type scrapeState struct {
 	curFamName string
 	rangeFam   int32
 	pred       int // index in prev of the series expected next
+	// limitErr is the sample limit exceeded: the scrape fails, but the
+	// rest of the payload is still counted, as Prometheus does.
+	limitErr *LimitError
+	// selfGiven: the payload wrote the target's own series of this family
+	// (collide.go).
+	selfGiven [numSelfFamilies]bool
 }
 
 // begin starts a scrape at now with the namespace snapshot ix.
@@ -247,6 +267,7 @@ func (c *TargetCache) begin(now time.Time, ix *enrich.NamespaceIndex) *scrapeSta
 	c.iter++
 	c.send = c.send[:0]
 	c.cur = c.cur[:0]
+	c.created = c.created[:0]
 	tv := &view.TargetView{Target: c.target}
 	if sp := c.spare; sp != nil {
 		// A view nobody reads any more: reuse its buffers rather than
@@ -265,13 +286,22 @@ func (c *TargetCache) begin(now time.Time, ix *enrich.NamespaceIndex) *scrapeSta
 // is sent, every series goes stale).
 func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *Result {
 	res, tv, nowMs := st.res, st.view, st.nowMs
+	if err == nil && st.limitErr != nil {
+		st.limitErr.Detail = fmt.Sprintf("the scrape has %d samples", res.Scraped)
+		err = st.limitErr
+	}
 	res.Err, res.Duration = err, duration
 	if res.Err == nil {
 		c.commit(tv.Samples, nowMs)
 	} else {
 		tv.Samples, tv.Ranges = tv.Samples[:0], tv.Ranges[:0]
 		c.send = c.send[:0]
-		res.Scraped, res.Skipped, res.Enriched, res.Unknown, res.Dropped, res.SeriesAdded = 0, 0, 0, 0, 0, 0
+		if !isLimit(err) { // over a limit, Prometheus still reports what was scraped
+			res.Scraped = 0
+		}
+		res.Skipped, res.Enriched, res.Unknown, res.Dropped, res.SeriesAdded = 0, 0, 0, 0, 0
+		res.OutOfBounds = OutOfBounds{}
+		c.dropCreated()
 	}
 	res.Stale = c.markStale(nowMs, res.Err != nil)
 
@@ -284,6 +314,10 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 		post = 0
 	}
 	for i, v := range [numSelfFamilies]float64{up, duration.Seconds(), float64(res.Scraped), post, float64(res.SeriesAdded)} {
+		if st.selfGiven[i] && res.Err == nil {
+			continue // the payload's sample of this series stands (collide.go)
+		}
+		res.ownShown++
 		s := c.self[i]
 		tv.Ranges = append(tv.Ranges, view.FamilyRange{Family: int32(i), Start: len(tv.Samples), End: len(tv.Samples) + 1})
 		tv.Samples = append(tv.Samples, view.ViewSample{Ref: s, T: view.NoTimestamp, V: v})
@@ -299,7 +333,7 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 	tv.Families = c.families[:len(c.families):len(c.families)]
 	c.lastViewLen, c.lastRangeCount = len(tv.Samples), len(tv.Ranges)
 	c.prev, c.cur = c.cur, c.prev
-	if c.iter%evictAfter == 0 {
+	if c.iter%evictAfter == 0 || c.overgrown() {
 		c.evict(time.UnixMilli(nowMs))
 	}
 	res.View = tv

@@ -111,7 +111,7 @@ func refCheck(ls labels.Labels) (labels.Labels, error) {
 // series left out), as refSamples.
 func relaySamples(res *Result) []refSample {
 	var out []refSample
-	for _, s := range res.View.Samples[:len(res.View.Samples)-numSelfFamilies] {
+	for _, s := range res.View.Samples[:len(res.View.Samples)-res.ownShown] {
 		g := refSample{labels: seriesString(res.View.Table, s.Ref), v: math.Float64bits(s.V)}
 		if s.T != view.NoTimestamp {
 			g.ts, g.hasTS = s.T, true

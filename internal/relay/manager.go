@@ -47,6 +47,8 @@ type ManagerConfig struct {
 	Sink                      Sink // may be nil
 	Logger                    *slog.Logger
 	Registerer                prometheus.Registerer
+	// Limits hold every target's scrapes (limits.go).
+	Limits Limits
 }
 
 // Manager runs one scrape loop per target, spread over the interval.
@@ -65,6 +67,7 @@ type Manager struct {
 	views   freeList[*view.TargetView]
 	metrics *metrics
 	podChk  *podCheckMetrics // nil when the check is off
+	bounds  *boundsMetrics
 
 	mu    sync.Mutex
 	loops map[string]*loop
@@ -102,6 +105,7 @@ func NewManager(cfg ManagerConfig) *Manager {
 		views:   make(freeList[*view.TargetView], cfg.MaxConcurrency),
 		metrics: newMetrics(cfg.Registerer),
 		podChk:  newPodCheckMetrics(cfg.Pods, cfg.Logger, cfg.Registerer),
+		bounds:  newBoundsMetrics(cfg.Registerer),
 		loops:   map[string]*loop{},
 		graves:  map[string]grave{},
 	}
@@ -141,6 +145,7 @@ func (m *Manager) Sync(ctx context.Context, targets []*scrape.Target) {
 		m.loops[key] = l
 		cache := NewTargetCache(t, m.cfg.HonorTimestamps, m.cfg.ExternalLabels...)
 		cache.SetPods(m.cfg.Pods)
+		cache.SetLimits(m.cfg.Limits)
 		if g, ok := m.graves[key]; ok {
 			cache.seed(g.tombs, now.Add(tombstoneTTL))
 			delete(m.graves, key)
@@ -198,6 +203,7 @@ func (m *Manager) run(ctx context.Context, l *loop, cache *TargetCache) {
 		m.cfg.View.Delete(t.Key)
 		m.metrics.forget(t.Key)
 		m.podChk.forget(t)
+		m.bounds.forget(t.Key)
 	}()
 
 	select {
@@ -247,6 +253,7 @@ func (m *Manager) scrapeOnce(ctx context.Context, t *scrape.Target, cache *Targe
 			"num_dropped", res.Duplicates, "series", res.FirstDuplicate)
 	}
 	*lastDup = res.FirstDuplicate
+	cache.logBounds(log, res, time.Now())
 	return nil
 }
 
@@ -280,6 +287,7 @@ func (m *Manager) ScrapeAll(ctx context.Context, targets []*scrape.Target) []err
 			defer func() { <-m.sem }()
 			cache := NewTargetCache(t, m.cfg.HonorTimestamps, m.cfg.ExternalLabels...)
 			cache.SetPods(m.cfg.Pods)
+			cache.SetLimits(m.cfg.Limits)
 			res := m.Scrape(ctx, t, cache)
 			errs[i] = res.Err
 			m.Publish(t, cache, res)
@@ -316,7 +324,9 @@ func (m *Manager) Scrape(ctx context.Context, t *scrape.Target, cache *TargetCac
 	if scrape.IsText(ct) {
 		buf, _ := m.chunks.get()
 		res, buf := cache.ProcessStream(r, start, ix, buf)
-		m.chunks.put(buf)
+		if cap(buf) <= maxPooledChunk { // a buffer one long line grew goes to the GC
+			m.chunks.put(buf)
+		}
 		return res
 	}
 	bb, ok := m.bufs.get()
@@ -324,7 +334,7 @@ func (m *Manager) Scrape(ctx context.Context, t *scrape.Target, cache *TargetCac
 		bb = new(bytes.Buffer)
 	}
 	defer func() {
-		if bb.Cap() < 64<<20 { // do not pin a one-off huge body
+		if bb.Cap() <= maxPooledBody { // do not pin a one-off huge body
 			bb.Reset()
 			m.bufs.put(bb)
 		}
@@ -365,7 +375,7 @@ func (r *timeoutReader) Read(p []byte) (int, error) {
 // Publish hands a result to both outputs and the relay's own metrics.
 func (m *Manager) Publish(t *scrape.Target, cache *TargetCache, res *Result) {
 	cache.Recycle(m.cfg.View.Set(res.View))
-	if cache.spare != nil && m.views.put(cache.spare) {
+	if cache.spare != nil && cap(cache.spare.Samples) <= maxPooledSamples && m.views.put(cache.spare) {
 		cache.spare = nil
 	}
 	if m.cfg.Sink != nil {
@@ -373,12 +383,15 @@ func (m *Manager) Publish(t *scrape.Target, cache *TargetCache, res *Result) {
 	}
 	m.metrics.observe(t.Key, res)
 	m.podChk.observe(t, res)
+	m.bounds.observe(t.Key, res)
 	// The sink copied the samples: the buffer can serve another target.
 	if send := cache.send; cap(send) > 0 {
 		clear(send) // do not keep label tables alive
 		cache.send = nil
 		res.Send = nil
-		m.sends.put(send[:0])
+		if cap(send) <= maxPooledSamples {
+			m.sends.put(send[:0])
+		}
 	}
 }
 
@@ -479,6 +492,10 @@ func ErrorReason(err error) string {
 		bl *scrape.BodyTooLargeError
 		to *TimeoutError
 	)
+	var le *LimitError
+	if errors.As(err, &le) {
+		return le.Limit
+	}
 	switch {
 	case errors.As(err, &pe):
 		return "parse"

@@ -75,6 +75,12 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 		}
 		raw, t, hasTS, v := sc.Series()
 		res.Scraped++
+		if c.limits.SampleLimit > 0 && res.Scraped > c.limits.SampleLimit {
+			if st.limitErr == nil {
+				st.limitErr = &LimitError{Limit: LimitSample, Value: c.limits.SampleLimit}
+			}
+			continue // count the rest, as Prometheus does, but keep nothing of it
+		}
 		var ei uint32
 		if ts != nil && ts.Predicted() {
 			ei = c.prev[pred]
@@ -118,6 +124,12 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 			c.notOnNode(res, e)
 			continue
 		}
+		if hasTS && c.honorTS && (c.futureMs|c.pastMs) != 0 && c.outOfBounds(res, raw, t, nowMs) {
+			continue // as if absent: a receiver would refuse it, and its batch
+		}
+		if len(c.selfClash) > 0 {
+			c.givesSelf(st, ei)
+		}
 		e.pos = int32(len(c.cur))
 		c.cur = append(c.cur, ei)
 		e.seen = c.iter
@@ -160,6 +172,9 @@ func (c *TargetCache) newEntry(sc scrape.Scanner, h uint64, rawLen int, curFam i
 	if err := c.checkLabels(); err != nil {
 		return 0, err
 	}
+	if err := c.limits.checkLabelLimits(c.lbls, len(c.target.Labels)); err != nil {
+		return 0, err
+	}
 	name := c.lbls.Get(commonmodel.MetricNameLabel)
 	fam := curFam
 	if curFam < 0 || !belongsTo(name, curFamName, c.families[curFam].Type) {
@@ -176,9 +191,11 @@ func (c *TargetCache) newEntry(sc scrape.Scanner, h uint64, rawLen int, curFam i
 	*e = seriesEntry{key: h, rawLen: int32(rawLen), fam: fam, lastT: noTimestamp, gen: gen, live: true}
 	e.ns = c.scopes.intern(c.lbls.Get(enrich.NamespaceLabel), c.lbls.Get(PodLabel))
 	c.build(e)
+	c.markSelfClash(i, e.ref)
 	// On a 64-bit collision (same hash, other length) the new series takes
 	// the index; the other is then found by prediction only.
 	c.index.put(h, i, c.entries)
+	c.created = append(c.created, i)
 	return i, nil
 }
 

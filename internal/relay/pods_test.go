@@ -193,7 +193,7 @@ func TestPodSeriesGetWorkloadAndPodLabels(t *testing.T) {
 }
 
 // countStale returns the stale markers in send, by namespace/pod.
-func countStale(res *Result) map[string]int {
+func countStaleByPod(res *Result) map[string]int {
 	out := map[string]int{}
 	for k, ss := range sentByName(res.Send) {
 		for _, s := range ss {
@@ -221,8 +221,8 @@ func TestPodRelabelGoesStaleAtOnceAndOnlyForThatPod(t *testing.T) {
 	now := scrapeTime.Add(30 * time.Second)
 	b.clock.set(now)
 	res := c.Process(body, "", now, time.Second, ix, nil)
-	if n := len(countStale(res)); n != 0 || res.Stale != 0 {
-		t.Fatalf("stale markers without any change: %v", countStale(res))
+	if n := len(countStaleByPod(res)); n != 0 || res.Stale != 0 {
+		t.Fatalf("stale markers without any change: %v", countStaleByPod(res))
 	}
 
 	// A relabel of one pod and a new owner of another.
@@ -234,7 +234,7 @@ func TestPodRelabelGoesStaleAtOnceAndOnlyForThatPod(t *testing.T) {
 	now = now.Add(30 * time.Second)
 	b.clock.set(now)
 	res = c.Process(body, "", now, time.Second, ix, nil)
-	stale := countStale(res)
+	stale := countStaleByPod(res)
 	want := map[string]int{p.ns + "/" + p.name: len(perPod[p.ns+"/"+p.name]), q.ns + "/" + q.name: len(perPod[q.ns+"/"+q.name])}
 	if len(stale) != 2 || stale[p.ns+"/"+p.name] != want[p.ns+"/"+p.name] || stale[q.ns+"/"+q.name] != want[q.ns+"/"+q.name] {
 		t.Fatalf("stale markers %v, want %v", stale, want)
@@ -270,7 +270,7 @@ func TestPodNotOnNode(t *testing.T) {
 			b.clock.set(now)
 			res := c.Process(body, "", now, time.Second, ix, nil)
 			got := viewSeries(t, c, res)[key]
-			stale := countStale(res)
+			stale := countStaleByPod(res)
 			switch check {
 			case NodeCheckOff:
 				if res.NotOnNode != 0 || len(got) != n || got[0]["app_kubernetes_io_name"] != "x" {
@@ -317,7 +317,7 @@ func TestPodNotOnNode(t *testing.T) {
 			if check == NodeCheckDrop {
 				wantStale = map[string]int{} // dropped series were never sent
 			}
-			if stale := countStale(res); len(stale) != len(wantStale) || stale[key] != wantStale[key] {
+			if stale := countStaleByPod(res); len(stale) != len(wantStale) || stale[key] != wantStale[key] {
 				t.Fatalf("stale markers %v, want %v", stale, wantStale)
 			}
 		})
@@ -343,8 +343,8 @@ func TestPodNotOnNodeGrace(t *testing.T) {
 	b.clock.set(now)
 	res := c.Process(body, "", now, time.Second, ix, nil)
 	got := viewSeries(t, c, res)[key]
-	if res.NotOnNode != 0 || len(countStale(res)) != 0 || got[0]["workload"] != "e2e-statefulset" {
-		t.Fatalf("within the deleted grace: not on node %d, stale %v, series %v", res.NotOnNode, countStale(res), got[0])
+	if res.NotOnNode != 0 || len(countStaleByPod(res)) != 0 || got[0]["workload"] != "e2e-statefulset" {
+		t.Fatalf("within the deleted grace: not on node %d, stale %v, series %v", res.NotOnNode, countStaleByPod(res), got[0])
 	}
 	// Still within the grace at 4m59s after the delete.
 	now = scrapeTime.Add(29*time.Second + podindex.DefaultDeletedGrace - time.Second)

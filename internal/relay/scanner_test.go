@@ -114,7 +114,7 @@ func checkAgainstReference(t *testing.T, body []byte) {
 	if res.Scraped != n {
 		t.Fatalf("scanner counted %d samples, reference %d:\n%q", res.Scraped, n, show)
 	}
-	got := res.View.Samples[:len(res.View.Samples)-numSelfFamilies]
+	got := res.View.Samples[:len(res.View.Samples)-res.ownShown]
 	if len(got) != len(want) {
 		t.Fatalf("scanner gave %d samples, reference %d:\n%q", len(got), len(want), show)
 	}

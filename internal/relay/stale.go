@@ -63,6 +63,7 @@ func (c *TargetCache) MarkAllStale(now time.Time) []model.Sample {
 
 func (c *TargetCache) evict(now time.Time) {
 	var table *model.LabelTable
+	freed := 0
 	for i := range c.entries {
 		e := &c.entries[i]
 		if !e.live || c.iter-e.seen <= evictAfter {
@@ -78,26 +79,33 @@ func (c *TargetCache) evict(now time.Time) {
 		c.scopes.release(e.ns)
 		*e = seriesEntry{}
 		c.free = append(c.free, uint32(i))
+		freed++
 	}
 	for h, ts := range c.tombstones {
 		if now.After(ts.expires) {
 			delete(c.tombstones, h)
 		}
 	}
-	if c.labels.NeedsCompaction() {
-		// Series that went away left their labels behind: start a table
-		// with only the live ones. Views and queued samples keep the old one.
-		c.labels.Compact(func(visit func(*model.SeriesRef)) {
-			for i := range c.self {
-				visit(&c.self[i])
-			}
-			for i := range c.entries {
-				if e := &c.entries[i]; e.live && e.enrich != enrichDropped {
-					visit(&e.ref)
-				}
-			}
-		})
+	c.capTombstones()
+	if c.labels.NeedsCompaction() || c.churned(freed) {
+		c.compactLabels()
 	}
+}
+
+// compactLabels drops the labels of series that went away: a new table
+// with only the live ones. Views and queued samples keep the old one.
+func (c *TargetCache) compactLabels() {
+	c.labels.Compact(func(visit func(*model.SeriesRef)) {
+		for i := range c.self {
+			visit(&c.self[i])
+		}
+		for i := range c.entries {
+			// A series metric relabeling dropped has no labels to move.
+			if e := &c.entries[i]; e.live && e.enrich != enrichRelabelDropped {
+				visit(&e.ref)
+			}
+		}
+	})
 }
 
 // tombstoneAll returns the last timestamp of every series the cache knows.

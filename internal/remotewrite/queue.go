@@ -296,8 +296,10 @@ func (s *shard) sendBatch(sendCtx context.Context) {
 			q.metrics.samplesFailed.Add(float64(n))
 			q.metrics.dropped.WithLabelValues(reason).Add(float64(n))
 			if ok, suppressed := q.limiter.allow(reason); ok {
+				targets, first := describeBatch(s.batch)
 				q.logger.Error("remote-write endpoint rejected a batch; not retrying, samples dropped",
-					"reason", reason, "samples", n, "err", err, "similar_messages_suppressed", suppressed)
+					"reason", reason, "samples", n, "err", err, "targets", targets, "first_series", first,
+					"similar_messages_suppressed", suppressed)
 			}
 			return
 		}

@@ -164,6 +164,12 @@ spec:
         {{- end }}
         - --scrape-interval={{ .Values.scrapeInterval }}
         - --scrape-timeout={{ .Values.scrapeTimeout }}
+        {{- with .Values.limits }}
+        - --sample-limit={{ int .sampleLimit }}
+        - --label-limit={{ int .labelLimit }}
+        - --label-name-length-limit={{ int .labelNameLengthLimit }}
+        - --label-value-length-limit={{ int .labelValueLengthLimit }}
+        {{- end }}
         - --log-level={{ .Values.logLevel }}
         - --log-format={{ .Values.logFormat }}
         {{- if $rwSecret }}
