@@ -51,6 +51,13 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Writer, e
 		if err != nil {
 			return nil, fmt.Errorf("remote write endpoint %q: %w", e.effectiveName(), err)
 		}
+		if e.Queue.Dir != "" {
+			fallback := m.diskFallback.MustCurryWith(prometheus.Labels{"remote_name": q.name, "url": q.urlLabel})
+			if q.disk, err = openDisk(q, e, logger, reg, fallback); err != nil {
+				w.closeDisks()
+				return nil, fmt.Errorf("remote write endpoint %q: %w", e.effectiveName(), err)
+			}
+		}
 		w.queues = append(w.queues, q)
 	}
 	m.queues = w.queues
@@ -103,6 +110,17 @@ func (w *Writer) Run(ctx context.Context) error {
 			wg.Go(func() { s.run(sendCtx, stop) })
 		}
 	}
+	// The disk senders outlive the shards: the shards' flush appends to the
+	// disk, which is then sent until drained, the receiver fails, or the
+	// shutdown timeout passes; the rest stays on disk for the next start.
+	diskCtx, cancelDisk := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelDisk()
+	var diskWG sync.WaitGroup
+	for _, q := range w.queues {
+		if q.disk != nil && q.disk.dq != nil {
+			diskWG.Go(func() { q.disk.run(diskCtx) })
+		}
+	}
 	for _, q := range w.queues {
 		q.logger.Info("remote write started", "shards", len(q.shards), "capacity", q.capacity(),
 			"max_samples_per_send", q.cfg.MaxSamplesPerSend)
@@ -121,6 +139,23 @@ func (w *Writer) Run(ctx context.Context) error {
 		cancelSend()
 		<-done
 	}
+	timeoutCtx, cancelTimeout := context.WithCancel(context.Background())
+	defer cancelTimeout()
+	go func() {
+		select {
+		case <-timer.C:
+		case <-sendCtx.Done():
+		}
+		cancelTimeout()
+	}()
+	for _, q := range w.queues {
+		if q.disk != nil && q.disk.dq != nil {
+			q.disk.waitDrained(timeoutCtx)
+		}
+	}
+	cancelDisk()
+	diskWG.Wait()
+	w.closeDisks()
 	if n := w.shutdownDropped.Load(); n > 0 {
 		return fmt.Errorf("remotewrite: %d samples dropped at shutdown (not delivered within the %s shutdown timeout, or appended after stop)", n, w.shutdownTimeout)
 	}
