@@ -73,7 +73,7 @@ func newQueue(e EndpointConfig, logger *slog.Logger, m *metrics, shutdownDropped
 			index:  i,
 			ring:   ring{max: e.Queue.Capacity, keep: max(perShard, minRingSize)},
 			notify: make(chan struct{}, 1),
-			batch:  make([]model.Sample, 0, min(e.Queue.MaxSamplesPerSend, perShard)),
+			batch:  make([]model.Sample, 0, min(e.Queue.MaxSamplesPerSend, e.Queue.Capacity)),
 		}
 	}
 	return q, nil
