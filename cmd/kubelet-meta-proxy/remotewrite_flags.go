@@ -88,6 +88,7 @@ func (o *remoteWriteOptions) AddFlags(fs *pflag.FlagSet) {
 		"Concurrent senders per endpoint; each series always uses the same one, which keeps its samples in order.")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout,
 		"On shutdown, how long to keep sending buffered samples before giving up on them.")
+	o.addQueueFlags(fs)
 }
 
 // Validate parses the flags, reads the --remote-write-config file and
@@ -154,6 +155,8 @@ var rwFlagNames = map[string]string{
 	"queue.min_backoff":          "--min-backoff",
 	"queue.max_backoff":          "--max-backoff",
 	"shutdown_timeout":           "--shutdown-timeout",
+	"queue_max_bytes":            "--remote-write-queue-max-bytes",
+	"queue_fsync_interval":       "--remote-write-fsync-interval",
 }
 
 // flagErrors rewrites remotewrite's field errors about settings given by
