@@ -15,6 +15,7 @@ import (
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/diskqueue"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // diskBacked is an endpoint's on-disk queue (Queue.Dir set). Every encoded
@@ -230,3 +231,36 @@ const (
 	// DefaultQueueSyncInterval bounds what an OS crash loses.
 	DefaultQueueSyncInterval = diskqueue.DefaultSyncInterval
 )
+
+// logTotals logs the endpoint's lifetime counts at shutdown, so that an
+// operator (and the end-to-end tests) can account for every sample of a
+// run: in = sent + dropped + left on disk (+ rejected for good).
+func (q *queue) logTotals() {
+	var backlog int64
+	if q.disk != nil && q.disk.dq != nil {
+		_, backlog = q.disk.dq.Len()
+	}
+	q.logger.Info("remote write endpoint stopped",
+		"samples_in", q.counterValue(q.metrics.samplesIn), "samples_sent", q.counterValue(q.metrics.samplesSent),
+		"samples_dropped", q.counterValue(q.metrics.dropped), "disk_backlog_samples", backlog)
+}
+
+// counterValue reads a counter, or sums the children of a vector that
+// belong to this endpoint (a curried vector collects every endpoint's).
+func (q *queue) counterValue(c prometheus.Collector) int64 {
+	ch := make(chan prometheus.Metric, 16)
+	go func() { c.Collect(ch); close(ch) }()
+	var sum float64
+	for m := range ch {
+		var d dto.Metric
+		if m.Write(&d) != nil || d.Counter == nil {
+			continue
+		}
+		for _, l := range d.Label {
+			if l.GetName() == "remote_name" && l.GetValue() == q.name {
+				sum += d.Counter.GetValue()
+			}
+		}
+	}
+	return int64(sum)
+}

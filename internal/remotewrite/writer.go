@@ -156,6 +156,9 @@ func (w *Writer) Run(ctx context.Context) error {
 	cancelDisk()
 	diskWG.Wait()
 	w.closeDisks()
+	for _, q := range w.queues {
+		q.logTotals()
+	}
 	if n := w.shutdownDropped.Load(); n > 0 {
 		return fmt.Errorf("remotewrite: %d samples dropped at shutdown (not delivered within the %s shutdown timeout, or appended after stop)", n, w.shutdownTimeout)
 	}
