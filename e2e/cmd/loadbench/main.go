@@ -38,6 +38,8 @@ func main() {
 	pprof := flag.Bool("pprof", false, "run a build of the relay with net/http/pprof and save CPU (measured window) and heap profiles next to the report (-out without .txt, plus -on|-off.cpu.pprof / .heap.pprof)")
 	noBuild := flag.Bool("no-build", false, "do not run make build (use bin/kubelet-meta-proxy as it is)")
 	timeout := flag.Duration("timeout", 0, "stop everything after this long (default: computed from the rounds, plus 5m)")
+	diskQueue := flag.Bool("disk-queue", false, "run the relay with --remote-write-queue-dir (a new directory under /var/tmp)")
+	outage := flag.Duration("receiver-outage", 0, "instead of the measured rounds: take the receiver down (503) this long after the first round, then measure the drain and check every scraped sample arrived in order")
 	var relayArgs multiFlag
 	flag.Var(&relayArgs, "relay-arg", "extra relay flag (repeatable), e.g. -relay-arg=--max-concurrency=32")
 	flag.Parse()
@@ -74,7 +76,7 @@ func main() {
 	w.PodsPerNode, w.Namespaces = *pods, *namespaces
 	cfg := loadbench.Config{
 		Workload: w, Interval: *interval, WarmupRounds: *warmup, Rounds: *rounds, Enrich: modes,
-		KubeletGzip: *gz, Build: !*noBuild, RelayArgs: relayArgs, Out: *out,
+		KubeletGzip: *gz, Build: !*noBuild, RelayArgs: relayArgs, Out: *out, DiskQueue: *diskQueue, Outage: *outage,
 		Command: "go run ./e2e/cmd/loadbench " + strings.Join(os.Args[1:], " "), Log: os.Stderr,
 	}
 	if *pprof {
@@ -83,6 +85,9 @@ func main() {
 	if *timeout == 0 {
 		perMode := time.Duration(*warmup+*rounds+3)*(*interval) + 3*time.Minute
 		*timeout = 5*time.Minute + time.Duration(len(modes))*perMode
+		if *outage > 0 {
+			*timeout = 10*time.Minute + 3*(*outage)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
