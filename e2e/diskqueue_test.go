@@ -3,7 +3,10 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -118,17 +121,33 @@ func stoppedTotals(t *testing.T, r *bed.Relay) totals {
 }
 
 // promCount is how many samples of the relay's series Prometheus holds with
-// a timestamp at or before at.
+// a timestamp at or before at. count_over_time drops the metric name, so
+// several names in one query would collide: one query per name.
 func promCount(t *testing.T, b *bed.Bed, sel string, at time.Time) int64 {
 	t.Helper()
-	res, err := b.QueryRange(t.Context(), fmt.Sprintf(`sum(count_over_time({%s}[1h]))`, sel), at, at, time.Second)
+	u := b.PrometheusURL + "/api/v1/label/__name__/values?" + url.Values{"match[]": {"{" + sel + "}"}}.Encode()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, u, nil)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res) == 0 || len(res[0].Points) == 0 {
-		return 0
+	var names struct{ Data []string }
+	err = json.NewDecoder(resp.Body).Decode(&names)
+	resp.Body.Close()
+	if err != nil || len(names.Data) == 0 {
+		t.Fatalf("metric names of {%s}: %v %v", sel, names.Data, err)
 	}
-	return int64(res[0].Points[len(res[0].Points)-1].V)
+	var total int64
+	for _, n := range names.Data {
+		res, err := b.QueryRange(t.Context(), fmt.Sprintf(`sum(count_over_time({%s, __name__=%q}[1h]))`, sel, n), at, at, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res) > 0 && len(res[0].Points) > 0 {
+			total += int64(res[0].Points[len(res[0].Points)-1].V)
+		}
+	}
+	return total
 }
 
 func promDown(t *testing.T, b *bed.Bed) {
