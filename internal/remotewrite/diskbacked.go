@@ -27,10 +27,12 @@ import (
 // longest prefix of finished records, since acknowledgement is cumulative.
 //
 // When the disk refuses a record (full, read-only, directory removed, I/O
-// error) the shard sends that request from memory as without a disk queue:
-// the relay keeps working, and the failure is logged and counted. While
-// that lasts, order between the disk backlog and the memory path is not
-// guaranteed; the alternative would be losing the data.
+// error) the shard holds it (its ring goes on buffering, bounded by the
+// queue capacity) and tries the disk again, until either the disk takes it
+// or the disk's backlog has been sent; then it sends the request from
+// memory as without a disk queue. Sending it earlier would put newer
+// samples before the backlog, which the receiver rejects as out of order.
+// The relay keeps scraping throughout; the failure is logged and counted.
 type diskBacked struct {
 	q     *queue
 	dq    *diskqueue.Queue
@@ -107,31 +109,50 @@ func openDisk(q *queue, e EndpointConfig, logger *slog.Logger, reg prometheus.Re
 	return d, nil
 }
 
-// store appends one encoded request to the disk. false means the disk
-// refused it (logged and counted): the caller sends it from memory.
-func (d *diskBacked) store(key int, body []byte, n int, minT, maxT int64) bool {
+// diskRetryWait is how long a shard whose request the disk refused waits
+// before trying the disk again (the queue itself fails fast for its
+// RetryInterval after a failure).
+var diskRetryWait = time.Second
+
+// store appends one encoded request to the disk. While the disk refuses it
+// and still holds a backlog, store waits and retries (see diskBacked).
+// false means the request must be sent from memory (counted): the disk
+// refuses it and has nothing left to send first, or ctx was cancelled.
+func (d *diskBacked) store(ctx context.Context, key int, body []byte, n int, minT, maxT int64) bool {
 	q := d.q
 	if d.dq == nil {
 		d.fallbackSamples.WithLabelValues("open_failed").Add(float64(n))
 		return false
 	}
-	err := d.dq.Append(diskqueue.Header{Samples: uint32(n), MinT: minT, MaxT: maxT, Key: uint64(key)}, body)
-	if err == nil {
-		return true
+	for {
+		err := d.dq.Append(diskqueue.Header{Samples: uint32(n), MinT: minT, MaxT: maxT, Key: uint64(key)}, body)
+		if err == nil {
+			return true
+		}
+		reason := "unavailable"
+		switch {
+		case errors.Is(err, diskqueue.ErrTooLarge):
+			reason = "too_large"
+		case errors.Is(err, diskqueue.ErrClosed):
+			reason = "closed"
+		}
+		if d.drained() || reason != "unavailable" {
+			d.fallbackSamples.WithLabelValues(reason).Add(float64(n))
+			if ok, suppressed := q.limiter.allow("disk_" + reason); ok {
+				q.logger.Error("disk queue refused a request and has no backlog; sending it from memory (the relay goes on scraping)",
+					"reason", reason, "samples", n, "err", err, "similar_messages_suppressed", suppressed)
+			}
+			return false
+		}
+		if ok, suppressed := q.limiter.allow("disk_hold"); ok {
+			r, s := d.dq.Len()
+			q.logger.Error("disk queue refused a request; holding it in memory until the disk takes it or its backlog is sent (newer samples must not overtake the backlog; the relay goes on scraping)",
+				"samples", n, "backlog_records", r, "backlog_samples", s, "err", err, "similar_messages_suppressed", suppressed)
+		}
+		if q.sleep(ctx, diskRetryWait) != nil {
+			return false
+		}
 	}
-	reason := "unavailable"
-	switch {
-	case errors.Is(err, diskqueue.ErrTooLarge):
-		reason = "too_large"
-	case errors.Is(err, diskqueue.ErrClosed):
-		reason = "closed"
-	}
-	d.fallbackSamples.WithLabelValues(reason).Add(float64(n))
-	if ok, suppressed := q.limiter.allow("disk_" + reason); ok {
-		q.logger.Error("disk queue refused a request; sending it from memory (the relay goes on scraping; order with the disk backlog is not kept meanwhile)",
-			"reason", reason, "samples", n, "err", err, "similar_messages_suppressed", suppressed)
-	}
-	return false
 }
 
 // run reads records in order and feeds the lanes until ctx is done.

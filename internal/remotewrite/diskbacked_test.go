@@ -225,10 +225,11 @@ func TestDiskQueueUnopenableFallsBackToMemory(t *testing.T) {
 	}
 }
 
-// TestDiskFullFallsBackToMemory fills a 1 MiB tmpfs while the receiver is
-// down: appends fail (ENOSPC), the batches are kept in memory and sent once
-// the receiver is back; logged and counted.
-func TestDiskFullFallsBackToMemory(t *testing.T) {
+// TestDiskFullHoldsThenDelivers fills a 1 MiB tmpfs while the receiver is
+// down: appends fail (ENOSPC, logged and counted), the refused batches wait
+// in memory rather than overtake the disk backlog, and once the receiver is
+// back everything arrives, every series complete and in order.
+func TestDiskFullHoldsThenDelivers(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to mount a tmpfs")
 	}
@@ -237,6 +238,8 @@ func TestDiskFullFallsBackToMemory(t *testing.T) {
 		t.Skipf("mount tmpfs: %v", err)
 	}
 	t.Cleanup(func() { _ = syscall.Unmount(mnt, syscall.MNT_DETACH) })
+	defer func(d time.Duration) { diskRetryWait = d }(diskRetryWait)
+	diskRetryWait = 10 * time.Millisecond
 
 	rcv, down := flakyReceiver(t)
 	down.Store(true)
@@ -246,34 +249,30 @@ func TestDiskFullFallsBackToMemory(t *testing.T) {
 	h := start(t, Config{Endpoints: []EndpointConfig{ep}, ShutdownTimeout: 2 * time.Second}, nil)
 	wl := newWorkload(6, 50)
 	rounds := 0
-	for rounds < 400 && h.metric("disk_fallback_samples_total", map[string]string{"reason": "unavailable"}) == 0 {
+	for rounds < 400 && diskMetric(t, h.reg, "append_errors_total", "enospc") == 0 {
 		rounds++
 		h.w.Append(wl.round(int64(rounds)))
 		time.Sleep(time.Millisecond)
 	}
-	if h.metric("disk_fallback_samples_total", map[string]string{"reason": "unavailable"}) == 0 {
+	if diskMetric(t, h.reg, "append_errors_total", "enospc") == 0 {
 		t.Fatalf("1 MiB tmpfs never full after %d rounds", rounds)
 	}
-	if got := diskMetric(t, h.reg, "append_errors_total", "enospc"); got < 1 {
-		t.Fatalf("append_errors_total{reason=enospc} = %v", got)
+	// A few more rounds with the disk full: held in memory.
+	for range 20 {
+		rounds++
+		h.w.Append(wl.round(int64(rounds)))
 	}
-	if h.logs.count("disk queue refused a request") < 1 {
-		t.Fatal("no log line about the refused request")
+	eventually(t, 5*time.Second, "the log line", func() bool { return h.logs.count("disk queue refused a request") > 0 })
+	if got := rcv.acceptedSamples(); got != 0 {
+		t.Fatalf("receiver down, yet %d samples accepted", got)
 	}
 	down.Store(false)
 	total := rounds * len(wl.series)
-	eventually(t, 20*time.Second, "every sample delivered", func() bool { return rcv.acceptedSamples() >= total })
+	eventually(t, 30*time.Second, "every sample delivered", func() bool { return rcv.acceptedSamples() >= total })
 	if got := h.metric("samples_dropped_total", nil); got != 0 {
 		t.Fatalf("dropped %v", got)
 	}
-	// Series order is not promised while falling back; completeness is.
-	for _, s := range wl.series {
-		got := timestamps(rcv.samplesOf(s))
-		slices.Sort(got)
-		if !slices.Equal(got, rangeTS(1, int64(rounds))) {
-			t.Fatalf("series %s: %d of %d samples", seriesKey(s), len(got), rounds)
-		}
-	}
+	wl.checkComplete(t, rcv, rounds)
 }
 
 // TestDiskQueueLockedIsAnError: two Writers on one directory is a

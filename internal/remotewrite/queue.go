@@ -325,7 +325,11 @@ func (s *shard) sendBatch(sendCtx context.Context) {
 	}
 	// With a disk queue the batch is stored and sent by the disk's senders;
 	// only when the disk refuses it is it sent from memory, as without one.
-	if q.disk != nil && q.disk.store(s.index, body, n, minT, maxT) {
+	if q.disk != nil && q.disk.store(sendCtx, s.index, body, n, minT, maxT) {
+		return
+	}
+	if sendCtx.Err() != nil {
+		q.dropShutdown(n)
 		return
 	}
 	if q.deliver(sendCtx, body, n, maxT) == deliverCancelled {
