@@ -91,6 +91,7 @@ func (o *remoteWriteOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout,
 		"On shutdown, how long to keep sending buffered samples before giving up on them.")
 	o.Prom.AddFlags(fs)
+	o.addQueueFlags(fs)
 }
 
 // Validate parses the flags, reads the --remote-write-config file and
@@ -160,6 +161,8 @@ var rwFlagNames = map[string]string{
 	"queue.min_backoff":          "--min-backoff",
 	"queue.max_backoff":          "--max-backoff",
 	"shutdown_timeout":           "--shutdown-timeout",
+	"queue_max_bytes":            "--remote-write-queue-max-bytes",
+	"queue_fsync_interval":       "--remote-write-fsync-interval",
 }
 
 // flagErrors rewrites remotewrite's field errors about settings given by

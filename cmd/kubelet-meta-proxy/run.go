@@ -292,14 +292,17 @@ loop:
 	ready.set(errors.New("shutting down"))
 	mgr.Stop()
 	stopWriter()
-	if err := <-rwDone; err != nil {
-		logger.Error("remote write did not flush everything", "err", err)
+	rwErr := <-rwDone
+	if rwErr != nil {
+		logger.Error("remote write did not flush everything", "err", rwErr)
 	}
 	stopServer()
 	stopInformers()
 	wg.Wait()
 	logger.Info("stopped")
-	return nil
+	// A non-zero exit status tells the operator (and the kubelet's events)
+	// that samples were dropped at shutdown.
+	return rwErr
 }
 
 type readiness struct {

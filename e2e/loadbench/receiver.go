@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -37,6 +38,7 @@ type Receiver struct {
 	st   ReceiverStats
 	pool sync.Pool // *recvScratch
 	hint int       // series expected, for Reset
+	down atomic.Bool
 }
 
 // recvScratch is one request's buffers and what it found, merged under the lock.
@@ -66,6 +68,8 @@ type ReceiverStats struct {
 	WithLabel int64
 	// Series is how many distinct series were seen.
 	Series int64
+	// Refused counts requests answered 503 while SetDown(true).
+	Refused int64
 	// First and Last are when the first and the latest request arrived.
 	First, Last time.Time
 }
@@ -121,6 +125,14 @@ var errWire = errors.New("malformed protobuf")
 func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if req.Method != http.MethodPost {
 		http.Error(w, "POST only", http.StatusMethodNotAllowed)
+		return
+	}
+	if r.down.Load() {
+		_, _ = io.Copy(io.Discard, req.Body)
+		r.mu.Lock()
+		r.st.Refused++
+		r.mu.Unlock()
+		http.Error(w, "receiver down (loadbench -receiver-outage)", http.StatusServiceUnavailable)
 		return
 	}
 	sc := r.pool.Get().(*recvScratch)

@@ -51,6 +51,11 @@ type Config struct {
 	// saves a CPU profile of the measured window and a heap profile at its end to
 	// Pprof-<on|off>.cpu.pprof and .heap.pprof. Profiling costs the relay a little CPU.
 	Pprof string
+	// DiskQueue runs the relay with --remote-write-queue-dir (a new directory
+	// under /var/tmp); Outage > 0 runs the receiver-outage scenario instead of
+	// the measured rounds (outage.go).
+	DiskQueue bool
+	Outage    time.Duration
 	// Command is the command line, for the report.
 	Command string
 	Log     io.Writer
@@ -242,6 +247,19 @@ func Run(ctx context.Context, cfg Config) (string, []*Result, error) {
 	recv.Presize(int(series) + 3*w.Nodes)
 
 	var results []*Result
+	if cfg.Outage > 0 {
+		res, text := runOutage(ctx, cfg, b, recv, ks, logf)
+		report := fmt.Sprintf("# loadbench receiver outage, %d nodes x %d pods, %d series, interval %s\n\ncommand: %s\nrelay: %s\n%s",
+			w.Nodes, w.PodsPerNode, series, cfg.Interval, cfg.Command, cfg.relayVersion, text)
+		if res.Err != nil {
+			report += fmt.Sprintf("error: %v\n", res.Err)
+		}
+		if cfg.Out != "" {
+			_ = os.MkdirAll(filepath.Dir(cfg.Out), 0o755)
+			_ = os.WriteFile(cfg.Out, []byte(report), 0o644)
+		}
+		return report, []*Result{res}, nil
+	}
 	for _, enrich := range cfg.Enrich {
 		res := runRelay(ctx, cfg, b, recv, enrich, ks, logf)
 		results = append(results, res)
@@ -325,6 +343,13 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, enric
 		args = append(args, "--kubelet-endpoints="+strings.Join(cfg.Endpoints, ","))
 	}
 	args = append(args, cfg.RelayArgs...)
+	dq, cleanup, err := diskQueueArgs(cfg)
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	defer cleanup()
+	args = append(args, dq...)
 	res.Args = args
 	pprofAddr := ""
 	if cfg.Pprof != "" {

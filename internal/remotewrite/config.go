@@ -45,6 +45,7 @@ const (
 const (
 	maxShards            = 1024
 	maxSamplesPerSendCap = 1_000_000
+	minQueueMaxBytes     = 16 << 20
 )
 
 // Config configures a Writer.
@@ -59,6 +60,9 @@ type Config struct {
 	// validated is set by a successful Validate, so that New does not read
 	// the credential and TLS files a second time.
 	validated bool
+	// deferDiskOpen makes New leave the disk queues closed until Run: a
+	// reload's new Writer runs only after the old one released the directory.
+	deferDiskOpen bool
 }
 
 // Enabled reports whether there is any receiver to write to.
@@ -126,6 +130,17 @@ type QueueConfig struct {
 	// MinBackoff and MaxBackoff bound the (exponential, jittered) wait
 	// between retries of a failed request.
 	MinBackoff, MaxBackoff time.Duration
+
+	// Dir, when set, puts the endpoint's requests through an on-disk queue
+	// in Dir/QueueSubdir(name) (see diskbacked.go and docs/disk-queue.md);
+	// empty keeps the memory queue only.
+	Dir string
+	// MaxBytes bounds the disk queue's files; when full the oldest data is
+	// dropped (counted). Zero means diskqueue.DefaultMaxBytes.
+	MaxBytes int64
+	// SyncInterval is how often the disk queue is fsynced; an OS crash or
+	// power loss loses at most this. Zero means diskqueue.DefaultSyncInterval.
+	SyncInterval time.Duration
 }
 
 // DefaultQueueConfig returns the default queue settings.
@@ -314,6 +329,15 @@ func (e *EndpointConfig) validateQueue() []error {
 	}
 	if q.BatchSendDeadline <= 0 {
 		bad("queue.batch_send_deadline", "must be positive, got %s", q.BatchSendDeadline)
+	}
+	if q.Dir != "" && q.MaxBytes != 0 && q.MaxBytes < minQueueMaxBytes {
+		bad("queue_max_bytes", "must be at least %d (16 MiB) when set, got %d", minQueueMaxBytes, q.MaxBytes)
+	}
+	if q.MaxBytes < 0 {
+		bad("queue_max_bytes", "must not be negative, got %d", q.MaxBytes)
+	}
+	if q.SyncInterval < 0 {
+		bad("queue_fsync_interval", "must not be negative, got %s", q.SyncInterval)
 	}
 	if q.MinBackoff <= 0 {
 		bad("queue.min_backoff", "must be positive, got %s", q.MinBackoff)

@@ -21,6 +21,8 @@ import (
 //	    tls: {ca_file: /etc/mimir/ca.crt, cert_file: /etc/mimir/tls.crt, key_file: /etc/mimir/tls.key, insecure_skip_verify: false}
 //	    timeout: 30s
 //	    queue: {capacity: 1000000, shards: 4, max_samples_per_send: 10000, batch_send_deadline: 5s, min_backoff: 30ms, max_backoff: 5s}
+//	    queue_dir: /var/lib/kubelet-meta-proxy/queue
+//	    queue_max_bytes: 1073741824
 type fileConfig struct {
 	Endpoints []fileEndpoint `json:"endpoints"`
 }
@@ -42,6 +44,10 @@ type fileEndpoint struct {
 	} `json:"tls,omitempty"`
 	Timeout Duration   `json:"timeout,omitempty"`
 	Queue   *fileQueue `json:"queue,omitempty"`
+	// QueueDir and QueueMaxBytes set the endpoint's disk queue (see
+	// QueueConfig.Dir); left out, the flags' values apply.
+	QueueDir      string `json:"queue_dir,omitempty"`
+	QueueMaxBytes int64  `json:"queue_max_bytes,omitempty"`
 }
 
 type fileQueue struct {
@@ -115,6 +121,8 @@ func parseConfigFile(b []byte, path string, defaults EndpointConfig) ([]Endpoint
 			setIf(&e.Queue.MinBackoff, time.Duration(q.MinBackoff))
 			setIf(&e.Queue.MaxBackoff, time.Duration(q.MaxBackoff))
 		}
+		setIf(&e.Queue.Dir, f.QueueDir)
+		setIf(&e.Queue.MaxBytes, f.QueueMaxBytes)
 		eps = append(eps, e)
 	}
 	return eps, nil

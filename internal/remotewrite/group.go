@@ -123,7 +123,7 @@ func (g *Group) Apply(cfg Config) error {
 			keep[m] = true
 			continue
 		}
-		m, err := g.newMember(e, cfg.ShutdownTimeout)
+		m, err := g.newMember(e, cfg.ShutdownTimeout, byName[e.effectiveName()] != nil)
 		if err != nil {
 			return err
 		}
@@ -153,9 +153,11 @@ func (g *Group) Apply(cfg Config) error {
 	return nil
 }
 
-func (g *Group) newMember(e EndpointConfig, shutdownTimeout time.Duration) (*member, error) {
+// replaces says an endpoint of the same name runs: its disk queue, if any,
+// is opened only once that one has drained (Group.start).
+func (g *Group) newMember(e EndpointConfig, shutdownTimeout time.Duration, replaces bool) (*member, error) {
 	reg := prometheus.NewRegistry()
-	w, err := New(Config{Endpoints: []EndpointConfig{e}, ShutdownTimeout: shutdownTimeout}, g.logger, reg)
+	w, err := New(Config{Endpoints: []EndpointConfig{e}, ShutdownTimeout: shutdownTimeout, deferDiskOpen: replaces, validated: true}, g.logger, reg)
 	if err != nil {
 		return nil, err
 	}

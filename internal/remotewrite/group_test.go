@@ -21,13 +21,16 @@ import (
 // drains too.
 func TestGroupReloadKeepsQueuedData(t *testing.T) {
 	for _, running := range []bool{true, false} {
-		t.Run(map[bool]string{true: "while sending", false: "before Run"}[running], func(t *testing.T) {
-			testGroupReload(t, running)
-		})
+		for _, disk := range []bool{false, true} {
+			name := map[bool]string{true: "while sending", false: "before Run"}[running] + map[bool]string{true: ", disk queue"}[disk]
+			t.Run(name, func(t *testing.T) { testGroupReload(t, running, disk) })
+		}
 	}
 }
 
-func testGroupReload(t *testing.T, running bool) {
+// With disk, a's queue is on disk: the changed endpoint's new Writer opens
+// the same directory once the old one drained and released it.
+func testGroupReload(t *testing.T, running, disk bool) {
 	down := make(chan struct{}) // closed: the receivers answer again
 	respond := func(int) response {
 		select {
@@ -39,6 +42,9 @@ func testGroupReload(t *testing.T, running bool) {
 	}
 	a, b := newReceiver(t, respond), newReceiver(t, respond)
 	ea, eb := testEndpoint(a.url()), testEndpoint(b.url())
+	if disk {
+		ea.Queue.Dir = t.TempDir()
+	}
 	cfg := Config{Endpoints: []EndpointConfig{ea, eb}, ShutdownTimeout: 5 * time.Second}
 	g, err := NewGroup(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {

@@ -26,6 +26,7 @@ type metrics struct {
 	samplesDropped  *prometheus.CounterVec
 	bytesSent       *prometheus.CounterVec
 	requestDuration *prometheus.HistogramVec
+	diskFallback    *prometheus.CounterVec
 
 	queueLength   *prometheus.Desc
 	queueCapacity *prometheus.Desc
@@ -54,6 +55,8 @@ func newMetrics() *metrics {
 		samplesDropped: counter("samples_dropped_total",
 			"Samples never delivered, by reason: queue_full (oldest dropped), shutdown, invalid_series, http_<status>.", "reason"),
 		bytesSent: counter("bytes_sent_total", "Compressed request bytes the endpoint accepted."),
+		diskFallback: counter("disk_fallback_samples_total",
+			"Samples sent from memory because the endpoint's disk queue refused them, by reason (unavailable: disk full, read-only or removed; too_large; open_failed; closed).", "reason"),
 		requestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    metricPrefix + "request_duration_seconds",
 			Help:    "Duration of remote-write HTTP requests, by status code (code=\"error\" when there was no response).",
@@ -70,7 +73,7 @@ func newMetrics() *metrics {
 func (m *metrics) register(reg prometheus.Registerer) error {
 	for _, c := range []prometheus.Collector{
 		m.samplesIn, m.samplesSent, m.samplesRetried, m.samplesFailed, m.samplesDropped,
-		m.bytesSent, m.requestDuration, gaugeCollector{m},
+		m.bytesSent, m.requestDuration, m.diskFallback, gaugeCollector{m},
 	} {
 		if err := reg.Register(c); err != nil {
 			return err

@@ -32,6 +32,16 @@ type queue struct {
 
 	highestSent atomic.Int64 // milliseconds; highest timestamp accepted
 
+	// buffered is the samples in all shards' rings. The capacity is the
+	// endpoint's, not split per shard: one busy target (always on one
+	// shard) may use what idle shards do not (issue 11).
+	buffered atomic.Int64
+	// retrying counts senders waiting to retry a failed request; >0 means
+	// the receiver is failing now.
+	retrying atomic.Int32
+	// disk is the on-disk queue when Queue.Dir is set, else nil.
+	disk *diskBacked
+
 	// sleep waits between retries; tests replace it to observe the waits.
 	sleep func(ctx context.Context, d time.Duration) error
 	// shutdownDropped counts samples given up at shutdown, for Run's error.
@@ -60,9 +70,10 @@ func newQueue(e EndpointConfig, logger *slog.Logger, m *metrics, shutdownDropped
 	for i := range q.shards {
 		q.shards[i] = &shard{
 			q:      q,
-			ring:   ring{max: perShard},
+			index:  i,
+			ring:   ring{max: e.Queue.Capacity, keep: max(perShard, minRingSize)},
 			notify: make(chan struct{}, 1),
-			batch:  make([]model.Sample, 0, min(e.Queue.MaxSamplesPerSend, perShard)),
+			batch:  make([]model.Sample, 0, min(e.Queue.MaxSamplesPerSend, e.Queue.Capacity)),
 		}
 	}
 	return q, nil
@@ -131,7 +142,38 @@ func (q *queue) length() int {
 	return n
 }
 
-func (q *queue) capacity() int { return len(q.shards) * q.shards[0].ring.max }
+func (q *queue) capacity() int { return q.cfg.Capacity }
+
+// evict drops the oldest samples of the fullest shards until the endpoint is
+// back within its capacity. Dropping a shard's oldest keeps every series'
+// remaining samples in order.
+func (q *queue) evict() (dropped int) {
+	for {
+		over := int(q.buffered.Load()) - q.cfg.Capacity
+		if over <= 0 {
+			return dropped
+		}
+		var fullest *shard
+		most := 0
+		for _, s := range q.shards {
+			s.mu.Lock()
+			n := s.ring.n
+			s.mu.Unlock()
+			if n > most {
+				fullest, most = s, n
+			}
+		}
+		if fullest == nil {
+			return dropped
+		}
+		fullest.mu.Lock()
+		k := min(over, fullest.ring.n)
+		fullest.ring.discard(k)
+		fullest.mu.Unlock()
+		q.buffered.Add(-int64(k))
+		dropped += k
+	}
+}
 
 // dropShutdown counts samples given up because of shutdown.
 func (q *queue) dropShutdown(n int) {
@@ -144,6 +186,7 @@ func (q *queue) dropShutdown(n int) {
 // shard owns a ring of pending samples and sends them in batches.
 type shard struct {
 	q      *queue
+	index  int
 	notify chan struct{} // a full batch is waiting; capacity 1
 
 	mu       sync.Mutex
@@ -168,6 +211,8 @@ func (s *shard) push(samples []model.Sample) {
 	dropped := s.ring.push(samples)
 	full := s.ring.n >= cap(s.batch)
 	s.mu.Unlock()
+	s.q.buffered.Add(int64(len(samples) - dropped))
+	dropped += s.q.evict()
 	if dropped > 0 {
 		s.q.metrics.droppedQueueFull.Add(float64(dropped))
 		if ok, suppressed := s.q.limiter.allow(reasonQueueFull); ok {
@@ -193,6 +238,7 @@ func (s *shard) take(fullOnly bool) int {
 	}
 	s.batch = s.batch[:s.ring.pop(s.batch[:cap(s.batch)])]
 	s.inflight = len(s.batch)
+	s.q.buffered.Add(-int64(len(s.batch)))
 	return len(s.batch)
 }
 
@@ -237,6 +283,7 @@ func (s *shard) flush(sendCtx context.Context) {
 		if s.ring.n == 0 || sendCtx.Err() != nil {
 			left := s.ring.n
 			s.ring.reset()
+			s.q.buffered.Add(-int64(left))
 			s.closed = true
 			s.mu.Unlock()
 			s.q.dropShutdown(left)
@@ -272,23 +319,56 @@ func (s *shard) sendBatch(sendCtx context.Context) {
 	if n == 0 {
 		return
 	}
-	var maxT int64
+	minT, maxT := s.batch[0].T, s.batch[0].T
 	for i := range s.batch {
-		maxT = max(maxT, s.batch[i].T)
+		minT, maxT = min(minT, s.batch[i].T), max(maxT, s.batch[i].T)
 	}
+	// With a disk queue the batch is stored and sent by the disk's senders;
+	// only when the disk refuses it is it sent from memory, as without one.
+	if q.disk != nil && q.disk.store(sendCtx, s.index, body, n, minT, maxT) {
+		return
+	}
+	if sendCtx.Err() != nil {
+		q.dropShutdown(n)
+		return
+	}
+	if q.deliver(sendCtx, body, n, maxT, s.batch) == deliverCancelled {
+		q.dropShutdown(n)
+	}
+}
+
+// deliverResult is how deliver ended.
+type deliverResult int
+
+const (
+	deliverSent      deliverResult = iota
+	deliverRejected                // failed for good; dropped and counted
+	deliverCancelled               // ctx was cancelled; not counted here
+)
+
+// deliver POSTs one encoded request of n samples, retrying recoverable
+// failures with backoff until it is delivered, fails for good, or ctx is
+// cancelled. batch, if known (not for a request read back from disk), names
+// the targets and first series in the log of a rejection.
+func (q *queue) deliver(ctx context.Context, body []byte, n int, maxT int64, batch []model.Sample) deliverResult {
+	var prev time.Duration
+	defer func() {
+		if prev > 0 {
+			q.retrying.Add(-1)
+		}
+	}()
 	for attempt := 0; ; attempt++ {
 		start := time.Now()
-		code, err := q.client.send(sendCtx, body)
+		code, err := q.client.send(ctx, body)
 		q.metrics.observeDuration(code, time.Since(start).Seconds())
 		if err == nil {
 			q.metrics.samplesSent.Add(float64(n))
 			q.metrics.bytesSent.Add(float64(len(body)))
 			q.noteSent(maxT)
-			return
+			return deliverSent
 		}
-		if sendCtx.Err() != nil {
-			q.dropShutdown(n)
-			return
+		if ctx.Err() != nil {
+			return deliverCancelled
 		}
 		recoverable, retryAfter := isRecoverable(err)
 		if !recoverable {
@@ -296,25 +376,30 @@ func (s *shard) sendBatch(sendCtx context.Context) {
 			q.metrics.samplesFailed.Add(float64(n))
 			q.metrics.dropped.WithLabelValues(reason).Add(float64(n))
 			if ok, suppressed := q.limiter.allow(reason); ok {
-				targets, first := describeBatch(s.batch)
+				targets, first := describeBatch(batch)
 				q.logger.Error("remote-write endpoint rejected a batch; not retrying, samples dropped",
 					"reason", reason, "samples", n, "err", err, "targets", targets, "first_series", first,
 					"similar_messages_suppressed", suppressed)
 			}
-			return
+			return deliverRejected
 		}
 		q.metrics.samplesRetried.Add(float64(n))
-		wait := backoff(q.cfg.MinBackoff, q.cfg.MaxBackoff, attempt)
+		if prev == 0 {
+			q.retrying.Add(1)
+		}
+		wait := backoff(q.cfg.MinBackoff, q.cfg.MaxBackoff, attempt, prev)
+		prev = wait
 		if retryAfter > 0 {
+			// The receiver's word wins, even beyond MaxBackoff; it does not
+			// feed the exponential sequence.
 			wait = retryAfter
 		}
 		if ok, suppressed := q.limiter.allow("retry"); ok {
 			q.logger.Warn("remote-write request failed, retrying",
 				"samples", n, "attempt", attempt+1, "wait", wait, "err", err, "similar_messages_suppressed", suppressed)
 		}
-		if q.sleep(sendCtx, wait) != nil {
-			q.dropShutdown(n)
-			return
+		if q.sleep(ctx, wait) != nil {
+			return deliverCancelled
 		}
 	}
 }
@@ -330,9 +415,10 @@ func (q *queue) noteSent(t int64) {
 
 // backoff returns the wait before retry number attempt+1: exponential from
 // minB, capped at maxB, with "equal jitter" (half fixed, half random) so that
-// shards and relays that failed together do not retry together, and never
-// below minB.
-func backoff(minB, maxB time.Duration, attempt int) time.Duration {
+// shards and relays that failed together do not retry together, never below
+// minB, and never below prev (the previous wait of the same request): jitter
+// alone could otherwise make a wait half the one before it.
+func backoff(minB, maxB time.Duration, attempt int, prev time.Duration) time.Duration {
 	d := minB
 	for i := 0; i < attempt && d < maxB; i++ {
 		d *= 2
@@ -340,7 +426,7 @@ func backoff(minB, maxB time.Duration, attempt int) time.Duration {
 	d = min(d, maxB)
 	half := d / 2
 	d = half + rand.N(d-half+1)
-	return max(d, minB)
+	return min(max(d, minB, prev), max(maxB, minB))
 }
 
 func sleepContext(ctx context.Context, d time.Duration) error {
@@ -362,6 +448,10 @@ type ring struct {
 	buf     []model.Sample
 	head, n int
 	max     int
+	// keep is the array size kept when the ring empties; a larger array
+	// (grown by a burst beyond the shard's share) is released, so that the
+	// shards' arrays stay near the endpoint's capacity in total.
+	keep int
 }
 
 const minRingSize = 256
@@ -413,6 +503,9 @@ func (r *ring) discard(k int) {
 	r.n -= k
 	if r.n == 0 {
 		r.head = 0
+		if r.keep > 0 && len(r.buf) > r.keep {
+			r.buf = nil
+		}
 	}
 }
 

@@ -85,7 +85,7 @@ func TestBackoffBoundsAndGrowth(t *testing.T) {
 	for attempt := range 30 {
 		ceiling := min(minB<<min(attempt, 20), maxB)
 		for range 50 {
-			d := backoff(minB, maxB, attempt)
+			d := backoff(minB, maxB, attempt, 0)
 			if d < minB || d > maxB || d < ceiling/2 || d > ceiling {
 				t.Fatalf("attempt %d: %s outside [%s, %s]", attempt, d, max(minB, ceiling/2), ceiling)
 			}
@@ -94,7 +94,7 @@ func TestBackoffBoundsAndGrowth(t *testing.T) {
 	// Jitter: repeated waits differ.
 	seen := map[time.Duration]bool{}
 	for range 20 {
-		seen[backoff(minB, maxB, 10)] = true
+		seen[backoff(minB, maxB, 10, 0)] = true
 	}
 	if len(seen) < 5 {
 		t.Fatalf("backoff has little jitter: %v", seen)
@@ -225,6 +225,31 @@ func TestTablesWithDifferentKeysUseDifferentShards(t *testing.T) {
 		for i, x := range got {
 			if x.V != want || x.T != int64(i) {
 				t.Fatalf("shard %d sample %d: V=%v T=%d, want V=%v T=%d", k, i, x.V, x.T, want, i)
+			}
+		}
+	}
+}
+
+// TestBackoffNeverShrinks: consecutive waits of one request never get
+// shorter, at the cap too, where equal jitter alone would pick anything in
+// [max/2, max] (issue 12).
+func TestBackoffNeverShrinks(t *testing.T) {
+	for _, c := range []struct{ minB, maxB time.Duration }{
+		{30 * time.Millisecond, 5 * time.Second},
+		{time.Millisecond, 10 * time.Millisecond},
+		{time.Second, time.Second},
+	} {
+		for run := range 200 {
+			var prev time.Duration
+			for attempt := range 40 {
+				d := backoff(c.minB, c.maxB, attempt, prev)
+				if d < prev {
+					t.Fatalf("%v run %d attempt %d: wait %s after %s", c, run, attempt, d, prev)
+				}
+				if d < c.minB || d > c.maxB {
+					t.Fatalf("%v attempt %d: wait %s outside [%s, %s]", c, attempt, d, c.minB, c.maxB)
+				}
+				prev = d
 			}
 		}
 	}

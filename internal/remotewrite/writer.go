@@ -19,6 +19,7 @@ import (
 // has its own queue, so a slow or broken one never holds up another, nor the
 // caller: Append only copies samples into bounded buffers.
 type Writer struct {
+	openLater       []func() // disk queues New left for Run to open (deferDiskOpen)
 	queues          []*queue
 	logger          *slog.Logger
 	shutdownTimeout time.Duration
@@ -53,6 +54,23 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Writer, e
 		q, err := newQueue(e, logger, m, &w.shutdownDropped)
 		if err != nil {
 			return nil, fmt.Errorf("remote write endpoint %q: %w", e.effectiveName(), err)
+		}
+		if e.Queue.Dir != "" {
+			fallback := m.diskFallback.MustCurryWith(prometheus.Labels{"remote_name": q.name, "url": q.urlLabel})
+			if cfg.deferDiskOpen {
+				// The endpoint's previous Writer (a reload) still holds the
+				// directory: open it in Run, which starts after that one drained.
+				w.openLater = append(w.openLater, func() {
+					var err error
+					if q.disk, err = openDisk(q, e, logger, reg, fallback); err != nil {
+						q.logger.Error("disk queue cannot be opened after a reload; this endpoint buffers in memory only until restart", "err", err)
+						q.disk = &diskBacked{q: q, fallbackSamples: fallback, openFailed: true}
+					}
+				})
+			} else if q.disk, err = openDisk(q, e, logger, reg, fallback); err != nil {
+				w.closeDisks()
+				return nil, fmt.Errorf("remote write endpoint %q: %w", e.effectiveName(), err)
+			}
 		}
 		w.queues = append(w.queues, q)
 	}
@@ -95,6 +113,9 @@ func (w *Writer) Run(ctx context.Context) error {
 	if !w.started.CompareAndSwap(false, true) {
 		return errors.New("remotewrite: Run called more than once")
 	}
+	for _, open := range w.openLater {
+		open()
+	}
 	// Requests outlive ctx during the flush; sendCtx ends them when the
 	// shutdown timeout passes.
 	sendCtx, cancelSend := context.WithCancel(context.WithoutCancel(ctx))
@@ -104,6 +125,17 @@ func (w *Writer) Run(ctx context.Context) error {
 	for _, q := range w.queues {
 		for _, s := range q.shards {
 			wg.Go(func() { s.run(sendCtx, stop) })
+		}
+	}
+	// The disk senders outlive the shards: the shards' flush appends to the
+	// disk, which is then sent until drained, the receiver fails, or the
+	// shutdown timeout passes; the rest stays on disk for the next start.
+	diskCtx, cancelDisk := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelDisk()
+	var diskWG sync.WaitGroup
+	for _, q := range w.queues {
+		if q.disk != nil && q.disk.dq != nil {
+			diskWG.Go(func() { q.disk.run(diskCtx) })
 		}
 	}
 	for _, q := range w.queues {
@@ -123,6 +155,26 @@ func (w *Writer) Run(ctx context.Context) error {
 	case <-timer.C:
 		cancelSend()
 		<-done
+	}
+	timeoutCtx, cancelTimeout := context.WithCancel(context.Background())
+	defer cancelTimeout()
+	go func() {
+		select {
+		case <-timer.C:
+		case <-sendCtx.Done():
+		}
+		cancelTimeout()
+	}()
+	for _, q := range w.queues {
+		if q.disk != nil && q.disk.dq != nil {
+			q.disk.waitDrained(timeoutCtx)
+		}
+	}
+	cancelDisk()
+	diskWG.Wait()
+	w.closeDisks()
+	for _, q := range w.queues {
+		q.logTotals()
 	}
 	if n := w.shutdownDropped.Load(); n > 0 {
 		return fmt.Errorf("remotewrite: %d samples dropped at shutdown (not delivered within the %s shutdown timeout, or appended after stop)", n, w.shutdownTimeout)

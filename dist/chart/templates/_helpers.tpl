@@ -84,6 +84,7 @@ sharding.enabled) and the DaemonSet (mode=kubelet). */}}
 {{- define "kmp.podTemplate" -}}
 {{- $rwSecret := include "kmp.remoteWriteSecret" . -}}
 {{- $auth := .Values.remoteWrite.auth.type -}}
+{{- $dq := and $rwSecret .Values.remoteWrite.diskQueue.enabled -}}
 metadata:
   labels:
     {{- include "kmp.selectorLabels" . | nindent 4 }}
@@ -187,6 +188,10 @@ spec:
         {{- range $k, $v := .Values.remoteWrite.externalLabels }}
         - --external-label={{ $k }}={{ $v }}
         {{- end }}
+        {{- if $dq }}
+        - --remote-write-queue-dir=/var/lib/kubelet-meta-proxy/queue
+        - --remote-write-queue-max-bytes={{ int64 .Values.remoteWrite.diskQueue.maxBytes }}
+        {{- end }}
         {{- end }}
         {{- range .Values.extraArgs }}
         - {{ . }}
@@ -249,8 +254,12 @@ spec:
       securityContext:
         {{- toYaml . | nindent 8 }}
       {{- end }}
-      {{- if or (and $rwSecret (ne $auth "none")) .Values.extraVolumeMounts }}
+      {{- if or (and $rwSecret (ne $auth "none")) $dq .Values.extraVolumeMounts }}
       volumeMounts:
+        {{- if $dq }}
+        - name: queue
+          mountPath: /var/lib/kubelet-meta-proxy/queue
+        {{- end }}
         {{- if and $rwSecret (ne $auth "none") }}
         - name: remote-write
           mountPath: /etc/kubelet-meta-proxy/remote-write
@@ -260,8 +269,14 @@ spec:
         {{- toYaml . | nindent 8 }}
         {{- end }}
       {{- end }}
-  {{- if or (and $rwSecret (ne $auth "none")) .Values.extraVolumes }}
+  {{- if or (and $rwSecret (ne $auth "none")) (and $dq (not .Values.sharding.enabled)) .Values.extraVolumes }}
   volumes:
+    {{- if and $dq (not .Values.sharding.enabled) }}
+    # Survives container restarts; sharding.enabled uses a PVC per pod instead.
+    - name: queue
+      emptyDir:
+        sizeLimit: {{ .Values.remoteWrite.diskQueue.sizeLimit }}
+    {{- end }}
     {{- if and $rwSecret (ne $auth "none") }}
     - name: remote-write
       secret:

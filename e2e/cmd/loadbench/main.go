@@ -39,6 +39,8 @@ func main() {
 	noBuild := flag.Bool("no-build", false, "do not run make build (use bin/kubelet-meta-proxy as it is)")
 	timeout := flag.Duration("timeout", 0, "stop everything after this long (default: computed from the rounds, plus 5m)")
 	endpoints := flag.String("endpoints", "", "kubelet endpoints the relay scrapes (--kubelet-endpoints), e.g. cadvisor,metrics,probes,resource; default cadvisor")
+	diskQueue := flag.Bool("disk-queue", false, "run the relay with --remote-write-queue-dir (a new directory under /var/tmp)")
+	outage := flag.Duration("receiver-outage", 0, "instead of the measured rounds: take the receiver down (503) this long after the first round, then measure the drain and check every scraped sample arrived in order")
 	var relayArgs multiFlag
 	flag.Var(&relayArgs, "relay-arg", "extra relay flag (repeatable), e.g. -relay-arg=--max-concurrency=32")
 	podIndex := flag.Bool("pod-index", false, "create every simulated pod in the apiserver (on its node, owned by a ReplicaSet or DaemonSet) and run the relay with the pod index on: "+strings.Join(loadbench.PodIndexArgs, " ")+" (pod-on-node check plain)")
@@ -76,7 +78,7 @@ func main() {
 	w.PodsPerNode, w.Namespaces = *pods, *namespaces
 	cfg := loadbench.Config{
 		Workload: w, Interval: *interval, WarmupRounds: *warmup, Rounds: *rounds, Enrich: modes,
-		KubeletGzip: *gz, Build: !*noBuild, RelayArgs: relayArgs, PodIndex: *podIndex, Out: *out,
+		KubeletGzip: *gz, Build: !*noBuild, RelayArgs: relayArgs, PodIndex: *podIndex, Out: *out, DiskQueue: *diskQueue, Outage: *outage,
 		Endpoints: splitList(*endpoints),
 		Command:   "go run ./e2e/cmd/loadbench " + strings.Join(os.Args[1:], " "), Log: os.Stderr,
 	}
@@ -86,6 +88,9 @@ func main() {
 	if *timeout == 0 {
 		perMode := time.Duration(*warmup+*rounds+3)*(*interval) + 3*time.Minute
 		*timeout = 5*time.Minute + time.Duration(len(modes))*perMode
+		if *outage > 0 {
+			*timeout = 10*time.Minute + 3*(*outage)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
