@@ -26,8 +26,8 @@ func TestPayloadCannotDuplicateOwnSeries(t *testing.T) {
 		}
 		// As in Prometheus, the payload's samples stand and the relay's
 		// own of those series are left out.
-		if res.ownShown != 1 {
-			t.Errorf("%d own samples, want only scrape_duration_seconds", res.ownShown)
+		if res.ownShown != numSelfFamilies-2 {
+			t.Errorf("%d own samples, want all but up and scrape_samples_scraped", res.ownShown)
 		}
 		var ups []float64
 		for _, s := range res.View.Samples {

@@ -189,7 +189,7 @@ func TestOutOfBoundsSamplesDroppedOneByOne(t *testing.T) {
 			}
 		}
 	}
-	want := "ok,near,nots,up,scrape_duration_seconds,scrape_samples_scraped"
+	want := "ok,near,nots,up,scrape_duration_seconds,scrape_samples_scraped,scrape_samples_post_metric_relabeling,scrape_series_added"
 	if got := strings.Join(names, ","); got != want {
 		t.Fatalf("sent %s, want %s", got, want)
 	}

@@ -1,6 +1,9 @@
 package scrape
 
-import "github.com/prometheus/prometheus/model/labels"
+import (
+	commonmodel "github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+)
 
 // fastLabels is Labels for the common shape of a new series,
 // name{a="b",c="d"} with legacy names and printable ASCII values without
@@ -82,7 +85,7 @@ func (s *TextScanner) fastLabels(l *labels.Labels) bool {
 		s.sb = new(labels.ScratchBuilder)
 	}
 	s.sb.Reset()
-	s.sb.Add(labels.MetricName, str[:nameEnd])
+	s.sb.Add(commonmodel.MetricNameLabel, str[:nameEnd])
 	for _, sp := range spans {
 		s.sb.Add(str[sp.n0:sp.n1], str[sp.v0:sp.v1])
 	}
