@@ -1,3 +1,7 @@
+// This file is over 500 lines because the queue's writer, reader, checkpoint and recovery
+// share one mutex-guarded state (segments, offsets, byte budget): kept in one file so that the
+// locking and the on-disk invariants of docs/disk-queue.md can be checked in one read.
+
 package diskqueue
 
 import (

@@ -1,3 +1,7 @@
+// This file is over 500 lines because the informers' handlers and the snapshot they publish
+// share one lock and one set of invariants (owner chains, grace periods): read together, the
+// locking can be checked in one place.
+
 package podindex
 
 import (
