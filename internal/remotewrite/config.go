@@ -80,6 +80,8 @@ type EndpointConfig struct {
 	// Timeout bounds one HTTP request, including reading the response.
 	Timeout time.Duration
 	Queue   QueueConfig
+	// Tenant routes series to tenants by a label (tenant_config.go).
+	Tenant TenantConfig
 
 	// Origin says where the endpoint was configured, for error messages.
 	Origin Origin
@@ -273,6 +275,7 @@ func (e *EndpointConfig) validate() error {
 		bad("timeout", "must be positive, got %s", e.Timeout)
 	}
 	errs = append(errs, e.validateQueue()...)
+	errs = append(errs, e.validateTenant()...)
 	return errors.Join(errs...)
 }
 

@@ -21,6 +21,10 @@ import (
 //	    tls: {ca_file: /etc/mimir/ca.crt, cert_file: /etc/mimir/tls.crt, key_file: /etc/mimir/tls.key, insecure_skip_verify: false}
 //	    timeout: 30s
 //	    queue: {capacity: 1000000, shards: 4, max_samples_per_send: 10000, batch_send_deadline: 5s, min_backoff: 30ms, max_backoff: 5s}
+//	    tenant: {label: team, header: X-Scope-OrgID, missing: default, default: platform, remove_label: false, max_tenants: 1000, idle_timeout: 10m}
+//
+// tenant (tenant_config.go) is the endpoint's own: it is not inherited from
+// the --tenant-* flags, which apply to the --remote-write-url endpoints.
 type fileConfig struct {
 	Endpoints []fileEndpoint `json:"endpoints"`
 }
@@ -41,7 +45,18 @@ type fileEndpoint struct {
 		InsecureSkipVerify bool   `json:"insecure_skip_verify,omitempty"`
 	} `json:"tls,omitempty"`
 	Timeout Duration   `json:"timeout,omitempty"`
-	Queue   *fileQueue `json:"queue,omitempty"`
+	Queue   *fileQueue  `json:"queue,omitempty"`
+	Tenant  *fileTenant `json:"tenant,omitempty"`
+}
+
+type fileTenant struct {
+	Label       string   `json:"label"`
+	Header      string   `json:"header,omitempty"`
+	Missing     string   `json:"missing,omitempty"`
+	Default     string   `json:"default,omitempty"`
+	RemoveLabel bool     `json:"remove_label,omitempty"`
+	MaxTenants  int      `json:"max_tenants,omitempty"`
+	IdleTimeout Duration `json:"idle_timeout,omitempty"`
 }
 
 type fileQueue struct {
@@ -114,6 +129,13 @@ func parseConfigFile(b []byte, path string, defaults EndpointConfig) ([]Endpoint
 			setIf(&e.Queue.BatchSendDeadline, time.Duration(q.BatchSendDeadline))
 			setIf(&e.Queue.MinBackoff, time.Duration(q.MinBackoff))
 			setIf(&e.Queue.MaxBackoff, time.Duration(q.MaxBackoff))
+		}
+		if t := f.Tenant; t != nil {
+			e.Tenant = TenantConfig{Label: t.Label, Header: t.Header, Missing: t.Missing, Default: t.Default,
+				RemoveLabel: t.RemoveLabel, MaxTenants: t.MaxTenants, IdleTimeout: time.Duration(t.IdleTimeout)}
+			if e.Tenant.Label == "" {
+				return nil, e.fieldError("tenant.label", "required in a tenant section")
+			}
 		}
 		eps = append(eps, e)
 	}
