@@ -44,7 +44,7 @@ type fileEndpoint struct {
 		KeyFile            string `json:"key_file,omitempty"`
 		InsecureSkipVerify bool   `json:"insecure_skip_verify,omitempty"`
 	} `json:"tls,omitempty"`
-	Timeout Duration   `json:"timeout,omitempty"`
+	Timeout Duration    `json:"timeout,omitempty"`
 	Queue   *fileQueue  `json:"queue,omitempty"`
 	Tenant  *fileTenant `json:"tenant,omitempty"`
 }
