@@ -88,6 +88,7 @@ func (o *remoteWriteOptions) AddFlags(fs *pflag.FlagSet) {
 		"Concurrent senders per endpoint; each series always uses the same one, which keeps its samples in order.")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout,
 		"On shutdown, how long to keep sending buffered samples before giving up on them.")
+	o.addTenantFlags(fs)
 }
 
 // Validate parses the flags, reads the --remote-write-config file and
