@@ -40,7 +40,11 @@ func main() {
 	timeout := flag.Duration("timeout", 0, "stop everything after this long (default: computed from the rounds, plus 5m)")
 	var relayArgs multiFlag
 	flag.Var(&relayArgs, "relay-arg", "extra relay flag (repeatable), e.g. -relay-arg=--max-concurrency=32")
+	tenants := flag.Bool("tenant-routing", false, "route every series to the tenant of its team label (--tenant-label=team --default-tenant=platform): one tenant per request")
 	flag.Parse()
+	if *tenants {
+		relayArgs = append(relayArgs, "--tenant-label=team", "--default-tenant=platform")
+	}
 
 	var modes []bool
 	switch *enrich {
