@@ -44,7 +44,7 @@ func teamTargets(tb testing.TB) [][]model.Sample {
 				k, ok := nsOf[pod]
 				if !ok {
 					k = (i*7 + len(nsOf)*13) % benchNamespaces
-					nsOf[ns] = k
+					nsOf[pod] = k
 				}
 				bld.Set("namespace", fmt.Sprintf("ns-%03d", k))
 				bld.Set("team", fmt.Sprintf("team-%02d", k%benchTeams))
