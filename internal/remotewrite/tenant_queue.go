@@ -59,6 +59,12 @@ type tenantQueue struct {
 	buffered  int // samples in the FIFOs
 	inflight  int // samples in requests and held batches
 	rr        int // where the next round-robin scan starts
+	// Every BatchSendDeadline a new flush epoch starts, and whatever
+	// arrived before it is due, as a queue's shards drain on their ticker:
+	// a sample waits at most one deadline, and the tenants' partial
+	// batches go out together.
+	epoch     uint64
+	nextFlush time.Time
 	lastSweep time.Time
 	scratch   tenantScratch
 }
@@ -81,7 +87,9 @@ type tenantState struct {
 	busy    bool // a worker is sending for the tenant
 	retryAt time.Time
 	attempt int       // consecutive failures
-	since   time.Time // when the oldest sample in ring arrived (ring.n > 0)
+	// epoch is the queue's flush epoch when the oldest sample in ring
+	// arrived (ring.n > 0): the sample is due at the next epoch.
+	epoch uint64
 	last    time.Time // last append or send
 	m       tenantChildren
 }
@@ -204,8 +212,7 @@ func (q *tenantQueue) append(samples []model.Sample) {
 			continue
 		}
 		if ts.ring.n == 0 {
-			ts.since = now
-			wake = true
+			ts.epoch = q.epoch
 		}
 		ts.ring.push(part) // its max is the whole capacity: never drops here
 		ts.last = now
@@ -307,7 +314,11 @@ func (q *tenantQueue) next(flushing bool) (ts *tenantState, wait time.Duration, 
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	now := q.now()
-	wait = q.cfg.BatchSendDeadline
+	if !now.Before(q.nextFlush) {
+		q.epoch++
+		q.nextFlush = now.Add(q.cfg.BatchSendDeadline)
+	}
+	wait = q.nextFlush.Sub(now)
 	left := false
 	n := len(q.tenants)
 	for k := range n {
@@ -321,10 +332,8 @@ func (q *tenantQueue) next(flushing bool) (ts *tenantState, wait time.Duration, 
 			wait = min(wait, t.retryAt.Sub(now))
 			continue
 		}
-		if due := t.since.Add(q.cfg.BatchSendDeadline); len(t.pending) == 0 && !flushing &&
-			t.ring.n < q.cfg.MaxSamplesPerSend && now.Before(due) {
-			wait = min(wait, due.Sub(now))
-			continue
+		if len(t.pending) == 0 && !flushing && t.ring.n < q.cfg.MaxSamplesPerSend && t.epoch == q.epoch {
+			continue // due at the next epoch, which wait ends at
 		}
 		q.rr = i + 1
 		t.busy = true
@@ -423,7 +432,7 @@ func (w *tenantWorker) send(sendCtx context.Context, ts *tenantState) {
 		if ts.ring.n == 0 && len(ts.ring.buf) > 4*q.cfg.MaxSamplesPerSend {
 			ts.ring.buf = nil // a burst is over: do not keep its array
 		}
-		ts.since = q.now()
+		ts.epoch = q.epoch // what is left arrived meanwhile
 	}
 	q.mu.Unlock()
 
