@@ -498,7 +498,8 @@ func (w *tenantWorker) send(sendCtx context.Context, ts *tenantState) {
 				w.buf = nil // the tenant keeps the array
 			}
 			ts.pending = batch
-			if ok, suppressed := q.limiter.allow("retry/" + ts.name); ok {
+			// One cause for all tenants: the limiter never forgets a cause.
+			if ok, suppressed := q.limiter.allow("tenant_retry"); ok {
 				q.logger.Warn("remote-write request failed; retrying this tenant's batch after a backoff, the other tenants keep sending",
 					"tenant", ts.name, "samples", n, "attempt", ts.attempt, "wait", wait, "err", err, "similar_messages_suppressed", suppressed)
 			}
@@ -508,7 +509,7 @@ func (w *tenantWorker) send(sendCtx context.Context, ts *tenantState) {
 		q.metrics.samplesFailed.Add(float64(n))
 		q.metrics.dropped.WithLabelValues(reason).Add(float64(n))
 		ts.m.dropped.WithLabelValues(reason).Add(float64(n))
-		if ok, suppressed := q.limiter.allow(reason + "/" + ts.name); ok {
+		if ok, suppressed := q.limiter.allow(reason); ok {
 			q.logger.Error("remote-write endpoint rejected a batch of this tenant; not retrying, samples dropped; the tenant backs off",
 				"tenant", ts.name, "reason", reason, "samples", n, "wait", wait, "err", err, "similar_messages_suppressed", suppressed)
 		}
