@@ -52,13 +52,13 @@ type tenantQueue struct {
 	highestSent     atomic.Int64
 	shutdownDropped *atomic.Int64
 
-	mu        sync.Mutex
-	router    *tenantRouter
-	tenants   []*tenantState // by tenant ID; nil when forgotten or never queued
-	live      int
-	buffered  int // samples in the FIFOs
-	inflight  int // samples in requests and held batches
-	rr        int // where the next round-robin scan starts
+	mu       sync.Mutex
+	router   *tenantRouter
+	tenants  []*tenantState // by tenant ID; nil when forgotten or never queued
+	live     int
+	buffered int // samples in the FIFOs
+	inflight int // samples in requests and held batches
+	rr       int // where the next round-robin scan starts
 	// Every BatchSendDeadline a new flush epoch starts, and whatever
 	// arrived before it is due, as a queue's shards drain on their ticker:
 	// a sample waits at most one deadline, and the tenants' partial
@@ -86,12 +86,12 @@ type tenantState struct {
 	pending []model.Sample
 	busy    bool // a worker is sending for the tenant
 	retryAt time.Time
-	attempt int       // consecutive failures
+	attempt int // consecutive failures
 	// epoch is the queue's flush epoch when the oldest sample in ring
 	// arrived (ring.n > 0): the sample is due at the next epoch.
 	epoch uint64
-	last    time.Time // last append or send
-	m       tenantChildren
+	last  time.Time // last append or send
+	m     tenantChildren
 }
 
 func newTenantQueue(e EndpointConfig, logger *slog.Logger, m *metrics, tm *tenantMetrics, shutdownDropped *atomic.Int64) (*tenantQueue, error) {
