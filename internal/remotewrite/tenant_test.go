@@ -589,3 +589,40 @@ endpoints:
 		t.Errorf("error %v: want the file, endpoint and field named", err)
 	}
 }
+
+// Shutdown flushes every tenant's partial batch; a tenant the receiver keeps
+// refusing is given up when the shutdown timeout passes, and counted.
+func TestTenantShutdown(t *testing.T) {
+	rcv := newTenantReceiver(t, "X-Scope-Orgid", func(tenant string, n int) int {
+		if tenant == "down" {
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusOK
+	})
+	e := tenantEndpoint(rcv.url(), TenantConfig{Label: "team", Missing: MissingDrop})
+	e.Queue.BatchSendDeadline = time.Hour // only the shutdown flush sends
+	h := start(t, Config{Endpoints: []EndpointConfig{e}, ShutdownTimeout: 300 * time.Millisecond}, nil)
+	tg := newTarget(1)
+	var batch []model.Sample
+	for i, tn := range []string{"a", "b", "c", "down", "a"} {
+		batch = append(batch, teamSeries(tg, "m", fmt.Sprint("p", i), tn).at(1, 1))
+	}
+	h.w.Append(batch)
+	took, err := h.stop()
+	if err == nil || !strings.Contains(err.Error(), "1 samples dropped at shutdown") {
+		t.Errorf("Run: %v, want 1 sample (tenant down's) given up", err)
+	}
+	if took > 2*time.Second {
+		t.Errorf("shutdown took %s with a 300ms timeout", took)
+	}
+	if got := rcv.count("a") + rcv.count("b") + rcv.count("c"); got != 4 {
+		t.Errorf("flushed %d samples of the healthy tenants, want 4", got)
+	}
+	if got := h.metric("tenant_samples_dropped_total", map[string]string{"tenant": "down", "reason": reasonShutdown}); got != 1 {
+		t.Errorf("down's shutdown drops = %v, want 1", got)
+	}
+	h.w.Append(batch[:1])
+	if got := h.metric("samples_dropped_total", map[string]string{"reason": reasonShutdown}); got != 2 {
+		t.Errorf("shutdown drops after a late Append = %v, want 2", got)
+	}
+}
