@@ -285,6 +285,11 @@ func (q *tenantQueue) sweep(now time.Time) {
 	q.lastSweep = now
 	cutoff := now.Add(-q.tcfg.IdleTimeout)
 	for i, ts := range q.tenants {
+		if ts != nil && ts.ring.n == 0 && len(ts.ring.buf) > 4*q.cfg.MaxSamplesPerSend {
+			// A burst is over: do not keep its array. Here, not at every
+			// send: a tenant that empties every epoch would reallocate it.
+			ts.ring.buf, ts.ring.head = nil, 0
+		}
 		if ts == nil || ts.busy || ts.ring.n > 0 || len(ts.pending) > 0 || !ts.last.Before(cutoff) {
 			continue
 		}
@@ -429,9 +434,6 @@ func (w *tenantWorker) send(sendCtx context.Context, ts *tenantState) {
 		batch = w.buf[:k]
 		q.buffered -= k
 		q.inflight += k
-		if ts.ring.n == 0 && len(ts.ring.buf) > 4*q.cfg.MaxSamplesPerSend {
-			ts.ring.buf = nil // a burst is over: do not keep its array
-		}
 		ts.epoch = q.epoch // what is left arrived meanwhile
 	}
 	q.mu.Unlock()
