@@ -92,6 +92,7 @@ func (o *remoteWriteOptions) AddFlags(fs *pflag.FlagSet) {
 		"On shutdown, how long to keep sending buffered samples before giving up on them.")
 	o.Prom.AddFlags(fs)
 	o.addQueueFlags(fs)
+	o.addTenantFlags(fs)
 }
 
 // Validate parses the flags, reads the --remote-write-config file and

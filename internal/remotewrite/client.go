@@ -58,6 +58,12 @@ func newClient(e EndpointConfig) (*client, error) {
 // status code (0 when there was none) and, for anything but 2xx, an error;
 // a *RecoverableError when retrying may help.
 func (c *client) send(ctx context.Context, body []byte) (int, error) {
+	return c.sendTenant(ctx, body, "", "")
+}
+
+// sendTenant is send with the header tenantHeader set to tenant (unless
+// tenantHeader is empty): tenant routing's one tenant per request.
+func (c *client) sendTenant(ctx context.Context, body []byte, tenantHeader, tenant string) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
@@ -66,6 +72,9 @@ func (c *client) send(ctx context.Context, body []byte) (int, error) {
 	}
 	for k, vs := range c.headers {
 		req.Header[k] = vs
+	}
+	if tenantHeader != "" {
+		req.Header.Set(tenantHeader, tenant)
 	}
 	// Set after the user headers so that these always win; validation
 	// rejects user headers that would clash anyway.

@@ -91,6 +91,8 @@ type EndpointConfig struct {
 	// Prom, when set, holds the settings of an endpoint written in
 	// Prometheus's remote_write syntax (promconfig.go).
 	Prom *PromSettings
+	// Tenant routes series to tenants by a label (tenant_config.go).
+	Tenant TenantConfig
 
 	// Origin says where the endpoint was configured, for error messages.
 	Origin Origin
@@ -307,6 +309,7 @@ func (e *EndpointConfig) validate() error {
 	if e.Prom != nil {
 		errs = append(errs, e.validateProm()...)
 	}
+	errs = append(errs, e.validateTenant()...)
 	return errors.Join(errs...)
 }
 

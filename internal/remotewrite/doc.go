@@ -64,11 +64,40 @@
 // the one cluster/replica pair, which is what the receiver's HA tracker
 // needs; nothing else is done for HA.
 //
+// # Tenants
+//
+// An endpoint with EndpointConfig.Tenant set routes each series to the
+// tenant named by one of its labels (usually team, after enrichment), sent
+// in the tenant header (X-Scope-OrgID, or e.g. THANOS-TENANT); a request
+// carries one tenant. Series without the label (or with a value Cortex and
+// Mimir would refuse as a tenant ID) go to a default tenant or are dropped
+// (reason="no_tenant"). The tenant is computed once per interned label run
+// of a producer's table (tenant_router.go), so routing costs the hot path
+// an array load per sample. Such an endpoint has a tenantQueue instead of a
+// queue (tenant_queue.go): one FIFO per tenant, workers sending whichever
+// tenant is due, and a backoff per tenant, so that one tenant's 429s or
+// rejections slow only that tenant. Stale markers carry the series' old
+// labels, so after a namespace moves to another team its old series end in
+// the old tenant. With cluster/__replica__ external labels every series of
+// every request carries the pair, so the receiver's HA tracker (per tenant)
+// deduplicates; its 202 answers count as tenant_samples_deduplicated_total,
+// not as losses.
+//
+// Metadata: the relay sends none yet. When it does, a family's metadata
+// must go to every tenant whose series use the family: the seam is
+// tenantQueue.append, where each sample's tenant is known (a family is its
+// series' first symbol), so a metadata sender can record family -> tenants
+// there and send per tenant like the samples.
+//
 // # Metrics
 //
 // All names start with kubelet_meta_proxy_remote_write_ and carry the labels
 // remote_name and url: samples_in_total, samples_sent_total,
 // samples_retried_total, samples_failed_total, samples_dropped_total{reason},
 // bytes_sent_total, request_duration_seconds{code}, queue_length,
-// queue_capacity, shards and highest_sent_timestamp_seconds.
+// queue_capacity, shards and highest_sent_timestamp_seconds. With tenant
+// routing, per tenant (label tenant): tenant_samples_sent_total,
+// tenant_bytes_sent_total, tenant_samples_retried_total,
+// tenant_samples_deduplicated_total, tenant_samples_dropped_total{reason},
+// tenant_queue_length, tenant_queue_share, tenant_backoff; and tenants.
 package remotewrite

@@ -107,6 +107,14 @@ type tableState struct {
 	// value bits of the sample written right after it (runs end their
 	// TimeSeries).
 	run []uint32
+	// touchedSym and touchedRun list the symbols and run offsets written
+	// since the arrays were last all zero, so that handing the state to
+	// another lineage clears those entries rather than the whole arrays. A
+	// tenant's request (tenant routing) holds short stretches of many
+	// targets' series: clearing table-sized arrays at each switch cost more
+	// than the encoding (20% more relay CPU in the 50x30 load test).
+	touchedSym []uint32
+	touchedRun []uint32
 }
 
 // runSampleMin is the least number of symbols a run needs for the sample
@@ -126,10 +134,32 @@ type symEntry struct {
 func (st *tableState) invalidate() {
 	st.gen++
 	if st.gen == 0 { // wrapped: old stamps could match again
-		clear(st.sym)
-		clear(st.run)
+		st.clearAll()
 		st.gen = 1
 	}
+}
+
+func (st *tableState) clearAll() {
+	clear(st.sym)
+	clear(st.run)
+	st.touchedSym, st.touchedRun = st.touchedSym[:0], st.touchedRun[:0]
+}
+
+// reset zeroes every entry, touching only those written when they are few.
+func (st *tableState) reset() {
+	if len(st.touchedSym) > len(st.sym)/8 || 6*len(st.touchedRun) > len(st.run)/8 {
+		st.clearAll()
+		return
+	}
+	for _, s := range st.touchedSym {
+		st.sym[s] = symEntry{}
+	}
+	for _, r := range st.touchedRun {
+		// A run's words are r, r+1 and, with 4 symbols or more, r+2:r+6;
+		// words past a shorter run are another run's, zero unless touched.
+		clear(st.run[r:min(int(r)+6, len(st.run))])
+	}
+	st.touchedSym, st.touchedRun = st.touchedSym[:0], st.touchedRun[:0]
 }
 
 // fit grows the arrays to cover t, keeping their entries: a later snapshot
@@ -164,8 +194,7 @@ func (e *encoder) state(t *model.LabelTable) *tableState {
 	// old one's timestamp or value bits may sit where the new one keeps a
 	// run's stamp, and equal the current gen (a millisecond timestamp's
 	// high word is 410 in 2026). Stale stamps are not enough: clear.
-	clear(victim.sym)
-	clear(victim.run)
+	victim.reset()
 	victim.invalidate()
 	victim.fit(t)
 	return victim
@@ -239,6 +268,9 @@ func (e *encoder) header(st *tableState, t *model.LabelTable, f, size uint32) {
 	hdr := 1 + uint32(uvarintLen(uint64(size)))
 	se := &st.sym[f]
 	n := se.n
+	if se.at == 0 {
+		st.touchedSym = append(st.touchedSym, f)
+	}
 	if uint32(se.at>>32) == st.gen && se.size == size {
 		e.copyFrom(uint32(se.at)-hdr, hdr+n)
 		e.pos += hdr
@@ -274,6 +306,9 @@ func (e *encoder) runAndSample(st *tableState, t *model.LabelTable, r uint32, ts
 	}
 	rs := st.run
 	src, seen := rs[r], rs[r+1] == st.gen
+	if rs[r+1] == 0 {
+		st.touchedRun = append(st.touchedRun, r)
+	}
 	rs[r], rs[r+1] = e.pos, st.gen
 	var pt int64
 	var pv uint64
@@ -290,6 +325,9 @@ func (e *encoder) runAndSample(st *tableState, t *model.LabelTable, r uint32, ts
 		for _, s := range rests[r+2 : r+2+count] {
 			se := &syms[s]
 			n := se.n
+			if se.at == 0 {
+				st.touchedSym = append(st.touchedSym, s)
+			}
 			if uint32(se.at>>32) == gen {
 				e.copyFrom(uint32(se.at), n)
 			} else {

@@ -23,6 +23,10 @@ import (
 //	    queue: {capacity: 1000000, shards: 4, max_samples_per_send: 10000, batch_send_deadline: 5s, min_backoff: 30ms, max_backoff: 5s}
 //	    queue_dir: /var/lib/kubelet-meta-proxy/queue
 //	    queue_max_bytes: 1073741824
+//	    tenant: {label: team, header: X-Scope-OrgID, missing: default, default: platform, remove_label: false, max_tenants: 1000, idle_timeout: 10m}
+//
+// tenant (tenant_config.go) is the endpoint's own: it is not inherited from
+// the --tenant-* flags, which apply to the --remote-write-url endpoints.
 type fileConfig struct {
 	Endpoints []fileEndpoint `json:"endpoints"`
 }
@@ -46,8 +50,19 @@ type fileEndpoint struct {
 	Queue   *fileQueue `json:"queue,omitempty"`
 	// QueueDir and QueueMaxBytes set the endpoint's disk queue (see
 	// QueueConfig.Dir); left out, the flags' values apply.
-	QueueDir      string `json:"queue_dir,omitempty"`
-	QueueMaxBytes int64  `json:"queue_max_bytes,omitempty"`
+	QueueDir      string      `json:"queue_dir,omitempty"`
+	QueueMaxBytes int64       `json:"queue_max_bytes,omitempty"`
+	Tenant        *fileTenant `json:"tenant,omitempty"`
+}
+
+type fileTenant struct {
+	Label       string   `json:"label"`
+	Header      string   `json:"header,omitempty"`
+	Missing     string   `json:"missing,omitempty"`
+	Default     string   `json:"default,omitempty"`
+	RemoveLabel bool     `json:"remove_label,omitempty"`
+	MaxTenants  int      `json:"max_tenants,omitempty"`
+	IdleTimeout Duration `json:"idle_timeout,omitempty"`
 }
 
 type fileQueue struct {
@@ -123,6 +138,13 @@ func parseConfigFile(b []byte, path string, defaults EndpointConfig) ([]Endpoint
 		}
 		setIf(&e.Queue.Dir, f.QueueDir)
 		setIf(&e.Queue.MaxBytes, f.QueueMaxBytes)
+		if t := f.Tenant; t != nil {
+			e.Tenant = TenantConfig{Label: t.Label, Header: t.Header, Missing: t.Missing, Default: t.Default,
+				RemoveLabel: t.RemoveLabel, MaxTenants: t.MaxTenants, IdleTimeout: time.Duration(t.IdleTimeout)}
+			if e.Tenant.Label == "" {
+				return nil, e.fieldError("tenant.label", "required in a tenant section")
+			}
+		}
 		eps = append(eps, e)
 	}
 	return eps, nil

@@ -33,7 +33,8 @@ type metrics struct {
 	shards        *prometheus.Desc
 	highestSent   *prometheus.Desc
 
-	queues []*queue // for the gauges, read at collection time
+	queues       []*queue // for the gauges, read at collection time
+	tenantQueues []*tenantQueue
 }
 
 var endpointLabels = []string{"remote_name", "url"}
@@ -99,6 +100,13 @@ func (g gaugeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(g.m.queueLength, prometheus.GaugeValue, float64(q.length()), name, url)
 		ch <- prometheus.MustNewConstMetric(g.m.queueCapacity, prometheus.GaugeValue, float64(q.capacity()), name, url)
 		ch <- prometheus.MustNewConstMetric(g.m.shards, prometheus.GaugeValue, float64(len(q.shards)), name, url)
+		ch <- prometheus.MustNewConstMetric(g.m.highestSent, prometheus.GaugeValue, float64(q.highestSent.Load())/1000, name, url)
+	}
+	for _, q := range g.m.tenantQueues {
+		name, url := q.name, q.urlLabel
+		ch <- prometheus.MustNewConstMetric(g.m.queueLength, prometheus.GaugeValue, float64(q.length()), name, url)
+		ch <- prometheus.MustNewConstMetric(g.m.queueCapacity, prometheus.GaugeValue, float64(q.cfg.Capacity), name, url)
+		ch <- prometheus.MustNewConstMetric(g.m.shards, prometheus.GaugeValue, float64(q.cfg.Shards), name, url)
 		ch <- prometheus.MustNewConstMetric(g.m.highestSent, prometheus.GaugeValue, float64(q.highestSent.Load())/1000, name, url)
 	}
 }

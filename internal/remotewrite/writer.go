@@ -21,6 +21,7 @@ import (
 type Writer struct {
 	openLater       []func() // disk queues New left for Run to open (deferDiskOpen)
 	queues          []*queue
+	tenantQueues    []*tenantQueue // endpoints with tenant routing (tenant_queue.go)
 	logger          *slog.Logger
 	shutdownTimeout time.Duration
 
@@ -49,8 +50,17 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Writer, e
 	}
 	w.scratch.New = func() any { return new(appendScratch) }
 	m := newMetrics()
+	tm := newTenantMetrics()
 	for _, e := range cfg.Endpoints {
 		e.Headers = maps.Clone(e.Headers)
+		if e.Tenant.Enabled() {
+			q, err := newTenantQueue(e, logger, m, tm, &w.shutdownDropped)
+			if err != nil {
+				return nil, fmt.Errorf("remote write endpoint %q: %w", e.effectiveName(), err)
+			}
+			w.tenantQueues = append(w.tenantQueues, q)
+			continue
+		}
 		q, err := newQueue(e, logger, m, &w.shutdownDropped)
 		if err != nil {
 			return nil, fmt.Errorf("remote write endpoint %q: %w", e.effectiveName(), err)
@@ -74,10 +84,15 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Writer, e
 		}
 		w.queues = append(w.queues, q)
 	}
-	m.queues = w.queues
+	m.queues, m.tenantQueues, tm.queues = w.queues, w.tenantQueues, w.tenantQueues
 	if reg != nil {
 		if err := m.register(reg); err != nil {
 			return nil, fmt.Errorf("remotewrite: registering metrics: %w", err)
+		}
+		if len(w.tenantQueues) > 0 {
+			if err := tm.register(reg); err != nil {
+				return nil, fmt.Errorf("remotewrite: registering tenant metrics: %w", err)
+			}
 		}
 	}
 	return w, nil
@@ -88,7 +103,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Writer, e
 // copies the samples it keeps, so the caller may reuse the slice. Every
 // model.Sample's Table must be non-nil and hold its Ref. Safe for concurrent use.
 func (w *Writer) Append(samples []model.Sample) {
-	if len(samples) == 0 || len(w.queues) == 0 {
+	if len(samples) == 0 || len(w.queues)+len(w.tenantQueues) == 0 {
 		return
 	}
 	if w.closed.Load() {
@@ -96,7 +111,14 @@ func (w *Writer) Append(samples []model.Sample) {
 			q.metrics.samplesIn.Add(float64(len(samples)))
 			q.dropShutdown(len(samples))
 		}
+		for _, q := range w.tenantQueues {
+			q.metrics.samplesIn.Add(float64(len(samples)))
+			q.dropShutdown(len(samples))
+		}
 		return
+	}
+	for _, q := range w.tenantQueues {
+		q.append(samples)
 	}
 	sc := w.scratch.Get().(*appendScratch)
 	for _, q := range w.queues {
@@ -141,6 +163,14 @@ func (w *Writer) Run(ctx context.Context) error {
 	for _, q := range w.queues {
 		q.logger.Info("remote write started", "shards", len(q.shards), "capacity", q.capacity(),
 			"max_samples_per_send", q.cfg.MaxSamplesPerSend)
+	}
+	for _, q := range w.tenantQueues {
+		for range q.cfg.Shards {
+			tw := &tenantWorker{q: q}
+			wg.Go(func() { tw.run(sendCtx, stop) })
+		}
+		q.logger.Info("remote write started, routing by tenant", "workers", q.cfg.Shards, "capacity", q.cfg.Capacity,
+			"max_samples_per_send", q.cfg.MaxSamplesPerSend, "tenant_header", q.tcfg.Header)
 	}
 
 	<-ctx.Done()

@@ -44,7 +44,11 @@ func main() {
 	var relayArgs multiFlag
 	flag.Var(&relayArgs, "relay-arg", "extra relay flag (repeatable), e.g. -relay-arg=--max-concurrency=32")
 	podIndex := flag.Bool("pod-index", false, "create every simulated pod in the apiserver (on its node, owned by a ReplicaSet or DaemonSet) and run the relay with the pod index on: "+strings.Join(loadbench.PodIndexArgs, " ")+" (pod-on-node check plain)")
+	tenants := flag.Bool("tenant-routing", false, "route every series to the tenant of its team label (--tenant-label=team --default-tenant=platform): one tenant per request")
 	flag.Parse()
+	if *tenants {
+		relayArgs = append(relayArgs, "--tenant-label=team", "--default-tenant=platform")
+	}
 
 	var modes []bool
 	switch *enrich {
