@@ -22,20 +22,12 @@ func BenchmarkLimits(b *testing.B) {
 		limits Limits
 	}{{"off", Limits{}}, {"on", benchLimits}} {
 		b.Run("steady/"+mode.name, func(b *testing.B) {
-			ix := testIndex(1, baseTeams)
 			c := NewTargetCache(testTarget(), true)
 			c.SetLimits(mode.limits)
-			now := scrapeTime
-			if res := c.Process(body, "", now, time.Second, ix, nil); res.Err != nil || res.OutOfBounds.Past+res.OutOfBounds.Future > 0 {
+			if res := c.Process(body, "", scrapeTime, time.Second, testIndex(1, baseTeams), nil); res.Err != nil || res.OutOfBounds.Past+res.OutOfBounds.Future > 0 {
 				b.Fatalf("%v %+v", res.Err, res.OutOfBounds)
 			}
-			b.SetBytes(int64(len(body)))
-			b.ReportAllocs()
-			for b.Loop() {
-				now = now.Add(time.Second)
-				c.Process(body, "", now, time.Second, ix, nil)
-			}
-			perSample(b, n)
+			benchSteady(b, c, body, n)
 		})
 		b.Run("cold/"+mode.name, func(b *testing.B) {
 			ix := testIndex(1, baseTeams)

@@ -153,17 +153,7 @@ func BenchmarkProcessRelabel(b *testing.B) {
 			if preset {
 				tg.MetricRelabel = rules["cadvisor"]
 			}
-			ix := testIndex(1, baseTeams)
-			c := NewTargetCache(tg, true)
-			now := scrapeTime
-			c.Process(body, "", now, time.Second, ix, nil)
-			b.SetBytes(int64(len(body)))
-			b.ReportAllocs()
-			for b.Loop() {
-				now = now.Add(time.Second)
-				c.Process(body, "", now, time.Second, ix, nil)
-			}
-			perSample(b, n)
+			benchSteady(b, NewTargetCache(tg, true), body, n)
 		})
 	}
 }
