@@ -65,6 +65,7 @@ var ChartRenderings = []ChartRendering{
 	{Name: "chart/ha", ValuesFile: "ci/ha-values.yaml"},
 	{Name: "chart/sharded", ValuesFile: "ci/sharded-values.yaml"},
 	{Name: "chart/openshift", ValuesFile: "ci/openshift-values.yaml"},
+	{Name: "chart/config-file", ValuesFile: "ci/config-file-values.yaml"},
 }
 
 // Tool returns the path of bin/NAME under repoRoot, or an error that says to run `make tools`.

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/rulefmt"
@@ -26,6 +27,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/promconfig"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/remotewrite"
 )
 
 func repoRoot(t testing.TB) string {
@@ -229,7 +233,7 @@ func contractFlags(t *testing.T) map[string]bool {
 		s = s[:end]
 	}
 	flags := map[string]bool{}
-	for _, m := range regexp.MustCompile("`(--[a-z0-9][a-z0-9-]*)").FindAllStringSubmatch(s, -1) {
+	for _, m := range regexp.MustCompile("`(--[a-z0-9][a-z0-9.-]*[a-z0-9])").FindAllStringSubmatch(s, -1) {
 		flags[m[1]] = true
 	}
 	// Flags listed after a comma inside one backquoted span, e.g. `--mode=apiserver|kubelet`.
@@ -301,6 +305,8 @@ var specs = []renderSpec{
 	{name: "chart/sharded", workloadKind: "StatefulSet", mode: "apiserver", replicas: 2, remoteWrite: true, serviceMon: true, selfMetrics: true,
 		relabelings: true, mixin: true, priorityClass: "system-cluster-critical",
 		wantArgs: []string{"--shard-count=2"}, wantFileFlags: []string{"--remote-write-ca-file"}, wantEnv: []string{"GOMEMLIMIT", "POD_NAME"}},
+	{name: "chart/config-file", workloadKind: "Deployment", mode: "apiserver", replicas: 1,
+		wantArgs: []string{"--config.file=/etc/kubelet-meta-proxy/config/relay.yml"}},
 	{name: "chart/openshift", workloadKind: "Deployment", mode: "apiserver", replicas: 1, arbitraryUID: true,
 		wantArgs: []string{"--namespace-labels=team"}},
 }
@@ -1283,5 +1289,43 @@ func TestObjectsDecodeStrictly(t *testing.T) {
 				t.Errorf("%s: %s %s: %v", name, key, o.GetName(), err)
 			}
 		}
+	}
+}
+
+// The chart's configFile is a ConfigMap mounted where --config.file points, and its content is a
+// file the relay's own reader (internal/promconfig) accepts.
+func TestChartConfigFileIsPrometheusConfig(t *testing.T) {
+	objs := objects(t, "chart/config-file")
+	var cm *unstructured.Unstructured
+	for _, o := range byKind(objs, "ConfigMap") {
+		if strings.HasSuffix(o.GetName(), "-config") {
+			cm = o
+		}
+	}
+	if cm == nil {
+		t.Fatal("no <fullname>-config ConfigMap")
+	}
+	data, _, _ := unstructured.NestedStringMap(cm.Object, "data")
+	path := filepath.Join(t.TempDir(), "relay.yml")
+	if err := os.WriteFile(path, []byte(data["relay.yml"]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := promconfig.Load(path, remotewrite.EndpointConfig{Timeout: 30 * time.Second, Queue: remotewrite.DefaultQueueConfig()})
+	if err != nil {
+		t.Fatalf("the chart's configFile does not load: %v\n%s", err, data["relay.yml"])
+	}
+	if len(f.Endpoints) != 1 || f.Endpoints[0].Name != "mimir" {
+		t.Errorf("endpoints %+v, want the one named mimir", f.Endpoints)
+	}
+	deploy := byKind(objs, "Deployment")[0]
+	mounts, _, _ := unstructured.NestedSlice(deploy.Object, "spec", "template", "spec", "containers")
+	found := false
+	for _, m := range mounts[0].(map[string]any)["volumeMounts"].([]any) {
+		if mm := m.(map[string]any); mm["name"] == "config" && mm["mountPath"] == "/etc/kubelet-meta-proxy/config" {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("the config ConfigMap is not mounted at /etc/kubelet-meta-proxy/config")
 	}
 }

@@ -77,6 +77,9 @@ limits:
 {{- if and .Values.sharding.enabled (lt (int .Values.replicas) 1) }}
 {{- fail "sharding.enabled needs replicas >= 1 (replicas is the shard count)" }}
 {{- end }}
+{{- if and .Values.configFile (hasKey .Values.configFile "remote_write") (or .Values.remoteWrite.url .Values.remoteWrite.existingSecret) }}
+{{- fail "configFile.remote_write and remoteWrite.url/existingSecret both configure remote write: keep one" }}
+{{- end }}
 {{- end }}
 
 {{/* The relay's pod spec, shared by the Deployment (mode=apiserver), the StatefulSet (mode=apiserver with
@@ -96,6 +99,9 @@ metadata:
     kubectl.kubernetes.io/default-container: kubelet-meta-proxy
     {{- if and $rwSecret (not .Values.remoteWrite.existingSecret) }}
     checksum/remote-write: {{ include (print $.Template.BasePath "/secret.yaml") . | sha256sum }}
+    {{- end }}
+    {{- if .Values.configFile }}
+    checksum/config: {{ include (print $.Template.BasePath "/configmap.yaml") . | sha256sum }}
     {{- end }}
     {{- with .Values.podAnnotations }}
     {{- toYaml . | nindent 4 }}
@@ -173,6 +179,9 @@ spec:
         {{- end }}
         - --log-level={{ .Values.logLevel }}
         - --log-format={{ .Values.logFormat }}
+        {{- if .Values.configFile }}
+        - --config.file=/etc/kubelet-meta-proxy/config/relay.yml
+        {{- end }}
         {{- if $rwSecret }}
         - --remote-write-url=$(REMOTE_WRITE_URL)
         - --remote-write-timeout={{ .Values.remoteWrite.timeout }}
@@ -254,8 +263,13 @@ spec:
       securityContext:
         {{- toYaml . | nindent 8 }}
       {{- end }}
-      {{- if or (and $rwSecret (ne $auth "none")) $dq .Values.extraVolumeMounts }}
+      {{- if or (and $rwSecret (ne $auth "none")) $dq .Values.extraVolumeMounts .Values.configFile }}
       volumeMounts:
+        {{- if .Values.configFile }}
+        - name: config
+          mountPath: /etc/kubelet-meta-proxy/config
+          readOnly: true
+        {{- end }}
         {{- if $dq }}
         - name: queue
           mountPath: /var/lib/kubelet-meta-proxy/queue
@@ -269,8 +283,13 @@ spec:
         {{- toYaml . | nindent 8 }}
         {{- end }}
       {{- end }}
-  {{- if or (and $rwSecret (ne $auth "none")) (and $dq (not .Values.sharding.enabled)) .Values.extraVolumes }}
+  {{- if or (and $rwSecret (ne $auth "none")) (and $dq (not .Values.sharding.enabled)) .Values.extraVolumes .Values.configFile }}
   volumes:
+    {{- if .Values.configFile }}
+    - name: config
+      configMap:
+        name: {{ include "kmp.fullname" . }}-config
+    {{- end }}
     {{- if and $dq (not .Values.sharding.enabled) }}
     # Survives container restarts; sharding.enabled uses a PVC per pod instead.
     - name: queue
