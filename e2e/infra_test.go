@@ -53,6 +53,22 @@ func needCortex(t *testing.T) (*bed.Bed, *bed.Cortex) {
 	return b, theCortex
 }
 
+// needKSMBinary builds kube-state-metrics into bin/ once (or finds it fresh there) for the
+// tests that run it.
+func needKSMBinary(t *testing.T, ctx context.Context) {
+	t.Helper()
+	ksmBuild.Do(func() {
+		root, err := bed.RepoRoot()
+		if err == nil {
+			err = bed.BuildExtra(ctx, root, os.Stderr, "kube-state-metrics")
+		}
+		ksmErr = err
+	})
+	if ksmErr != nil {
+		t.Fatal(ksmErr)
+	}
+}
+
 // rwSeries is one series of a remote-write request.
 type rwSeries struct {
 	labels map[string]string
@@ -194,16 +210,7 @@ func TestKubeStateMetrics(t *testing.T) {
 	b := needBed(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Minute)
 	defer cancel()
-	ksmBuild.Do(func() {
-		root, err := bed.RepoRoot()
-		if err == nil {
-			err = bed.BuildExtra(ctx, root, os.Stderr, "kube-state-metrics")
-		}
-		ksmErr = err
-	})
-	if ksmErr != nil {
-		t.Fatal(ksmErr)
-	}
+	needKSMBinary(t, ctx)
 	// The objects: a pod owned by a ReplicaSet (no controller manager: the owner reference is
 	// set by hand) in a labelled namespace.
 	const ns, pod = "frontend-service1", "kmp-infra-ksm"

@@ -35,25 +35,34 @@ type ruleGroup struct {
 	Rules []map[string]any `json:"rules"`
 }
 
+// promRuleGroups reads a PrometheusRule manifest and returns its spec's rule groups.
+func promRuleGroups(file string) ([]map[string]any, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	var pr struct {
+		Spec struct {
+			Groups []map[string]any `json:"groups"`
+		} `json:"spec"`
+	}
+	if err := yaml.Unmarshal(data, &pr); err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	return pr.Spec.Groups, nil
+}
+
 // kpRules returns kube-prometheus's PrometheusRules as rule files (their spec, groups' own
 // intervals removed so every group runs at the parity interval) and the groups.
 func kpRules(t *testing.T) (map[string]string, []ruleGroup) {
 	files := map[string]string{}
 	var all []ruleGroup
 	for _, f := range kpRuleFiles {
-		b, err := os.ReadFile(filepath.Join(kpDir, f))
+		groups, err := promRuleGroups(filepath.Join(kpDir, f))
 		if err != nil {
 			t.Fatal(err)
 		}
-		var pr struct {
-			Spec struct {
-				Groups []map[string]any `json:"groups"`
-			} `json:"spec"`
-		}
-		if err := yaml.Unmarshal(b, &pr); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		for _, g := range pr.Spec.Groups {
+		for _, g := range groups {
 			delete(g, "interval")
 			gb, _ := yaml.Marshal(g)
 			var rg ruleGroup
@@ -62,7 +71,7 @@ func kpRules(t *testing.T) (map[string]string, []ruleGroup) {
 			}
 			all = append(all, rg)
 		}
-		out, err := yaml.Marshal(map[string]any{"groups": pr.Spec.Groups})
+		out, err := yaml.Marshal(map[string]any{"groups": groups})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -326,16 +335,7 @@ func TestKubePrometheusParity(t *testing.T) {
 	b := needBed(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Minute)
 	defer cancel()
-	ksmBuild.Do(func() {
-		root, err := bed.RepoRoot()
-		if err == nil {
-			err = bed.BuildExtra(ctx, root, os.Stderr, "kube-state-metrics")
-		}
-		ksmErr = err
-	})
-	if ksmErr != nil {
-		t.Fatal(ksmErr)
-	}
+	needKSMBinary(t, ctx)
 	defer parityPods(ctx, t, b)()
 	ksm, err := b.StartKubeStateMetrics(ctx, "--resources=nodes,pods,namespaces")
 	if err != nil {
