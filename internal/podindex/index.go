@@ -76,7 +76,7 @@ type metrics struct {
 	resolved, unresolved         prometheus.Gauge
 	rebuilds, changes, conflicts prometheus.Counter
 	evicted, watchErrors         prometheus.Counter
-	synced                       *prometheus.GaugeVec
+	synced                       syncedGauges
 }
 
 func newMetrics(reg prometheus.Registerer) metrics {
@@ -115,13 +115,13 @@ func newMetrics(reg prometheus.Registerer) metrics {
 			Name: "kubelet_meta_proxy_pod_index_watch_errors_total",
 			Help: "List or watch errors of the pod index's informers (each restarts the unknown grace).",
 		}),
-		synced: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "kubelet_meta_proxy_pod_index_informer_synced",
-			Help: "1 once the pod index's informer for the resource has synced.",
-		}, []string{"resource"}),
+		synced: newSyncedGauges("pods", "replicasets", "jobs"),
 	}
 	if reg != nil {
-		reg.MustRegister(m.pods, m.tombstones, owners, m.rebuilds, m.changes, m.conflicts, m.evicted, m.watchErrors, m.synced)
+		reg.MustRegister(m.pods, m.tombstones, owners, m.rebuilds, m.changes, m.conflicts, m.evicted, m.watchErrors)
+		for _, g := range m.synced {
+			reg.MustRegister(g)
+		}
 	}
 	return m
 }
@@ -630,3 +630,24 @@ func (ix *Index) refollowers(k ownerKey, r *ownerRec) {
 		}
 	}
 }
+
+// syncedGauges are kubelet_meta_proxy_informer_synced{resource=...}, the family
+// nsindex and the node informer export too (each with a constant resource
+// label, which a registry cannot mix with a GaugeVec's variable one), so that
+// the mixin's cache alert covers the pod index's informers as well.
+type syncedGauges map[string]prometheus.Gauge
+
+func newSyncedGauges(resources ...string) syncedGauges {
+	g := syncedGauges{}
+	for _, r := range resources {
+		g[r] = prometheus.NewGauge(prometheus.GaugeOpts{
+			Name:        "kubelet_meta_proxy_informer_synced",
+			Help:        "1 once the informer's cache of the resource has synced.",
+			ConstLabels: prometheus.Labels{"resource": r},
+		})
+	}
+	return g
+}
+
+// WithLabelValues returns the gauge of resource.
+func (g syncedGauges) WithLabelValues(resource string) prometheus.Gauge { return g[resource] }
