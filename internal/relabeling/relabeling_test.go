@@ -4,7 +4,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -13,10 +12,10 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/relabel"
-	"github.com/prometheus/prometheus/model/textparse"
 	yamlv2 "go.yaml.in/yaml/v2"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/captures"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/relabeling/relabelingtest"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/preset-savings.md")
@@ -131,43 +130,6 @@ func TestPresetMatchesFixture(t *testing.T) {
 	}
 }
 
-// KeptSeries returns, for a payload, the series Prometheus keeps after
-// cfgs, each as its label string (target labels added as honor_labels: true
-// adds them), and how many series the payload had. It uses Prometheus's own
-// parser, not the relay's.
-func keptSeries(t testing.TB, body []byte, target labels.Labels, cfgs []*relabel.Config) (kept map[string]bool, total int) {
-	p := textparse.NewPromParser(body, labels.NewSymbolTable(), false)
-	kept, seen := map[string]bool{}, map[string]bool{}
-	for {
-		et, err := p.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if et != textparse.EntrySeries {
-			continue
-		}
-		var ls labels.Labels
-		p.Labels(&ls)
-		if seen[ls.String()] {
-			continue // a duplicate: Prometheus keeps the first
-		}
-		seen[ls.String()] = true
-		lb := labels.NewBuilder(ls)
-		target.Range(func(l labels.Label) {
-			if !ls.Has(l.Name) {
-				lb.Set(l.Name, l.Value)
-			}
-		})
-		if relabel.ProcessBuilder(lb, cfgs...) {
-			kept[lb.Labels().String()] = true
-		}
-	}
-	return kept, len(seen)
-}
-
 // TestPresetSavings computes what the kube-prometheus preset drops from the
 // real and generated captures; docs/kube-prometheus.md shows the table.
 func TestPresetSavings(t *testing.T) {
@@ -187,7 +149,10 @@ func TestPresetSavings(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		kept, total := keptSeries(t, body, target, r[row.endpoint])
+		kept, total, err := relabelingtest.KeptSeries(body, target, r[row.endpoint])
+		if err != nil {
+			t.Fatal(err)
+		}
 		name := captures.Files[row.capture]
 		if name == "" {
 			name = captures.Generated[row.capture]

@@ -1,54 +1,31 @@
 package relay
 
 import (
-	"errors"
-	"io"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/relabel"
-	"github.com/prometheus/prometheus/model/textparse"
 	"github.com/prometheus/prometheus/model/value"
 
 	capturefiles "github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/captures"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/relabeling"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/relabeling/relabelingtest"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/view"
 )
 
-// promKept is what Prometheus keeps of a payload with metric relabeling:
-// its parser, target labels as honor_labels: true adds them, relabel.ProcessBuilder.
+// promKept is what Prometheus keeps of a payload with metric relabeling.
 func promKept(t *testing.T, body []byte, target []enrich.Label, cfgs []*relabel.Config) map[string]bool {
-	p := textparse.NewPromParser(body, labels.NewSymbolTable(), false)
-	kept, seen := map[string]bool{}, map[string]bool{}
-	for {
-		et, err := p.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if et != textparse.EntrySeries {
-			continue
-		}
-		var ls labels.Labels
-		p.Labels(&ls)
-		if seen[ls.String()] {
-			continue
-		}
-		seen[ls.String()] = true
-		lb := labels.NewBuilder(ls)
-		for _, l := range target {
-			if !ls.Has(l.Name) {
-				lb.Set(l.Name, l.Value)
-			}
-		}
-		if relabel.ProcessBuilder(lb, cfgs...) {
-			kept[lb.Labels().String()] = true
-		}
+	b := labels.NewScratchBuilder(len(target))
+	for _, l := range target {
+		b.Add(l.Name, l.Value)
+	}
+	b.Sort()
+	kept, _, err := relabelingtest.KeptSeries(body, b.Labels(), cfgs)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return kept
 }
