@@ -237,14 +237,7 @@ func TestKubeStateMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer k.Stop()
-	prom, err := b.StartPrometheus2(ctx, bed.PromOptions{Name: "prometheus-ksm", Config: fmt.Sprintf(`global:
-  scrape_interval: 1s
-scrape_configs:
-- job_name: kube-state-metrics
-  honor_labels: true
-  static_configs:
-  - targets: [%q]
-`, k.Target)})
+	prom, err := b.StartPrometheus2(ctx, bed.PromOptions{Name: "prometheus-ksm", Config: "global:\n  scrape_interval: 1s\nscrape_configs:\n" + k.ScrapeJob()})
 	if err != nil {
 		t.Fatal(err)
 	}

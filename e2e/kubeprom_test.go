@@ -345,7 +345,7 @@ func TestKubePrometheusParity(t *testing.T) {
 
 	ruleFiles, groups := kpRules(t)
 	global := fmt.Sprintf("global:\n  scrape_interval: %s\n  evaluation_interval: %s\n", parityInterval, parityInterval)
-	ksmJob := fmt.Sprintf("- job_name: kube-state-metrics\n  honor_labels: true\n  static_configs:\n  - targets: [%q]\n", ksm.Target)
+	ksmJob := ksm.ScrapeJob()
 
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "token")

@@ -309,15 +309,7 @@ func TestPodEnrichmentMatchesMixin(t *testing.T) {
 	}
 	defer k.Stop()
 	prom, err := b.StartPrometheus2(ctx, bed.PromOptions{Name: "prometheus-pods", RemoteWriteReceiver: true, RuleFiles: map[string]string{"pod_owner.yaml": rules},
-		Config: fmt.Sprintf(`global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-scrape_configs:
-- job_name: kube-state-metrics
-  honor_labels: true
-  static_configs:
-  - targets: [%q]
-`, k.Target)})
+		Config: "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n" + k.ScrapeJob()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -79,6 +79,13 @@ func (k *KubeStateMetrics) Stop() { k.p.stop(10 * time.Second) }
 // Logs returns the last n lines of its log.
 func (k *KubeStateMetrics) Logs(n int) string { return tail(k.LogFile, n) }
 
+// ScrapeJob is the prometheus.yml scrape_configs entry for this
+// kube-state-metrics, with honor_labels as kube-prometheus scrapes it (its
+// namespace and pod labels are the objects', not the target's).
+func (k *KubeStateMetrics) ScrapeJob() string {
+	return fmt.Sprintf("- job_name: kube-state-metrics\n  honor_labels: true\n  static_configs:\n  - targets: [%q]\n", k.Target)
+}
+
 // PromOptions of an extra Prometheus server.
 type PromOptions struct {
 	// Name names its dir, log and storage (default prometheus-2, prometheus-3, ...).
