@@ -21,10 +21,12 @@ build: ## Build bin/kubelet-meta-proxy.
 .PHONY: unit
 unit: ## Run the unit tests (no cluster needed).
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /e2e)
+	cd third_party/conntrack && $(GO) test -count=1 ./...
 
 .PHONY: test
 test: tools lint ## Run every test: lint (gofmt, go vet, staticcheck), unit and end-to-end.
 	$(GO) test -count=1 -timeout 60m ./...
+	cd third_party/conntrack && $(GO) test -count=1 ./...
 
 # Fuzz targets (package:target). `make fuzz` runs each for FUZZTIME, one after another;
 # `make fuzz FUZZTIME=10m` is the long run.
