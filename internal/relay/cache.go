@@ -149,6 +149,7 @@ type TargetCache struct {
 	lastBoundsLog  time.Time
 	selfClash      map[uint32]int // entries whose series is one of self (collide.go)
 	created        []uint32       // entries this scrape created (dropCreated)
+	trimmed        bool           // trimAfterFirstScrape ran
 }
 
 // NewTargetCache returns the cache of one target. honorTimestamps keeps the
@@ -332,6 +333,9 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 		tv.Ranges = append(tv.Ranges, view.FamilyRange{Family: int32(i), Start: len(tv.Samples), End: len(tv.Samples) + 1})
 		tv.Samples = append(tv.Samples, view.ViewSample{Ref: s, T: view.NoTimestamp, V: v})
 		c.send = append(c.send, model.Sample{Ref: s, T: nowMs, V: v})
+	}
+	if res.Err == nil && !c.trimmed {
+		c.trimAfterFirstScrape()
 	}
 	// Every label the samples refer to is in the table now: one snapshot
 	// serves them all, and the view.

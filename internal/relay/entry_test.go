@@ -72,3 +72,22 @@ func TestScrapeCounterWraps(t *testing.T) {
 		}
 	}
 }
+
+// The first scrape's arrays are trimmed (trim.go): no entry room left over
+// beyond a sixteenth, and the scrapes after it unchanged.
+func TestFirstScrapeTrimmed(t *testing.T) {
+	body := readCapture(t, captures[0])
+	ix := testIndex(1, baseTeams)
+	c := NewTargetCache(testTarget(), false)
+	first := c.Process(body, "", scrapeTime, time.Second, ix, nil)
+	if first.Err != nil {
+		t.Fatal(first.Err)
+	}
+	if n := len(c.entries); cap(c.entries)-n > n/16 {
+		t.Fatalf("entries %d of capacity %d after the first scrape", n, cap(c.entries))
+	}
+	second := c.Process(body, "", scrapeTime.Add(time.Minute), time.Second, ix, nil)
+	if second.Err != nil || second.SeriesAdded != 0 || len(second.Send) != len(first.Send) {
+		t.Fatalf("second scrape: err %v, %d added, %d sent; want nil, 0, %d", second.Err, second.SeriesAdded, len(second.Send), len(first.Send))
+	}
+}
