@@ -13,13 +13,15 @@ WORKDIR /src
 
 # Dependencies first, in their own layer.
 COPY go.mod go.sum ./
+# go.mod replaces go-conntrack with this directory (third_party/conntrack/README.md).
+COPY third_party/ third_party/
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 
 # The sources (.dockerignore lets in only what the binary is built from).
 COPY . .
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
-    go build -trimpath \
+    go build -trimpath -tags grpcnotrace \
       -ldflags "-s -w -X github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/version.Version=${VERSION} -X github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/version.Commit=${COMMIT}" \
       -o /out/kubelet-meta-proxy ./cmd/kubelet-meta-proxy
 

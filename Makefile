@@ -6,6 +6,9 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/version.Version=$(VERSION) -X github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/version.Commit=$(COMMIT)
 IMG ?= kubelet-meta-proxy:latest
+# grpcnotrace: gRPC (linked by the google_iam client) without golang.org/x/net/trace, which would keep
+# every exported method in the binary (third_party/conntrack/README.md).
+GOTAGS := grpcnotrace
 
 .PHONY: help
 help: ## Show this help.
@@ -13,15 +16,17 @@ help: ## Show this help.
 
 .PHONY: build
 build: ## Build bin/kubelet-meta-proxy.
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/kubelet-meta-proxy ./cmd/kubelet-meta-proxy
+	CGO_ENABLED=0 $(GO) build -trimpath -tags '$(GOTAGS)' -ldflags '$(LDFLAGS)' -o $(BIN)/kubelet-meta-proxy ./cmd/kubelet-meta-proxy
 
 .PHONY: unit
 unit: ## Run the unit tests (no cluster needed).
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /e2e)
+	cd third_party/conntrack && $(GO) test -count=1 ./...
 
 .PHONY: test
 test: tools lint ## Run every test: lint (gofmt, go vet, staticcheck), unit and end-to-end.
 	$(GO) test -count=1 -timeout 60m ./...
+	cd third_party/conntrack && $(GO) test -count=1 ./...
 
 # Fuzz targets (package:target). `make fuzz` runs each for FUZZTIME, one after another;
 # `make fuzz FUZZTIME=10m` is the long run.

@@ -154,6 +154,14 @@ func TestDockerfileByConstruction(t *testing.T) {
 	if a, b := ldflagsXPaths(run), ldflagsXPaths(string(ld[1])); len(a) != 2 || !slices.Equal(a, b) {
 		t.Errorf("Dockerfile -X %v, Makefile -X %v", a, b)
 	}
+	// The same build tags as `make build` (grpcnotrace keeps the binary half the size).
+	tags := regexp.MustCompile(`(?m)^GOTAGS :=\s*(.*)$`).FindSubmatch(mk)
+	if tags == nil {
+		t.Fatal("Makefile has no GOTAGS")
+	}
+	if want := "-tags " + strings.TrimSpace(string(tags[1])); !strings.Contains(run, want) {
+		t.Errorf("go build RUN lacks %s (Makefile's GOTAGS): %s", want, run)
+	}
 	// The -X paths name real variables.
 	vsrc, err := os.ReadFile(filepath.Join(repoRoot(t), "internal/version/version.go"))
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/memlimit"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/nsindex"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/remotewrite"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/scrape"
@@ -38,6 +39,7 @@ type runOptions struct {
 	serve serveOptions
 	rw    remoteWriteOptions
 	pod   podOptions
+	mem   memoryOptions
 }
 
 func newRunCommand() *cobra.Command {
@@ -68,10 +70,11 @@ func (o *runOptions) AddFlags(fs *pflag.FlagSet) {
 	o.rw.AddFlags(fs)
 	o.pod.AddFlags(fs)
 	o.log.AddFlags(fs)
+	o.mem.AddFlags(fs)
 }
 
 func (o *runOptions) Validate() error {
-	return errors.Join(o.commonOptions.Validate(), o.serve.Validate(), o.rw.Validate(), o.pod.Validate())
+	return errors.Join(o.commonOptions.Validate(), o.serve.Validate(), o.rw.Validate(), o.pod.Validate(), o.mem.Validate())
 }
 
 // Run runs the relay until ctx is done, then stops scraping, ends every
@@ -90,6 +93,7 @@ func (o *runOptions) Run(ctx context.Context) error {
 		// GOGC and GOMEMLIMIT in the environment override it.
 		debug.SetGCPercent(defaultGOGC)
 	}
+	o.mem.apply(memlimit.OS(), logger)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), version.NewBuildInfoCollector())

@@ -36,7 +36,7 @@ func Build(ctx context.Context, root string, log io.Writer) (relayErr, err error
 	if err := step("fake-kubelet", exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", filepath.Join(bin, "fake-kubelet"), "./e2e/cmd/fake-kubelet")); err != nil {
 		return nil, err
 	}
-	relayErr = step("kubelet-meta-proxy", exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", filepath.Join(bin, "kubelet-meta-proxy"), "./cmd/kubelet-meta-proxy"))
+	relayErr = step("kubelet-meta-proxy", exec.CommandContext(ctx, "go", "build", "-trimpath", "-tags", "grpcnotrace", "-o", filepath.Join(bin, "kubelet-meta-proxy"), "./cmd/kubelet-meta-proxy"))
 	return relayErr, nil
 }
 

@@ -52,7 +52,7 @@ func BuildPprofRelay(ctx context.Context, root, out string, log io.Writer) error
 	if err := os.WriteFile(ovFile, ov, 0o644); err != nil {
 		return err
 	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-overlay", ovFile, "-o", out, "./cmd/kubelet-meta-proxy")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-tags", "grpcnotrace", "-overlay", ovFile, "-o", out, "./cmd/kubelet-meta-proxy")
 	cmd.Dir, cmd.Env = root, append(os.Environ(), "CGO_ENABLED=0")
 	if log != nil {
 		cmd.Stdout, cmd.Stderr = log, log

@@ -88,19 +88,24 @@ const (
 // owned by the target's scrape goroutine; only their labels escape, as
 // references into the target's LabelTable.
 type seriesEntry struct {
-	// An entry holds no pointer and fits 64 bytes: there is one per series,
-	// hundreds of thousands of them, in one slice the garbage collector
-	// need not scan.
-	key    uint64 // xxhash of the raw series bytes, the cache key
-	nsVer  uint64 // version of its scope (namespace, pod) the series was built with
-	gen    uint64 // index generation last checked
-	lastT  int64  // last timestamp handed to remote write
-	ref    model.SeriesRef
-	rawLen int32  // guards the 64-bit hash key against collisions
-	pos    int32  // index in the scrape it was last seen in (TargetCache.cur)
-	seen   uint32 // scrape iteration the series was last seen in
-	fam    int32
-	ns     uint32 // index in TargetCache.scopes; 0: no namespace label
+	// An entry holds no pointer and fits 48 bytes (entry_test.go): there is
+	// one per series, millions of them at 500 nodes, in one slice the
+	// garbage collector need not scan.
+	key   uint64 // xxhash of the raw series bytes, the cache key
+	lastT int64  // last timestamp handed to remote write
+	ref   model.SeriesRef
+	// nsVer is the version of its scope (namespace, pod) the series was
+	// built with, cut to 32 bits: a wrong match needs 2^32 changes of one
+	// scope between two scrapes.
+	nsVer uint32
+	pos   int32 // index in the scrape it was last seen in (TargetCache.cur)
+	fam   int32
+	ns    uint32 // index in TargetCache.scopes; 0: no namespace label
+	// seen is the scrape iteration the series was last seen in, modulo
+	// 2^16 as TargetCache.iter: eviction removes every entry absent for
+	// more than 2 × evictAfter scrapes, so no live entry's age wraps.
+	seen   uint16
+	rawLen rawLen // guards the 64-bit hash key against collisions
 	enrich enrichState
 	stale  bool
 	live   bool // the slot holds a series (evicted slots are reused)
@@ -118,7 +123,7 @@ type TargetCache struct {
 	entries        []seriesEntry
 	index          entryIndex // raw series hash -> entries
 	free           []uint32   // entries slots to reuse
-	iter           uint32
+	iter           uint16     // scrapes, modulo 2^16 (seriesEntry.seen)
 	families       []view.Family
 	famIndex       map[string]int32
 	cur, prev      []uint32 // entries of this and the last scrape, in order
@@ -144,6 +149,7 @@ type TargetCache struct {
 	lastBoundsLog  time.Time
 	selfClash      map[uint32]int // entries whose series is one of self (collide.go)
 	created        []uint32       // entries this scrape created (dropCreated)
+	trimmed        bool           // trimAfterFirstScrape ran
 }
 
 // NewTargetCache returns the cache of one target. honorTimestamps keeps the
@@ -267,6 +273,11 @@ func (c *TargetCache) begin(now time.Time, ix *enrich.NamespaceIndex) *scrapeSta
 	c.iter++
 	c.send = c.send[:0]
 	c.cur = c.cur[:0]
+	if cap(c.created) > 1024 {
+		// The first scrape creates every series: do not keep a slot per
+		// series for the few later scrapes create.
+		c.created = nil
+	}
 	c.created = c.created[:0]
 	tv := &view.TargetView{Target: c.target}
 	if sp := c.spare; sp != nil {
@@ -322,6 +333,9 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 		tv.Ranges = append(tv.Ranges, view.FamilyRange{Family: int32(i), Start: len(tv.Samples), End: len(tv.Samples) + 1})
 		tv.Samples = append(tv.Samples, view.ViewSample{Ref: s, T: view.NoTimestamp, V: v})
 		c.send = append(c.send, model.Sample{Ref: s, T: nowMs, V: v})
+	}
+	if res.Err == nil && !c.trimmed {
+		c.trimAfterFirstScrape()
 	}
 	// Every label the samples refer to is in the table now: one snapshot
 	// serves them all, and the view.

@@ -53,3 +53,17 @@ func mix(x uint64) uint64 {
 	x = (x ^ x>>27) * 0x94d049bb133111eb
 	return x ^ x>>31
 }
+
+// A kubelet's ~6.2k series fit 16k slots: at most half full, about 10
+// bytes a series.
+func TestEntryIndexSize(t *testing.T) {
+	var x entryIndex
+	var entries []seriesEntry
+	for i := range 6200 {
+		entries = append(entries, seriesEntry{key: mix(uint64(i))})
+		x.put(entries[i].key, uint32(i), entries)
+	}
+	if n := len(x.slots); n != 16384 {
+		t.Fatalf("%d slots for %d entries, want 16384", n, x.len())
+	}
+}

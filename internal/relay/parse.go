@@ -34,7 +34,6 @@ func (e *ParseError) Unwrap() error { return e.Err }
 // more of the payload).
 func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 	nowMs, tv, res := st.nowMs, st.view, st.res
-	gen := st.gen
 	// Targets write their series in the same order every time: predict
 	// each from the previous scrape, so the text scanner need not look for
 	// where its labels end (see TextScanner.sample).
@@ -46,7 +45,7 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 			ts.Predict(0, 0)
 			if pred < len(c.prev) {
 				p := &c.entries[c.prev[pred]]
-				ts.Predict(int(p.rawLen), p.key)
+				ts.Predict(p.rawLen.predict(), p.key)
 			}
 		}
 		et, err := sc.Next()
@@ -88,8 +87,8 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 		} else {
 			h := xxhash.Sum64(raw)
 			i, ok := c.index.get(h, c.entries)
-			if !ok || int(c.entries[i].rawLen) != len(raw) {
-				if i, err = c.newEntry(sc, h, len(raw), st.curFam, st.curFamName, gen); err != nil {
+			if !ok || c.entries[i].rawLen != rawLenOf(len(raw)) {
+				if i, err = c.newEntry(sc, h, len(raw), st.curFam, st.curFamName); err != nil {
 					return &ParseError{Line: sc.Line(), Err: err}
 				}
 				if st := c.entries[i].enrich; st != enrichRelabelDropped && st != enrichDropped {
@@ -101,8 +100,8 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 			ei = i
 		}
 		e := &c.entries[ei]
-		if e.gen != gen {
-			if err := c.recheck(sc, e, gen, nowMs); err != nil {
+		if e.ns != 0 && c.scopes.list[e.ns].ver32() != e.nsVer {
+			if err := c.recheck(sc, e, nowMs); err != nil {
 				return &ParseError{Line: sc.Line(), Err: err}
 			}
 		}
@@ -165,7 +164,7 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 
 // newEntry builds the enriched series of a raw series seen for the first time
 // and returns its index in entries.
-func (c *TargetCache) newEntry(sc scrape.Scanner, h uint64, rawLen int, curFam int32, curFamName string, gen uint64) (uint32, error) {
+func (c *TargetCache) newEntry(sc scrape.Scanner, h uint64, rawLen int, curFam int32, curFamName string) (uint32, error) {
 	if err := sc.Labels(&c.lbls); err != nil {
 		return 0, err
 	}
@@ -188,7 +187,8 @@ func (c *TargetCache) newEntry(sc scrape.Scanner, h uint64, rawLen int, curFam i
 		c.entries = append(c.entries, seriesEntry{})
 	}
 	e := &c.entries[i]
-	*e = seriesEntry{key: h, rawLen: int32(rawLen), fam: fam, lastT: noTimestamp, gen: gen, live: true}
+	// seen: not this scrape (the iteration counter wraps, 0 is no "never").
+	*e = seriesEntry{key: h, rawLen: rawLenOf(rawLen), fam: fam, lastT: noTimestamp, seen: c.iter - 1, live: true}
 	e.ns = c.scopes.intern(c.lbls.Get(enrich.NamespaceLabel), c.lbls.Get(PodLabel))
 	c.build(e)
 	c.markSelfClash(i, e.ref)
@@ -199,14 +199,9 @@ func (c *TargetCache) newEntry(sc scrape.Scanner, h uint64, rawLen int, curFam i
 	return i, nil
 }
 
-// recheck runs when some scope of the target changed since the entry was
-// built: only a change to this series' own scope (its namespace, its pod,
-// its pod-on-node verdict) rebuilds it.
-func (c *TargetCache) recheck(sc scrape.Scanner, e *seriesEntry, gen uint64, nowMs int64) error {
-	e.gen = gen
-	if e.ns == 0 || c.scopes.list[e.ns].ver == e.nsVer {
-		return nil
-	}
+// recheck rebuilds a series whose own scope (its namespace, its pod, its
+// pod-on-node verdict) changed since the entry was built.
+func (c *TargetCache) recheck(sc scrape.Scanner, e *seriesEntry, nowMs int64) error {
 	if err := sc.Labels(&c.lbls); err != nil {
 		return err
 	}
@@ -257,7 +252,7 @@ func (c *TargetCache) checkLabels() error {
 
 func (c *TargetCache) build(e *seriesEntry) {
 	sc := &c.scopes.list[e.ns]
-	e.enrich, e.nsVer = sc.state, sc.ver
+	e.enrich, e.nsVer = sc.state, sc.ver32()
 	add := c.scopes.labels(sc)
 	ls := c.builder.Build(c.lbls, c.target.Labels, add)
 	if len(c.target.MetricRelabel) > 0 {

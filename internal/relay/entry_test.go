@@ -1,0 +1,93 @@
+package relay
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+	"time"
+	"unsafe"
+)
+
+// The cache holds one entry per series: its size is most of the relay's
+// memory per series (README, Memory model).
+func TestSeriesEntrySize(t *testing.T) {
+	if n := unsafe.Sizeof(seriesEntry{}); n != 48 {
+		t.Fatalf("seriesEntry is %d bytes, want 48", n)
+	}
+}
+
+func TestRawLenSaturates(t *testing.T) {
+	for _, tc := range []struct {
+		n       int
+		predict int
+	}{{0, 0}, {1, 1}, {65534, 65534}, {65535, 0}, {1 << 20, 0}} {
+		l := rawLenOf(tc.n)
+		if got := l.predict(); got != tc.predict {
+			t.Errorf("rawLenOf(%d).predict() = %d, want %d", tc.n, got, tc.predict)
+		}
+		if tc.n >= 65535 && l != rawLenOf(tc.n+1) {
+			t.Errorf("lengths %d and %d differ, want both saturated", tc.n, tc.n+1)
+		}
+	}
+}
+
+// The scrape counter wraps at 2^16 (seriesEntry.seen): across the wrap a
+// series is neither a duplicate of itself nor kept past eviction, and a
+// series that goes away gets its stale marker. Starting a little before the
+// wrap, every 3rd scrape drops one series and adds a new one.
+func TestScrapeCounterWraps(t *testing.T) {
+	ix := testIndex(1, baseTeams)
+	c := NewTargetCache(testTarget(), false)
+	c.iter = math.MaxUint16 - 2*evictAfter
+	payload := func(k int) []byte {
+		var b strings.Builder
+		fmt.Fprintf(&b, "# TYPE m gauge\nm{namespace=\"frontend\",i=\"steady\"} 1\n")
+		if k%3 != 0 {
+			fmt.Fprintf(&b, "m{namespace=\"frontend\",i=\"flaky\"} 1\n")
+		}
+		fmt.Fprintf(&b, "m{namespace=\"frontend\",i=\"new-%d\"} 1\n", k)
+		return []byte(b.String())
+	}
+	for k := range 6 * evictAfter {
+		res := c.Process(payload(k), "", scrapeTime.Add(time.Duration(k)*time.Minute), time.Second, ix, nil)
+		if res.Err != nil || res.Duplicates != 0 {
+			t.Fatalf("scrape %d (counter %d): err %v, %d duplicates", k, c.iter, res.Err, res.Duplicates)
+		}
+		wantAdded, wantStale := 1, 1 // new-k came, new-(k-1) went
+		switch {
+		case k == 0:
+			wantAdded, wantStale = 2, 0
+		case k == 1:
+			wantAdded = 2 // flaky's first time
+		case k%3 == 0:
+			wantStale = 2 // flaky went too (it comes back with its entry)
+		}
+		if res.SeriesAdded != wantAdded || res.Stale != wantStale {
+			t.Fatalf("scrape %d (counter %d): %d added, %d stale; want %d, %d", k, c.iter, res.SeriesAdded, res.Stale, wantAdded, wantStale)
+		}
+		// Series gone for longer than eviction allows are not kept.
+		if n := c.Len(); n > 3+2*evictAfter {
+			t.Fatalf("scrape %d (counter %d): %d entries cached", k, c.iter, n)
+		}
+	}
+}
+
+// The first scrape's arrays are trimmed (trim.go): no entry room left over
+// beyond a sixteenth, and the scrapes after it unchanged.
+func TestFirstScrapeTrimmed(t *testing.T) {
+	body := readCapture(t, captures[0])
+	ix := testIndex(1, baseTeams)
+	c := NewTargetCache(testTarget(), false)
+	first := c.Process(body, "", scrapeTime, time.Second, ix, nil)
+	if first.Err != nil {
+		t.Fatal(first.Err)
+	}
+	if n := len(c.entries); cap(c.entries)-n > n/16 {
+		t.Fatalf("entries %d of capacity %d after the first scrape", n, cap(c.entries))
+	}
+	second := c.Process(body, "", scrapeTime.Add(time.Minute), time.Second, ix, nil)
+	if second.Err != nil || second.SeriesAdded != 0 || len(second.Send) != len(first.Send) {
+		t.Fatalf("second scrape: err %v, %d added, %d sent; want nil, 0, %d", second.Err, second.SeriesAdded, len(second.Send), len(first.Send))
+	}
+}

@@ -1,0 +1,13 @@
+package relay
+
+// trimAfterFirstScrape gives back what append left unused in the arrays the
+// first scrape filled (up to a quarter of the cache entries and of the label
+// table, about 10 bytes a series): a target's series barely change after
+// it, so the spare room would be kept for the life of the target.
+func (c *TargetCache) trimAfterFirstScrape() {
+	c.trimmed = true
+	if n := len(c.entries); cap(c.entries)-n > n/16 {
+		c.entries = append(make([]seriesEntry, 0, n), c.entries...)
+	}
+	c.labels.Trim()
+}
