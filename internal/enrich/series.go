@@ -36,6 +36,24 @@ func (b *Builder) Build(scraped labels.Labels, target, namespace []Label) []Labe
 			ls = append(ls, Label{Name: l.Name, Value: l.Value})
 		}
 	})
+	return b.build(ls, target, namespace)
+}
+
+// BuildFrom is Build for scraped labels in a slice, in any order (but with
+// unique names), which must not be the result of an earlier call. It saves
+// a relay that has the labels in a slice a labels.Labels per new series.
+func (b *Builder) BuildFrom(scraped, target, namespace []Label) []Label {
+	ls := b.scratch[:0]
+	for _, l := range scraped {
+		if l.Value != "" {
+			ls = append(ls, l)
+		}
+	}
+	return b.build(ls, target, namespace)
+}
+
+// build is Build once ls holds the scraped labels with a value.
+func (b *Builder) build(ls, target, namespace []Label) []Label {
 	for _, t := range target {
 		if i := indexOf(ls, t.Name); i >= 0 {
 			ls[i].Name = freeName(ls, exportedPrefix+t.Name)

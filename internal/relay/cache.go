@@ -127,6 +127,7 @@ type TargetCache struct {
 	labels         *model.LabelInterner
 	builder        enrich.Builder
 	lbls           labels.Labels
+	scraped        []enrich.Label  // scrapedLabels' result (cold.go)
 	lb             *labels.Builder // checkLabels' scratch
 	rb             *labels.Builder // relabel's scratch
 	rsb            labels.ScratchBuilder

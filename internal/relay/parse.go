@@ -166,16 +166,11 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 // newEntry builds the enriched series of a raw series seen for the first time
 // and returns its index in entries.
 func (c *TargetCache) newEntry(sc scrape.Scanner, h uint64, rawLen int, curFam int32, curFamName string, gen uint64) (uint32, error) {
-	if err := sc.Labels(&c.lbls); err != nil {
+	ls, err := c.scrapedLabels(sc, true)
+	if err != nil {
 		return 0, err
 	}
-	if err := c.checkLabels(); err != nil {
-		return 0, err
-	}
-	if err := c.limits.checkLabelLimits(c.lbls, len(c.target.Labels)); err != nil {
-		return 0, err
-	}
-	name := c.lbls.Get(commonmodel.MetricNameLabel)
+	name := labelValue(ls, commonmodel.MetricNameLabel)
 	fam := curFam
 	if curFam < 0 || !belongsTo(name, curFamName, c.families[curFam].Type) {
 		fam, _ = c.family([]byte(name))
@@ -189,8 +184,8 @@ func (c *TargetCache) newEntry(sc scrape.Scanner, h uint64, rawLen int, curFam i
 	}
 	e := &c.entries[i]
 	*e = seriesEntry{key: h, rawLen: int32(rawLen), fam: fam, lastT: noTimestamp, gen: gen, live: true}
-	e.ns = c.scopes.intern(c.lbls.Get(enrich.NamespaceLabel), c.lbls.Get(PodLabel))
-	c.build(e)
+	e.ns = c.scopes.intern(labelValue(ls, enrich.NamespaceLabel), labelValue(ls, PodLabel))
+	c.build(e, ls)
 	c.markSelfClash(i, e.ref)
 	// On a 64-bit collision (same hash, other length) the new series takes
 	// the index; the other is then found by prediction only.
@@ -207,15 +202,13 @@ func (c *TargetCache) recheck(sc scrape.Scanner, e *seriesEntry, gen uint64, now
 	if e.ns == 0 || c.scopes.list[e.ns].ver == e.nsVer {
 		return nil
 	}
-	if err := sc.Labels(&c.lbls); err != nil {
-		return err
-	}
-	if err := c.checkLabels(); err != nil {
+	ls, err := c.scrapedLabels(sc, false)
+	if err != nil {
 		return err
 	}
 	old := e.ref
 	oldT := e.lastT
-	c.build(e)
+	c.build(e, ls)
 	if old == e.ref {
 		e.lastT = oldT
 		return nil
@@ -255,11 +248,12 @@ func (c *TargetCache) checkLabels() error {
 	return nil
 }
 
-func (c *TargetCache) build(e *seriesEntry) {
+// build enriches the scraped labels (scrapedLabels) of entry e.
+func (c *TargetCache) build(e *seriesEntry, scraped []enrich.Label) {
 	sc := &c.scopes.list[e.ns]
 	e.enrich, e.nsVer = sc.state, sc.ver
 	add := c.scopes.labels(sc)
-	ls := c.builder.Build(c.lbls, c.target.Labels, add)
+	ls := c.builder.BuildFrom(scraped, c.target.Labels, add)
 	if len(c.target.MetricRelabel) > 0 {
 		var keep bool
 		if ls, keep = c.relabel(ls); !keep {
