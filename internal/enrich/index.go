@@ -13,7 +13,27 @@ type Label = model.Label
 // SortLabels sorts ls by name, in place. (slices.SortFunc, unlike
 // sort.Slice, allocates nothing: it runs for every new series.)
 func SortLabels(ls []Label) {
-	slices.SortFunc(ls, func(a, b Label) int { return strings.Compare(a.Name, b.Name) })
+	if len(ls) > 32 {
+		slices.SortFunc(ls, func(a, b Label) int { return strings.Compare(a.Name, b.Name) })
+		return
+	}
+	// The sets of new series are short and come in a few sorted runs
+	// (scraped, target, namespace labels): an insertion sort with the
+	// comparison inline takes them in about half the time slices.SortFunc
+	// does, which partitions sets over 12 and calls its comparison through
+	// a function value (BenchmarkSortLabels, BenchmarkProcessCold).
+	for i := 1; i < len(ls); i++ {
+		if ls[i].Name >= ls[i-1].Name {
+			continue
+		}
+		x := ls[i]
+		j := i - 1
+		for j > 0 && ls[j-1].Name > x.Name {
+			j--
+		}
+		copy(ls[j+1:i+1], ls[j:i])
+		ls[j] = x
+	}
 }
 
 // NamespaceInfo is what the index knows of one namespace.

@@ -20,6 +20,10 @@ type Builder struct {
 	// external_labels. Set once, before the first Build.
 	External []Label
 	scratch  []Label
+	// exported caches exported_NAME for the target and namespace label
+	// names NAME that clash, bounded: a concatenation per new series
+	// that has such a clash otherwise.
+	exported map[string]string
 }
 
 // Build returns the enriched label set for one scraped label set, sorted by
@@ -56,7 +60,7 @@ func (b *Builder) BuildFrom(scraped, target, namespace []Label) []Label {
 func (b *Builder) build(ls, target, namespace []Label) []Label {
 	for _, t := range target {
 		if i := indexOf(ls, t.Name); i >= 0 {
-			ls[i].Name = freeName(ls, exportedPrefix+t.Name)
+			ls[i].Name = b.exportedName(ls, t.Name)
 		}
 		if t.Value != "" {
 			ls = append(ls, t)
@@ -68,7 +72,7 @@ func (b *Builder) build(ls, target, namespace []Label) []Label {
 		}
 		name := n.Name
 		if indexOf(ls, name) >= 0 {
-			name = freeName(ls, exportedPrefix+name)
+			name = b.exportedName(ls, name)
 		}
 		ls = append(ls, Label{Name: name, Value: n.Value})
 	}
@@ -100,6 +104,21 @@ func indexOf(ls []Label, name string) int {
 		}
 	}
 	return -1
+}
+
+// exportedName is freeName(ls, exported_name).
+func (b *Builder) exportedName(ls []Label, name string) string {
+	e, ok := b.exported[name]
+	if !ok {
+		e = exportedPrefix + name
+		if b.exported == nil {
+			b.exported = make(map[string]string)
+		}
+		if len(b.exported) < 64 {
+			b.exported[name] = e
+		}
+	}
+	return freeName(ls, e)
 }
 
 // freeName prefixes name with exported_ until no label has it, as Prometheus
