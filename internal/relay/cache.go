@@ -120,6 +120,7 @@ type TargetCache struct {
 	free           []uint32   // entries slots to reuse
 	iter           uint32
 	families       []view.Family
+	famShared      bool // families was handed to a view (setFamily)
 	famIndex       map[string]int32
 	cur, prev      []uint32 // entries of this and the last scrape, in order
 	tombstones     map[uint64]tombstone
@@ -175,6 +176,9 @@ func NewTargetCache(t *scrape.Target, honorTimestamps bool, external ...enrich.L
 func (c *TargetCache) Process(body []byte, contentType string, now time.Time, duration time.Duration, ix *enrich.NamespaceIndex, fetchErr error) *Result {
 	st := c.begin(now, ix)
 	err := fetchErr
+	if err == nil && len(c.entries) == 0 {
+		c.reserve(st, body) // a first scrape (cold.go)
+	}
 	if err == nil {
 		if len(body) > 0 && body[len(body)-1] != '\n' {
 			// Both parsers want a final newline; adding it here keeps every
@@ -332,6 +336,7 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 	}
 	tv.Table = table
 	tv.Families = c.families[:len(c.families):len(c.families)]
+	c.famShared = true
 	c.lastViewLen, c.lastRangeCount = len(tv.Samples), len(tv.Ranges)
 	c.prev, c.cur = c.cur, c.prev
 	if c.iter%evictAfter == 0 || c.overgrown() {

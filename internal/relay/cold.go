@@ -1,6 +1,9 @@
 package relay
 
 import (
+	"bytes"
+	"slices"
+
 	commonmodel "github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 
@@ -121,4 +124,29 @@ func labelValue(ls []enrich.Label, name string) string {
 		}
 	}
 	return ""
+}
+
+// reserve sizes a cache that knows no series for the payload body, which
+// is about to be parsed: its lines bound the series it holds. Growing the
+// entries, the index and the scrape's slices from nothing, doubling as a
+// first scrape goes, copied and freed each about twice as much again.
+func (c *TargetCache) reserve(st *scrapeState, body []byte) {
+	n := bytes.Count(body, []byte{'\n'})
+	if c.limits.SampleLimit > 0 {
+		n = min(n, c.limits.SampleLimit)
+	}
+	c.entries = slices.Grow(c.entries, n)
+	c.cur = slices.Grow(c.cur, n)
+	c.created = slices.Grow(c.created, n)
+	c.send = slices.Grow(c.send, n+numSelfFamilies)
+	st.view.Samples = slices.Grow(st.view.Samples, n+numSelfFamilies)
+	c.index.reserve(n, c.entries)
+}
+
+// reserve makes room for n entries in all.
+func (x *entryIndex) reserve(n int, entries []seriesEntry) {
+	if 2*(n+1) > len(x.slots) {
+		x.live = n // what rehash sizes the table for; it counts the entries again
+		x.rehash(entries)
+	}
 }

@@ -283,12 +283,15 @@ func (c *TargetCache) family(name []byte) (int32, string) {
 }
 
 // setFamily changes a family's metadata copy-on-write: views already handed
-// out keep the slice they were given.
+// out keep the slice they were given. The slice is copied once a scrape at
+// most, not once a family: a first scrape sets every family's HELP.
 func (c *TargetCache) setFamily(i int32, f func(*view.Family)) {
-	fams := make([]view.Family, len(c.families), cap(c.families))
-	copy(fams, c.families)
-	f(&fams[i])
-	c.families = fams
+	if c.famShared {
+		fams := make([]view.Family, len(c.families), cap(c.families))
+		copy(fams, c.families)
+		c.families, c.famShared = fams, false
+	}
+	f(&c.families[i])
 }
 
 // belongsTo reports whether metric name is a sample of family fam.
