@@ -80,6 +80,11 @@ func (b *Builder) build(ls, target, namespace []Label) []Label {
 	return b.scratch
 }
 
+// Release drops the Builder's references to the labels of its last
+// result, so that they can be collected (scraped labels may point into a
+// large payload).
+func (b *Builder) Release() { clear(b.scratch[:cap(b.scratch)]) }
+
 // SeriesOf returns a complete label set (the relay's own series such as
 // up) with the external labels, sorted; it is valid until the next call.
 func (b *Builder) SeriesOf(ls []Label) []Label {

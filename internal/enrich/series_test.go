@@ -304,6 +304,13 @@ func FuzzBuild(f *testing.F) {
 		var b Builder
 		s := intern(b.Build(labels.FromStrings(kv...), tg, ns))
 		got := decode(t, s)
+		// BuildFrom, given the same labels in a slice in the order written,
+		// builds the same set.
+		var bf Builder
+		from := append([]Label{{Name: "__name__", Value: name}}, sc...)
+		if same := decode(t, intern(bf.BuildFrom(from, tg, ns))); !reflect.DeepEqual(same, got) {
+			t.Fatalf("BuildFrom = %v, Build = %v", same, got)
+		}
 
 		// Invariants: sorted, unique, no empty value, every target label with
 		// the target's value, every scraped and namespace value kept somewhere.

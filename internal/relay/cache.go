@@ -129,6 +129,7 @@ type TargetCache struct {
 	builder        enrich.Builder
 	lbls           labels.Labels
 	scraped        []enrich.Label  // scrapedLabels' result (cold.go)
+	aliased        bool            // scratch space points into the payload (release)
 	lb             *labels.Builder // checkLabels' scratch
 	rb             *labels.Builder // relabel's scratch
 	rsb            labels.ScratchBuilder
@@ -344,6 +345,7 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 	}
 	res.View = tv
 	res.Send = c.send
+	c.release()
 	return res
 }
 

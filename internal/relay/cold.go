@@ -27,7 +27,7 @@ import (
 func (c *TargetCache) scrapedLabels(sc scrape.Scanner, limits bool) ([]enrich.Label, error) {
 	if ts, ok := sc.(*scrape.TextScanner); ok {
 		if ls, ok := ts.AppendLabels(c.scraped[:0]); ok {
-			c.scraped = ls
+			c.scraped, c.aliased = ls, true
 			if ls, ok = c.fastCheck(ls, limits); ok {
 				return ls, nil
 			}
@@ -48,6 +48,22 @@ func (c *TargetCache) scrapedLabels(sc scrape.Scanner, limits bool) ([]enrich.La
 	c.lbls.Range(func(l labels.Label) { ls = append(ls, enrich.Label{Name: l.Name, Value: l.Value}) })
 	c.scraped = ls
 	return ls, nil
+}
+
+// release drops the references into the scrape's payload the fast path
+// left in scratch space (scrapedLabels, the builder's, relabeling's), so
+// that a cache does not keep a payload buffer alive after its scrape: an
+// outsized one is meant to go to the collector (pools.go).
+func (c *TargetCache) release() {
+	if !c.aliased {
+		return
+	}
+	c.aliased = false
+	clear(c.scraped[:cap(c.scraped)])
+	c.builder.Release()
+	if c.rb != nil {
+		c.rsb, c.rb = labels.ScratchBuilder{}, nil
+	}
 }
 
 // fastCheck is checkLabels and checkLabelLimits for the labels
