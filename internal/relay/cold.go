@@ -143,11 +143,15 @@ func labelValue(ls []enrich.Label, name string) string {
 }
 
 // reserve sizes a cache that knows no series for the payload body, which
-// is about to be parsed: its lines bound the series it holds. Growing the
-// entries, the index and the scrape's slices from nothing, doubling as a
-// first scrape goes, copied and freed each about twice as much again.
+// is about to be parsed: its lines but comments bound the series it holds.
+// Growing the entries, the index and the scrape's slices from nothing,
+// doubling as a first scrape goes, copied and freed each about twice as
+// much again.
 func (c *TargetCache) reserve(st *scrapeState, body []byte) {
-	n := bytes.Count(body, []byte{'\n'})
+	n := bytes.Count(body, []byte{'\n'}) + 1 - bytes.Count(body, []byte("\n#"))
+	if len(body) > 0 && body[0] == '#' {
+		n--
+	}
 	if c.limits.SampleLimit > 0 {
 		n = min(n, c.limits.SampleLimit)
 	}
