@@ -20,6 +20,10 @@ type Builder struct {
 	// external_labels. Set once, before the first Build.
 	External []Label
 	scratch  []Label
+	// exported caches exported_NAME for the target and namespace label
+	// names NAME that clash, bounded: a concatenation per new series
+	// that has such a clash otherwise.
+	exported map[string]string
 }
 
 // Build returns the enriched label set for one scraped label set, sorted by
@@ -36,9 +40,27 @@ func (b *Builder) Build(scraped labels.Labels, target, namespace []Label) []Labe
 			ls = append(ls, Label{Name: l.Name, Value: l.Value})
 		}
 	})
+	return b.build(ls, target, namespace)
+}
+
+// BuildFrom is Build for scraped labels in a slice, in any order (but with
+// unique names), which must not be the result of an earlier call. It saves
+// a relay that has the labels in a slice a labels.Labels per new series.
+func (b *Builder) BuildFrom(scraped, target, namespace []Label) []Label {
+	ls := b.scratch[:0]
+	for _, l := range scraped {
+		if l.Value != "" {
+			ls = append(ls, l)
+		}
+	}
+	return b.build(ls, target, namespace)
+}
+
+// build is Build once ls holds the scraped labels with a value.
+func (b *Builder) build(ls, target, namespace []Label) []Label {
 	for _, t := range target {
 		if i := indexOf(ls, t.Name); i >= 0 {
-			ls[i].Name = freeName(ls, exportedPrefix+t.Name)
+			ls[i].Name = b.exportedName(ls, t.Name)
 		}
 		if t.Value != "" {
 			ls = append(ls, t)
@@ -50,13 +72,18 @@ func (b *Builder) Build(scraped labels.Labels, target, namespace []Label) []Labe
 		}
 		name := n.Name
 		if indexOf(ls, name) >= 0 {
-			name = freeName(ls, exportedPrefix+name)
+			name = b.exportedName(ls, name)
 		}
 		ls = append(ls, Label{Name: name, Value: n.Value})
 	}
 	b.scratch = b.finish(ls)
 	return b.scratch
 }
+
+// Release drops the Builder's references to the labels of its last
+// result, so that they can be collected (scraped labels may point into a
+// large payload).
+func (b *Builder) Release() { clear(b.scratch[:cap(b.scratch)]) }
 
 // SeriesOf returns a complete label set (the relay's own series such as
 // up) with the external labels, sorted; it is valid until the next call.
@@ -82,6 +109,21 @@ func indexOf(ls []Label, name string) int {
 		}
 	}
 	return -1
+}
+
+// exportedName is freeName(ls, exported_name).
+func (b *Builder) exportedName(ls []Label, name string) string {
+	e, ok := b.exported[name]
+	if !ok {
+		e = exportedPrefix + name
+		if b.exported == nil {
+			b.exported = make(map[string]string)
+		}
+		if len(b.exported) < 64 {
+			b.exported[name] = e
+		}
+	}
+	return freeName(ls, e)
 }
 
 // freeName prefixes name with exported_ until no label has it, as Prometheus

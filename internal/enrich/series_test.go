@@ -304,6 +304,13 @@ func FuzzBuild(f *testing.F) {
 		var b Builder
 		s := intern(b.Build(labels.FromStrings(kv...), tg, ns))
 		got := decode(t, s)
+		// BuildFrom, given the same labels in a slice in the order written,
+		// builds the same set.
+		var bf Builder
+		from := append([]Label{{Name: "__name__", Value: name}}, sc...)
+		if same := decode(t, intern(bf.BuildFrom(from, tg, ns))); !reflect.DeepEqual(same, got) {
+			t.Fatalf("BuildFrom = %v, Build = %v", same, got)
+		}
 
 		// Invariants: sorted, unique, no empty value, every target label with
 		// the target's value, every scraped and namespace value kept somewhere.
@@ -357,5 +364,52 @@ func TestExternalLabelsNeverOverride(t *testing.T) {
 	want = []Label{{Name: "__name__", Value: "up"}, {Name: "__replica__", Value: "r-0"}, {Name: "cluster", Value: "own"}, {Name: "team", Value: "platform"}}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("SeriesOf with external labels = %v, want %v", got, want)
+	}
+}
+
+// TestSortLabels checks the hand-written sort against slices.SortFunc on
+// every permutation shape that matters: short, long, sorted runs, reversed.
+func TestSortLabels(t *testing.T) {
+	names := strings.Fields("__name__ container id image instance job metrics_path name namespace node pod team A Z _a a0 a")
+	for n := 0; n <= 40; n++ {
+		for _, shape := range []string{"runs", "reversed", "rotated"} {
+			ls := make([]Label, n)
+			for i := range ls {
+				ls[i] = Label{Name: names[i%len(names)] + strings.Repeat("x", i/len(names)), Value: string(rune('a' + i%26))}
+			}
+			switch shape {
+			case "runs":
+				sort.Slice(ls[:n/2], func(i, j int) bool { return ls[i].Name < ls[j].Name })
+				sort.Slice(ls[n/2:], func(i, j int) bool { return ls[n/2+i].Name < ls[n/2+j].Name })
+			case "reversed":
+				sort.Slice(ls, func(i, j int) bool { return ls[i].Name > ls[j].Name })
+			case "rotated":
+				if n > 0 {
+					ls = append(ls[n/3:], ls[:n/3]...)
+				}
+			}
+			want := append([]Label(nil), ls...)
+			sort.SliceStable(want, func(i, j int) bool { return want[i].Name < want[j].Name })
+			got := append([]Label(nil), ls...)
+			SortLabels(got)
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("%d labels, %s: SortLabels =\n%v\nwant\n%v", n, shape, got, want)
+			}
+		}
+	}
+}
+
+// BenchmarkSortLabels sorts the set a new cAdvisor series has once its
+// target and namespace labels are appended.
+func BenchmarkSortLabels(b *testing.B) {
+	in := []Label{{Name: "__name__", Value: "container_cpu_usage_seconds_total"}, {Name: "container", Value: "c"}, {Name: "cpu", Value: "total"},
+		{Name: "id", Value: "/kubepods"}, {Name: "image", Value: "i"}, {Name: "name", Value: "n"}, {Name: "namespace", Value: "web"}, {Name: "pod", Value: "p"}}
+	in = append(in, kubeletTarget...)
+	in = append(in, Label{Name: "exported_pod", Value: "x"}, Label{Name: "team", Value: "frontend"})
+	ls := make([]Label, len(in))
+	b.ReportAllocs()
+	for b.Loop() {
+		copy(ls, in)
+		SortLabels(ls)
 	}
 }

@@ -1,8 +1,7 @@
 package model
 
 import (
-	"bytes"
-	"slices"
+	"hash/maphash"
 	"sync/atomic"
 
 	"github.com/cespare/xxhash/v2"
@@ -138,8 +137,8 @@ type LabelInterner struct {
 	syms     []byte
 	symOff   []uint32
 	rests    []uint32
-	symIndex map[uint64]uint32 // xxhash of an encoding -> symbol
-	runIndex map[uint64]uint32 // xxhash of a run's symbols -> offset in rests
+	symIndex internIndex // encoding -> symbol (index.go)
+	runIndex internIndex // run of symbols -> offset in rests
 	snapshot *LabelTable
 	scratch  []uint32
 	buf      []byte
@@ -161,8 +160,8 @@ func (b *LabelInterner) reset() {
 	b.syms = nil
 	b.symOff = []uint32{0}
 	b.rests = nil
-	b.symIndex = make(map[uint64]uint32)
-	b.runIndex = make(map[uint64]uint32)
+	b.symIndex = internIndex{}
+	b.runIndex = internIndex{}
 	b.snapshot = nil
 }
 
@@ -192,51 +191,32 @@ func (b *LabelInterner) Intern(ls []Label) SeriesRef {
 
 // symbol interns one encoding.
 func (b *LabelInterner) symbol(enc []byte) uint32 {
-	h := xxhash.Sum64(enc)
-	for {
-		i, found := b.symIndex[h]
-		if !found {
-			break
-		}
-		if bytes.Equal(b.syms[b.symOff[i]:b.symOff[i+1]], enc) {
-			return i
-		}
-		h++ // a 64-bit collision: probe on, so that both stay interned
+	slot, i, found := b.findSymbol(maphash.Bytes(internSeed, enc), enc)
+	if found {
+		return i
 	}
-	i := uint32(len(b.symOff) - 1)
+	i = uint32(len(b.symOff) - 1)
 	b.syms = append(b.syms, enc...)
 	b.symOff = append(b.symOff, uint32(len(b.syms)))
-	b.symIndex[h] = i
+	b.addSymbol(slot, i)
 	b.snapshot = nil
 	return i
 }
 
 // run interns a run of symbols.
 func (b *LabelInterner) run(syms []uint32) uint32 {
-	var d xxhash.Digest
-	d.Reset()
-	var w [4]byte
+	slot, off, found := b.findRun(hashRun(syms), syms)
+	if found {
+		return off
+	}
 	encLen := 0
 	for _, s := range syms {
-		w[0], w[1], w[2], w[3] = byte(s), byte(s>>8), byte(s>>16), byte(s>>24)
-		_, _ = d.Write(w[:])
 		encLen += int(b.symOff[s+1] - b.symOff[s])
 	}
-	h := d.Sum64()
-	for {
-		off, found := b.runIndex[h]
-		if !found {
-			break
-		}
-		if n := b.rests[off]; int(n) == len(syms) && slices.Equal(b.rests[off+2:off+2+n], syms) {
-			return off
-		}
-		h++ // a collision, as in symbol
-	}
-	off := uint32(len(b.rests))
+	off = uint32(len(b.rests))
 	b.rests = append(b.rests, uint32(len(syms)), uint32(encLen))
 	b.rests = append(b.rests, syms...)
-	b.runIndex[h] = off
+	b.addRun(slot, off)
 	b.snapshot = nil
 	return off
 }

@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"hash/maphash"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -382,33 +383,51 @@ func TestTableSlicesAreCapped(t *testing.T) {
 	}
 }
 
-// TestInternCollisions forces 64-bit hash collisions: colliding symbols and
-// runs are still interned once (equal sets, equal refs, no growth).
+// TestInternCollisions fills the index until symbols and runs share
+// slots (it probes linearly and is at most half full), and through
+// several resizes: every set keeps its own reference, decodes as itself,
+// and interning it again adds nothing.
 func TestInternCollisions(t *testing.T) {
 	in := NewLabelInterner(1)
-	x := in.Intern(pairs("__name__", "x", "job", "a"))
-	// The next symbol and run to be interned hash to the slots of x's.
-	y := pairs("__name__", "y", "job", "b")
-	in.symIndex[xxhash.Sum64(AppendLabel(nil, "__name__", "y"))] = x.First
-	jobB := uint32(in.Table().NumSymbols() + 1) // after __name__=y
-	var w [4]byte
-	w[0], w[1], w[2], w[3] = byte(jobB), byte(jobB>>8), byte(jobB>>16), byte(jobB>>24)
-	in.runIndex[xxhash.Sum64(w[:])] = x.Rest
-
-	ref := in.Intern(y)
+	const n = 3000
+	sets := make([][]Label, n)
+	refs := make([]SeriesRef, n)
+	for i := range sets {
+		sets[i] = pairs("__name__", fmt.Sprintf("m%d", i%97), "job", fmt.Sprintf("j%d", i%13), "pod", fmt.Sprintf("p%d", i))
+		refs[i] = in.Intern(sets[i])
+	}
 	tab := in.Table()
-	if got := labelsOf(t, tab, ref); !slices.Equal(got, y) {
-		t.Fatalf("colliding set decodes as %v", got)
+	seen := map[SeriesRef]int{}
+	for i, ref := range refs {
+		if j, ok := seen[ref]; ok {
+			t.Fatalf("sets %d and %d share the reference %+v", j, i, ref)
+		}
+		seen[ref] = i
+		if got := labelsOf(t, tab, ref); !slices.Equal(got, sets[i]) {
+			t.Fatalf("set %d decodes as %v, want %v", i, got, sets[i])
+		}
 	}
-	if got := labelsOf(t, tab, x); !slices.Equal(got, pairs("__name__", "x", "job", "a")) {
-		t.Fatalf("the set collided with decodes as %v", got)
+	if got, want := tab.NumSymbols(), 97+13+n; got != want {
+		t.Fatalf("%d symbols, want %d", got, want)
 	}
-	for range 3 {
-		if again := in.Intern(y); again != ref {
-			t.Fatalf("colliding set interned again as %+v, was %+v", again, ref)
+	// The slots of the index: some symbols had to probe past others.
+	mask := uint64(len(in.symIndex.slots) - 1)
+	home := map[uint64]bool{}
+	shared := false
+	for s := range uint32(tab.NumSymbols()) {
+		h := maphash.Bytes(internSeed, tab.Symbol(s)) & mask
+		shared = shared || home[h]
+		home[h] = true
+	}
+	if !shared {
+		t.Fatal("no two symbols share a slot: the test does not exercise probing")
+	}
+	for i, set := range sets {
+		if again := in.Intern(set); again != refs[i] {
+			t.Fatalf("set %d interned again as %+v, was %+v", i, again, refs[i])
 		}
 	}
 	if in.Table() != tab {
-		t.Fatal("interning a colliding set again added to the table")
+		t.Fatal("interning the sets again added to the table")
 	}
 }

@@ -40,4 +40,13 @@ func validLabels(ls []Label) bool {
 // IsValidSeriesLabelName is the check receivers apply to the label names of
 // series they are sent: Prometheus 3's remote-write handler, like its scrape,
 // takes any non-empty UTF-8 name (model.UTF8Validation in prometheus/common).
-func IsValidSeriesLabelName(name string) bool { return name != "" && utf8.ValidString(name) }
+func IsValidSeriesLabelName(name string) bool {
+	// Names are short and almost always ASCII: this loop, inlined, takes
+	// less than utf8.ValidString's call (BenchmarkIntern).
+	for i := 0; i < len(name); i++ {
+		if name[i] >= utf8.RuneSelf {
+			return utf8.ValidString(name)
+		}
+	}
+	return name != ""
+}

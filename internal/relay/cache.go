@@ -125,6 +125,7 @@ type TargetCache struct {
 	free           []uint32   // entries slots to reuse
 	iter           uint16     // scrapes, modulo 2^16 (seriesEntry.seen)
 	families       []view.Family
+	famShared      bool // families was handed to a view (setFamily)
 	famIndex       map[string]int32
 	cur, prev      []uint32 // entries of this and the last scrape, in order
 	tombstones     map[uint64]tombstone
@@ -132,6 +133,8 @@ type TargetCache struct {
 	labels         *model.LabelInterner
 	builder        enrich.Builder
 	lbls           labels.Labels
+	scraped        []enrich.Label  // scrapedLabels' result (cold.go)
+	aliased        bool            // scratch space points into the payload (release)
 	lb             *labels.Builder // checkLabels' scratch
 	rb             *labels.Builder // relabel's scratch
 	rsb            labels.ScratchBuilder
@@ -180,6 +183,9 @@ func NewTargetCache(t *scrape.Target, honorTimestamps bool, external ...enrich.L
 func (c *TargetCache) Process(body []byte, contentType string, now time.Time, duration time.Duration, ix *enrich.NamespaceIndex, fetchErr error) *Result {
 	st := c.begin(now, ix)
 	err := fetchErr
+	if err == nil && len(c.entries) == 0 {
+		c.reserve(st, body) // a first scrape (cold.go)
+	}
 	if err == nil {
 		if len(body) > 0 && body[len(body)-1] != '\n' {
 			// Both parsers want a final newline; adding it here keeps every
@@ -345,6 +351,7 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 	}
 	tv.Table = table
 	tv.Families = c.families[:len(c.families):len(c.families)]
+	c.famShared = true
 	c.lastViewLen, c.lastRangeCount = len(tv.Samples), len(tv.Ranges)
 	c.prev, c.cur = c.cur, c.prev
 	if c.iter%evictAfter == 0 || c.overgrown() {
@@ -352,6 +359,7 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 	}
 	res.View = tv
 	res.Send = c.send
+	c.release()
 	return res
 }
 

@@ -31,6 +31,9 @@ import (
 // Two departures, both the relay's: raw series are keyed without the
 // line's leading blanks, and a duplicate with an explicit timestamp is
 // dropped too (Prometheus hands it to the TSDB, which keeps it if later).
+// With the first, the relay's cache forgetting the new series of a failed
+// scrape (dropCreated) is visible: "m 0" in a failed scrape, then " m 0",
+// is {__name__=" m"}, as Prometheus has it. The model forgets them too.
 type refScraper struct {
 	cache map[string]labels.Labels
 	om    bool // OpenMetrics instead of the text format
@@ -56,13 +59,20 @@ func (r *refScraper) scrape(body []byte) refResult {
 	}
 	var res refResult
 	seen := map[string]bool{}
+	var added []string
+	fail := func(err error) refResult {
+		for _, k := range added {
+			delete(r.cache, k)
+		}
+		return refResult{err: err}
+	}
 	for {
 		et, err := p.Next()
 		if errors.Is(err, io.EOF) {
 			return res
 		}
 		if err != nil {
-			return refResult{err: err}
+			return fail(err)
 		}
 		if et != textparse.EntrySeries {
 			continue
@@ -80,9 +90,10 @@ func (r *refScraper) scrape(body []byte) refResult {
 			var parsed labels.Labels
 			p.Labels(&parsed)
 			if ls, err = refCheck(parsed); err != nil {
-				return refResult{err: err}
+				return fail(err)
 			}
 			r.cache[key] = ls
+			added = append(added, key)
 		}
 		s := refSample{labels: ls.String(), v: math.Float64bits(v)}
 		if tp != nil {

@@ -165,16 +165,11 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 // newEntry builds the enriched series of a raw series seen for the first time
 // and returns its index in entries.
 func (c *TargetCache) newEntry(sc scrape.Scanner, h uint64, rawLen int, curFam int32, curFamName string) (uint32, error) {
-	if err := sc.Labels(&c.lbls); err != nil {
+	ls, err := c.scrapedLabels(sc, true)
+	if err != nil {
 		return 0, err
 	}
-	if err := c.checkLabels(); err != nil {
-		return 0, err
-	}
-	if err := c.limits.checkLabelLimits(c.lbls, len(c.target.Labels)); err != nil {
-		return 0, err
-	}
-	name := c.lbls.Get(commonmodel.MetricNameLabel)
+	name := labelValue(ls, commonmodel.MetricNameLabel)
 	fam := curFam
 	if curFam < 0 || !belongsTo(name, curFamName, c.families[curFam].Type) {
 		fam, _ = c.family([]byte(name))
@@ -189,8 +184,8 @@ func (c *TargetCache) newEntry(sc scrape.Scanner, h uint64, rawLen int, curFam i
 	e := &c.entries[i]
 	// seen: not this scrape (the iteration counter wraps, 0 is no "never").
 	*e = seriesEntry{key: h, rawLen: rawLenOf(rawLen), fam: fam, lastT: noTimestamp, seen: c.iter - 1, live: true}
-	e.ns = c.scopes.intern(c.lbls.Get(enrich.NamespaceLabel), c.lbls.Get(PodLabel))
-	c.build(e)
+	e.ns = c.scopes.intern(labelValue(ls, enrich.NamespaceLabel), labelValue(ls, PodLabel))
+	c.build(e, ls)
 	c.markSelfClash(i, e.ref)
 	// On a 64-bit collision (same hash, other length) the new series takes
 	// the index; the other is then found by prediction only.
@@ -202,15 +197,13 @@ func (c *TargetCache) newEntry(sc scrape.Scanner, h uint64, rawLen int, curFam i
 // recheck rebuilds a series whose own scope (its namespace, its pod, its
 // pod-on-node verdict) changed since the entry was built.
 func (c *TargetCache) recheck(sc scrape.Scanner, e *seriesEntry, nowMs int64) error {
-	if err := sc.Labels(&c.lbls); err != nil {
-		return err
-	}
-	if err := c.checkLabels(); err != nil {
+	ls, err := c.scrapedLabels(sc, false)
+	if err != nil {
 		return err
 	}
 	old := e.ref
 	oldT := e.lastT
-	c.build(e)
+	c.build(e, ls)
 	if old == e.ref {
 		e.lastT = oldT
 		return nil
@@ -250,11 +243,12 @@ func (c *TargetCache) checkLabels() error {
 	return nil
 }
 
-func (c *TargetCache) build(e *seriesEntry) {
+// build enriches the scraped labels (scrapedLabels) of entry e.
+func (c *TargetCache) build(e *seriesEntry, scraped []enrich.Label) {
 	sc := &c.scopes.list[e.ns]
 	e.enrich, e.nsVer = sc.state, sc.ver32()
 	add := c.scopes.labels(sc)
-	ls := c.builder.Build(c.lbls, c.target.Labels, add)
+	ls := c.builder.BuildFrom(scraped, c.target.Labels, add)
 	if len(c.target.MetricRelabel) > 0 {
 		var keep bool
 		if ls, keep = c.relabel(ls); !keep {
@@ -284,12 +278,15 @@ func (c *TargetCache) family(name []byte) (int32, string) {
 }
 
 // setFamily changes a family's metadata copy-on-write: views already handed
-// out keep the slice they were given.
+// out keep the slice they were given. The slice is copied once a scrape at
+// most, not once a family: a first scrape sets every family's HELP.
 func (c *TargetCache) setFamily(i int32, f func(*view.Family)) {
-	fams := make([]view.Family, len(c.families), cap(c.families))
-	copy(fams, c.families)
-	f(&fams[i])
-	c.families = fams
+	if c.famShared {
+		fams := make([]view.Family, len(c.families), cap(c.families))
+		copy(fams, c.families)
+		c.families, c.famShared = fams, false
+	}
+	f(&c.families[i])
 }
 
 // belongsTo reports whether metric name is a sample of family fam.

@@ -49,6 +49,8 @@ type TextScanner struct {
 	stopped    bool
 	// sb builds the labels of a new series on the fast path (fastLabels).
 	sb *labels.ScratchBuilder
+	// spans is scanLabels' scratch.
+	spans []labelSpan
 }
 
 // NewTextScanner returns a scanner over a whole payload.
