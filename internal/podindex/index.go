@@ -68,6 +68,10 @@ type Index struct {
 	snapshot   atomic.Pointer[Snapshot]
 
 	informers []cache.SharedIndexInformer
+	// synced are the handlers' registrations: an informer's own HasSynced
+	// turns true once its store has the initial list, possibly before the
+	// handlers (which feed the index) have seen all of it.
+	synced []cache.InformerSynced
 	metrics   metrics
 }
 
@@ -140,12 +144,12 @@ func New(cfg Config, client kubernetes.Interface, meta metadata.Interface) *Inde
 	// only cost memory.
 	pods := coreinformers.NewFilteredPodInformer(client, metav1.NamespaceAll, ix.cfg.Resync, cache.Indexers{}, tweak)
 	_ = pods.SetTransform(ix.stripPod)
-	_, _ = pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	reg, _ := pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { ix.upsertPod(obj) },
 		UpdateFunc: func(_, obj any) { ix.upsertPod(obj) },
 		DeleteFunc: func(obj any) { ix.deletePod(obj) },
 	})
-	ix.addInformer("pods", pods)
+	ix.addInformer("pods", pods, reg)
 	if ix.cfg.Workload {
 		for _, r := range []struct {
 			gvr  schema.GroupVersionResource
@@ -154,24 +158,28 @@ func New(cfg Config, client kubernetes.Interface, meta metadata.Interface) *Inde
 			kind := r.kind
 			inf := metadatainformer.NewFilteredMetadataInformer(meta, r.gvr, metav1.NamespaceAll, ix.cfg.Resync, cache.Indexers{}, nil).Informer()
 			_ = inf.SetTransform(stripOwner)
-			_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			reg, _ := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 				AddFunc:    func(obj any) { ix.upsertOwner(kind, obj) },
 				UpdateFunc: func(_, obj any) { ix.upsertOwner(kind, obj) },
 				DeleteFunc: func(obj any) { ix.deleteOwner(kind, obj) },
 			})
-			ix.addInformer(r.gvr.Resource, inf)
+			ix.addInformer(r.gvr.Resource, inf, reg)
 		}
 	}
 	return ix
 }
 
-func (ix *Index) addInformer(resource string, inf cache.SharedIndexInformer) {
+func (ix *Index) addInformer(resource string, inf cache.SharedIndexInformer, reg cache.ResourceEventHandlerRegistration) {
 	ix.metrics.synced.WithLabelValues(resource).Set(0)
 	_ = inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
 		ix.watchFailed(resource, err)
 		cache.DefaultWatchErrorHandler(ctx, r, err)
 	})
 	ix.informers = append(ix.informers, inf)
+	ix.synced = append(ix.synced, inf.HasSynced)
+	if reg != nil {
+		ix.synced = append(ix.synced, reg.HasSynced)
+	}
 }
 
 // watchFailed notes a list or watch error: events may be lost until the
@@ -224,11 +232,7 @@ func (ix *Index) Run(ctx context.Context) {
 // WaitForSync blocks until every informer has listed its objects, or ctx
 // ends. The unknown grace starts when it returns true.
 func (ix *Index) WaitForSync(ctx context.Context) bool {
-	syncs := make([]cache.InformerSynced, len(ix.informers))
-	for i, inf := range ix.informers {
-		syncs[i] = inf.HasSynced
-	}
-	if !cache.WaitForCacheSync(ctx.Done(), syncs...) {
+	if !cache.WaitForCacheSync(ctx.Done(), ix.synced...) {
 		return false
 	}
 	ix.markSynced()

@@ -1,0 +1,168 @@
+package loadbench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
+	kfake "k8s.io/client-go/kubernetes/fake"
+	mfake "k8s.io/client-go/metadata/fake"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/podindex"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/relay"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/scrape"
+)
+
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// TestPodIndexMemory measures what the pod index adds to the relay for 30,000 pods (1,000
+// nodes of the loadbench workload, the pods `loadbench -pod-index` creates, with
+// loadbench's flags --pod-labels=app,pod-template-hash --workload-labels, check plain):
+//
+//   - the index: heap in use after GC once podindex.New's informers (on fake clientsets
+//     holding the pods and ReplicaSets, counted before) have synced and a snapshot is taken:
+//     informer stores, the index's maps, the snapshot, interned strings;
+//   - the relay's target caches: the kubelet (cAdvisor) targets of `cachedNodes` nodes, each
+//     scraped three times with the pod index on and, separately, off; the difference per pod
+//     (scopes, the longer label runs, the added symbols). Each target's cache is its own, so
+//     this part grows linearly with pods and is extrapolated to 30,000 (caching all of them
+//     would hold 6M series).
+//
+// The total must stay under the issue's 50 MB.
+func TestPodIndexMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("indexes 30,000 pods")
+	}
+	const (
+		nodes       = 1000
+		cachedNodes = 20
+	)
+	tpl := mustTemplate(t)
+	w := DefaultWorkload(nodes)
+	nodePods := make([][]NodePod, nodes)
+	names := make([]string, nodes)
+	for i := range nodes {
+		nodePods[i] = tpl.NodePods(w, i)
+		names[i] = fmt.Sprintf("node-%d", i+1)
+	}
+	pods, rss, _ := podObjects(nodePods, names)
+	nPods, nRS := len(pods), len(rss)
+	var kobjs, mobjs []kruntime.Object
+	for _, p := range pods {
+		kobjs = append(kobjs, p)
+	}
+	for _, rs := range rss {
+		mobjs = append(mobjs, &metav1.PartialObjectMetadata{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "ReplicaSet"},
+			ObjectMeta: rs.ObjectMeta,
+		})
+	}
+	scheme := mfake.NewTestScheme()
+	if err := metav1.AddMetaToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	kc := kfake.NewClientset(kobjs...)
+	mc := mfake.NewSimpleMetadataClient(scheme, mobjs...)
+	pods, rss, kobjs, mobjs = nil, nil, nil, nil
+	texts := make([][]byte, cachedNodes)
+	for i := range texts {
+		texts[i] = tpl.GenerateNode(w, i).Text
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	nsIndex := namespaceIndex(w)
+
+	before := heapInUse()
+	o := podindex.DefaultOptions()
+	o.Labels = enrich.KeyMapper{Allow: map[string]struct{}{"app": {}, "pod-template-hash": {}}}
+	o.Workload = true
+	o.Logger = logger
+	cfg, err := o.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix := podindex.New(cfg, kc, mc)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { ix.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	wctx, wcancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer wcancel()
+	if !ix.WaitForSync(wctx) {
+		t.Fatal("informers did not sync")
+	}
+	snap := ix.Snapshot()
+	indexBytes := int64(heapInUse()) - int64(before)
+	if snap.Len() != nPods {
+		t.Fatalf("%d pods indexed, want %d", snap.Len(), nPods)
+	}
+
+	caches := func(src relay.PodSource) (int64, []*relay.TargetCache) {
+		before := heapInUse()
+		cs := make([]*relay.TargetCache, cachedNodes)
+		for i := range cs {
+			tg := &scrape.Target{Key: "node/" + names[i], Node: names[i], Address: "127.0.0.1:10250", Path: "/metrics/cadvisor",
+				Labels: []enrich.Label{{Name: "instance", Value: names[i]}, {Name: "job", Value: "kubelet"},
+					{Name: "metrics_path", Value: "/metrics/cadvisor"}, {Name: "node", Value: names[i]}}}
+			c := relay.NewTargetCache(tg, true)
+			if src != nil {
+				c.SetPods(relay.PodConfig{Source: src, Check: relay.NodeCheckPlain})
+			}
+			for r := range 3 {
+				res := c.Process(texts[i], "text/plain", time.Now().Add(time.Duration(r)*15*time.Second), time.Second, nsIndex, nil)
+				if res.Err != nil || res.NotOnNode != 0 || res.Unknown != 0 {
+					t.Fatalf("%s: err %v, %d samples not on node, %d unknown", names[i], res.Err, res.NotOnNode, res.Unknown)
+				}
+			}
+			cs[i] = c
+		}
+		return int64(heapInUse()) - int64(before), cs
+	}
+	off, c1 := caches(nil)
+	on, c2 := caches(ix)
+	// Held through both measurements: freed in the middle of one, they would be
+	// counted against it.
+	runtime.KeepAlive(c1)
+	runtime.KeepAlive(c2)
+	runtime.KeepAlive(kc)
+	runtime.KeepAlive(mc)
+	runtime.KeepAlive(texts)
+	cachedPods := 0
+	for _, ps := range nodePods[:cachedNodes] {
+		cachedPods += len(ps)
+	}
+	relayPerPod := float64(on-off) / float64(cachedPods)
+	total := float64(indexBytes) + relayPerPod*float64(nPods)
+	t.Logf("%d pods on %d nodes, %d ReplicaSets: index %.1f MB (%d B per pod); target caches +%.0f B per pod (%d nodes: %.1f MB off, %.1f MB on); total for %d pods %.1f MB, %.0f B per pod",
+		nPods, nodes, nRS, float64(indexBytes)/1e6, indexBytes/int64(nPods), relayPerPod, cachedNodes,
+		float64(off)/1e6, float64(on)/1e6, nPods, total/1e6, total/float64(nPods))
+	if total >= 50e6 {
+		t.Fatalf("%d pods add %.1f MB, the limit is 50 MB", nPods, total/1e6)
+	}
+}
+
+// namespaceIndex is the namespace snapshot nsindex would build for the workload's
+// namespaces (team) and kube-system (team=platform), as loadbench's apiserver has them.
+func namespaceIndex(w Workload) *enrich.NamespaceIndex {
+	mapper := enrich.NamespaceMapper{Labels: enrich.KeyMapper{Allow: map[string]struct{}{"team": {}}}}
+	nss := w.NamespaceLabels()
+	nss["kube-system"] = map[string]string{"team": "platform"}
+	m := map[string]enrich.NamespaceInfo{}
+	for ns, kv := range nss {
+		ls, _ := mapper.Map(kv, nil)
+		m[ns] = enrich.NamespaceInfo{Labels: ls, Version: 1}
+	}
+	return enrich.NewNamespaceIndex(1, m)
+}
