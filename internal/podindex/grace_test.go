@@ -200,7 +200,7 @@ func TestOwnerChangesAndBookkeeping(t *testing.T) {
 	if got := labelMap(v1.Labels); got["workload"] != "web-1" || got["workload_type"] != "barepod" || v1.Version == v0.Version {
 		t.Fatalf("orphaned: %v version %d", got, v1.Version)
 	}
-	if n := len(ix.owners[ownerKey{kindReplicaSet, "shop", "web-rs"}].pods); n != 0 {
+	if n := ix.owners[ownerKey{kindReplicaSet, "shop", "web-rs"}].pods.len(); n != 0 {
 		t.Fatalf("the ReplicaSet still lists %d pods", n)
 	}
 	ix.add(mkPod("shop", "web-1", "node-a", nil, ref("StatefulSet", "web", true)))

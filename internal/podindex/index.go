@@ -8,6 +8,7 @@ import (
 	"context"
 	"log/slog"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,7 +36,66 @@ type ownerKey struct{ kind, namespace, name string }
 type ownerRec struct {
 	known bool
 	owner ownerRef
-	pods  map[string]struct{} // pod names in the owner's namespace
+	pods  followers // pod names in the owner's namespace
+}
+
+// followers is a set of pod names: a slice while small (most owners have a
+// few pods, and a map costs ~200 bytes even for one), a map once large, so
+// that removing the pods of a 10,000-pod Job stays linear.
+type followers struct {
+	few  []string
+	many map[string]struct{}
+}
+
+const maxFewFollowers = 32
+
+func (f *followers) len() int { return len(f.few) + len(f.many) }
+
+func (f *followers) add(name string) {
+	if f.many != nil {
+		f.many[name] = struct{}{}
+		return
+	}
+	if slices.Contains(f.few, name) {
+		return
+	}
+	if len(f.few) < maxFewFollowers {
+		f.few = append(f.few, name)
+		return
+	}
+	f.many = make(map[string]struct{}, 2*maxFewFollowers)
+	for _, n := range f.few {
+		f.many[n] = struct{}{}
+	}
+	f.many[name] = struct{}{}
+	f.few = nil
+}
+
+func (f *followers) remove(name string) {
+	if f.many != nil {
+		delete(f.many, name)
+		if len(f.many) == 0 {
+			f.many = nil
+		}
+		return
+	}
+	if i := slices.Index(f.few, name); i >= 0 {
+		last := len(f.few) - 1
+		f.few[i] = f.few[last]
+		f.few[last] = ""
+		f.few = f.few[:last]
+		if last == 0 {
+			f.few = nil
+		}
+	}
+}
+
+// names returns the followers (a copy when they are a map).
+func (f *followers) names() []string {
+	if f.many == nil {
+		return f.few
+	}
+	return slices.Collect(maps.Keys(f.many))
 }
 
 type tombstone struct {
@@ -71,8 +131,8 @@ type Index struct {
 	// synced are the handlers' registrations: an informer's own HasSynced
 	// turns true once its store has the initial list, possibly before the
 	// handlers (which feed the index) have seen all of it.
-	synced []cache.InformerSynced
-	metrics   metrics
+	synced  []cache.InformerSynced
+	metrics metrics
 }
 
 type metrics struct {
@@ -274,8 +334,9 @@ func (ix *Index) OnNode(namespace, pod, node string, now time.Time) Verdict {
 	return ix.Snapshot().OnNode(namespace, pod, node, now)
 }
 
-// build makes a snapshot, copying the dirty shards and sharing the others
-// with the previous snapshot. Callers hold mu (or own ix exclusively).
+// build makes a snapshot of the shards: the dirty ones were copied by put,
+// the others are the previous snapshot's. Callers hold mu (or own ix
+// exclusively).
 func (ix *Index) build() *Snapshot {
 	s := &Snapshot{
 		generation: ix.gen,
@@ -283,15 +344,11 @@ func (ix *Index) build() *Snapshot {
 		graces:     graces{deleted: ix.cfg.DeletedGrace, unknown: ix.cfg.UnknownGrace},
 		health:     ix.health,
 	}
-	prev := ix.snapshot.Load()
-	for i := range ix.shards {
-		if prev != nil && !ix.dirty[i] {
-			s.shards[i] = prev.shards[i]
-			continue
-		}
-		s.shards[i] = maps.Clone(ix.shards[i])
-		ix.dirty[i] = false
-	}
+	// The snapshot takes the shards as they are; put clones a shard before
+	// its first change after this, so a pod is in one map, not two, while
+	// nothing changes.
+	s.shards = ix.shards
+	ix.dirty = [numShards]bool{}
 	return s
 }
 
@@ -314,6 +371,10 @@ func (ix *Index) get(key podKey) *entry { return ix.shards[shardOf(key.name)][ke
 
 func (ix *Index) put(key podKey, e *entry) {
 	i := shardOf(key.name)
+	if !ix.dirty[i] { // shared with the published snapshot: copy on write
+		ix.shards[i] = maps.Clone(ix.shards[i])
+		ix.dirty[i] = true
+	}
 	if e == nil {
 		delete(ix.shards[i], key)
 	} else {
@@ -376,7 +437,7 @@ func (ix *Index) deletePod(obj any) {
 	ix.tombSeq++
 	gone := tombstone{key: key, at: ix.cfg.Now().UnixNano(), seq: ix.tombSeq}
 	// The tombstone needs the node only; the labels it adds stay in info.
-	slim := &pod{namespace: old.pod.namespace, name: old.pod.name, uid: old.pod.uid, nodeName: old.pod.nodeName}
+	slim := &pod{namespace: old.pod.namespace, name: old.pod.name, nodeName: old.pod.nodeName}
 	ix.publish(key, old, slim, false, &gone)
 	ix.tombstones = append(ix.tombstones, gone)
 	ix.evictOverLimit()
@@ -392,7 +453,7 @@ func (ix *Index) compactQueue() {
 	}
 	kept := ix.tombstones[:0]
 	for _, t := range ix.tombstones {
-		if e := ix.get(t.key); e != nil && e.goneSeq == t.seq {
+		if e := ix.get(t.key); e != nil && e.gone != nil && e.gone.seq == t.seq {
 			kept = append(kept, t)
 		}
 	}
@@ -411,10 +472,10 @@ func (ix *Index) publish(key podKey, old *entry, p *pod, live bool, gone *tombst
 	e := &entry{pod: p, live: live}
 	if old != nil {
 		e.info, e.conflicts = old.info, old.conflicts
-		e.goneNode, e.goneAt, e.goneSeq = old.goneNode, old.goneAt, old.goneSeq
+		e.gone = old.gone
 	}
 	if gone != nil {
-		e.goneNode, e.goneAt, e.goneSeq = old.pod.nodeName, gone.at, gone.seq
+		e.gone = &goneRec{node: old.pod.nodeName, at: gone.at, seq: gone.seq}
 	}
 	if live {
 		w, wt, resolved := "", "", true
@@ -443,7 +504,7 @@ func (ix *Index) count(old, e *entry) {
 		if old.unresolved {
 			ix.nUnres--
 		}
-		if old.goneSeq != 0 {
+		if old.gone != nil {
 			ix.nTombs--
 		}
 	}
@@ -454,7 +515,7 @@ func (ix *Index) count(old, e *entry) {
 		if e.unresolved {
 			ix.nUnres++
 		}
-		if e.goneSeq != 0 {
+		if e.gone != nil {
 			ix.nTombs++
 		}
 	}
@@ -517,13 +578,13 @@ func (ix *Index) dropQueued(n int) {
 // forget drops tombstone t if it is still the pod name's latest one.
 func (ix *Index) forget(t tombstone) bool {
 	old := ix.get(t.key)
-	if old == nil || old.goneSeq != t.seq {
+	if old == nil || old.gone == nil || old.gone.seq != t.seq {
 		return false
 	}
 	var e *entry
 	if old.live {
 		c := *old
-		c.goneNode, c.goneAt, c.goneSeq = "", 0, 0
+		c.gone = nil
 		e = &c
 	}
 	ix.count(old, e)
@@ -544,10 +605,7 @@ func (ix *Index) follow(key podKey, o ownerRef) {
 		r = &ownerRec{}
 		ix.owners[ok] = r
 	}
-	if r.pods == nil {
-		r.pods = map[string]struct{}{}
-	}
-	r.pods[key.name] = struct{}{}
+	r.pods.add(key.name)
 }
 
 func (ix *Index) unfollow(key podKey, o ownerRef) {
@@ -559,9 +617,8 @@ func (ix *Index) unfollow(key podKey, o ownerRef) {
 	if r == nil {
 		return
 	}
-	delete(r.pods, key.name)
-	if len(r.pods) == 0 {
-		r.pods = nil
+	r.pods.remove(key.name)
+	if r.pods.len() == 0 {
 		if !r.known {
 			delete(ix.owners, ok)
 		}
@@ -577,14 +634,14 @@ func (ix *Index) lookupOwner(kind, namespace, name string) (ownerRef, bool) {
 }
 
 func (ix *Index) upsertOwner(kind string, obj any) {
-	m, ok := obj.(*metav1.PartialObjectMetadata)
+	m, ok := obj.(*owner)
 	if !ok {
 		return
 	}
-	own := selectOwner(m.OwnerReferences)
+	own := m.ref
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	k := ownerKey{kind, m.Namespace, m.Name}
+	k := ownerKey{kind, m.namespace, m.name}
 	r := ix.owners[k]
 	if r == nil {
 		r = &ownerRec{}
@@ -600,8 +657,8 @@ func (ix *Index) upsertOwner(kind string, obj any) {
 func (ix *Index) deleteOwner(kind string, obj any) {
 	var ns, name string
 	switch o := obj.(type) {
-	case *metav1.PartialObjectMetadata:
-		ns, name = o.Namespace, o.Name
+	case *owner:
+		ns, name = o.namespace, o.name
 	case cache.DeletedFinalStateUnknown:
 		var err error
 		if ns, name, err = cache.SplitMetaNamespaceKey(o.Key); err != nil {
@@ -618,7 +675,7 @@ func (ix *Index) deleteOwner(kind string, obj any) {
 		return
 	}
 	r.known, r.owner = false, ownerRef{}
-	if len(r.pods) == 0 {
+	if r.pods.len() == 0 {
 		delete(ix.owners, k)
 		return
 	}
@@ -627,7 +684,7 @@ func (ix *Index) deleteOwner(kind string, obj any) {
 
 // refollowers re-resolves the live pods that follow owner k.
 func (ix *Index) refollowers(k ownerKey, r *ownerRec) {
-	for name := range r.pods {
+	for _, name := range r.pods.names() {
 		key := podKey{k.namespace, name}
 		if e := ix.get(key); e != nil && e.live {
 			ix.publish(key, e, e.pod, true, nil)

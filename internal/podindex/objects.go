@@ -17,10 +17,10 @@ import (
 // plus spec, status and managed fields) never stays in memory. It implements
 // metav1.Object itself (the informer's key function needs namespace and name)
 // rather than embedding a 232-byte ObjectMeta: 112 bytes instead of 320 per
-// pod. The fields it does not keep read as empty and ignore writes.
+// pod. The fields it does not keep read as empty and ignore writes. The UID
+// is not kept (48 bytes more a pod): pods are matched by namespace and name.
 type pod struct {
 	namespace, name string
-	uid             types.UID
 	nodeName        string
 	owner           ownerRef
 	labels          []kv // allowlisted, non-empty values, sorted by key
@@ -45,8 +45,8 @@ func (p *pod) GetName() string                               { return p.name }
 func (p *pod) SetName(name string)                           { p.name = name }
 func (p *pod) GetGenerateName() string                       { return "" }
 func (p *pod) SetGenerateName(string)                        {}
-func (p *pod) GetUID() types.UID                             { return p.uid }
-func (p *pod) SetUID(uid types.UID)                          { p.uid = uid }
+func (p *pod) GetUID() types.UID                             { return "" }
+func (p *pod) SetUID(types.UID)                              {}
 func (p *pod) GetResourceVersion() string                    { return "" }
 func (p *pod) SetResourceVersion(string)                     {}
 func (p *pod) GetGeneration() int64                          { return 0 }
@@ -71,7 +71,7 @@ func (p *pod) GetManagedFields() []metav1.ManagedFieldsEntry { return nil }
 func (p *pod) SetManagedFields([]metav1.ManagedFieldsEntry)  {}
 
 func (p *pod) same(q *pod) bool {
-	return p.uid == q.uid && p.nodeName == q.nodeName && p.owner == q.owner && slices.Equal(p.labels, q.labels)
+	return p.nodeName == q.nodeName && p.owner == q.owner && slices.Equal(p.labels, q.labels)
 }
 
 // selectOwner picks the owner reference the index follows: the controller,
@@ -111,7 +111,6 @@ func (m labelMapper) newPod(o *v1.Pod) *pod {
 	p := &pod{
 		namespace: intern(o.Namespace),
 		name:      o.Name,
-		uid:       o.UID,
 		nodeName:  intern(o.Spec.NodeName),
 		owner:     selectOwner(o.OwnerReferences),
 	}
@@ -135,30 +134,70 @@ func (m labelMapper) newPod(o *v1.Pod) *pod {
 	return p
 }
 
-// stripOwner is the ReplicaSet and Job informers' transform: name,
-// namespace and the one owner reference followed; managed fields, labels
-// and annotations are dropped.
+// owner is what the ReplicaSet and Job informers store of an object:
+// namespace, name and the one owner reference the index follows, 64 bytes
+// instead of a PartialObjectMetadata's ~300 plus its owner references, UID,
+// labels and annotations. Like pod, it implements metav1.Object itself.
+type owner struct {
+	namespace, name string
+	ref             ownerRef
+}
+
+var (
+	_ runtime.Object = (*owner)(nil)
+	_ metav1.Object  = (*owner)(nil)
+)
+
+func (o *owner) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
+func (o *owner) DeepCopyObject() runtime.Object   { c := *o; return &c }
+
+func (o *owner) GetNamespace() string                          { return o.namespace }
+func (o *owner) SetNamespace(ns string)                        { o.namespace = ns }
+func (o *owner) GetName() string                               { return o.name }
+func (o *owner) SetName(name string)                           { o.name = name }
+func (o *owner) GetGenerateName() string                       { return "" }
+func (o *owner) SetGenerateName(string)                        {}
+func (o *owner) GetUID() types.UID                             { return "" }
+func (o *owner) SetUID(types.UID)                              {}
+func (o *owner) GetResourceVersion() string                    { return "" }
+func (o *owner) SetResourceVersion(string)                     {}
+func (o *owner) GetGeneration() int64                          { return 0 }
+func (o *owner) SetGeneration(int64)                           {}
+func (o *owner) GetSelfLink() string                           { return "" }
+func (o *owner) SetSelfLink(string)                            {}
+func (o *owner) GetCreationTimestamp() metav1.Time             { return metav1.Time{} }
+func (o *owner) SetCreationTimestamp(metav1.Time)              {}
+func (o *owner) GetDeletionTimestamp() *metav1.Time            { return nil }
+func (o *owner) SetDeletionTimestamp(*metav1.Time)             {}
+func (o *owner) GetDeletionGracePeriodSeconds() *int64         { return nil }
+func (o *owner) SetDeletionGracePeriodSeconds(*int64)          {}
+func (o *owner) GetLabels() map[string]string                  { return nil }
+func (o *owner) SetLabels(map[string]string)                   {}
+func (o *owner) GetAnnotations() map[string]string             { return nil }
+func (o *owner) SetAnnotations(map[string]string)              {}
+func (o *owner) GetFinalizers() []string                       { return nil }
+func (o *owner) SetFinalizers([]string)                        {}
+func (o *owner) GetOwnerReferences() []metav1.OwnerReference   { return nil }
+func (o *owner) SetOwnerReferences([]metav1.OwnerReference)    {}
+func (o *owner) GetManagedFields() []metav1.ManagedFieldsEntry { return nil }
+func (o *owner) SetManagedFields([]metav1.ManagedFieldsEntry)  {}
+
+// stripOwner is the ReplicaSet and Job informers' transform: namespace,
+// name and the one owner reference followed.
 func stripOwner(obj any) (any, error) {
 	switch o := obj.(type) {
 	case *metav1.PartialObjectMetadata:
-		return stripMeta(o), nil
+		return newOwner(o), nil
 	case cache.DeletedFinalStateUnknown:
 		if m, ok := o.Obj.(*metav1.PartialObjectMetadata); ok {
-			o.Obj = stripMeta(m)
+			o.Obj = newOwner(m)
 		}
 		return o, nil
-	default:
+	default: // already stripped
 		return obj, nil
 	}
 }
 
-func stripMeta(o *metav1.PartialObjectMetadata) *metav1.PartialObjectMetadata {
-	s := &metav1.PartialObjectMetadata{
-		TypeMeta:   o.TypeMeta,
-		ObjectMeta: metav1.ObjectMeta{Name: o.Name, Namespace: intern(o.Namespace), UID: o.UID},
-	}
-	if own := selectOwner(o.OwnerReferences); own.kind != "" {
-		s.OwnerReferences = []metav1.OwnerReference{{Kind: own.kind, Name: own.name}}
-	}
-	return s
+func newOwner(o *metav1.PartialObjectMetadata) *owner {
+	return &owner{namespace: intern(o.Namespace), name: o.Name, ref: selectOwner(o.OwnerReferences)}
 }

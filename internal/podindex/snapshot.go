@@ -37,13 +37,18 @@ type entry struct {
 	pod        *pod
 	live       bool
 	unresolved bool // live, and its ReplicaSet or Job is unknown
-	// goneNode and goneAt describe the last deleted incarnation of the name
-	// (goneAt in unix nanoseconds), kept for the deleted grace; goneSeq
-	// identifies that tombstone (0: none).
-	goneNode  string
-	goneAt    int64
-	goneSeq   uint64
+	// gone describes the last deleted incarnation of the name, kept for the
+	// deleted grace; nil: none (most entries: a pointer, not 32 bytes each).
+	gone      *goneRec
 	conflicts string // the label clashes last logged
+}
+
+// goneRec is a tombstone: the node a deleted pod ran on, when it was
+// deleted (unix nanoseconds), and seq, which identifies the tombstone.
+type goneRec struct {
+	node string
+	at   int64
+	seq  uint64
 }
 
 // health is shared by all snapshots of an index: it changes without any pod
@@ -159,7 +164,7 @@ func (s *Snapshot) OnNode(namespace, pod, node string, now time.Time) Verdict {
 		if e.live && e.pod.nodeName == node {
 			return Yes
 		}
-		if e.goneSeq != 0 && e.goneNode == node && now.UnixNano()-e.goneAt <= int64(s.graces.deleted) {
+		if g := e.gone; g != nil && g.node == node && now.UnixNano()-g.at <= int64(s.graces.deleted) {
 			return Yes
 		}
 		if e.live && e.pod.nodeName != "" {
