@@ -6,13 +6,17 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	kfake "k8s.io/client-go/kubernetes/fake"
 	mfake "k8s.io/client-go/metadata/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/podindex"
@@ -76,6 +80,32 @@ func TestPodIndexMemory(t *testing.T) {
 	}
 	kc := kfake.NewClientset(kobjs...)
 	mc := mfake.NewSimpleMetadataClient(scheme, mobjs...)
+	// The fake clients list copies that share their objects' strings, which
+	// would flatter the figure: give each listed object strings of its own,
+	// as decoding an apiserver's response does.
+	kc.PrependReactor("list", "pods", func(a k8stesting.Action) (bool, kruntime.Object, error) {
+		obj, err := kc.Tracker().List(a.GetResource(), corev1.SchemeGroupVersion.WithKind("Pod"), a.GetNamespace())
+		if err != nil {
+			return true, nil, err
+		}
+		l := obj.(*corev1.PodList)
+		for i := range l.Items {
+			p := &l.Items[i]
+			ownStrings(&p.ObjectMeta)
+			p.Spec.NodeName = strings.Clone(p.Spec.NodeName)
+		}
+		return true, l, nil
+	})
+	mc.PrependReactor("list", "replicasets", func(a k8stesting.Action) (bool, kruntime.Object, error) {
+		obj, err := mc.Tracker().List(a.GetResource(), a.(k8stesting.ListActionImpl).GetKind(), a.GetNamespace())
+		if err != nil {
+			return true, nil, err
+		}
+		for _, item := range obj.(*metav1.List).Items {
+			ownStrings(&item.Object.(*metav1.PartialObjectMetadata).ObjectMeta)
+		}
+		return true, obj, nil
+	})
 	pods, rss, kobjs, mobjs = nil, nil, nil, nil
 	texts := make([][]byte, cachedNodes)
 	for i := range texts {
@@ -150,6 +180,19 @@ func TestPodIndexMemory(t *testing.T) {
 		float64(off)/1e6, float64(on)/1e6, nPods, total/1e6, total/float64(nPods))
 	if total >= 50e6 {
 		t.Fatalf("%d pods add %.1f MB, the limit is 50 MB", nPods, total/1e6)
+	}
+}
+
+func ownStrings(m *metav1.ObjectMeta) {
+	m.Name, m.Namespace, m.UID = strings.Clone(m.Name), strings.Clone(m.Namespace), types.UID(strings.Clone(string(m.UID)))
+	labels := make(map[string]string, len(m.Labels))
+	for k, v := range m.Labels {
+		labels[strings.Clone(k)] = strings.Clone(v)
+	}
+	m.Labels = labels
+	for i := range m.OwnerReferences {
+		r := &m.OwnerReferences[i]
+		r.APIVersion, r.Kind, r.Name, r.UID = strings.Clone(r.APIVersion), strings.Clone(r.Kind), strings.Clone(r.Name), types.UID(strings.Clone(string(r.UID)))
 	}
 }
 

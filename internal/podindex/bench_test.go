@@ -96,7 +96,7 @@ func TestMemoryPerPod(t *testing.T) {
 	if snap.Len() != n {
 		t.Fatalf("%d pods indexed", snap.Len())
 	}
-	if info, ok := snap.Lookup(clusterPod(7).Namespace, clusterPod(7).Name); !ok || len(info.Labels) != 8 {
+	if info, ok := snap.Lookup(clusterPod(7).Namespace, clusterPod(7).Name); !ok || len(info.Labels()) != 8 {
 		t.Fatalf("pod 7: %v", info)
 	}
 	grew := int64(after) - int64(before)

@@ -116,6 +116,7 @@ type Index struct {
 
 	mu         sync.Mutex
 	owners     map[ownerKey]*ownerRec
+	conflicts  map[podKey]string // the label clashes last reported, for pods that have some
 	shards     [numShards]map[podKey]*entry
 	dirty      [numShards]bool
 	gen        uint64
@@ -256,7 +257,8 @@ func newIndex(cfg Config) *Index {
 		mapper: labelMapper{keys: cfg.o.Labels, workload: cfg.o.Workload},
 		logger: cfg.o.Logger,
 		health: &health{},
-		owners: map[ownerKey]*ownerRec{},
+		owners:    map[ownerKey]*ownerRec{},
+		conflicts: map[podKey]string{},
 	}
 	for i := range ix.shards {
 		ix.shards[i] = map[podKey]*entry{}
@@ -355,16 +357,20 @@ func (ix *Index) build() *Snapshot {
 // stripPod is the pod informer's transform. A pod whose kept fields did not
 // change (most updates are status updates) is replaced by the object already
 // stored, so the informer's store and the index share one copy.
+// Label clashes are reported here, once per change of a pod's clashes.
 func (ix *Index) stripPod(obj any) (any, error) {
-	obj, err := ix.mapper.stripPod(obj)
+	obj, conflicts := ix.mapper.stripPod(obj)
 	if p, ok := obj.(*pod); ok {
+		key := podKey{p.namespace, p.name}
 		ix.mu.Lock()
-		if e := ix.get(podKey{p.namespace, p.name}); e != nil && e.live && e.pod.same(p) {
+		if e := ix.get(key); e != nil && e.live && e.pod.same(p) {
 			obj = e.pod
+		} else {
+			ix.reportConflicts(key, conflicts)
 		}
 		ix.mu.Unlock()
 	}
-	return obj, err
+	return obj, nil
 }
 
 func (ix *Index) get(key podKey) *entry { return ix.shards[shardOf(key.name)][key] }
@@ -436,8 +442,10 @@ func (ix *Index) deletePod(obj any) {
 	ix.unfollow(key, old.pod.owner)
 	ix.tombSeq++
 	gone := tombstone{key: key, at: ix.cfg.Now().UnixNano(), seq: ix.tombSeq}
-	// The tombstone needs the node only; the labels it adds stay in info.
-	slim := &pod{namespace: old.pod.namespace, name: old.pod.name, nodeName: old.pod.nodeName}
+	delete(ix.conflicts, key)
+	// The tombstone needs the node and the labels it adds (still added
+	// within the grace), not the owner.
+	slim := &pod{namespace: old.pod.namespace, name: old.pod.name, nodeName: old.pod.nodeName, labels: old.pod.labels}
 	ix.publish(key, old, slim, false, &gone)
 	ix.tombstones = append(ix.tombstones, gone)
 	ix.evictOverLimit()
@@ -471,7 +479,7 @@ func (ix *Index) compactQueue() {
 func (ix *Index) publish(key podKey, old *entry, p *pod, live bool, gone *tombstone) {
 	e := &entry{pod: p, live: live}
 	if old != nil {
-		e.info, e.conflicts = old.info, old.conflicts
+		e.workload, e.workloadType, e.version = old.workload, old.workloadType, old.version
 		e.gone = old.gone
 	}
 	if gone != nil {
@@ -482,14 +490,16 @@ func (ix *Index) publish(key podKey, old *entry, p *pod, live bool, gone *tombst
 		if ix.cfg.Workload {
 			w, wt, resolved = resolveWorkload(key.namespace, key.name, p.owner, ix.lookupOwner)
 		}
-		labels, conflicts := ix.mapper.mapLabels(p.labels, w, wt, resolved)
-		if old == nil || !sameLabels(old.info.Labels, labels) {
+		if !resolved || !ix.cfg.Workload {
+			w, wt = "", ""
+		}
+		if old == nil || !slices.Equal(old.pod.labels, p.labels) || old.workload != w || old.workloadType != wt {
 			ix.gen++
-			e.info = PodInfo{Labels: labels, Version: ix.gen}
+			e.version = ix.gen
 			ix.metrics.changes.Inc()
 		}
+		e.workload, e.workloadType = w, wt
 		e.unresolved = !resolved
-		ix.reportConflicts(key, e, conflicts)
 	}
 	ix.count(old, e)
 	ix.put(key, e)
@@ -525,12 +535,18 @@ func (ix *Index) count(old, e *entry) {
 	ix.metrics.resolved.Set(float64(ix.nLive - ix.nUnres))
 }
 
-func (ix *Index) reportConflicts(key podKey, e *entry, cs []Conflict) {
+// reportConflicts logs and counts a pod's label clashes when they differ
+// from the last ones reported for it (kept only for pods with clashes).
+func (ix *Index) reportConflicts(key podKey, cs []Conflict) {
 	k := conflictKey(cs)
-	if k == e.conflicts {
+	if k == ix.conflicts[key] {
 		return
 	}
-	e.conflicts = k
+	if k == "" {
+		delete(ix.conflicts, key)
+		return
+	}
+	ix.conflicts[key] = k
 	for _, c := range cs {
 		ix.metrics.conflicts.Add(float64(len(c.Keys)))
 		ix.logger.Warn("pod label keys map to a label name already taken; they get _conflictN",

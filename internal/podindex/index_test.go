@@ -106,11 +106,11 @@ func TestWorkloadLabels(t *testing.T) {
 			if c.workload != "" {
 				want[LabelWorkload], want[LabelWorkloadType] = c.workload, c.wtype
 			}
-			if got := labelMap(info.Labels); !reflect.DeepEqual(got, want) {
+			if got := labelMap(info.Labels()); !reflect.DeepEqual(got, want) {
 				t.Fatalf("labels %v, want %v", got, want)
 			}
-			if !isSorted(info.Labels) {
-				t.Fatalf("labels not sorted: %v", info.Labels)
+			if !isSorted(info.Labels()) {
+				t.Fatalf("labels not sorted: %v", info.Labels())
 			}
 		})
 	}
@@ -160,10 +160,10 @@ func TestUpdatesChangeOnlyThatPodsVersion(t *testing.T) {
 	}
 	lbl := func(s *Snapshot, pod, name string) string {
 		info, _ := s.Lookup(ns, pod)
-		return labelMap(info.Labels)[name]
+		return labelMap(info.Labels())[name]
 	}
 	if lbl(s0, "web-1", "workload_type") != "replicaset" {
-		t.Fatalf("web-1 labels %v", labelMap(must(s0.Lookup(ns, "web-1")).Labels))
+		t.Fatalf("web-1 labels %v", labelMap(must(s0.Lookup(ns, "web-1")).Labels()))
 	}
 
 	// A status-only update (stripped away by the transform) changes nothing.
@@ -209,7 +209,7 @@ func TestUpdatesChangeOnlyThatPodsVersion(t *testing.T) {
 	})
 	s2 := b.ix.Snapshot()
 	if lbl(s2, "web-1", "workload_type") != "deployment" {
-		t.Fatalf("web-1 %v", labelMap(must(s2.Lookup(ns, "web-1")).Labels))
+		t.Fatalf("web-1 %v", labelMap(must(s2.Lookup(ns, "web-1")).Labels()))
 	}
 	if v(s2, "web-1") == v(s1, "web-1") || v(s2, "web-2") == v(s1, "web-2") {
 		t.Fatal("the new owner did not change the versions of its pods")

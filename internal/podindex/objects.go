@@ -10,6 +10,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
 )
 
 // pod is what the informer stores of a Pod: the transform builds it before
@@ -23,7 +25,10 @@ type pod struct {
 	namespace, name string
 	nodeName        string
 	owner           ownerRef
-	labels          []kv // allowlisted, non-empty values, sorted by key
+	// labels are the pod labels the index adds (mapLabels: allowlisted,
+	// non-empty, names sanitized and clash-free, sorted by name), computed
+	// once here rather than kept as keys and mapped again per snapshot.
+	labels []enrich.Label
 }
 
 var (
@@ -92,14 +97,15 @@ func selectOwner(refs []metav1.OwnerReference) ownerRef {
 	return ownerRef{kind: intern(r.Kind), name: r.Name}
 }
 
-// stripPod is the pod informer's transform.
-func (m labelMapper) stripPod(obj any) (any, error) {
+// stripPod is the pod informer's transform; it also returns the label
+// clashes of a stripped *v1.Pod.
+func (m labelMapper) stripPod(obj any) (any, []Conflict) {
 	switch o := obj.(type) {
 	case *v1.Pod:
-		return m.newPod(o), nil
+		return m.newPod(o)
 	case cache.DeletedFinalStateUnknown:
 		if p, ok := o.Obj.(*v1.Pod); ok {
-			o.Obj = m.newPod(p)
+			o.Obj, _ = m.newPod(p)
 		}
 		return o, nil
 	default: // already stripped: the transform must be idempotent
@@ -107,31 +113,26 @@ func (m labelMapper) stripPod(obj any) (any, error) {
 	}
 }
 
-func (m labelMapper) newPod(o *v1.Pod) *pod {
+func (m labelMapper) newPod(o *v1.Pod) (*pod, []Conflict) {
 	p := &pod{
 		namespace: intern(o.Namespace),
 		name:      o.Name,
 		nodeName:  intern(o.Spec.NodeName),
 		owner:     selectOwner(o.OwnerReferences),
 	}
-	if m.keys.Enabled() {
-		n := 0 // size the slice exactly: it lives as long as the pod
-		for k, v := range o.Labels {
-			if v != "" && m.keep(k) {
-				n++
-			}
-		}
-		if n > 0 {
-			p.labels = make([]kv, 0, n)
-		}
-		for k, v := range o.Labels {
-			if v != "" && m.keep(k) { // an empty value means no label in Prometheus
-				p.labels = append(p.labels, kv{intern(k), v})
-			}
-		}
-		slices.SortFunc(p.labels, func(a, b kv) int { return strings.Compare(a.key, b.key) })
+	if !m.keys.Enabled() {
+		return p, nil
 	}
-	return p
+	var kvs []kv
+	for k, v := range o.Labels {
+		if v != "" && m.keep(k) { // an empty value means no label in Prometheus
+			kvs = append(kvs, kv{k, v})
+		}
+	}
+	slices.SortFunc(kvs, func(a, b kv) int { return strings.Compare(a.key, b.key) })
+	var conflicts []Conflict
+	p.labels, conflicts = m.mapLabels(kvs)
+	return p, conflicts
 }
 
 // owner is what the ReplicaSet and Job informers store of an object:
