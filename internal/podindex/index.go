@@ -14,13 +14,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
-	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -128,11 +126,7 @@ type Index struct {
 	anyDirty   atomic.Bool
 	snapshot   atomic.Pointer[Snapshot]
 
-	informers []cache.SharedIndexInformer
-	// synced are the handlers' registrations: an informer's own HasSynced
-	// turns true once its store has the initial list, possibly before the
-	// handlers (which feed the index) have seen all of it.
-	synced  []cache.InformerSynced
+	sources []source // see source.go
 	metrics metrics
 }
 
@@ -196,51 +190,18 @@ func newMetrics(reg prometheus.Registerer) metrics {
 // metadata informers on meta. Run starts them.
 func New(cfg Config, client kubernetes.Interface, meta metadata.Interface) *Index {
 	ix := newIndex(cfg)
-	tweak := func(*metav1.ListOptions) {}
-	if node := ix.cfg.Node; node != "" {
-		sel := fields.OneTermEqualSelector("spec.nodeName", node).String()
-		tweak = func(o *metav1.ListOptions) { o.FieldSelector = sel }
-	}
-	// No indexers: the index keeps its own maps, a namespace index would
-	// only cost memory.
-	pods := coreinformers.NewFilteredPodInformer(client, metav1.NamespaceAll, ix.cfg.Resync, cache.Indexers{}, tweak)
-	_ = pods.SetTransform(ix.stripPod)
-	reg, _ := pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { ix.upsertPod(obj) },
-		UpdateFunc: func(_, obj any) { ix.upsertPod(obj) },
-		DeleteFunc: func(obj any) { ix.deletePod(obj) },
-	})
-	ix.addInformer("pods", pods, reg)
+	ix.addSource("pods", podListWatch(client, ix.cfg.Node), &v1.Pod{}, knownPods{ix}, ix.stripPod, ix.upsertPod, ix.deletePod)
 	if ix.cfg.Workload {
 		for _, r := range []struct {
 			gvr  schema.GroupVersionResource
 			kind string
 		}{{replicaSetsResource, kindReplicaSet}, {jobsResource, kindJob}} {
 			kind := r.kind
-			inf := metadatainformer.NewFilteredMetadataInformer(meta, r.gvr, metav1.NamespaceAll, ix.cfg.Resync, cache.Indexers{}, nil).Informer()
-			_ = inf.SetTransform(stripOwner)
-			reg, _ := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-				AddFunc:    func(obj any) { ix.upsertOwner(kind, obj) },
-				UpdateFunc: func(_, obj any) { ix.upsertOwner(kind, obj) },
-				DeleteFunc: func(obj any) { ix.deleteOwner(kind, obj) },
-			})
-			ix.addInformer(r.gvr.Resource, inf, reg)
+			ix.addSource(r.gvr.Resource, metaListWatch(meta, meta.Resource(r.gvr)), &metav1.PartialObjectMetadata{}, knownOwners{ix, kind}, stripOwner,
+				func(obj any) { ix.upsertOwner(kind, obj) }, func(obj any) { ix.deleteOwner(kind, obj) })
 		}
 	}
 	return ix
-}
-
-func (ix *Index) addInformer(resource string, inf cache.SharedIndexInformer, reg cache.ResourceEventHandlerRegistration) {
-	ix.metrics.synced.WithLabelValues(resource).Set(0)
-	_ = inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
-		ix.watchFailed(resource, err)
-		cache.DefaultWatchErrorHandler(ctx, r, err)
-	})
-	ix.informers = append(ix.informers, inf)
-	ix.synced = append(ix.synced, inf.HasSynced)
-	if reg != nil {
-		ix.synced = append(ix.synced, reg.HasSynced)
-	}
 }
 
 // watchFailed notes a list or watch error: events may be lost until the
@@ -271,9 +232,9 @@ func newIndex(cfg Config) *Index {
 // Run runs the informers, and drops expired tombstones, until ctx is done.
 func (ix *Index) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	for _, inf := range ix.informers {
+	for _, s := range ix.sources {
 		wg.Add(1)
-		go func() { defer wg.Done(); inf.Run(ctx.Done()) }()
+		go func() { defer wg.Done(); s.ctl.RunWithContext(ctx) }()
 	}
 	// Sweep often enough that a tombstone outlives its grace by at most a
 	// tenth of it.
@@ -294,7 +255,11 @@ func (ix *Index) Run(ctx context.Context) {
 // WaitForSync blocks until every informer has listed its objects, or ctx
 // ends. The unknown grace starts when it returns true.
 func (ix *Index) WaitForSync(ctx context.Context) bool {
-	if !cache.WaitForCacheSync(ctx.Done(), ix.synced...) {
+	synced := make([]cache.InformerSynced, len(ix.sources))
+	for i, s := range ix.sources {
+		synced[i] = s.ctl.HasSynced // true once the initial list was processed
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return false
 	}
 	ix.markSynced()
