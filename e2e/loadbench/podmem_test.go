@@ -1,8 +1,6 @@
 package loadbench
 
 import (
-	"os"
-	"runtime/pprof"
 	"context"
 	"fmt"
 	"io"
@@ -116,7 +114,6 @@ func TestPodIndexMemory(t *testing.T) {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	nsIndex := namespaceIndex(w)
 
-	runtime.MemProfileRate = 64
 	before := heapInUse()
 	o := podindex.DefaultOptions()
 	o.Labels = enrich.KeyMapper{Allow: map[string]struct{}{"app": {}, "pod-template-hash": {}}}
@@ -138,10 +135,6 @@ func TestPodIndexMemory(t *testing.T) {
 	}
 	snap := ix.Snapshot()
 	indexBytes := int64(heapInUse()) - int64(before)
-	if f, err := os.Create("/tmp/podmem.heap"); err == nil {
-		pprof.WriteHeapProfile(f)
-		f.Close()
-	}
 	if snap.Len() != nPods {
 		t.Fatalf("%d pods indexed, want %d", snap.Len(), nPods)
 	}
@@ -167,18 +160,8 @@ func TestPodIndexMemory(t *testing.T) {
 		}
 		return int64(heapInUse()) - int64(before), cs
 	}
-	wp := func(n string) {
-		heapInUse()
-		if f, err := os.Create(n); err == nil {
-			pprof.WriteHeapProfile(f)
-			f.Close()
-		}
-	}
-	wp("/tmp/p0.heap")
 	off, c1 := caches(nil)
-	wp("/tmp/p1.heap")
 	on, c2 := caches(ix)
-	wp("/tmp/p2.heap")
 	// Held through both measurements: freed in the middle of one, they would be
 	// counted against it.
 	runtime.KeepAlive(c1)
