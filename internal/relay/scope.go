@@ -86,13 +86,16 @@ type scopeKey struct{ ns, pod string }
 // record the version they were built with (seriesEntry.nsVer): a series is
 // rebuilt only when its own scope changed.
 type scope struct {
-	key   scopeKey
-	refs  int32 // live cache entries that refer to it
-	ver   uint64
-	state enrichState // enrichHit and enrichUnknown: labels() has the labels to add
+	// Fields ordered so that no padding is left: 64 bytes, one per pod and
+	// target with the pod index on.
+	key scopeKey
+	ver uint64
 
 	// The inputs add was computed from.
-	nsVer, podVer     uint64
+	nsVer, podVer uint64
+
+	refs              int32       // live cache entries that refer to it
+	state             enrichState // enrichHit and enrichUnknown: labels() has the labels to add
 	nsFound, podFound bool
 	verdict           podindex.Verdict
 }
