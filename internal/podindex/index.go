@@ -1,4 +1,4 @@
-// This file is over 500 lines because the informers' handlers and the snapshot they publish
+// This file is over 500 lines because the sources' handlers and the snapshot they publish
 // share one lock and one set of invariants (owner chains, grace periods): read together, the
 // locking can be checked in one place.
 
@@ -102,8 +102,8 @@ type tombstone struct {
 	seq uint64 // identifies the tombstone: times can repeat
 }
 
-// Index keeps the pod snapshot up to date from a Pod informer and
-// ReplicaSet and Job metadata informers. Snapshot is cheap and safe from any
+// Index keeps the pod snapshot up to date from a Pod source and
+// ReplicaSet and Job metadata sources (source.go). Snapshot is cheap and safe from any
 // goroutine; a new snapshot is built lazily, at most once per change burst,
 // by the first reader after a change, copying only the shards that changed.
 type Index struct {
@@ -185,9 +185,9 @@ func newMetrics(reg prometheus.Registerer) metrics {
 	return m
 }
 
-// New returns an index fed by a Pod informer on client (restricted to
+// New returns an index fed by a Pod list/watch on client (restricted to
 // cfg's node, if any) and, when workloads are on, ReplicaSet and Job
-// metadata informers on meta. Run starts them.
+// metadata list/watches on meta. Run starts them.
 func New(cfg Config, client kubernetes.Interface, meta metadata.Interface) *Index {
 	ix := newIndex(cfg)
 	ix.addSource("pods", podListWatch(client, ix.cfg.Node), &v1.Pod{}, knownPods{ix}, ix.stripPod, ix.upsertPod, ix.deletePod)
@@ -214,10 +214,10 @@ func (ix *Index) watchFailed(resource string, err error) {
 
 func newIndex(cfg Config) *Index {
 	ix := &Index{
-		cfg:    cfg.o,
-		mapper: labelMapper{keys: cfg.o.Labels, workload: cfg.o.Workload},
-		logger: cfg.o.Logger,
-		health: &health{},
+		cfg:       cfg.o,
+		mapper:    labelMapper{keys: cfg.o.Labels, workload: cfg.o.Workload},
+		logger:    cfg.o.Logger,
+		health:    &health{},
 		owners:    map[ownerKey]*ownerRec{},
 		conflicts: map[podKey]string{},
 	}
@@ -229,7 +229,7 @@ func newIndex(cfg Config) *Index {
 	return ix
 }
 
-// Run runs the informers, and drops expired tombstones, until ctx is done.
+// Run runs the sources, and drops expired tombstones, until ctx is done.
 func (ix *Index) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, s := range ix.sources {
@@ -252,7 +252,7 @@ func (ix *Index) Run(ctx context.Context) {
 	}
 }
 
-// WaitForSync blocks until every informer has listed its objects, or ctx
+// WaitForSync blocks until every source has listed its objects, or ctx
 // ends. The unknown grace starts when it returns true.
 func (ix *Index) WaitForSync(ctx context.Context) bool {
 	synced := make([]cache.InformerSynced, len(ix.sources))
@@ -319,9 +319,9 @@ func (ix *Index) build() *Snapshot {
 	return s
 }
 
-// stripPod is the pod informer's transform. A pod whose kept fields did not
+// stripPod is the pod source's transform. A pod whose kept fields did not
 // change (most updates are status updates) is replaced by the object already
-// stored, so the informer's store and the index share one copy.
+// in the index, so that the handler sees no change and nothing is copied.
 // Label clashes are reported here, once per change of a pod's clashes.
 func (ix *Index) stripPod(obj any) (any, error) {
 	obj, conflicts := ix.mapper.stripPod(obj)

@@ -14,10 +14,10 @@ import (
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
 )
 
-// pod is what the informer stores of a Pod: the transform builds it before
-// the store sees the object, so a full v1.Pod (1,240 bytes of struct alone,
+// pod is what the index keeps of a Pod: the transform builds it before
+// anything keeps the object, so a full v1.Pod (1,240 bytes of struct alone,
 // plus spec, status and managed fields) never stays in memory. It implements
-// metav1.Object itself (the informer's key function needs namespace and name)
+// metav1.Object itself (cache's key functions need namespace and name)
 // rather than embedding a 232-byte ObjectMeta: 112 bytes instead of 320 per
 // pod. The fields it does not keep read as empty and ignore writes. The UID
 // is not kept (48 bytes more a pod): pods are matched by namespace and name.
@@ -97,7 +97,7 @@ func selectOwner(refs []metav1.OwnerReference) ownerRef {
 	return ownerRef{kind: intern(r.Kind), name: r.Name}
 }
 
-// stripPod is the pod informer's transform; it also returns the label
+// stripPod is the pod source's transform; it also returns the label
 // clashes of a stripped *v1.Pod.
 func (m labelMapper) stripPod(obj any) (any, []Conflict) {
 	switch o := obj.(type) {
@@ -135,7 +135,7 @@ func (m labelMapper) newPod(o *v1.Pod) (*pod, []Conflict) {
 	return p, conflicts
 }
 
-// owner is what the ReplicaSet and Job informers store of an object:
+// owner is what the ReplicaSet and Job sources hand the index of an object:
 // namespace, name and the one owner reference the index follows, 64 bytes
 // instead of a PartialObjectMetadata's ~300 plus its owner references, UID,
 // labels and annotations. Like pod, it implements metav1.Object itself.
