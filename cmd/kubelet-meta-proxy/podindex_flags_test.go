@@ -177,7 +177,7 @@ func TestListInto(t *testing.T) {
 	for name, want := range map[string]string{"web-7d9f-abcde": "web/deployment", "report-123-xyz": "report/CronJob"} {
 		info, ok := snap.Lookup("shop", name)
 		got := map[string]string{}
-		for _, l := range info.Labels {
+		for _, l := range info.Labels() {
 			got[l.Name] = l.Value
 		}
 		if !ok || got["workload"]+"/"+got["workload_type"] != want || got["app"] != "web" || got["tier"] != "" {
