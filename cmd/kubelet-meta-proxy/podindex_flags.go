@@ -140,7 +140,7 @@ func (o *podOptions) logOn(logger *slog.Logger, opts podindex.Options, pc relay.
 		"deleted_grace", opts.DeletedGrace, "unknown_grace", opts.UnknownGrace)
 }
 
-// index builds the pod index (informers; Run starts them), or returns nil
+// index builds the pod index (list/watches; Run starts them), or returns nil
 // and the zero PodConfig when no pod feature is on.
 func (o *podOptions) index(k *kubeOptions, c *clients, logger *slog.Logger, reg prometheus.Registerer) (*podindex.Index, relay.PodConfig, error) {
 	if !o.enabled() {
@@ -158,7 +158,7 @@ func (o *podOptions) index(k *kubeOptions, c *clients, logger *slog.Logger, reg 
 }
 
 // listIndex is index for scrape-once: the pods (and, with workloads,
-// ReplicaSets and Jobs) are listed once, no informer runs.
+// ReplicaSets and Jobs) are listed once, nothing watches.
 func (o *podOptions) listIndex(ctx context.Context, k *kubeOptions, c *clients, logger *slog.Logger) (*podindex.Index, relay.PodConfig, error) {
 	if !o.enabled() {
 		return nil, relay.PodConfig{}, nil

@@ -183,7 +183,7 @@ func (o *owner) SetOwnerReferences([]metav1.OwnerReference)    {}
 func (o *owner) GetManagedFields() []metav1.ManagedFieldsEntry { return nil }
 func (o *owner) SetManagedFields([]metav1.ManagedFieldsEntry)  {}
 
-// stripOwner is the ReplicaSet and Job informers' transform: namespace,
+// stripOwner is the ReplicaSet and Job sources' transform: namespace,
 // name and the one owner reference followed.
 func stripOwner(obj any) (any, error) {
 	switch o := obj.(type) {

@@ -47,7 +47,7 @@ type Options struct {
 	UnknownGrace time.Duration
 	// MaxTombstones bounds the tombstones kept.
 	MaxTombstones int
-	// Resync is the informers' resync period (0: none).
+	// Resync is the sources' resync period (0: none).
 	Resync time.Duration
 
 	Logger     *slog.Logger
