@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/pflag"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
@@ -26,10 +27,22 @@ type commonOptions struct {
 	enrich  enrichOptions
 	log     logOptions
 	limits  limitsOptions
+	pod     podOptions
+}
+
+// AddFlags registers the flags run and scrape-once share.
+func (o *commonOptions) AddFlags(fs *pflag.FlagSet) {
+	o.kube.AddFlags(fs)
+	o.kubelet.AddFlags(fs)
+	o.scrape.AddFlags(fs)
+	o.limits.AddFlags(fs)
+	o.enrich.AddFlags(fs)
+	o.pod.AddFlags(fs)
+	o.log.AddFlags(fs)
 }
 
 func (o *commonOptions) Validate() error {
-	return errors.Join(o.kube.Validate(), o.kubelet.Validate(), o.scrape.Validate(), o.enrich.Validate(), o.log.Validate(), o.limits.Validate())
+	return errors.Join(o.kube.Validate(), o.kubelet.Validate(), o.scrape.Validate(), o.enrich.Validate(), o.log.Validate(), o.limits.Validate(), o.pod.Validate())
 }
 
 // pipeline is what run and scrape-once both build from the options.

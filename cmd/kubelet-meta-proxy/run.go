@@ -38,7 +38,6 @@ type runOptions struct {
 	commonOptions
 	serve serveOptions
 	rw    remoteWriteOptions
-	pod   podOptions
 	mem   memoryOptions
 }
 
@@ -61,20 +60,14 @@ func newRunCommand() *cobra.Command {
 
 // AddFlags registers every flag of run.
 func (o *runOptions) AddFlags(fs *pflag.FlagSet) {
-	o.kube.AddFlags(fs)
-	o.kubelet.AddFlags(fs)
-	o.scrape.AddFlags(fs)
-	o.limits.AddFlags(fs)
-	o.enrich.AddFlags(fs)
+	o.commonOptions.AddFlags(fs)
 	o.serve.AddFlags(fs)
 	o.rw.AddFlags(fs)
-	o.pod.AddFlags(fs)
-	o.log.AddFlags(fs)
 	o.mem.AddFlags(fs)
 }
 
 func (o *runOptions) Validate() error {
-	return errors.Join(o.commonOptions.Validate(), o.serve.Validate(), o.rw.Validate(), o.pod.Validate(), o.mem.Validate())
+	return errors.Join(o.commonOptions.Validate(), o.serve.Validate(), o.rw.Validate(), o.mem.Validate())
 }
 
 // Run runs the relay until ctx is done, then stops scraping, ends every

@@ -32,7 +32,7 @@ func newScrapeOnceCommand() *cobra.Command {
 		Use:   "scrape-once",
 		Short: "Scrape every node (or --node, or --target) once and print the enriched exposition",
 		Long: `scrape-once scrapes every node (or only --node NAME, or only the --target URLs), enriches
-the samples from their Namespaces exactly as run does, and writes the text exposition to stdout
+the samples from their Namespaces (and, with the pod flags, their Pods, listed once) exactly as run does, and writes the text exposition to stdout
 or --output. Each failed target is reported on stderr, and the exit code is 1 if any failed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -43,12 +43,7 @@ or --output. Each failed target is reported on stderr, and the exit code is 1 if
 		},
 	}
 	fs := cmd.Flags()
-	o.kube.AddFlags(fs)
-	o.kubelet.AddFlags(fs)
-	o.scrape.AddFlags(fs)
-	o.limits.AddFlags(fs)
-	o.enrich.AddFlags(fs)
-	o.log.AddFlags(fs)
+	o.commonOptions.AddFlags(fs)
 	fs.StringArrayVar(&o.Nodes, "node", nil, "Scrape only this node (repeatable).")
 	fs.StringVarP(&o.Output, "output", "o", "", "Write the exposition to this file instead of stdout.")
 	return cmd
@@ -74,6 +69,11 @@ func (o *scrapeOnceOptions) Run(ctx context.Context, stdout, stderr io.Writer) e
 		index.Set(ns.Name, ns.Labels, ns.Annotations)
 	}
 
+	_, podCfg, err := o.pod.listIndex(ctx, &o.kube, c, logger.With("component", "podindex"))
+	if err != nil {
+		return err
+	}
+
 	targets := o.plainTargets()
 	if len(o.scrape.Targets) == 0 || len(o.Nodes) > 0 {
 		nodeTargets, err := o.nodeTargets(ctx, c, nodeOpts)
@@ -90,7 +90,7 @@ func (o *scrapeOnceOptions) Run(ctx context.Context, stdout, stderr io.Writer) e
 	mgr := relay.NewManager(relay.ManagerConfig{
 		Interval: o.scrape.Interval, Timeout: o.scrape.Timeout, MaxConcurrency: o.scrape.MaxConcurrency,
 		HonorTimestamps: o.scrape.HonorTimestamps, NodeFetcher: nodeFetcher, PlainFetcher: plainFetcher,
-		Namespaces: index, View: v, Logger: logger, Limits: o.limits.Config(),
+		Namespaces: index, Pods: podCfg, View: v, Logger: logger, Limits: o.limits.Config(),
 	})
 	var failed []string
 	for i, err := range mgr.ScrapeAll(ctx, targets) {

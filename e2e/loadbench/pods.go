@@ -40,37 +40,11 @@ func createPods(ctx context.Context, b *bed.Bed, nodes [][]NodePod, names []stri
 	if err := b.SetRelayRules(ctx, rules); err != nil {
 		return 0, err
 	}
-	seenNS := map[string]bool{}
-	type rsKey struct{ ns, name string }
-	rss := map[rsKey]bool{}
-	ctl := true
-	var jobs []*corev1.Pod
-	for i, n := range nodes {
-		for _, p := range n {
-			if !seenNS[p.Namespace] {
-				seenNS[p.Namespace] = true
-				sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: p.Namespace}}
-				if _, err := b.Client.CoreV1().ServiceAccounts(p.Namespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-					return 0, err
-				}
-			}
-			// Names are NAME-HASH-SUFFIX (apps) or DAEMONSET-SUFFIX.
-			parts := strings.Split(p.Name, "-")
-			var owner metav1.OwnerReference
-			labels := map[string]string{"app": parts[0]}
-			if p.Namespace == "kube-system" {
-				owner = metav1.OwnerReference{APIVersion: "apps/v1", Kind: "DaemonSet", Name: strings.Join(parts[:len(parts)-1], "-"), UID: types.UID("00000000-0000-4000-8000-000000000001"), Controller: &ctl}
-			} else {
-				rs := strings.Join(parts[:len(parts)-1], "-")
-				labels["pod-template-hash"] = parts[len(parts)-2]
-				owner = metav1.OwnerReference{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs, UID: types.UID("00000000-0000-4000-8000-000000000002"), Controller: &ctl}
-				rss[rsKey{p.Namespace, rs}] = true
-			}
-			jobs = append(jobs, &corev1.Pod{
-				ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, Labels: labels, OwnerReferences: []metav1.OwnerReference{owner}},
-				Spec: corev1.PodSpec{NodeName: names[i], AutomountServiceAccountToken: new(false),
-					Containers: []corev1.Container{{Name: "c", Image: "example.invalid/none"}}},
-			})
+	jobs, rss, namespaces := podObjects(nodes, names)
+	for _, ns := range namespaces {
+		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: ns}}
+		if _, err := b.Client.CoreV1().ServiceAccounts(ns).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return 0, err
 		}
 	}
 	var mu sync.Mutex
@@ -90,14 +64,9 @@ func createPods(ctx context.Context, b *bed.Bed, nodes [][]NodePod, names []stri
 			}
 		}()
 	}
-	for k := range rss {
-		tpl := corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"rs": k.name}},
-			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "example.invalid/none"}}}}
-		rs := &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Name: k.name, Namespace: k.ns, OwnerReferences: []metav1.OwnerReference{{
-			APIVersion: "apps/v1", Kind: "Deployment", Name: strings.SplitN(k.name, "-", 2)[0], UID: types.UID("00000000-0000-4000-8000-000000000003"), Controller: &ctl}}},
-			Spec: appsv1.ReplicaSetSpec{Replicas: new(int32), Selector: &metav1.LabelSelector{MatchLabels: tpl.Labels}, Template: tpl}}
+	for _, rs := range rss {
 		do(func() error {
-			_, err := b.Client.AppsV1().ReplicaSets(k.ns).Create(ctx, rs, metav1.CreateOptions{})
+			_, err := b.Client.AppsV1().ReplicaSets(rs.Namespace).Create(ctx, rs, metav1.CreateOptions{})
 			return err
 		})
 	}
@@ -112,4 +81,49 @@ func createPods(ctx context.Context, b *bed.Bed, nodes [][]NodePod, names []stri
 		return 0, fmt.Errorf("creating pods: %w", err)
 	}
 	return len(jobs), nil
+}
+
+// podObjects returns the objects createPods creates for the generated pods (nodes[i] runs on
+// the node names[i]): the pods, their ReplicaSets, and the namespaces, in order of first use.
+func podObjects(nodes [][]NodePod, names []string) ([]*corev1.Pod, []*appsv1.ReplicaSet, []string) {
+	seenNS := map[string]bool{}
+	var namespaces []string
+	type rsKey struct{ ns, name string }
+	seenRS := map[rsKey]bool{}
+	var rss []*appsv1.ReplicaSet
+	ctl := true
+	var pods []*corev1.Pod
+	for i, n := range nodes {
+		for _, p := range n {
+			if !seenNS[p.Namespace] {
+				seenNS[p.Namespace] = true
+				namespaces = append(namespaces, p.Namespace)
+			}
+			// Names are NAME-HASH-SUFFIX (apps) or DAEMONSET-SUFFIX.
+			parts := strings.Split(p.Name, "-")
+			var owner metav1.OwnerReference
+			labels := map[string]string{"app": parts[0]}
+			if p.Namespace == "kube-system" {
+				owner = metav1.OwnerReference{APIVersion: "apps/v1", Kind: "DaemonSet", Name: strings.Join(parts[:len(parts)-1], "-"), UID: types.UID("00000000-0000-4000-8000-000000000001"), Controller: &ctl}
+			} else {
+				rs := strings.Join(parts[:len(parts)-1], "-")
+				labels["pod-template-hash"] = parts[len(parts)-2]
+				owner = metav1.OwnerReference{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: rs, UID: types.UID("00000000-0000-4000-8000-000000000002"), Controller: &ctl}
+				if k := (rsKey{p.Namespace, rs}); !seenRS[k] {
+					seenRS[k] = true
+					tpl := corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"rs": rs}},
+						Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "example.invalid/none"}}}}
+					rss = append(rss, &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Name: rs, Namespace: p.Namespace, OwnerReferences: []metav1.OwnerReference{{
+						APIVersion: "apps/v1", Kind: "Deployment", Name: strings.SplitN(rs, "-", 2)[0], UID: types.UID("00000000-0000-4000-8000-000000000003"), Controller: &ctl}}},
+						Spec: appsv1.ReplicaSetSpec{Replicas: new(int32), Selector: &metav1.LabelSelector{MatchLabels: tpl.Labels}, Template: tpl}})
+				}
+			}
+			pods = append(pods, &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, Labels: labels, OwnerReferences: []metav1.OwnerReference{owner}},
+				Spec: corev1.PodSpec{NodeName: names[i], AutomountServiceAccountToken: new(false),
+					Containers: []corev1.Container{{Name: "c", Image: "example.invalid/none"}}},
+			})
+		}
+	}
+	return pods, rss, namespaces
 }

@@ -205,27 +205,19 @@ type Node struct {
 	Series int
 }
 
-// GenerateNode builds node i (0-based) of the workload. It is deterministic in w.Seed and i.
-func (t *Template) GenerateNode(w Workload, i int) *Node {
+// planNode draws node i's pods (all of the node's randomness).
+func (t *Template) planNode(w Workload, i int) (*Node, []podClone) {
 	r := rand.New(rand.NewSource(w.Seed*1_000_003 + int64(i)))
 	zipf := rand.NewZipf(r, w.ZipfS, 1, uint64(max(w.Namespaces, 1)-1))
 	n := &Node{Name: fmt.Sprintf("node-%d", i+1)}
-
-	type clone struct {
-		tpl        *podTemplate
-		subst      [][2][]byte // applied to every line
-		jitter     [4]int64    // per cgroup: pod, sandbox, app, second app
-		containers int
-		second     [][2][]byte // extra substitutions for the second container
-	}
 	nds := w.DaemonSetsMin
 	if w.DaemonSetsMax > w.DaemonSetsMin {
 		nds += r.Intn(w.DaemonSetsMax - w.DaemonSetsMin + 1)
 	}
 	nds = min(nds, w.PodsPerNode, len(daemonSets))
-	var clones []clone
+	var clones []podClone
 	for p := range w.PodsPerNode {
-		var c clone
+		var c podClone
 		var ns, name, ctr string
 		if p < nds {
 			c.tpl = t.ds[p%len(t.ds)]
@@ -263,7 +255,28 @@ func (t *Template) GenerateNode(w Workload, i int) *Node {
 		clones = append(clones, c)
 		n.Pods = append(n.Pods, NodePod{Namespace: ns, Name: name, Containers: c.containers})
 	}
+	return n, clones
+}
 
+// podClone is one pod of a generated node: the capture pod it is cloned from and what
+// changes.
+type podClone struct {
+	tpl        *podTemplate
+	subst      [][2][]byte // applied to every line
+	jitter     [4]int64    // per cgroup: pod, sandbox, app, second app
+	containers int
+	second     [][2][]byte // extra substitutions for the second container
+}
+
+// NodePods returns the pods of node i, as GenerateNode makes them, without the text.
+func (t *Template) NodePods(w Workload, i int) []NodePod {
+	n, _ := t.planNode(w, i)
+	return n.Pods
+}
+
+// GenerateNode builds node i (0-based) of the workload. It is deterministic in w.Seed and i.
+func (t *Template) GenerateNode(w Workload, i int) *Node {
+	n, clones := t.planNode(w, i)
 	buf := make([]byte, 0, 2<<20)
 	emit := func(l tline, subst [][2][]byte, jitter int64) {
 		start := len(buf)

@@ -77,7 +77,7 @@ func TestOnNodeGraces(t *testing.T) {
 	check("web", "node-a", tDel.Add(DefaultDeletedGrace), Yes)
 	check("web", "node-b", tDel.Add(time.Second), No)
 	check("web", "node-a", tDel.Add(DefaultDeletedGrace+time.Nanosecond), No)
-	if info, ok := ix.Snapshot().Lookup(ns, "web"); !ok || labelMap(info.Labels)["app"] != "web" {
+	if info, ok := ix.Snapshot().Lookup(ns, "web"); !ok || labelMap(info.Labels())["app"] != "web" {
 		t.Fatalf("a tombstone's labels: %v %v", info, ok)
 	}
 	if got := testutil.ToFloat64(ix.metrics.tombstones); got != 1 {
@@ -189,23 +189,23 @@ func TestOwnerChangesAndBookkeeping(t *testing.T) {
 	p := mkPod("shop", "web-1", "node-a", nil, ref("ReplicaSet", "web-rs", true))
 	ix.add(p)
 	v0 := must(ix.Snapshot().Lookup("shop", "web-1"))
-	if labelMap(v0.Labels)["workload"] != "web" {
-		t.Fatalf("%v", v0.Labels)
+	if labelMap(v0.Labels())["workload"] != "web" {
+		t.Fatalf("%v", v0.Labels())
 	}
 	// The pod is orphaned, then adopted by a StatefulSet: new labels, new
 	// versions, and the ReplicaSet no longer lists it.
 	orphan := mkPod("shop", "web-1", "node-a", nil)
 	ix.add(orphan)
 	v1 := must(ix.Snapshot().Lookup("shop", "web-1"))
-	if got := labelMap(v1.Labels); got["workload"] != "web-1" || got["workload_type"] != "barepod" || v1.Version == v0.Version {
+	if got := labelMap(v1.Labels()); got["workload"] != "web-1" || got["workload_type"] != "barepod" || v1.Version == v0.Version {
 		t.Fatalf("orphaned: %v version %d", got, v1.Version)
 	}
-	if n := len(ix.owners[ownerKey{kindReplicaSet, "shop", "web-rs"}].pods); n != 0 {
+	if n := ix.owners[ownerKey{kindReplicaSet, "shop", "web-rs"}].pods.len(); n != 0 {
 		t.Fatalf("the ReplicaSet still lists %d pods", n)
 	}
 	ix.add(mkPod("shop", "web-1", "node-a", nil, ref("StatefulSet", "web", true)))
 	v2 := must(ix.Snapshot().Lookup("shop", "web-1"))
-	if labelMap(v2.Labels)["workload_type"] != "statefulset" || v2.Version == v1.Version {
+	if labelMap(v2.Labels())["workload_type"] != "statefulset" || v2.Version == v1.Version {
 		t.Fatalf("adopted: %v", v2)
 	}
 	// A pod naming a ReplicaSet that is unknown, then deleted with the

@@ -1,4 +1,4 @@
-// This file is over 500 lines because the informers' handlers and the snapshot they publish
+// This file is over 500 lines because the sources' handlers and the snapshot they publish
 // share one lock and one set of invariants (owner chains, grace periods): read together, the
 // locking can be checked in one place.
 
@@ -8,18 +8,17 @@ import (
 	"context"
 	"log/slog"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
-	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -35,7 +34,66 @@ type ownerKey struct{ kind, namespace, name string }
 type ownerRec struct {
 	known bool
 	owner ownerRef
-	pods  map[string]struct{} // pod names in the owner's namespace
+	pods  followers // pod names in the owner's namespace
+}
+
+// followers is a set of pod names: a slice while small (most owners have a
+// few pods, and a map costs ~200 bytes even for one), a map once large, so
+// that removing the pods of a 10,000-pod Job stays linear.
+type followers struct {
+	few  []string
+	many map[string]struct{}
+}
+
+const maxFewFollowers = 32
+
+func (f *followers) len() int { return len(f.few) + len(f.many) }
+
+func (f *followers) add(name string) {
+	if f.many != nil {
+		f.many[name] = struct{}{}
+		return
+	}
+	if slices.Contains(f.few, name) {
+		return
+	}
+	if len(f.few) < maxFewFollowers {
+		f.few = append(f.few, name)
+		return
+	}
+	f.many = make(map[string]struct{}, 2*maxFewFollowers)
+	for _, n := range f.few {
+		f.many[n] = struct{}{}
+	}
+	f.many[name] = struct{}{}
+	f.few = nil
+}
+
+func (f *followers) remove(name string) {
+	if f.many != nil {
+		delete(f.many, name)
+		if len(f.many) == 0 {
+			f.many = nil
+		}
+		return
+	}
+	if i := slices.Index(f.few, name); i >= 0 {
+		last := len(f.few) - 1
+		f.few[i] = f.few[last]
+		f.few[last] = ""
+		f.few = f.few[:last]
+		if last == 0 {
+			f.few = nil
+		}
+	}
+}
+
+// names returns the followers (a copy when they are a map).
+func (f *followers) names() []string {
+	if f.many == nil {
+		return f.few
+	}
+	return slices.Collect(maps.Keys(f.many))
 }
 
 type tombstone struct {
@@ -44,8 +102,8 @@ type tombstone struct {
 	seq uint64 // identifies the tombstone: times can repeat
 }
 
-// Index keeps the pod snapshot up to date from a Pod informer and
-// ReplicaSet and Job metadata informers. Snapshot is cheap and safe from any
+// Index keeps the pod snapshot up to date from a Pod source and
+// ReplicaSet and Job metadata sources (source.go). Snapshot is cheap and safe from any
 // goroutine; a new snapshot is built lazily, at most once per change burst,
 // by the first reader after a change, copying only the shards that changed.
 type Index struct {
@@ -56,6 +114,7 @@ type Index struct {
 
 	mu         sync.Mutex
 	owners     map[ownerKey]*ownerRec
+	conflicts  map[podKey]string // the label clashes last reported, for pods that have some
 	shards     [numShards]map[podKey]*entry
 	dirty      [numShards]bool
 	gen        uint64
@@ -67,8 +126,8 @@ type Index struct {
 	anyDirty   atomic.Bool
 	snapshot   atomic.Pointer[Snapshot]
 
-	informers []cache.SharedIndexInformer
-	metrics   metrics
+	sources []source // see source.go
+	metrics metrics
 }
 
 type metrics struct {
@@ -126,52 +185,23 @@ func newMetrics(reg prometheus.Registerer) metrics {
 	return m
 }
 
-// New returns an index fed by a Pod informer on client (restricted to
+// New returns an index fed by a Pod list/watch on client (restricted to
 // cfg's node, if any) and, when workloads are on, ReplicaSet and Job
-// metadata informers on meta. Run starts them.
+// metadata list/watches on meta. Run starts them.
 func New(cfg Config, client kubernetes.Interface, meta metadata.Interface) *Index {
 	ix := newIndex(cfg)
-	tweak := func(*metav1.ListOptions) {}
-	if node := ix.cfg.Node; node != "" {
-		sel := fields.OneTermEqualSelector("spec.nodeName", node).String()
-		tweak = func(o *metav1.ListOptions) { o.FieldSelector = sel }
-	}
-	// No indexers: the index keeps its own maps, a namespace index would
-	// only cost memory.
-	pods := coreinformers.NewFilteredPodInformer(client, metav1.NamespaceAll, ix.cfg.Resync, cache.Indexers{}, tweak)
-	_ = pods.SetTransform(ix.stripPod)
-	_, _ = pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { ix.upsertPod(obj) },
-		UpdateFunc: func(_, obj any) { ix.upsertPod(obj) },
-		DeleteFunc: func(obj any) { ix.deletePod(obj) },
-	})
-	ix.addInformer("pods", pods)
+	ix.addSource("pods", podListWatch(client, ix.cfg.Node), &v1.Pod{}, knownPods{ix}, ix.stripPod, ix.upsertPod, ix.deletePod)
 	if ix.cfg.Workload {
 		for _, r := range []struct {
 			gvr  schema.GroupVersionResource
 			kind string
 		}{{replicaSetsResource, kindReplicaSet}, {jobsResource, kindJob}} {
 			kind := r.kind
-			inf := metadatainformer.NewFilteredMetadataInformer(meta, r.gvr, metav1.NamespaceAll, ix.cfg.Resync, cache.Indexers{}, nil).Informer()
-			_ = inf.SetTransform(stripOwner)
-			_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-				AddFunc:    func(obj any) { ix.upsertOwner(kind, obj) },
-				UpdateFunc: func(_, obj any) { ix.upsertOwner(kind, obj) },
-				DeleteFunc: func(obj any) { ix.deleteOwner(kind, obj) },
-			})
-			ix.addInformer(r.gvr.Resource, inf)
+			ix.addSource(r.gvr.Resource, metaListWatch(meta, meta.Resource(r.gvr)), &metav1.PartialObjectMetadata{}, knownOwners{ix, kind}, stripOwner,
+				func(obj any) { ix.upsertOwner(kind, obj) }, func(obj any) { ix.deleteOwner(kind, obj) })
 		}
 	}
 	return ix
-}
-
-func (ix *Index) addInformer(resource string, inf cache.SharedIndexInformer) {
-	ix.metrics.synced.WithLabelValues(resource).Set(0)
-	_ = inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
-		ix.watchFailed(resource, err)
-		cache.DefaultWatchErrorHandler(ctx, r, err)
-	})
-	ix.informers = append(ix.informers, inf)
 }
 
 // watchFailed notes a list or watch error: events may be lost until the
@@ -184,11 +214,12 @@ func (ix *Index) watchFailed(resource string, err error) {
 
 func newIndex(cfg Config) *Index {
 	ix := &Index{
-		cfg:    cfg.o,
-		mapper: labelMapper{keys: cfg.o.Labels, workload: cfg.o.Workload},
-		logger: cfg.o.Logger,
-		health: &health{},
-		owners: map[ownerKey]*ownerRec{},
+		cfg:       cfg.o,
+		mapper:    labelMapper{keys: cfg.o.Labels, workload: cfg.o.Workload},
+		logger:    cfg.o.Logger,
+		health:    &health{},
+		owners:    map[ownerKey]*ownerRec{},
+		conflicts: map[podKey]string{},
 	}
 	for i := range ix.shards {
 		ix.shards[i] = map[podKey]*entry{}
@@ -198,12 +229,12 @@ func newIndex(cfg Config) *Index {
 	return ix
 }
 
-// Run runs the informers, and drops expired tombstones, until ctx is done.
+// Run runs the sources, and drops expired tombstones, until ctx is done.
 func (ix *Index) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	for _, inf := range ix.informers {
+	for _, s := range ix.sources {
 		wg.Add(1)
-		go func() { defer wg.Done(); inf.Run(ctx.Done()) }()
+		go func() { defer wg.Done(); s.ctl.RunWithContext(ctx) }()
 	}
 	// Sweep often enough that a tombstone outlives its grace by at most a
 	// tenth of it.
@@ -221,14 +252,14 @@ func (ix *Index) Run(ctx context.Context) {
 	}
 }
 
-// WaitForSync blocks until every informer has listed its objects, or ctx
+// WaitForSync blocks until every source has listed its objects, or ctx
 // ends. The unknown grace starts when it returns true.
 func (ix *Index) WaitForSync(ctx context.Context) bool {
-	syncs := make([]cache.InformerSynced, len(ix.informers))
-	for i, inf := range ix.informers {
-		syncs[i] = inf.HasSynced
+	synced := make([]cache.InformerSynced, len(ix.sources))
+	for i, s := range ix.sources {
+		synced[i] = s.ctl.HasSynced // true once the initial list was processed
 	}
-	if !cache.WaitForCacheSync(ctx.Done(), syncs...) {
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return false
 	}
 	ix.markSynced()
@@ -270,8 +301,9 @@ func (ix *Index) OnNode(namespace, pod, node string, now time.Time) Verdict {
 	return ix.Snapshot().OnNode(namespace, pod, node, now)
 }
 
-// build makes a snapshot, copying the dirty shards and sharing the others
-// with the previous snapshot. Callers hold mu (or own ix exclusively).
+// build makes a snapshot of the shards: the dirty ones were copied by put,
+// the others are the previous snapshot's. Callers hold mu (or own ix
+// exclusively).
 func (ix *Index) build() *Snapshot {
 	s := &Snapshot{
 		generation: ix.gen,
@@ -279,37 +311,41 @@ func (ix *Index) build() *Snapshot {
 		graces:     graces{deleted: ix.cfg.DeletedGrace, unknown: ix.cfg.UnknownGrace},
 		health:     ix.health,
 	}
-	prev := ix.snapshot.Load()
-	for i := range ix.shards {
-		if prev != nil && !ix.dirty[i] {
-			s.shards[i] = prev.shards[i]
-			continue
-		}
-		s.shards[i] = maps.Clone(ix.shards[i])
-		ix.dirty[i] = false
-	}
+	// The snapshot takes the shards as they are; put clones a shard before
+	// its first change after this, so a pod is in one map, not two, while
+	// nothing changes.
+	s.shards = ix.shards
+	ix.dirty = [numShards]bool{}
 	return s
 }
 
-// stripPod is the pod informer's transform. A pod whose kept fields did not
+// stripPod is the pod source's transform. A pod whose kept fields did not
 // change (most updates are status updates) is replaced by the object already
-// stored, so the informer's store and the index share one copy.
+// in the index, so that the handler sees no change and nothing is copied.
+// Label clashes are reported here, once per change of a pod's clashes.
 func (ix *Index) stripPod(obj any) (any, error) {
-	obj, err := ix.mapper.stripPod(obj)
+	obj, conflicts := ix.mapper.stripPod(obj)
 	if p, ok := obj.(*pod); ok {
+		key := podKey{p.namespace, p.name}
 		ix.mu.Lock()
-		if e := ix.get(podKey{p.namespace, p.name}); e != nil && e.live && e.pod.same(p) {
+		if e := ix.get(key); e != nil && e.live && e.pod.same(p) {
 			obj = e.pod
+		} else {
+			ix.reportConflicts(key, conflicts)
 		}
 		ix.mu.Unlock()
 	}
-	return obj, err
+	return obj, nil
 }
 
 func (ix *Index) get(key podKey) *entry { return ix.shards[shardOf(key.name)][key] }
 
 func (ix *Index) put(key podKey, e *entry) {
 	i := shardOf(key.name)
+	if !ix.dirty[i] { // shared with the published snapshot: copy on write
+		ix.shards[i] = maps.Clone(ix.shards[i])
+		ix.dirty[i] = true
+	}
 	if e == nil {
 		delete(ix.shards[i], key)
 	} else {
@@ -371,8 +407,10 @@ func (ix *Index) deletePod(obj any) {
 	ix.unfollow(key, old.pod.owner)
 	ix.tombSeq++
 	gone := tombstone{key: key, at: ix.cfg.Now().UnixNano(), seq: ix.tombSeq}
-	// The tombstone needs the node only; the labels it adds stay in info.
-	slim := &pod{namespace: old.pod.namespace, name: old.pod.name, uid: old.pod.uid, nodeName: old.pod.nodeName}
+	delete(ix.conflicts, key)
+	// The tombstone needs the node and the labels it adds (still added
+	// within the grace), not the owner.
+	slim := &pod{namespace: old.pod.namespace, name: old.pod.name, nodeName: old.pod.nodeName, labels: old.pod.labels}
 	ix.publish(key, old, slim, false, &gone)
 	ix.tombstones = append(ix.tombstones, gone)
 	ix.evictOverLimit()
@@ -388,7 +426,7 @@ func (ix *Index) compactQueue() {
 	}
 	kept := ix.tombstones[:0]
 	for _, t := range ix.tombstones {
-		if e := ix.get(t.key); e != nil && e.goneSeq == t.seq {
+		if e := ix.get(t.key); e != nil && e.gone != nil && e.gone.seq == t.seq {
 			kept = append(kept, t)
 		}
 	}
@@ -406,25 +444,27 @@ func (ix *Index) compactQueue() {
 func (ix *Index) publish(key podKey, old *entry, p *pod, live bool, gone *tombstone) {
 	e := &entry{pod: p, live: live}
 	if old != nil {
-		e.info, e.conflicts = old.info, old.conflicts
-		e.goneNode, e.goneAt, e.goneSeq = old.goneNode, old.goneAt, old.goneSeq
+		e.workload, e.workloadType, e.version = old.workload, old.workloadType, old.version
+		e.gone = old.gone
 	}
 	if gone != nil {
-		e.goneNode, e.goneAt, e.goneSeq = old.pod.nodeName, gone.at, gone.seq
+		e.gone = &goneRec{node: old.pod.nodeName, at: gone.at, seq: gone.seq}
 	}
 	if live {
 		w, wt, resolved := "", "", true
 		if ix.cfg.Workload {
 			w, wt, resolved = resolveWorkload(key.namespace, key.name, p.owner, ix.lookupOwner)
 		}
-		labels, conflicts := ix.mapper.mapLabels(p.labels, w, wt, resolved)
-		if old == nil || !sameLabels(old.info.Labels, labels) {
+		if !resolved || !ix.cfg.Workload {
+			w, wt = "", ""
+		}
+		if old == nil || !slices.Equal(old.pod.labels, p.labels) || old.workload != w || old.workloadType != wt {
 			ix.gen++
-			e.info = PodInfo{Labels: labels, Version: ix.gen}
+			e.version = ix.gen
 			ix.metrics.changes.Inc()
 		}
+		e.workload, e.workloadType = w, wt
 		e.unresolved = !resolved
-		ix.reportConflicts(key, e, conflicts)
 	}
 	ix.count(old, e)
 	ix.put(key, e)
@@ -439,7 +479,7 @@ func (ix *Index) count(old, e *entry) {
 		if old.unresolved {
 			ix.nUnres--
 		}
-		if old.goneSeq != 0 {
+		if old.gone != nil {
 			ix.nTombs--
 		}
 	}
@@ -450,7 +490,7 @@ func (ix *Index) count(old, e *entry) {
 		if e.unresolved {
 			ix.nUnres++
 		}
-		if e.goneSeq != 0 {
+		if e.gone != nil {
 			ix.nTombs++
 		}
 	}
@@ -460,12 +500,18 @@ func (ix *Index) count(old, e *entry) {
 	ix.metrics.resolved.Set(float64(ix.nLive - ix.nUnres))
 }
 
-func (ix *Index) reportConflicts(key podKey, e *entry, cs []Conflict) {
+// reportConflicts logs and counts a pod's label clashes when they differ
+// from the last ones reported for it (kept only for pods with clashes).
+func (ix *Index) reportConflicts(key podKey, cs []Conflict) {
 	k := conflictKey(cs)
-	if k == e.conflicts {
+	if k == ix.conflicts[key] {
 		return
 	}
-	e.conflicts = k
+	if k == "" {
+		delete(ix.conflicts, key)
+		return
+	}
+	ix.conflicts[key] = k
 	for _, c := range cs {
 		ix.metrics.conflicts.Add(float64(len(c.Keys)))
 		ix.logger.Warn("pod label keys map to a label name already taken; they get _conflictN",
@@ -513,13 +559,13 @@ func (ix *Index) dropQueued(n int) {
 // forget drops tombstone t if it is still the pod name's latest one.
 func (ix *Index) forget(t tombstone) bool {
 	old := ix.get(t.key)
-	if old == nil || old.goneSeq != t.seq {
+	if old == nil || old.gone == nil || old.gone.seq != t.seq {
 		return false
 	}
 	var e *entry
 	if old.live {
 		c := *old
-		c.goneNode, c.goneAt, c.goneSeq = "", 0, 0
+		c.gone = nil
 		e = &c
 	}
 	ix.count(old, e)
@@ -540,10 +586,7 @@ func (ix *Index) follow(key podKey, o ownerRef) {
 		r = &ownerRec{}
 		ix.owners[ok] = r
 	}
-	if r.pods == nil {
-		r.pods = map[string]struct{}{}
-	}
-	r.pods[key.name] = struct{}{}
+	r.pods.add(key.name)
 }
 
 func (ix *Index) unfollow(key podKey, o ownerRef) {
@@ -555,9 +598,8 @@ func (ix *Index) unfollow(key podKey, o ownerRef) {
 	if r == nil {
 		return
 	}
-	delete(r.pods, key.name)
-	if len(r.pods) == 0 {
-		r.pods = nil
+	r.pods.remove(key.name)
+	if r.pods.len() == 0 {
 		if !r.known {
 			delete(ix.owners, ok)
 		}
@@ -573,14 +615,14 @@ func (ix *Index) lookupOwner(kind, namespace, name string) (ownerRef, bool) {
 }
 
 func (ix *Index) upsertOwner(kind string, obj any) {
-	m, ok := obj.(*metav1.PartialObjectMetadata)
+	m, ok := obj.(*owner)
 	if !ok {
 		return
 	}
-	own := selectOwner(m.OwnerReferences)
+	own := m.ref
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	k := ownerKey{kind, m.Namespace, m.Name}
+	k := ownerKey{kind, m.namespace, m.name}
 	r := ix.owners[k]
 	if r == nil {
 		r = &ownerRec{}
@@ -596,8 +638,8 @@ func (ix *Index) upsertOwner(kind string, obj any) {
 func (ix *Index) deleteOwner(kind string, obj any) {
 	var ns, name string
 	switch o := obj.(type) {
-	case *metav1.PartialObjectMetadata:
-		ns, name = o.Namespace, o.Name
+	case *owner:
+		ns, name = o.namespace, o.name
 	case cache.DeletedFinalStateUnknown:
 		var err error
 		if ns, name, err = cache.SplitMetaNamespaceKey(o.Key); err != nil {
@@ -614,7 +656,7 @@ func (ix *Index) deleteOwner(kind string, obj any) {
 		return
 	}
 	r.known, r.owner = false, ownerRef{}
-	if len(r.pods) == 0 {
+	if r.pods.len() == 0 {
 		delete(ix.owners, k)
 		return
 	}
@@ -623,7 +665,7 @@ func (ix *Index) deleteOwner(kind string, obj any) {
 
 // refollowers re-resolves the live pods that follow owner k.
 func (ix *Index) refollowers(k ownerKey, r *ownerRec) {
-	for name := range r.pods {
+	for _, name := range r.pods.names() {
 		key := podKey{k.namespace, name}
 		if e := ix.get(key); e != nil && e.live {
 			ix.publish(key, e, e.pod, true, nil)

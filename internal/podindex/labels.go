@@ -44,20 +44,18 @@ func (m labelMapper) keep(k string) bool {
 // names no pod uses any more are collected.
 func intern(s string) string { return unique.Make(s).Value() }
 
-// mapLabels returns the labels to add, sorted by name, with clash-free
+// mapLabels returns the pod labels to add, sorted by name, with clash-free
 // names. workload and workload_type, when on, keep their names (dashboards
-// rely on them) even while the owner is unresolved, so a pod label never
-// takes them and later loses them. Then each pod label, in key order, takes
+// rely on them) whether the owner resolves or not, so a pod label never
+// takes them and later loses them: they are added apart (PodInfo), and the
+// pod labels do not depend on the owner. Each pod label, in key order, takes
 // its sanitized name (prefix + SanitizeLabelName) if free. The keys left
 // over, in key order, get NAME_conflictN with the smallest N whose name is
 // not used at all: every name, natural or generated, is checked against every
 // name already given, so no two labels can share a name. labels must be
 // sorted by key, empty values already dropped.
-func (m labelMapper) mapLabels(labels []kv, workload, workloadType string, resolved bool) ([]enrich.Label, []Conflict) {
+func (m labelMapper) mapLabels(labels []kv) ([]enrich.Label, []Conflict) {
 	n := len(labels)
-	if m.workload && resolved {
-		n += 2
-	}
 	if n == 0 {
 		return nil, nil
 	}
@@ -65,9 +63,6 @@ func (m labelMapper) mapLabels(labels []kv, workload, workloadType string, resol
 	used := make(map[string]struct{}, n+2)
 	if m.workload {
 		used[LabelWorkload], used[LabelWorkloadType] = struct{}{}, struct{}{}
-		if resolved {
-			out = append(out, enrich.Label{Name: LabelWorkload, Value: workload}, enrich.Label{Name: LabelWorkloadType, Value: workloadType})
-		}
 	}
 	var leftover []int
 	names := make([]string, len(labels))
@@ -103,7 +98,26 @@ func (m labelMapper) mapLabels(labels []kv, workload, workloadType string, resol
 	return out, conflicts
 }
 
-func sameLabels(a, b []enrich.Label) bool { return slices.Equal(a, b) }
+// appendWithWorkload appends labels (sorted, without workload and
+// workload_type) and, if workloadType is set, workload and workload_type, to
+// dst as one sorted set.
+func appendWithWorkload(dst, labels []enrich.Label, workload, workloadType string) []enrich.Label {
+	if workloadType == "" {
+		return append(dst, labels...)
+	}
+	i := 0
+	for i < len(labels) && labels[i].Name < LabelWorkload {
+		i++
+	}
+	dst = append(dst, labels[:i]...)
+	dst = append(dst, enrich.Label{Name: LabelWorkload, Value: workload})
+	for i < len(labels) && labels[i].Name < LabelWorkloadType {
+		dst = append(dst, labels[i])
+		i++
+	}
+	dst = append(dst, enrich.Label{Name: LabelWorkloadType, Value: workloadType})
+	return append(dst, labels[i:]...)
+}
 
 func conflictKey(cs []Conflict) string {
 	var b strings.Builder

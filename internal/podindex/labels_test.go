@@ -51,6 +51,15 @@ func TestMapLabelsClashFree(t *testing.T) {
 			want: []enrich.Label{{Name: "pod_app", Value: "web"}, {Name: "workload", Value: "web"}, {Name: "workload_type", Value: "deployment"}},
 		},
 		{
+			// A pod label whose name sorts between workload and workload_type.
+			name:   "workload labels merged in name order",
+			mapper: labelMapper{keys: enrich.KeyMapper{AllowAll: true}, workload: true},
+			labels: map[string]string{"workload-a": "x", "zone": "z", "app": "a"},
+			w:      "web", wt: "deployment", resolved: true,
+			want: []enrich.Label{{Name: "app", Value: "a"}, {Name: "workload", Value: "web"}, {Name: "workload_a", Value: "x"},
+				{Name: "workload_type", Value: "deployment"}, {Name: "zone", Value: "z"}},
+		},
+		{
 			name:   "nothing to add",
 			mapper: labelMapper{keys: enrich.KeyMapper{Allow: map[string]struct{}{"team": {}}}},
 			labels: map[string]string{"app": "web"},
@@ -58,8 +67,12 @@ func TestMapLabelsClashFree(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			p := c.mapper.newPod(mkPod("ns", "p", "n", c.labels))
-			got, conflicts := c.mapper.mapLabels(p.labels, c.w, c.wt, c.resolved)
+			p, conflicts := c.mapper.newPod(mkPod("ns", "p", "n", c.labels))
+			info := PodInfo{PodLabels: p.labels}
+			if c.resolved {
+				info.Workload, info.WorkloadType = c.w, c.wt
+			}
+			got := info.Labels()
 			if !reflect.DeepEqual(got, c.want) {
 				t.Fatalf("labels %v, want %v", got, c.want)
 			}

@@ -10,20 +10,25 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
 )
 
-// pod is what the informer stores of a Pod: the transform builds it before
-// the store sees the object, so a full v1.Pod (1,240 bytes of struct alone,
+// pod is what the index keeps of a Pod: the transform builds it before
+// anything keeps the object, so a full v1.Pod (1,240 bytes of struct alone,
 // plus spec, status and managed fields) never stays in memory. It implements
-// metav1.Object itself (the informer's key function needs namespace and name)
+// metav1.Object itself (cache's key functions need namespace and name)
 // rather than embedding a 232-byte ObjectMeta: 112 bytes instead of 320 per
-// pod. The fields it does not keep read as empty and ignore writes.
+// pod. The fields it does not keep read as empty and ignore writes. The UID
+// is not kept (48 bytes more a pod): pods are matched by namespace and name.
 type pod struct {
 	namespace, name string
-	uid             types.UID
 	nodeName        string
 	owner           ownerRef
-	labels          []kv // allowlisted, non-empty values, sorted by key
+	// labels are the pod labels the index adds (mapLabels: allowlisted,
+	// non-empty, names sanitized and clash-free, sorted by name), computed
+	// once here rather than kept as keys and mapped again per snapshot.
+	labels []enrich.Label
 }
 
 var (
@@ -45,8 +50,8 @@ func (p *pod) GetName() string                               { return p.name }
 func (p *pod) SetName(name string)                           { p.name = name }
 func (p *pod) GetGenerateName() string                       { return "" }
 func (p *pod) SetGenerateName(string)                        {}
-func (p *pod) GetUID() types.UID                             { return p.uid }
-func (p *pod) SetUID(uid types.UID)                          { p.uid = uid }
+func (p *pod) GetUID() types.UID                             { return "" }
+func (p *pod) SetUID(types.UID)                              {}
 func (p *pod) GetResourceVersion() string                    { return "" }
 func (p *pod) SetResourceVersion(string)                     {}
 func (p *pod) GetGeneration() int64                          { return 0 }
@@ -71,7 +76,7 @@ func (p *pod) GetManagedFields() []metav1.ManagedFieldsEntry { return nil }
 func (p *pod) SetManagedFields([]metav1.ManagedFieldsEntry)  {}
 
 func (p *pod) same(q *pod) bool {
-	return p.uid == q.uid && p.nodeName == q.nodeName && p.owner == q.owner && slices.Equal(p.labels, q.labels)
+	return p.nodeName == q.nodeName && p.owner == q.owner && slices.Equal(p.labels, q.labels)
 }
 
 // selectOwner picks the owner reference the index follows: the controller,
@@ -92,14 +97,15 @@ func selectOwner(refs []metav1.OwnerReference) ownerRef {
 	return ownerRef{kind: intern(r.Kind), name: r.Name}
 }
 
-// stripPod is the pod informer's transform.
-func (m labelMapper) stripPod(obj any) (any, error) {
+// stripPod is the pod source's transform; it also returns the label
+// clashes of a stripped *v1.Pod.
+func (m labelMapper) stripPod(obj any) (any, []Conflict) {
 	switch o := obj.(type) {
 	case *v1.Pod:
-		return m.newPod(o), nil
+		return m.newPod(o)
 	case cache.DeletedFinalStateUnknown:
 		if p, ok := o.Obj.(*v1.Pod); ok {
-			o.Obj = m.newPod(p)
+			o.Obj, _ = m.newPod(p)
 		}
 		return o, nil
 	default: // already stripped: the transform must be idempotent
@@ -107,58 +113,92 @@ func (m labelMapper) stripPod(obj any) (any, error) {
 	}
 }
 
-func (m labelMapper) newPod(o *v1.Pod) *pod {
+func (m labelMapper) newPod(o *v1.Pod) (*pod, []Conflict) {
 	p := &pod{
 		namespace: intern(o.Namespace),
 		name:      o.Name,
-		uid:       o.UID,
 		nodeName:  intern(o.Spec.NodeName),
 		owner:     selectOwner(o.OwnerReferences),
 	}
-	if m.keys.Enabled() {
-		n := 0 // size the slice exactly: it lives as long as the pod
-		for k, v := range o.Labels {
-			if v != "" && m.keep(k) {
-				n++
-			}
-		}
-		if n > 0 {
-			p.labels = make([]kv, 0, n)
-		}
-		for k, v := range o.Labels {
-			if v != "" && m.keep(k) { // an empty value means no label in Prometheus
-				p.labels = append(p.labels, kv{intern(k), v})
-			}
-		}
-		slices.SortFunc(p.labels, func(a, b kv) int { return strings.Compare(a.key, b.key) })
+	if !m.keys.Enabled() {
+		return p, nil
 	}
-	return p
+	var kvs []kv
+	for k, v := range o.Labels {
+		if v != "" && m.keep(k) { // an empty value means no label in Prometheus
+			kvs = append(kvs, kv{k, v})
+		}
+	}
+	slices.SortFunc(kvs, func(a, b kv) int { return strings.Compare(a.key, b.key) })
+	var conflicts []Conflict
+	p.labels, conflicts = m.mapLabels(kvs)
+	return p, conflicts
 }
 
-// stripOwner is the ReplicaSet and Job informers' transform: name,
-// namespace and the one owner reference followed; managed fields, labels
-// and annotations are dropped.
+// owner is what the ReplicaSet and Job sources hand the index of an object:
+// namespace, name and the one owner reference the index follows, 64 bytes
+// instead of a PartialObjectMetadata's ~300 plus its owner references, UID,
+// labels and annotations. Like pod, it implements metav1.Object itself.
+type owner struct {
+	namespace, name string
+	ref             ownerRef
+}
+
+var (
+	_ runtime.Object = (*owner)(nil)
+	_ metav1.Object  = (*owner)(nil)
+)
+
+func (o *owner) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
+func (o *owner) DeepCopyObject() runtime.Object   { c := *o; return &c }
+
+func (o *owner) GetNamespace() string                          { return o.namespace }
+func (o *owner) SetNamespace(ns string)                        { o.namespace = ns }
+func (o *owner) GetName() string                               { return o.name }
+func (o *owner) SetName(name string)                           { o.name = name }
+func (o *owner) GetGenerateName() string                       { return "" }
+func (o *owner) SetGenerateName(string)                        {}
+func (o *owner) GetUID() types.UID                             { return "" }
+func (o *owner) SetUID(types.UID)                              {}
+func (o *owner) GetResourceVersion() string                    { return "" }
+func (o *owner) SetResourceVersion(string)                     {}
+func (o *owner) GetGeneration() int64                          { return 0 }
+func (o *owner) SetGeneration(int64)                           {}
+func (o *owner) GetSelfLink() string                           { return "" }
+func (o *owner) SetSelfLink(string)                            {}
+func (o *owner) GetCreationTimestamp() metav1.Time             { return metav1.Time{} }
+func (o *owner) SetCreationTimestamp(metav1.Time)              {}
+func (o *owner) GetDeletionTimestamp() *metav1.Time            { return nil }
+func (o *owner) SetDeletionTimestamp(*metav1.Time)             {}
+func (o *owner) GetDeletionGracePeriodSeconds() *int64         { return nil }
+func (o *owner) SetDeletionGracePeriodSeconds(*int64)          {}
+func (o *owner) GetLabels() map[string]string                  { return nil }
+func (o *owner) SetLabels(map[string]string)                   {}
+func (o *owner) GetAnnotations() map[string]string             { return nil }
+func (o *owner) SetAnnotations(map[string]string)              {}
+func (o *owner) GetFinalizers() []string                       { return nil }
+func (o *owner) SetFinalizers([]string)                        {}
+func (o *owner) GetOwnerReferences() []metav1.OwnerReference   { return nil }
+func (o *owner) SetOwnerReferences([]metav1.OwnerReference)    {}
+func (o *owner) GetManagedFields() []metav1.ManagedFieldsEntry { return nil }
+func (o *owner) SetManagedFields([]metav1.ManagedFieldsEntry)  {}
+
+// stripOwner is the ReplicaSet and Job sources' transform: namespace,
+// name and the one owner reference followed.
 func stripOwner(obj any) (any, error) {
 	switch o := obj.(type) {
 	case *metav1.PartialObjectMetadata:
-		return stripMeta(o), nil
+		return newOwner(o), nil
 	case cache.DeletedFinalStateUnknown:
 		if m, ok := o.Obj.(*metav1.PartialObjectMetadata); ok {
-			o.Obj = stripMeta(m)
+			o.Obj = newOwner(m)
 		}
 		return o, nil
-	default:
+	default: // already stripped
 		return obj, nil
 	}
 }
 
-func stripMeta(o *metav1.PartialObjectMetadata) *metav1.PartialObjectMetadata {
-	s := &metav1.PartialObjectMetadata{
-		TypeMeta:   o.TypeMeta,
-		ObjectMeta: metav1.ObjectMeta{Name: o.Name, Namespace: intern(o.Namespace), UID: o.UID},
-	}
-	if own := selectOwner(o.OwnerReferences); own.kind != "" {
-		s.OwnerReferences = []metav1.OwnerReference{{Kind: own.kind, Name: own.name}}
-	}
-	return s
+func newOwner(o *metav1.PartialObjectMetadata) *owner {
+	return &owner{namespace: intern(o.Namespace), name: o.Name, ref: selectOwner(o.OwnerReferences)}
 }

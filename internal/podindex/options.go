@@ -22,7 +22,7 @@ const (
 	// seconds on large clusters) and the initial sync.
 	DefaultUnknownGrace = time.Minute
 	// DefaultMaxTombstones bounds the memory tombstones take: 10,000 of them
-	// held 16.4 MB in TestMemoryPerTombstone (six labels a pod, map capacity
+	// held 9.4 MB in TestMemoryPerTombstone (six labels a pod, map capacity
 	// left from 30,000 live pods included). Past it the oldest are forgotten
 	// early and their pods answer like unknown ones; 10,000 pods deleted
 	// within the deleted grace is a very large rollout.
@@ -47,7 +47,7 @@ type Options struct {
 	UnknownGrace time.Duration
 	// MaxTombstones bounds the tombstones kept.
 	MaxTombstones int
-	// Resync is the informers' resync period (0: none).
+	// Resync is the sources' resync period (0: none).
 	Resync time.Duration
 
 	Logger     *slog.Logger

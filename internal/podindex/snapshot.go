@@ -21,29 +21,54 @@ type podKey struct{ namespace, name string }
 
 func shardOf(name string) int { return int(xxhash.Sum64String(name) & (numShards - 1)) }
 
-// PodInfo is what the index adds for one pod.
+// PodInfo is what the index adds for one pod: its pod labels and, with
+// workloads on and the owner resolved, workload and workload_type. They are
+// kept apart, so that a pod's labels are stored once (in the stripped pod)
+// and not again merged with its workload: AppendLabels merges them.
 type PodInfo struct {
-	// Labels are added to every series of the pod, sorted by name.
-	Labels []enrich.Label
-	// Version changes whenever Labels change, and only then.
+	// PodLabels are the pod labels to add, sorted by name; never named
+	// workload or workload_type while workloads are on.
+	PodLabels []enrich.Label
+	// Workload and WorkloadType are "" when workloads are off or the owner
+	// is unresolved.
+	Workload, WorkloadType string
+	// Version changes whenever the labels change, and only then.
 	Version uint64
 }
 
+// AppendLabels appends every label the index adds for the pod, sorted by
+// name, to dst.
+func (p PodInfo) AppendLabels(dst []enrich.Label) []enrich.Label {
+	return appendWithWorkload(dst, p.PodLabels, p.Workload, p.WorkloadType)
+}
+
+// Labels returns AppendLabels(nil).
+func (p PodInfo) Labels() []enrich.Label { return p.AppendLabels(nil) }
+
 // entry is the immutable published state of one pod name.
 type entry struct {
-	info PodInfo
 	// pod is the live pod, or the last one seen once deleted; live is false
-	// when only a tombstone is left.
-	pod        *pod
+	// when only a tombstone is left. Its labels are the pod labels added.
+	pod                    *pod
+	workload, workloadType string // "" unless workloads are on and resolved
+	version                uint64
+	// gone describes the last deleted incarnation of the name, kept for the
+	// deleted grace; nil: none (most entries: a pointer, not 32 bytes each).
+	gone       *goneRec
 	live       bool
 	unresolved bool // live, and its ReplicaSet or Job is unknown
-	// goneNode and goneAt describe the last deleted incarnation of the name
-	// (goneAt in unix nanoseconds), kept for the deleted grace; goneSeq
-	// identifies that tombstone (0: none).
-	goneNode  string
-	goneAt    int64
-	goneSeq   uint64
-	conflicts string // the label clashes last logged
+}
+
+func (e *entry) info() PodInfo {
+	return PodInfo{PodLabels: e.pod.labels, Workload: e.workload, WorkloadType: e.workloadType, Version: e.version}
+}
+
+// goneRec is a tombstone: the node a deleted pod ran on, when it was
+// deleted (unix nanoseconds), and seq, which identifies the tombstone.
+type goneRec struct {
+	node string
+	at   int64
+	seq  uint64
 }
 
 // health is shared by all snapshots of an index: it changes without any pod
@@ -101,7 +126,17 @@ func (s *Snapshot) Lookup(namespace, pod string) (PodInfo, bool) {
 	if e == nil {
 		return PodInfo{}, false
 	}
-	return e.info, true
+	return e.info(), true
+}
+
+// PodName returns the index's copy of the name of namespace/pod, so that
+// callers keeping the name need not copy it again.
+func (s *Snapshot) PodName(namespace, pod string) (string, bool) {
+	e := s.get(namespace, pod)
+	if e == nil {
+		return "", false
+	}
+	return e.pod.name, true
 }
 
 // Verdict answers whether a pod runs on a node.
@@ -159,7 +194,7 @@ func (s *Snapshot) OnNode(namespace, pod, node string, now time.Time) Verdict {
 		if e.live && e.pod.nodeName == node {
 			return Yes
 		}
-		if e.goneSeq != 0 && e.goneNode == node && now.UnixNano()-e.goneAt <= int64(s.graces.deleted) {
+		if g := e.gone; g != nil && g.node == node && now.UnixNano()-g.at <= int64(s.graces.deleted) {
 			return Yes
 		}
 		if e.live && e.pod.nodeName != "" {

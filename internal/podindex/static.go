@@ -5,8 +5,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// NewStatic returns an index without informers, fed by SetPod, DeletePod
-// and SetOwner through the same transform and handlers the informers use.
+// NewStatic returns an index without sources, fed by SetPod, DeletePod
+// and SetOwner through the same transform and handlers the sources use.
 // It counts as synced at once (scrape-once lists objects once; tests feed
 // it directly).
 func NewStatic(cfg Config) *Index {
@@ -15,7 +15,7 @@ func NewStatic(cfg Config) *Index {
 	return ix
 }
 
-// SetPod records a pod as the informer would have seen it.
+// SetPod records a pod as a source would have seen it.
 func (ix *Index) SetPod(p *v1.Pod) {
 	obj, _ := ix.stripPod(p)
 	ix.upsertPod(obj)

@@ -86,13 +86,16 @@ type scopeKey struct{ ns, pod string }
 // record the version they were built with (seriesEntry.nsVer): a series is
 // rebuilt only when its own scope changed.
 type scope struct {
-	key   scopeKey
-	refs  int32 // live cache entries that refer to it
-	ver   uint64
-	state enrichState // enrichHit and enrichUnknown: labels() has the labels to add
+	// Fields ordered so that no padding is left: 64 bytes, one per pod and
+	// target with the pod index on.
+	key scopeKey
+	ver uint64
 
 	// The inputs add was computed from.
-	nsVer, podVer     uint64
+	nsVer, podVer uint64
+
+	refs              int32       // live cache entries that refer to it
+	state             enrichState // enrichHit and enrichUnknown: labels() has the labels to add
 	nsFound, podFound bool
 	verdict           podindex.Verdict
 }
@@ -112,10 +115,11 @@ type scopeTable struct {
 	refreshed bool
 
 	// The scrape in progress.
-	ns    *enrich.NamespaceIndex
-	pods  *podindex.Snapshot
-	now   time.Time
-	merge []enrich.Label // labels()'s scratch
+	ns     *enrich.NamespaceIndex
+	pods   *podindex.Snapshot
+	now    time.Time
+	merge  []enrich.Label // labels()'s scratch
+	podBuf []enrich.Label // labels()'s scratch: the pod's labels with its workload
 }
 
 func newScopeTable() scopeTable {
@@ -172,8 +176,15 @@ func (s *scopeTable) intern(ns, pod string) uint32 {
 		s.list[i].refs++
 		return i
 	}
-	// Namespaces repeat in every pod's key: one copy of each.
-	k := scopeKey{unique.Make(ns).Value(), strings.Clone(pod)}
+	// Namespaces repeat in every pod's key: one copy of each. A pod the
+	// index knows shares the index's copy of its name.
+	k := scopeKey{ns: unique.Make(ns).Value()}
+	if pod != "" {
+		var ok bool
+		if k.pod, ok = s.pods.PodName(ns, pod); !ok {
+			k.pod = strings.Clone(pod)
+		}
+	}
 	var i uint32
 	if n := len(s.free); n > 0 {
 		i, s.free = s.free[n-1], s.free[:n-1]
@@ -262,7 +273,8 @@ func (s *scopeTable) labels(sc *scope) []enrich.Label {
 	if s.pods != nil && sc.key.pod != "" {
 		podInfo, _ = s.pods.Lookup(sc.key.ns, sc.key.pod)
 	}
-	first, second := nsInfo.Labels, podInfo.Labels
+	s.podBuf = podInfo.AppendLabels(s.podBuf[:0])
+	first, second := nsInfo.Labels, s.podBuf
 	if s.cfg.Precedence == PodFirst {
 		first, second = second, first
 	}
