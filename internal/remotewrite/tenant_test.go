@@ -32,6 +32,14 @@ type tenantReceiver struct {
 	firsts   []map[string]string                   // labels of each request's first series
 	reqs     [][]map[string]string                 // labels of every series, by request
 	respond  func(tenant string, n int) int        // status; n counts the tenant's requests from 1
+	metadata []tenantMetadataRequest               // every request that carried metadata, in order
+}
+
+// tenantMetadataRequest is one request's metadata, with its tenant.
+type tenantMetadataRequest struct {
+	tenant string
+	at     time.Time
+	md     []prompb.MetricMetadata
 }
 
 func newTenantReceiver(t testing.TB, header string, respond func(tenant string, n int) int) *tenantReceiver {
@@ -77,6 +85,9 @@ func (r *tenantReceiver) serve(w http.ResponseWriter, req *http.Request) {
 	status := http.StatusOK
 	if r.respond != nil {
 		status = r.respond(tenant, r.requests[tenant])
+	}
+	if len(wr.Metadata) > 0 {
+		r.metadata = append(r.metadata, tenantMetadataRequest{tenant: tenant, at: time.Now(), md: wr.Metadata})
 	}
 	r.reqs = append(r.reqs, all)
 	if len(all) > 0 {
