@@ -449,6 +449,10 @@ func TestTenantEviction(t *testing.T) {
 	tg1 := newTarget(1)
 	send(tg1, "a", "b", "c", "d") // d: over max_tenants
 	eventually(t, 3*time.Second, "a, b, c", func() bool { return rcv.count("a")+rcv.count("b")+rcv.count("c") == 3 })
+	// The workers note a send's end (tenant last active) after the receiver has answered:
+	// wait for that before moving the clock, or a tenant looks active 30s later.
+	settled := func() bool { return q.length() == 0 }
+	eventually(t, 3*time.Second, "sends settled", settled)
 	if got := h.metric("samples_dropped_total", map[string]string{"reason": reasonTenantLimit}); got != 1 {
 		t.Errorf("tenant_limit drops = %v, want 1", got)
 	}
@@ -456,6 +460,7 @@ func TestTenantEviction(t *testing.T) {
 	tg2 := newTarget(2)
 	send(tg2, "a")
 	eventually(t, 3*time.Second, "a again", func() bool { return rcv.count("a") == 2 })
+	eventually(t, 3*time.Second, "sends settled", settled)
 	advance(45 * time.Second) // b and c idle for 75s, a for 45s
 	send(tg2, "d")
 	eventually(t, 3*time.Second, "d admitted once b and c are forgotten", func() bool { return rcv.count("d") == 1 })
