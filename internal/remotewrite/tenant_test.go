@@ -214,6 +214,8 @@ func TestTenantRouting(t *testing.T) {
 		}
 	}
 	rcv.mu.Unlock()
+	// The counters move when a worker notes the answer, just after the receiver counted.
+	eventually(t, 5*time.Second, "sends settled", func() bool { return h.w.tenantQueues[0].length() == 0 })
 	if got := h.metric("tenant_samples_sent_total", map[string]string{"tenant": "frontend"}); got != float64(16*rounds) {
 		t.Errorf("tenant_samples_sent_total{tenant=frontend} = %v, want %d", got, 16*rounds)
 	}
