@@ -9,12 +9,13 @@ import (
 )
 
 // addTenantFlags registers the tenant-routing flags. They set the tenant
-// routing of the --remote-write-url endpoints (remotewrite.TenantConfig);
-// endpoints of --remote-write-config have their own tenant section.
+// routing of the --remote-write-url endpoints and of --config.file's
+// remote_write entries (remotewrite.TenantConfig; Prometheus's syntax has no
+// tenant field); endpoints of --remote-write-config have their own tenant section.
 func (o *remoteWriteOptions) addTenantFlags(fs *pflag.FlagSet) {
 	t := &o.Endpoint.Tenant
 	fs.StringVar(&t.Label, "tenant-label", t.Label,
-		"Route each series to the tenant named by this label's value after enrichment, e.g. team: one tenant per request, in --tenant-header. Empty: no routing (one tenant per endpoint, from --remote-write-header).")
+		"Route each series to the tenant named by this label's value after enrichment, e.g. team: one tenant per request, in --tenant-header (also for --config.file's remote_write entries, whose metric metadata then goes to each tenant for its own families). Empty: no routing (one tenant per endpoint, from --remote-write-header).")
 	fs.StringVar(&t.Header, "tenant-header", t.Header,
 		"Header that carries the tenant (default "+remotewrite.DefaultTenantHeader+"; THANOS-TENANT for Thanos Receive).")
 	fs.StringVar(&t.Missing, "tenant-missing", t.Missing,

@@ -201,6 +201,8 @@ func fromPrometheus(rw *promconfig.RemoteWriteConfig, queueKeys []string, defaul
 		Name:    rw.Name,
 		Timeout: time.Duration(rw.RemoteTimeout),
 		Queue:   defaults.Queue,
+		// Prometheus's syntax has no tenant routing: the flags' (--tenant-label...) apply.
+		Tenant: defaults.Tenant,
 		Prom: &remotewrite.PromSettings{
 			HTTP:         rw.HTTPClientConfig,
 			SigV4:        rw.SigV4Config,

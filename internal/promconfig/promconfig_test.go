@@ -348,3 +348,23 @@ func TestAzureADClientBuilds(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Prometheus's remote_write has no tenant field: the flags' tenant routing
+// (in defaults) applies to every entry.
+func TestLoadTenantFromFlags(t *testing.T) {
+	tc := remotewrite.TenantConfig{Label: "team", Default: "platform"}
+	defaults := remotewrite.EndpointConfig{Timeout: remotewrite.DefaultTimeout, Queue: remotewrite.DefaultQueueConfig(), Tenant: tc}
+	p := fill(t, "queue_relabel_metadata.yml", t.TempDir(), map[string]string{"URL": "http://127.0.0.1:1/push"})
+	f, err := Load(p, defaults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range f.Endpoints {
+		if e.Tenant != tc {
+			t.Errorf("endpoint %s: tenant %+v, want the flags' %+v", e.URL, e.Tenant, tc)
+		}
+	}
+	if err := (&remotewrite.Config{Endpoints: f.Endpoints}).Validate(); err != nil {
+		t.Errorf("a tenant-routed endpoint with metadata_config: %v", err)
+	}
+}

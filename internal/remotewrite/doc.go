@@ -83,11 +83,14 @@
 // deduplicates; its 202 answers count as tenant_samples_deduplicated_total,
 // not as losses.
 //
-// Metadata: the relay sends none yet. When it does, a family's metadata
-// must go to every tenant whose series use the family: the seam is
-// tenantQueue.append, where each sample's tenant is known (a family is its
-// series' first symbol), so a metadata sender can record family -> tenants
-// there and send per tenant like the samples.
+// Metadata (metadata_config.send, endpoints of --config.file): a family's
+// metadata goes to every tenant whose series used the family since the
+// previous send, one request per tenant with its header (tenant_metadata.go).
+// tenantQueue.append, where each sample's tenant is known, records each
+// tenant's metric names (a small ID cached per symbol, like the tenant:
+// bounded by maxTrackedNames per interval, forgotten with the tenant); the
+// sender maps them to families (a histogram's _bucket, _sum and _count are
+// one) every send_interval.
 //
 // # Metrics
 //

@@ -192,11 +192,16 @@ func (g *Group) start(m *member, prev *member) {
 			}
 		}
 		var metaDone chan struct{}
-		if p := m.cfg.Prom; p != nil && p.Metadata.Send && src != nil && ctx.Err() == nil && len(m.w.queues) > 0 {
+		if p := m.cfg.Prom; p != nil && p.Metadata.Send && src != nil && ctx.Err() == nil && len(m.w.queues)+len(m.w.tenantQueues) > 0 {
 			metaDone = make(chan struct{})
-			q := m.w.queues[0]
 			go func() {
 				defer close(metaDone)
+				if len(m.w.tenantQueues) > 0 { // each tenant its own families (tenant_metadata.go)
+					q := m.w.tenantQueues[0]
+					sendTenantMetadata(ctx, q, p.Metadata, src, g.meta, q.logger)
+					return
+				}
+				q := m.w.queues[0]
 				sendMetadata(ctx, q.client, p.Metadata, src, g.meta, q.name, q.urlLabel, q.logger)
 			}()
 		}

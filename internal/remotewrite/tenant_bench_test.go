@@ -21,14 +21,18 @@ const (
 // over 200 namespaces of 20 teams (namespace i belongs to team i%20), each
 // series with its team label, interned as the relay does. It returns one
 // scrape's samples per target.
-func teamTargets(tb testing.TB) [][]model.Sample {
+func teamTargets(tb testing.TB) [][]model.Sample { return teamTargetsOf(tb, benchTargets, nil) }
+
+// teamTargetsOf is teamTargets for nodes nodes; nsRank, if not nil, picks a
+// new pod's namespace (else they are spread evenly).
+func teamTargetsOf(tb testing.TB, nodes int, nsRank func() int) [][]model.Sample {
 	tb.Helper()
 	b, err := captures.Read("1_35")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	var out [][]model.Sample
-	for i := range benchTargets {
+	for i := range nodes {
 		node := fmt.Sprintf("ip-10-0-0-%d.eu-west-1.compute.internal", i)
 		fx := parseExposition(tb, b, newTarget(0), map[string]string{
 			"job": "kubelet", "instance": node + ":10250", "node": node, "metrics_path": "/metrics/cadvisor",
@@ -44,12 +48,21 @@ func teamTargets(tb testing.TB) [][]model.Sample {
 				k, ok := nsOf[pod]
 				if !ok {
 					k = (i*7 + len(nsOf)*13) % benchNamespaces
+					if nsRank != nil {
+						k = nsRank()
+					}
 					nsOf[pod] = k
 				}
 				bld.Set("namespace", fmt.Sprintf("ns-%03d", k))
 				bld.Set("team", fmt.Sprintf("team-%02d", k%benchTeams))
 			}
 			samples = append(samples, tg.seriesOf(bld.Labels()).at(f.t, f.v))
+		}
+		// One table per scrape, as the relay hands over (a later snapshot
+		// of a lineage holds every earlier reference).
+		final := tg.in.Table()
+		for j := range samples {
+			samples[j].Table = final
 		}
 		out = append(out, samples)
 	}

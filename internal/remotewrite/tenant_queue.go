@@ -65,10 +65,14 @@ type tenantQueue struct {
 	nextFlush time.Time
 	lastSweep time.Time
 	scratch   tenantScratch
+	// names, when metadata is sent, records each tenant's metric names
+	// (tenant_metadata.go); nil otherwise.
+	names *nameTracker
 }
 
 type tenantScratch struct {
 	marks   []uint32
+	names   []uint32 // name marks, with q.names
 	out     []model.Sample
 	grouped []model.Sample
 	offsets []int
@@ -92,6 +96,7 @@ type tenantState struct {
 	epoch uint64
 	last  time.Time // last append or send
 	m     tenantChildren
+	names nameSet // metric names queued since the last metadata send, with q.names
 }
 
 func newTenantQueue(e EndpointConfig, logger *slog.Logger, m *metrics, tm *tenantMetrics, shutdownDropped *atomic.Int64) (*tenantQueue, error) {
@@ -137,6 +142,14 @@ func (q *tenantQueue) append(samples []model.Sample) {
 		sc.grouped = make([]model.Sample, n)
 	}
 	marks := sc.marks[:n]
+	nt := q.names
+	var names []uint32
+	if nt != nil {
+		if cap(sc.names) < n {
+			sc.names = make([]uint32, n)
+		}
+		names = sc.names[:n]
+	}
 	src := samples
 	if r.remove {
 		if cap(sc.out) < n {
@@ -148,8 +161,14 @@ func (q *tenantQueue) append(samples []model.Sample) {
 	for i := 0; i < n; {
 		t := samples[i].Table
 		lc := r.lineage(t, now)
+		if nt != nil {
+			nt.prepare(lc, t)
+		}
 		j := i
 		for ; j < n && samples[j].Table == t; j++ {
+			if nt != nil {
+				names[j] = nt.nameOf(lc, t, samples[j].Ref)
+			}
 			m := r.tenantOf(lc, t, samples[j].Ref)
 			if m == noTenant {
 				m = r.missing
@@ -220,6 +239,9 @@ func (q *tenantQueue) append(samples []model.Sample) {
 		if ts.ring.n >= q.cfg.MaxSamplesPerSend {
 			wake = true
 		}
+	}
+	if nt != nil {
+		q.noteNames(marks, names)
 	}
 	clear(grouped)
 	if r.remove {

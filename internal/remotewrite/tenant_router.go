@@ -58,6 +58,13 @@ type lineageCache struct {
 	// name sorting before every other of the series): rare, interned whole.
 	firstTenant map[uint64]model.SeriesRef
 	scratch     []model.Label
+
+	// With metadata sending (tenant_metadata.go): the name mark by symbol,
+	// and by run for series whose first label is not __name__; valid for
+	// the name tracker's generation nameGen.
+	name    []uint32
+	runName map[uint32]uint32
+	nameGen uint64
 }
 
 func newTenantRouter(cfg TenantConfig) *tenantRouter {

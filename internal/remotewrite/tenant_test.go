@@ -32,6 +32,14 @@ type tenantReceiver struct {
 	firsts   []map[string]string                   // labels of each request's first series
 	reqs     [][]map[string]string                 // labels of every series, by request
 	respond  func(tenant string, n int) int        // status; n counts the tenant's requests from 1
+	metadata []tenantMetadataRequest               // every request that carried metadata, in order
+}
+
+// tenantMetadataRequest is one request's metadata, with its tenant.
+type tenantMetadataRequest struct {
+	tenant string
+	at     time.Time
+	md     []prompb.MetricMetadata
 }
 
 func newTenantReceiver(t testing.TB, header string, respond func(tenant string, n int) int) *tenantReceiver {
@@ -77,6 +85,9 @@ func (r *tenantReceiver) serve(w http.ResponseWriter, req *http.Request) {
 	status := http.StatusOK
 	if r.respond != nil {
 		status = r.respond(tenant, r.requests[tenant])
+	}
+	if len(wr.Metadata) > 0 {
+		r.metadata = append(r.metadata, tenantMetadataRequest{tenant: tenant, at: time.Now(), md: wr.Metadata})
 	}
 	r.reqs = append(r.reqs, all)
 	if len(all) > 0 {
@@ -203,6 +214,8 @@ func TestTenantRouting(t *testing.T) {
 		}
 	}
 	rcv.mu.Unlock()
+	// The counters move when a worker notes the answer, just after the receiver counted.
+	eventually(t, 5*time.Second, "sends settled", func() bool { return h.w.tenantQueues[0].length() == 0 })
 	if got := h.metric("tenant_samples_sent_total", map[string]string{"tenant": "frontend"}); got != float64(16*rounds) {
 		t.Errorf("tenant_samples_sent_total{tenant=frontend} = %v, want %d", got, 16*rounds)
 	}
@@ -438,6 +451,10 @@ func TestTenantEviction(t *testing.T) {
 	tg1 := newTarget(1)
 	send(tg1, "a", "b", "c", "d") // d: over max_tenants
 	eventually(t, 3*time.Second, "a, b, c", func() bool { return rcv.count("a")+rcv.count("b")+rcv.count("c") == 3 })
+	// The workers note a send's end (tenant last active) after the receiver has answered:
+	// wait for that before moving the clock, or a tenant looks active 30s later.
+	settled := func() bool { return q.length() == 0 }
+	eventually(t, 3*time.Second, "sends settled", settled)
 	if got := h.metric("samples_dropped_total", map[string]string{"reason": reasonTenantLimit}); got != 1 {
 		t.Errorf("tenant_limit drops = %v, want 1", got)
 	}
@@ -445,6 +462,7 @@ func TestTenantEviction(t *testing.T) {
 	tg2 := newTarget(2)
 	send(tg2, "a")
 	eventually(t, 3*time.Second, "a again", func() bool { return rcv.count("a") == 2 })
+	eventually(t, 3*time.Second, "sends settled", settled)
 	advance(45 * time.Second) // b and c idle for 75s, a for 45s
 	send(tg2, "d")
 	eventually(t, 3*time.Second, "d admitted once b and c are forgotten", func() bool { return rcv.count("d") == 1 })

@@ -28,6 +28,7 @@ func main() {
 	nodes := flag.Int("nodes", 50, "simulated kubelets (nodes)")
 	pods := flag.Int("pods", 30, "pods per node, including its 5-8 kube-system daemonset pods")
 	namespaces := flag.Int("namespaces", 200, "application namespaces (Zipf-spread), each with a team label")
+	teams := flag.Int("teams", loadbench.DefaultWorkload(0).Teams, "teams the namespaces are labelled with (ns-i gets team-(i mod teams)); kube-system is team platform")
 	interval := flag.Duration("interval", 15*time.Second, "relay --scrape-interval")
 	rounds := flag.Int("rounds", 6, "measured scrape rounds (after warm-up)")
 	duration := flag.Duration("duration", 0, "measured time instead of -rounds (rounded up to whole intervals)")
@@ -79,7 +80,7 @@ func main() {
 		os.Setenv("LOADBENCH_BAD_DIR", filepath.Dir(*out))
 	}
 	w := loadbench.DefaultWorkload(*nodes)
-	w.PodsPerNode, w.Namespaces = *pods, *namespaces
+	w.PodsPerNode, w.Namespaces, w.Teams = *pods, *namespaces, *teams
 	cfg := loadbench.Config{
 		Workload: w, Interval: *interval, WarmupRounds: *warmup, Rounds: *rounds, Enrich: modes,
 		KubeletGzip: *gz, Build: !*noBuild, RelayArgs: relayArgs, PodIndex: *podIndex, Out: *out, DiskQueue: *diskQueue, Outage: *outage,
