@@ -109,7 +109,7 @@ type Queue struct {
 	toClose   []*os.File // sealed segments to fsync and close
 	broken    error      // why w is nil
 	lastRetry time.Time
-	rpos      Pos // next record to read starts at rpos.Off of segment rpos.Seg
+	rpos      Pos       // next record to read starts at rpos.Off of segment rpos.Seg
 	pend      []pending // read and not acknowledged, in read order
 	preDone   []Pos     // finished before the last restart, not read yet
 	ack       Pos
