@@ -566,16 +566,31 @@ func (q *Queue) updateGaugesLocked() {
 func (q *Queue) Next(ctx context.Context) (Record, error) {
 	q.readMu.Lock()
 	defer q.readMu.Unlock()
+	rec, buf, err := q.nextLocked(ctx, q.rbuf)
+	q.rbuf = buf
+	return rec, err
+}
+
+// NextInto is Next reading into buf (grown as needed, returned): the
+// payload aliases the returned buffer, which stays the caller's, so a
+// sender can keep it without a copy and the queue holds no read buffer.
+func (q *Queue) NextInto(ctx context.Context, buf []byte) (Record, []byte, error) {
+	q.readMu.Lock()
+	defer q.readMu.Unlock()
+	return q.nextLocked(ctx, buf)
+}
+
+func (q *Queue) nextLocked(ctx context.Context, buf []byte) (Record, []byte, error) {
 	for {
-		rec, ok, err := q.tryRead()
+		rec, ok, err := q.tryRead(&buf)
 		if err != nil || ok {
-			return rec, err
+			return rec, buf, err
 		}
 		select {
 		case <-ctx.Done():
-			return Record{}, ctx.Err()
+			return Record{}, buf, ctx.Err()
 		case <-q.closed:
-			return Record{}, ErrClosed
+			return Record{}, buf, ErrClosed
 		case <-q.notify:
 		}
 	}
@@ -584,7 +599,7 @@ func (q *Queue) Next(ctx context.Context) (Record, error) {
 // tryRead reads one record if there is one. The file is read outside q.mu
 // so that appends go on meanwhile; a segment dropped during the read is
 // noticed afterwards and what was read from it discarded.
-func (q *Queue) tryRead() (Record, bool, error) {
+func (q *Queue) tryRead(rbuf *[]byte) (Record, bool, error) {
 	for {
 		q.mu.Lock()
 		if q.isClosed {
@@ -631,8 +646,8 @@ func (q *Queue) tryRead() (Record, bool, error) {
 			}
 			q.rfile, q.rfileSeq = f, s.seq
 		}
-		h, payload, next, buf, rerr := readRecord(q.rfile, off, limit, q.opts.MaxRecordBytes, q.rbuf)
-		q.rbuf = buf
+		h, payload, next, buf, rerr := readRecord(q.rfile, off, limit, q.opts.MaxRecordBytes, *rbuf)
+		*rbuf = buf
 
 		q.mu.Lock()
 		if s.dropped || q.rpos != (Pos{s.seq, off}) {
@@ -883,7 +898,7 @@ func (q *Queue) Sync() error {
 		c.Close()
 	}
 	if f != nil && dirty {
-		if err := f.Sync(); err != nil && !errors.Is(err, fs.ErrClosed) {
+		if err := datasync(f); err != nil && !errors.Is(err, fs.ErrClosed) {
 			errs = append(errs, fmt.Errorf("fsync %s: %w", f.Name(), err))
 		}
 	}
@@ -936,7 +951,7 @@ func (q *Queue) syncCheckpoint() error {
 	}
 	// Not under ckMu: writes into the file may go on meanwhile; only Sync
 	// (under syncMu) replaces or closes it.
-	if err := f.Sync(); err != nil {
+	if err := datasync(f); err != nil {
 		q.ckMu.Lock()
 		q.ckUnsynced = true
 		q.ckMu.Unlock()

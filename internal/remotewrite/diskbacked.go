@@ -54,7 +54,8 @@ type diskBacked struct {
 	pending atomic.Int64
 }
 
-// diskItem is one record handed to a lane; body is a copy of its payload.
+// diskItem is one record handed to a lane; its payload was read into
+// body, a pooled buffer the lane returns.
 type diskItem struct {
 	rec  diskqueue.Record
 	body *[]byte
@@ -175,16 +176,17 @@ func (d *diskBacked) run(ctx, reqCtx context.Context) {
 		wg.Wait()
 	}()
 	for {
-		rec, err := d.dq.Next(ctx)
-		if err != nil {
-			return // ctx done or queue closed
-		}
 		bp, _ := d.bufs.Get().(*[]byte)
 		if bp == nil {
 			bp = new([]byte)
 		}
-		*bp = append((*bp)[:0], rec.Payload...)
-		rec.Payload = nil
+		// Read straight into the lane's buffer: no copy, and no read
+		// buffer kept by the queue.
+		rec, buf, err := d.dq.NextInto(ctx, *bp)
+		*bp = buf
+		if err != nil {
+			return // ctx done or queue closed
+		}
 		d.pending.Add(1)
 		select {
 		case d.lanes[rec.Key%uint64(len(d.lanes))] <- diskItem{rec: rec, body: bp}:
@@ -202,11 +204,12 @@ func (d *diskBacked) run(ctx, reqCtx context.Context) {
 func (d *diskBacked) send(ctx, reqCtx context.Context, lane <-chan diskItem) {
 	for it := range lane {
 		if ctx.Err() == nil {
-			if d.q.deliverUntil(ctx, reqCtx, *it.body, int(it.rec.Samples), it.rec.MaxT, nil) != deliverCancelled {
+			if d.q.deliverUntil(ctx, reqCtx, it.rec.Payload, int(it.rec.Samples), it.rec.MaxT, nil) != deliverCancelled {
 				d.dq.Done(it.rec)
 			}
 		}
 		d.pending.Add(-1)
+		it.rec.Payload = nil
 		if cap(*it.body) <= 2*DefaultMaxRecordPool {
 			d.bufs.Put(it.body)
 		}
