@@ -22,12 +22,14 @@ import (
 // Slot: magic u32 | gen u64 | ack.Seg u64 | ack.Off i64 | n u32 |
 // n x (Seg u64, Off i64) | crc32c u32 over everything before it.
 const (
-	ckMagic      = 0x324b434b // "KCK2"
-	ckSlotSize   = 4096
+	ckMagic = 0x324b434b // "KCK2"
+	// ckSlotSize holds 4093 finished records: more than a writer at the
+	// most shards (1024) keeps in flight (3 per lane, plus one). Only the
+	// used bytes of a slot are written.
+	ckSlotSize   = 64 << 10
 	ckHeaderSize = 4 + 8 + 8 + 8 + 4
 	// ckMaxDone is how many out-of-order finished records a slot holds;
-	// any beyond are read again after a restart (more than a sender keeps
-	// in flight: shards x (1 + lane depth)).
+	// any beyond are read again after a restart.
 	ckMaxDone = (ckSlotSize - ckHeaderSize - 4) / 16
 	// legacyCheckpointSize is the first format: ack.Seg, ack.Off, crc.
 	legacyCheckpointSize = 20
