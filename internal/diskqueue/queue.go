@@ -123,6 +123,7 @@ type Queue struct {
 	ckMu       sync.Mutex
 	ckFile     *os.File
 	ckBuf      [ckSlotSize]byte
+	ckSnap     checkpoint // what ckBuf is encoded from
 	ckUnsynced bool
 	ckBroken   bool
 
@@ -167,10 +168,11 @@ func Open(opts Options, logger *slog.Logger, reg prometheus.Registerer) (*Queue,
 	err = q.newSegmentLocked()
 	q.preDone = slices.DeleteFunc(q.preDone, func(p Pos) bool { return !q.ack.less(p) })
 	q.updateGaugesLocked()
-	ck := q.snapshotLocked()
+	var ck checkpoint
+	q.snapshotLocked(&ck)
 	q.mu.Unlock()
 	if err == nil {
-		if q.ckFile, err = createCheckpoint(q.opts.Dir, ck); err != nil {
+		if q.ckFile, err = createCheckpoint(q.opts.Dir, &ck); err != nil {
 			err = unavailable("write checkpoint", err)
 		}
 	}
@@ -795,11 +797,11 @@ func (q *Queue) advanceLocked() {
 	q.updateGaugesLocked()
 }
 
-// snapshotLocked returns the acknowledgement state to checkpoint, with the
-// next generation.
-func (q *Queue) snapshotLocked() *checkpoint {
+// snapshotLocked puts the acknowledgement state to checkpoint into c
+// (reusing its list), with the next generation.
+func (q *Queue) snapshotLocked(c *checkpoint) {
 	q.ckGen++
-	c := &checkpoint{gen: q.ckGen, ack: q.ack}
+	c.gen, c.ack, c.done = q.ckGen, q.ack, c.done[:0]
 	for _, p := range q.pend {
 		if p.done {
 			c.done = append(c.done, p.pos)
@@ -810,7 +812,6 @@ func (q *Queue) snapshotLocked() *checkpoint {
 			c.done = append(c.done, p)
 		}
 	}
-	return c
 }
 
 // checkpointUnlock writes the acknowledgement state into the checkpoint
@@ -822,14 +823,14 @@ func (q *Queue) checkpointUnlock() {
 		q.mu.Unlock()
 		return
 	}
-	c := q.snapshotLocked()
 	q.ckMu.Lock()
+	q.snapshotLocked(&q.ckSnap)
 	q.mu.Unlock()
 	defer q.ckMu.Unlock()
 	if q.ckBroken {
 		return // Sync re-creates the file
 	}
-	if err := writeSlot(q.ckFile, c, q.ckBuf[:]); err != nil {
+	if err := writeSlot(q.ckFile, &q.ckSnap, q.ckBuf[:]); err != nil {
 		q.ckBroken = true
 		q.logger.Error("disk queue checkpoint write failed; re-created on the next sync", "err", err)
 		return
@@ -927,11 +928,11 @@ func (q *Queue) syncCheckpoint() error {
 	}
 	q.ckMu.Lock()
 	if q.ckRenew || q.ckBroken {
-		c := q.snapshotLocked()
+		q.snapshotLocked(&q.ckSnap)
 		q.ckRenew = false
 		q.mu.Unlock()
 		defer q.ckMu.Unlock()
-		f, err := createCheckpoint(q.opts.Dir, c)
+		f, err := createCheckpoint(q.opts.Dir, &q.ckSnap)
 		if err != nil {
 			q.ckBroken = true
 			return err
