@@ -11,18 +11,20 @@
 //
 // Records are appended to segment files of about Options.SegmentBytes,
 // each record framed as length, CRC32C (Castagnoli) and payload (see
-// format.go). The read position is kept in a checkpoint file replaced
-// atomically (temp file, fsync, rename, fsync of the directory) on every
-// Sync. A new segment is started at every Open; old ones are only read and
+// format.go). What was acknowledged is kept in a checkpoint file of two
+// generation slots written in place on every Ack and Done and fsynced on
+// every Sync (checkpoint.go). A new segment is started at every Open; old ones are only read and
 // are deleted once acknowledged to their end.
 //
 // # Guarantees
 //
 // Order: records are read in the order they were appended.
 //
-// At least once: Ack(r) acknowledges r and everything before it. A record
-// read but not acknowledged, or acknowledged after the last checkpoint, is
-// read again after a restart.
+// At least once: Ack(r) acknowledges r and everything before it; Done(r)
+// finishes r alone, in any order (parallel senders). A record read and not
+// finished is read again after a restart (graceful or kill -9); a finished
+// one is not, even when finished out of order. After a power loss, also
+// what was finished since the fsync before last.
 //
 // Durability: data is fsynced every Options.SyncInterval (default 1s) and
 // on Sync and Close. A killed process (kill -9, OOM) loses nothing it

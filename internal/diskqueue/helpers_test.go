@@ -73,6 +73,9 @@ func (q testQueue) crash() {
 		q.readMu.Lock()
 		q.closeReadFile()
 		q.readMu.Unlock()
+		q.ckMu.Lock()
+		q.ckFile.Close()
+		q.ckMu.Unlock()
 		q.lock.Close()
 	})
 }

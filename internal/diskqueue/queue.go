@@ -6,10 +6,8 @@ package diskqueue
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -74,14 +72,16 @@ type pending struct {
 	pos     Pos
 	samples int64
 	minT    int64
+	done    bool // finished (Done) while a record before it is not
 }
 
 // Queue is a bounded FIFO of records on disk for one endpoint: any number of
 // goroutines Append, one consumer calls Next then Ack after sending.
 //
-// Delivery is at least once: a record read but not acknowledged, or
-// acknowledged after the last checkpoint (at most SyncInterval ago), is read
-// again after a restart.
+// Delivery is at least once: a record read and neither acknowledged (Ack)
+// nor finished (Done) is read again after a restart; one finished is not,
+// even out of order (see checkpoint.go). After a power loss, also what was
+// acknowledged since the checkpoint's last fsync (SyncInterval).
 type Queue struct {
 	opts   Options
 	logger *slog.Logger
@@ -109,12 +109,23 @@ type Queue struct {
 	toClose   []*os.File // sealed segments to fsync and close
 	broken    error      // why w is nil
 	lastRetry time.Time
-	rpos      Pos // next record to read starts at rpos.Off of segment rpos.Seg
-	pend      []pending
+	rpos      Pos       // next record to read starts at rpos.Off of segment rpos.Seg
+	pend      []pending // read and not acknowledged, in read order
+	preDone   []Pos     // finished before the last restart, not read yet
 	ack       Pos
-	ackDirty  bool
+	ckGen     uint64
+	ckRenew   bool // the checkpoint file must be re-created (directory re-created)
 	bytes     int64
 	unacked   tally
+
+	// checkpoint file; writes in generation order, under ckMu (taken
+	// while holding mu, which is then released: lock order mu, ckMu)
+	ckMu       sync.Mutex
+	ckFile     *os.File
+	ckBuf      [ckSlotSize]byte
+	ckSnap     checkpoint // what ckBuf is encoded from
+	ckUnsynced bool
+	ckBroken   bool
 
 	// reader side, under readMu
 	rfile    *os.File
@@ -155,8 +166,16 @@ func Open(opts Options, logger *slog.Logger, reg prometheus.Registerer) (*Queue,
 	}
 	q.mu.Lock()
 	err = q.newSegmentLocked()
+	q.preDone = slices.DeleteFunc(q.preDone, func(p Pos) bool { return !q.ack.less(p) })
 	q.updateGaugesLocked()
+	var ck checkpoint
+	q.snapshotLocked(&ck)
 	q.mu.Unlock()
+	if err == nil {
+		if q.ckFile, err = createCheckpoint(q.opts.Dir, &ck); err != nil {
+			err = unavailable("write checkpoint", err)
+		}
+	}
 	if err != nil {
 		q.lock.Close()
 		return nil, err
@@ -233,11 +252,13 @@ func (q *Queue) load() error {
 		}
 	}
 	slices.Sort(seqs)
-	cp, cpErr := readCheckpoint(filepath.Join(q.opts.Dir, checkpointName))
+	ck, cpErr := readCheckpoint(filepath.Join(q.opts.Dir, checkpointName))
 	if cpErr != nil && !errors.Is(cpErr, fs.ErrNotExist) {
 		q.logger.Error("checkpoint unreadable, reading from the oldest segment", "err", cpErr)
-		cp = Pos{}
+		ck = checkpoint{}
 	}
+	cp := ck.ack
+	q.ckGen = ck.gen
 	var buf []byte
 	for _, seq := range seqs {
 		q.nextSeq = seq + 1
@@ -304,6 +325,8 @@ func (q *Queue) load() error {
 		q.unacked.records += s.total.records - s.acked.records
 		q.unacked.samples += s.total.samples - s.acked.samples
 	}
+	// Records finished out of order before the restart: skipped when read.
+	q.preDone = slices.DeleteFunc(ck.done, func(p Pos) bool { return !q.ack.less(p) })
 	// New segments must sort after the checkpoint's, or a restart before
 	// the next checkpoint would delete them or skip into them.
 	q.nextSeq = max(q.nextSeq, cp.Seg+1)
@@ -311,45 +334,6 @@ func (q *Queue) load() error {
 		q.logger.Info("disk queue opened", "segments", len(q.segs), "bytes", q.bytes, "records", q.unacked.records, "samples", q.unacked.samples, "resume", q.rpos)
 	}
 	return nil
-}
-
-func readCheckpoint(path string) (Pos, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return Pos{}, err
-	}
-	if len(b) != 20 || crc32.Checksum(b[:16], castagnoli) != binary.LittleEndian.Uint32(b[16:]) {
-		return Pos{}, fmt.Errorf("checkpoint %s: bad size or checksum", path)
-	}
-	return Pos{binary.LittleEndian.Uint64(b), int64(binary.LittleEndian.Uint64(b[8:]))}, nil
-}
-
-// writeCheckpoint replaces the checkpoint atomically: temp file, fsync,
-// rename, fsync of the directory.
-func writeCheckpoint(dir string, p Pos) error {
-	var b [20]byte
-	binary.LittleEndian.PutUint64(b[0:], p.Seg)
-	binary.LittleEndian.PutUint64(b[8:], uint64(p.Off))
-	binary.LittleEndian.PutUint32(b[16:], crc32.Checksum(b[:16], castagnoli))
-	tmp := filepath.Join(dir, checkpointName+".tmp")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b[:])
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, checkpointName))
-	}
-	if err == nil {
-		err = syncDir(dir)
-	}
-	return err
 }
 
 func syncDir(dir string) error {
@@ -504,6 +488,7 @@ func (q *Queue) recoverDirLocked() error {
 		q.m.appendErrors.WithLabelValues("removed").Inc()
 		return err
 	}
+	q.ckRenew = true // the old file went with the old directory
 	return nil
 }
 
@@ -539,6 +524,7 @@ func (q *Queue) dropLocked(s *segment, reason string) {
 	// Records handed out but not acknowledged are the sender's now; they
 	// leave the on-disk counts with the segment.
 	q.pend = slices.DeleteFunc(q.pend, func(p pending) bool { return p.pos.Seg == s.seq })
+	q.preDone = slices.DeleteFunc(q.preDone, func(p Pos) bool { return p.Seg == s.seq })
 }
 
 // forgetLocked takes a segment out of the list and the counts.
@@ -582,16 +568,31 @@ func (q *Queue) updateGaugesLocked() {
 func (q *Queue) Next(ctx context.Context) (Record, error) {
 	q.readMu.Lock()
 	defer q.readMu.Unlock()
+	rec, buf, err := q.nextLocked(ctx, q.rbuf)
+	q.rbuf = buf
+	return rec, err
+}
+
+// NextInto is Next reading into buf (grown as needed, returned): the
+// payload aliases the returned buffer, which stays the caller's, so a
+// sender can keep it without a copy and the queue holds no read buffer.
+func (q *Queue) NextInto(ctx context.Context, buf []byte) (Record, []byte, error) {
+	q.readMu.Lock()
+	defer q.readMu.Unlock()
+	return q.nextLocked(ctx, buf)
+}
+
+func (q *Queue) nextLocked(ctx context.Context, buf []byte) (Record, []byte, error) {
 	for {
-		rec, ok, err := q.tryRead()
+		rec, ok, err := q.tryRead(&buf)
 		if err != nil || ok {
-			return rec, err
+			return rec, buf, err
 		}
 		select {
 		case <-ctx.Done():
-			return Record{}, ctx.Err()
+			return Record{}, buf, ctx.Err()
 		case <-q.closed:
-			return Record{}, ErrClosed
+			return Record{}, buf, ErrClosed
 		case <-q.notify:
 		}
 	}
@@ -600,7 +601,7 @@ func (q *Queue) Next(ctx context.Context) (Record, error) {
 // tryRead reads one record if there is one. The file is read outside q.mu
 // so that appends go on meanwhile; a segment dropped during the read is
 // noticed afterwards and what was read from it discarded.
-func (q *Queue) tryRead() (Record, bool, error) {
+func (q *Queue) tryRead(rbuf *[]byte) (Record, bool, error) {
 	for {
 		q.mu.Lock()
 		if q.isClosed {
@@ -647,8 +648,8 @@ func (q *Queue) tryRead() (Record, bool, error) {
 			}
 			q.rfile, q.rfileSeq = f, s.seq
 		}
-		h, payload, next, buf, rerr := readRecord(q.rfile, off, limit, q.opts.MaxRecordBytes, q.rbuf)
-		q.rbuf = buf
+		h, payload, next, buf, rerr := readRecord(q.rfile, off, limit, q.opts.MaxRecordBytes, *rbuf)
+		*rbuf = buf
 
 		q.mu.Lock()
 		if s.dropped || q.rpos != (Pos{s.seq, off}) {
@@ -668,14 +669,29 @@ func (q *Queue) tryRead() (Record, bool, error) {
 			q.mu.Unlock()
 			continue
 		}
+		end := Pos{s.seq, next}
+		for len(q.preDone) > 0 && q.preDone[0].less(end) {
+			q.preDone = q.preDone[1:] // its record was skipped as corrupt
+		}
+		// Finished before the restart (out of order): not handed out
+		// again, acknowledged with the prefix before it.
+		finished := len(q.preDone) > 0 && q.preDone[0] == end
+		if finished {
+			q.preDone = q.preDone[1:]
+		}
 		q.rpos.Off = next
 		s.read.add(h)
-		q.pend = append(q.pend, pending{Pos{s.seq, next}, int64(h.Samples), h.MinT})
+		q.pend = append(q.pend, pending{end, int64(h.Samples), h.MinT, finished})
 		q.m.readRecords.Inc()
 		q.m.readBytes.Add(float64(next - off))
+		if finished {
+			q.advanceLocked()
+			q.mu.Unlock()
+			continue
+		}
 		q.updateGaugesLocked()
 		q.mu.Unlock()
-		return Record{Header: h, Payload: payload, Pos: Pos{s.seq, next}}, true, nil
+		return Record{Header: h, Payload: payload, Pos: end}, true, nil
 	}
 }
 
@@ -704,14 +720,61 @@ func (q *Queue) closeReadFile() {
 // not be read again. Segments wholly acknowledged are deleted.
 func (q *Queue) Ack(r Record) {
 	q.mu.Lock()
-	defer q.mu.Unlock()
 	if !q.ack.less(r.Pos) {
+		q.mu.Unlock()
 		return
 	}
-	q.ack = r.Pos
-	q.ackDirty = true
+	for i := range q.pend {
+		if r.Pos.less(q.pend[i].pos) {
+			break
+		}
+		q.pend[i].done = true
+	}
+	q.advanceLocked()
+	if q.ack.less(r.Pos) {
+		q.ack = r.Pos // r itself was not pending (its segment dropped)
+	}
+	q.checkpointUnlock()
+}
+
+// Done says that r is finished (sent, or given up for good), in any order:
+// several senders may work on records at once. The longest finished prefix
+// is acknowledged; a record finished beyond it is kept in the checkpoint
+// and not read again after a restart, so that a restart re-sends only
+// records whose delivery did not finish (a receiver rejects an older
+// sample of a series it has newer ones of as out of order).
+func (q *Queue) Done(r Record) {
+	q.mu.Lock()
+	i, found := slices.BinarySearchFunc(q.pend, r.Pos, func(p pending, x Pos) int {
+		switch {
+		case p.pos.less(x):
+			return -1
+		case x.less(p.pos):
+			return 1
+		}
+		return 0
+	})
+	if !found || q.pend[i].done {
+		q.mu.Unlock()
+		return
+	}
+	q.pend[i].done = true
+	q.advanceLocked()
+	q.checkpointUnlock()
+}
+
+// InFlight returns how many records were read and not yet acknowledged
+// (finished beyond the prefix included).
+func (q *Queue) InFlight() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.pend)
+}
+
+// advanceLocked acknowledges the finished records at the head of pend.
+func (q *Queue) advanceLocked() {
 	i := 0
-	for ; i < len(q.pend) && !r.Pos.less(q.pend[i].pos); i++ {
+	for ; i < len(q.pend) && q.pend[i].done; i++ {
 		p := q.pend[i]
 		for _, s := range q.segs {
 			if s.seq == p.pos.Seg {
@@ -723,10 +786,56 @@ func (q *Queue) Ack(r Record) {
 		q.unacked.records--
 		q.unacked.samples -= p.samples
 		q.m.ackedRecords.Inc()
+		if q.ack.less(p.pos) {
+			q.ack = p.pos
+		}
 	}
-	q.pend = q.pend[:copy(q.pend, q.pend[i:])]
-	q.trimAckedLocked()
+	if i > 0 {
+		q.pend = q.pend[:copy(q.pend, q.pend[i:])]
+		q.trimAckedLocked()
+	}
 	q.updateGaugesLocked()
+}
+
+// snapshotLocked puts the acknowledgement state to checkpoint into c
+// (reusing its list), with the next generation.
+func (q *Queue) snapshotLocked(c *checkpoint) {
+	q.ckGen++
+	c.gen, c.ack, c.done = q.ckGen, q.ack, c.done[:0]
+	for _, p := range q.pend {
+		if p.done {
+			c.done = append(c.done, p.pos)
+		}
+	}
+	for _, p := range q.preDone {
+		if q.ack.less(p) {
+			c.done = append(c.done, p)
+		}
+	}
+}
+
+// checkpointUnlock writes the acknowledgement state into the checkpoint
+// file (no fsync: Sync does that) and releases q.mu. A pwrite of a few
+// bytes per acknowledgement is what makes a killed process re-send only
+// the records still in flight.
+func (q *Queue) checkpointUnlock() {
+	if q.isClosed || q.ckRenew {
+		q.mu.Unlock()
+		return
+	}
+	q.ckMu.Lock()
+	q.snapshotLocked(&q.ckSnap)
+	q.mu.Unlock()
+	defer q.ckMu.Unlock()
+	if q.ckBroken {
+		return // Sync re-creates the file
+	}
+	if err := writeSlot(q.ckFile, &q.ckSnap, q.ckBuf[:]); err != nil {
+		q.ckBroken = true
+		q.logger.Error("disk queue checkpoint write failed; re-created on the next sync", "err", err)
+		return
+	}
+	q.ckUnsynced = true
 }
 
 // trimAckedLocked deletes the sealed segments at the head that are
@@ -778,8 +887,7 @@ func (q *Queue) Sync() error {
 	}
 	f, dirty := q.w, q.dirty
 	toClose, dirDirty := q.toClose, q.dirDirty
-	ack, ackDirty := q.ack, q.ackDirty
-	q.toClose, q.dirty, q.dirDirty, q.ackDirty = nil, false, false, false
+	q.toClose, q.dirty, q.dirDirty = nil, false, false
 	q.mu.Unlock()
 
 	start := time.Now()
@@ -791,7 +899,7 @@ func (q *Queue) Sync() error {
 		c.Close()
 	}
 	if f != nil && dirty {
-		if err := f.Sync(); err != nil && !errors.Is(err, fs.ErrClosed) {
+		if err := datasync(f); err != nil && !errors.Is(err, fs.ErrClosed) {
 			errs = append(errs, fmt.Errorf("fsync %s: %w", f.Name(), err))
 		}
 	}
@@ -800,17 +908,55 @@ func (q *Queue) Sync() error {
 			errs = append(errs, fmt.Errorf("fsync directory: %w", err))
 		}
 	}
-	if ackDirty {
-		if err := writeCheckpoint(q.opts.Dir, ack); err != nil {
-			errs = append(errs, fmt.Errorf("write checkpoint: %w", err))
-			q.mu.Lock()
-			q.ackDirty = true
-			q.mu.Unlock()
-		}
+	if err := q.syncCheckpoint(); err != nil {
+		errs = append(errs, fmt.Errorf("checkpoint: %w", err))
 	}
 	q.m.fsync.Observe(time.Since(start).Seconds())
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %w", ErrUnavailable, errors.Join(errs...))
+	}
+	return nil
+}
+
+// syncCheckpoint fsyncs the checkpoint file, or re-creates it (atomically)
+// after a failed write or once a removed directory was re-created.
+func (q *Queue) syncCheckpoint() error {
+	q.mu.Lock()
+	if q.ckRenew && q.w == nil {
+		q.mu.Unlock()
+		return nil // the directory is gone; the next Append re-creates it
+	}
+	q.ckMu.Lock()
+	if q.ckRenew || q.ckBroken {
+		q.snapshotLocked(&q.ckSnap)
+		q.ckRenew = false
+		q.mu.Unlock()
+		defer q.ckMu.Unlock()
+		f, err := createCheckpoint(q.opts.Dir, &q.ckSnap)
+		if err != nil {
+			q.ckBroken = true
+			return err
+		}
+		if q.ckFile != nil {
+			q.ckFile.Close()
+		}
+		q.ckFile, q.ckBroken, q.ckUnsynced = f, false, false
+		return nil
+	}
+	q.mu.Unlock()
+	f, unsynced := q.ckFile, q.ckUnsynced
+	q.ckUnsynced = false
+	q.ckMu.Unlock()
+	if !unsynced {
+		return nil
+	}
+	// Not under ckMu: writes into the file may go on meanwhile; only Sync
+	// (under syncMu) replaces or closes it.
+	if err := datasync(f); err != nil {
+		q.ckMu.Lock()
+		q.ckUnsynced = true
+		q.ckMu.Unlock()
+		return err
 	}
 	return nil
 }
@@ -832,10 +978,12 @@ func (q *Queue) dirRemovedLocked(statErr error) {
 		q.forgetLocked(s)
 	}
 	q.pend = q.pend[:0]
+	q.preDone = nil
+	q.ckRenew = true
 	q.m.appendErrors.WithLabelValues("removed").Inc()
 	q.broken = unavailable("directory", fmt.Errorf("%s removed or replaced", q.opts.Dir))
 	q.lastRetry = time.Time{} // re-create on the next Append
-	q.dirDirty, q.ackDirty = false, false
+	q.dirDirty = false
 }
 
 // Close syncs and closes the queue; Next and Append then fail with
@@ -856,6 +1004,14 @@ func (q *Queue) Close() error {
 		q.readMu.Lock()
 		q.closeReadFile()
 		q.readMu.Unlock()
+		q.ckMu.Lock()
+		if q.ckFile != nil {
+			if q.ckUnsynced { // a Done between the Sync above and isClosed
+				_ = q.ckFile.Sync()
+			}
+			q.ckFile.Close()
+		}
+		q.ckMu.Unlock()
 		q.lock.Close()
 	})
 	return err

@@ -23,8 +23,14 @@ import (
 // order by one reader, which hands each record to the sender lane of the
 // shard that wrote it: a series always maps to one shard, so its requests
 // are sent one after the other, the backlog before newer samples, also
-// across restarts. Lanes send in parallel; the Window acknowledges only the
-// longest prefix of finished records, since acknowledgement is cumulative.
+// across restarts. Lanes send in parallel and report each record finished
+// (Queue.Done); the queue acknowledges the finished prefix and keeps the
+// records finished beyond it in its checkpoint, so that a restart re-sends
+// only records whose delivery had not finished: re-sending a delivered one
+// after newer samples of its series would be rejected as out of order.
+// At a graceful stop a request under way is not abandoned (the receiver
+// might accept it after the sender gave up, and the restart would send it
+// again) but answered, up to the shutdown timeout.
 //
 // When the disk refuses a record (full, read-only, directory removed, I/O
 // error) the shard holds it (its ring goes on buffering, bounded by the
@@ -36,7 +42,6 @@ import (
 type diskBacked struct {
 	q     *queue
 	dq    *diskqueue.Queue
-	win   *diskqueue.Window
 	lanes []chan diskItem
 
 	bufs sync.Pool // *[]byte, payload copies
@@ -49,7 +54,8 @@ type diskBacked struct {
 	pending atomic.Int64
 }
 
-// diskItem is one record handed to a lane; body is a copy of its payload.
+// diskItem is one record handed to a lane; its payload was read into
+// body, a pooled buffer the lane returns.
 type diskItem struct {
 	rec  diskqueue.Record
 	body *[]byte
@@ -99,7 +105,7 @@ func openDisk(q *queue, e EndpointConfig, logger *slog.Logger, reg prometheus.Re
 	case err != nil:
 		return nil, fmt.Errorf("disk queue %s: %w", dir, err)
 	}
-	d.dq, d.win = dq, dq.NewWindow()
+	d.dq = dq
 	d.lanes = make([]chan diskItem, len(q.shards))
 	for i := range d.lanes {
 		d.lanes[i] = make(chan diskItem, laneDepth)
@@ -155,11 +161,13 @@ func (d *diskBacked) store(ctx context.Context, key int, body []byte, n int, min
 	}
 }
 
-// run reads records in order and feeds the lanes until ctx is done.
-func (d *diskBacked) run(ctx context.Context) {
+// run reads records in order and feeds the lanes until ctx is done. A
+// request under way when ctx is done is still answered; reqCtx (the
+// shutdown timeout) abandons it.
+func (d *diskBacked) run(ctx, reqCtx context.Context) {
 	var wg sync.WaitGroup
 	for _, lane := range d.lanes {
-		wg.Go(func() { d.send(ctx, lane) })
+		wg.Go(func() { d.send(ctx, reqCtx, lane) })
 	}
 	defer func() {
 		for _, lane := range d.lanes {
@@ -168,17 +176,17 @@ func (d *diskBacked) run(ctx context.Context) {
 		wg.Wait()
 	}()
 	for {
-		rec, err := d.dq.Next(ctx)
-		if err != nil {
-			return // ctx done or queue closed
-		}
 		bp, _ := d.bufs.Get().(*[]byte)
 		if bp == nil {
 			bp = new([]byte)
 		}
-		*bp = append((*bp)[:0], rec.Payload...)
-		rec.Payload = nil
-		d.win.Start(rec)
+		// Read straight into the lane's buffer: no copy, and no read
+		// buffer kept by the queue.
+		rec, buf, err := d.dq.NextInto(ctx, *bp)
+		*bp = buf
+		if err != nil {
+			return // ctx done or queue closed
+		}
 		d.pending.Add(1)
 		select {
 		case d.lanes[rec.Key%uint64(len(d.lanes))] <- diskItem{rec: rec, body: bp}:
@@ -189,15 +197,19 @@ func (d *diskBacked) run(ctx context.Context) {
 }
 
 // send delivers a lane's records one at a time. A record whose delivery is
-// cancelled (shutdown) is not acknowledged: it is sent after the restart.
-func (d *diskBacked) send(ctx context.Context, lane <-chan diskItem) {
+// cancelled (shutdown) is not finished: it is sent after the restart. Once
+// ctx is done no request is started or retried, but the one under way is
+// answered (unless reqCtx ends it): a request abandoned while the receiver
+// processes it may be accepted all the same, and re-sent after the restart.
+func (d *diskBacked) send(ctx, reqCtx context.Context, lane <-chan diskItem) {
 	for it := range lane {
 		if ctx.Err() == nil {
-			if d.q.deliver(ctx, *it.body, int(it.rec.Samples), it.rec.MaxT, nil) != deliverCancelled {
-				d.win.Done(it.rec)
+			if d.q.deliverUntil(ctx, reqCtx, it.rec.Payload, int(it.rec.Samples), it.rec.MaxT, nil) != deliverCancelled {
+				d.dq.Done(it.rec)
 			}
 		}
 		d.pending.Add(-1)
+		it.rec.Payload = nil
 		if cap(*it.body) <= 2*DefaultMaxRecordPool {
 			d.bufs.Put(it.body)
 		}

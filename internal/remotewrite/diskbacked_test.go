@@ -3,10 +3,15 @@ package remotewrite
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -153,13 +158,6 @@ func diskMetric(t *testing.T, reg *prometheus.Registry, name, reason string) flo
 // there; a new Writer on the same directory sends the backlog first, then
 // newer samples, every series complete and in order.
 func TestDiskQueueOutageRestartInOrder(t *testing.T) {
-	// Known defect (issue 12, session note 2026-12-01): about one run in three the new Writer
-	// delivers a few records twice (83 of 80 samples of a series, the repeats out of order).
-	// Skipped so that CI stays meaningful until the disk senders are fixed; run with
-	// KMP_DISKQUEUE_KNOWN_DEFECT=1 to see it.
-	if os.Getenv("KMP_DISKQUEUE_KNOWN_DEFECT") == "" {
-		t.Skip("known defect: records re-sent after a restart (issue 12)")
-	}
 	dir := t.TempDir()
 	rcv, down := flakyReceiver(t)
 	down.Store(true)
@@ -351,5 +349,91 @@ func BenchmarkDiskBackedSend(b *testing.B) {
 				b.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestDiskStopKeepsFinishedRecords is the regression test of the re-sent
+// records (issue 12). With the receiver failing one shard's requests, a
+// graceful stop used to (1) abandon the other shard's request under way,
+// which the receiver accepted all the same, and (2) forget that a record
+// was delivered when an earlier one (the failing shard's) was not: either
+// way the next Writer sent it again, older samples after newer ones, which
+// a receiver rejects as out of order. Now the stop waits for the answer,
+// and the queue's checkpoint keeps the record finished out of order.
+func TestDiskStopKeepsFinishedRecords(t *testing.T) {
+	var failing, slow atomic.Bool
+	var slowEntered, failRequests atomic.Int32
+	var mu sync.Mutex
+	got := map[string][]int64{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, err := io.ReadAll(req.Body)
+		if err != nil {
+			return
+		}
+		wr, err := decodeRequest(body)
+		if err != nil || len(wr.Timeseries) == 0 {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		key := labelsKey(wr.Timeseries[0].Labels)
+		switch {
+		case failing.Load() && strings.Contains(key, "t=fail"):
+			failRequests.Add(1)
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		case slow.Load() && strings.Contains(key, "t=slow"):
+			slowEntered.Add(1)
+			time.Sleep(300 * time.Millisecond) // still processing when the stop comes
+		}
+		mu.Lock()
+		for _, ts := range wr.Timeseries {
+			k := labelsKey(ts.Labels)
+			for _, s := range ts.Samples {
+				got[k] = append(got[k], s.Timestamp)
+			}
+		}
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	failing.Store(true)
+	slow.Store(true)
+
+	ep := diskEndpoint(srv.URL+"/api/v1/push", t.TempDir())
+	// Keys 9 and 10: shards (and lanes) 0 and 1 of 3.
+	fail := newTarget(9).series(pairs("__name__", "m", "t", "fail")...)
+	slowS := newTarget(10).series(pairs("__name__", "m", "t", "slow")...)
+	h := start(t, Config{Endpoints: []EndpointConfig{ep}, ShutdownTimeout: 5 * time.Second}, nil)
+	// The failing shard's record first, so that the slow one is finished
+	// beyond an unfinished one.
+	h.w.Append(sequence(fail, 1, 3))
+	eventually(t, 5*time.Second, "the failing shard retrying", func() bool { return failRequests.Load() > 1 })
+	h.w.Append(sequence(slowS, 1, 3))
+	eventually(t, 5*time.Second, "the slow request under way", func() bool { return slowEntered.Load() > 0 })
+	if _, err := h.stop(); err != nil {
+		t.Fatalf("graceful stop: %v", err)
+	}
+	time.Sleep(400 * time.Millisecond) // an abandoned request would land now
+
+	failing.Store(false)
+	slow.Store(false)
+	h2 := start(t, Config{Endpoints: []EndpointConfig{ep}}, nil)
+	h2.w.Append(sequence(fail, 4, 2))
+	h2.w.Append(sequence(slowS, 4, 2))
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got[seriesKey(fail)]) + len(got[seriesKey(slowS)])
+	}
+	eventually(t, 5*time.Second, "both series delivered", func() bool { return count() >= 10 })
+	if _, err := h2.stop(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, s := range []testSeries{fail, slowS} {
+		if ts := got[seriesKey(s)]; !slices.Equal(ts, rangeTS(1, 5)) {
+			t.Errorf("series %s received %v, want 1..5 once each, in order", seriesKey(s), ts)
+		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"testing"
@@ -32,11 +31,6 @@ func TestGroupReloadKeepsQueuedData(t *testing.T) {
 // With disk, a's queue is on disk: the changed endpoint's new Writer opens
 // the same directory once the old one drained and released it.
 func testGroupReload(t *testing.T, running, disk bool) {
-	if disk && running && os.Getenv("KMP_DISKQUEUE_KNOWN_DEFECT") == "" {
-		// The same defect as TestDiskQueueOutageRestartInOrder: the new Writer may re-send
-		// records the old one delivered.
-		t.Skip("known defect: records re-sent after a hand-over (issue 12)")
-	}
 	down := make(chan struct{}) // closed: the receivers answer again
 	respond := func(int) response {
 		select {

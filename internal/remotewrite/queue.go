@@ -74,6 +74,7 @@ func newQueue(e EndpointConfig, logger *slog.Logger, m *metrics, shutdownDropped
 			notify: make(chan struct{}, 1),
 			batch:  make([]model.Sample, 0, min(e.Queue.MaxSamplesPerSend, e.Queue.Capacity)),
 		}
+		q.shards[i].batchSize = cap(q.shards[i].batch)
 	}
 	return q, nil
 }
@@ -187,6 +188,9 @@ type shard struct {
 	q      *queue
 	index  int
 	notify chan struct{} // a full batch is waiting; capacity 1
+	// batchSize is cap(batch), for push: batch itself belongs to the
+	// sending goroutine (reading it from push was a data race).
+	batchSize int
 
 	mu       sync.Mutex
 	ring     ring
@@ -208,7 +212,7 @@ func (s *shard) push(samples []model.Sample) {
 		return
 	}
 	dropped := s.ring.push(samples)
-	full := s.ring.n >= cap(s.batch)
+	full := s.ring.n >= s.batchSize
 	s.mu.Unlock()
 	s.q.buffered.Add(int64(len(samples) - dropped))
 	dropped += s.q.evict()

@@ -25,6 +25,13 @@ const (
 // cancelled. batch, if known (not for a request read back from disk), names
 // the targets and first series in the log of a rejection.
 func (q *queue) deliver(ctx context.Context, body []byte, n int, maxT int64, batch []model.Sample) deliverResult {
+	return q.deliverUntil(ctx, ctx, body, n, maxT, batch)
+}
+
+// deliverUntil is deliver with the request itself under reqCtx: once ctx is
+// done it neither retries nor sends again, but the request under way gets
+// its answer unless reqCtx ends it too.
+func (q *queue) deliverUntil(ctx, reqCtx context.Context, body []byte, n int, maxT int64, batch []model.Sample) deliverResult {
 	var prev time.Duration
 	defer func() {
 		if prev > 0 {
@@ -33,7 +40,7 @@ func (q *queue) deliver(ctx context.Context, body []byte, n int, maxT int64, bat
 	}()
 	for attempt := 0; ; attempt++ {
 		start := time.Now()
-		code, err := q.client.send(ctx, body)
+		code, err := q.client.send(reqCtx, body)
 		q.metrics.observeDuration(code, time.Since(start).Seconds())
 		if err == nil {
 			q.metrics.samplesSent.Add(float64(n))

@@ -154,10 +154,14 @@ func (w *Writer) Run(ctx context.Context) error {
 	// shutdown timeout passes; the rest stays on disk for the next start.
 	diskCtx, cancelDisk := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelDisk()
+	// timeoutCtx ends the disk senders' requests under way when the
+	// shutdown timeout passes (diskCtx only stops new ones).
+	timeoutCtx, cancelTimeout := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelTimeout()
 	var diskWG sync.WaitGroup
 	for _, q := range w.queues {
 		if q.disk != nil && q.disk.dq != nil {
-			diskWG.Go(func() { q.disk.run(diskCtx) })
+			diskWG.Go(func() { q.disk.run(diskCtx, timeoutCtx) })
 		}
 	}
 	for _, q := range w.queues {
@@ -186,8 +190,6 @@ func (w *Writer) Run(ctx context.Context) error {
 		cancelSend()
 		<-done
 	}
-	timeoutCtx, cancelTimeout := context.WithCancel(context.Background())
-	defer cancelTimeout()
 	go func() {
 		select {
 		case <-timer.C:
