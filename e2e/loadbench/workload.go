@@ -207,63 +207,94 @@ type Node struct {
 
 // GenerateNode builds node i (0-based) of the workload. It is deterministic in w.Seed and i.
 func (t *Template) GenerateNode(w Workload, i int) *Node {
-	r := rand.New(rand.NewSource(w.Seed*1_000_003 + int64(i)))
-	zipf := rand.NewZipf(r, w.ZipfS, 1, uint64(max(w.Namespaces, 1)-1))
-	n := &Node{Name: fmt.Sprintf("node-%d", i+1)}
+	return t.newNodeGen(w, i).render()
+}
 
-	type clone struct {
-		tpl        *podTemplate
-		subst      [][2][]byte // applied to every line
-		jitter     [4]int64    // per cgroup: pod, sandbox, app, second app
-		containers int
-		second     [][2][]byte // extra substitutions for the second container
-	}
+// podClone is one pod of a generated node: a template pod with its substitutions.
+type podClone struct {
+	tpl        *podTemplate
+	subst      [][2][]byte // applied to every line
+	jitter     [4]int64    // per cgroup: pod, sandbox, app, second app
+	containers int
+	second     [][2][]byte // extra substitutions for the second container
+	pod        NodePod
+	ds         bool
+}
+
+// nodeGen is a generated node's state: its pods and the random source that made them
+// (churn.go replaces pods with it).
+type nodeGen struct {
+	t      *Template
+	name   string
+	r      *rand.Rand
+	zipf   *rand.Zipf
+	clones []podClone
+}
+
+func (t *Template) newNodeGen(w Workload, i int) *nodeGen {
+	r := rand.New(rand.NewSource(w.Seed*1_000_003 + int64(i)))
+	g := &nodeGen{t: t, name: fmt.Sprintf("node-%d", i+1), r: r,
+		zipf: rand.NewZipf(r, w.ZipfS, 1, uint64(max(w.Namespaces, 1)-1))}
 	nds := w.DaemonSetsMin
 	if w.DaemonSetsMax > w.DaemonSetsMin {
 		nds += r.Intn(w.DaemonSetsMax - w.DaemonSetsMin + 1)
 	}
 	nds = min(nds, w.PodsPerNode, len(daemonSets))
-	var clones []clone
 	for p := range w.PodsPerNode {
-		var c clone
-		var ns, name, ctr string
-		if p < nds {
-			c.tpl = t.ds[p%len(t.ds)]
-			ns, ctr = "kube-system", daemonSets[p]
-			name = daemonSets[p] + "-" + randAlnum(r, 5)
-			c.containers = 1
-		} else {
-			c.tpl = t.app[r.Intn(len(t.app))]
-			rank := int(zipf.Uint64())
-			ns = NamespaceName(rank)
-			ctr = c.tpl.container
-			name = fmt.Sprintf("svc%d-%s-%s", r.Intn(8), randHex(r, 10), randAlnum(r, 5))
-			c.containers = 1
-			if r.Float64() < w.TwoContainers {
-				c.containers = 2
-			}
-		}
-		c.subst = [][2][]byte{
-			{[]byte(`namespace="` + c.tpl.namespace + `"`), []byte(`namespace="` + ns + `"`)},
-			{[]byte(`pod="` + c.tpl.name + `"`), []byte(`pod="` + name + `"`)},
-			{[]byte(c.tpl.uid), []byte(randUID(r))},
-			{[]byte(c.tpl.sandboxID), []byte(randHex(r, 64))},
-			{[]byte(c.tpl.appID), []byte(randHex(r, 64))},
-			{[]byte(`container="` + c.tpl.container + `"`), []byte(`container="` + ctr + `"`)},
-		}
-		if c.containers == 2 {
-			c.second = [][2][]byte{
-				{[]byte(c.tpl.appID), []byte(randHex(r, 64))},
-				{[]byte(`container="` + c.tpl.container + `"`), []byte(`container="sidecar"`)},
-			}
-		}
-		for j := range c.jitter {
-			c.jitter[j] = -r.Int63n(5000) // cgroups are housekept at different moments
-		}
-		clones = append(clones, c)
-		n.Pods = append(n.Pods, NodePod{Namespace: ns, Name: name, Containers: c.containers})
+		g.clones = append(g.clones, g.newClone(w, p, p < nds))
 	}
+	return g
+}
 
+// newClone makes a new pod: daemonset pod p of kube-system, or an application pod in a
+// namespace drawn from the Zipf spread; new name, UID and container ids.
+func (g *nodeGen) newClone(w Workload, p int, ds bool) podClone {
+	t, r := g.t, g.r
+	c := podClone{ds: ds}
+	var ns, name, ctr string
+	if ds {
+		c.tpl = t.ds[p%len(t.ds)]
+		ns, ctr = "kube-system", daemonSets[p]
+		name = daemonSets[p] + "-" + randAlnum(r, 5)
+		c.containers = 1
+	} else {
+		c.tpl = t.app[r.Intn(len(t.app))]
+		rank := int(g.zipf.Uint64())
+		ns = NamespaceName(rank)
+		ctr = c.tpl.container
+		name = fmt.Sprintf("svc%d-%s-%s", r.Intn(8), randHex(r, 10), randAlnum(r, 5))
+		c.containers = 1
+		if r.Float64() < w.TwoContainers {
+			c.containers = 2
+		}
+	}
+	c.subst = [][2][]byte{
+		{[]byte(`namespace="` + c.tpl.namespace + `"`), []byte(`namespace="` + ns + `"`)},
+		{[]byte(`pod="` + c.tpl.name + `"`), []byte(`pod="` + name + `"`)},
+		{[]byte(c.tpl.uid), []byte(randUID(r))},
+		{[]byte(c.tpl.sandboxID), []byte(randHex(r, 64))},
+		{[]byte(c.tpl.appID), []byte(randHex(r, 64))},
+		{[]byte(`container="` + c.tpl.container + `"`), []byte(`container="` + ctr + `"`)},
+	}
+	if c.containers == 2 {
+		c.second = [][2][]byte{
+			{[]byte(c.tpl.appID), []byte(randHex(r, 64))},
+			{[]byte(`container="` + c.tpl.container + `"`), []byte(`container="sidecar"`)},
+		}
+	}
+	for j := range c.jitter {
+		c.jitter[j] = -r.Int63n(5000) // cgroups are housekept at different moments
+	}
+	c.pod = NodePod{Namespace: ns, Name: name, Containers: c.containers}
+	return c
+}
+
+// render writes the node's exposition (with the capture's timestamps).
+func (g *nodeGen) render() *Node {
+	n := &Node{Name: g.name}
+	for _, c := range g.clones {
+		n.Pods = append(n.Pods, c.pod)
+	}
 	buf := make([]byte, 0, 2<<20)
 	emit := func(l tline, subst [][2][]byte, jitter int64) {
 		start := len(buf)
@@ -281,12 +312,12 @@ func (t *Template) GenerateNode(w Workload, i int) *Node {
 		buf = append(buf, '\n')
 		n.Series++
 	}
-	for fi, f := range t.families {
+	for fi, f := range g.t.families {
 		buf = append(buf, f.header...)
 		for _, l := range f.node {
 			emit(l, nil, 0)
 		}
-		for _, c := range clones {
+		for _, c := range g.clones {
 			for _, l := range c.tpl.podCg[fi] {
 				emit(l, c.subst, c.jitter[0])
 			}

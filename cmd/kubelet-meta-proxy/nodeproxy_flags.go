@@ -1,0 +1,66 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/spf13/pflag"
+	"k8s.io/client-go/rest"
+)
+
+// Protocols of --node-proxy-protocol: the ALPN names.
+const (
+	proxyHTTP1 = "http/1.1"
+	proxyHTTP2 = "h2"
+)
+
+// nodeProxyOptions say how the relay talks to the kube-apiserver's node
+// proxy in apiserver mode (the REST client the scrapes go through; informers
+// keep client-go's defaults). The defaults come from the 50x30 load test in
+// apiserver mode (e2e/loadbench/README.md, "Apiserver mode").
+type nodeProxyOptions struct {
+	Protocol string
+	Gzip     bool
+
+	fs *pflag.FlagSet // to tell a flag set from a default
+}
+
+func (o *nodeProxyOptions) AddFlags(fs *pflag.FlagSet) {
+	o.fs = fs
+	fs.StringVar(&o.Protocol, "node-proxy-protocol", proxyHTTP1,
+		`Protocol of the scrapes through the kube-apiserver's node proxy (apiserver mode): "http/1.1" (one connection per scrape in flight) or "h2" (all scrapes multiplexed on one connection, client-go's default).`)
+	fs.BoolVar(&o.Gzip, "node-proxy-gzip", false,
+		"Ask for gzip through the node proxy (apiserver mode): kubelets compress, the apiserver passes it through, the relay inflates; less traffic through the apiserver, more CPU on kubelets and the relay.")
+}
+
+func (o *nodeProxyOptions) Validate() error {
+	if o.Protocol != proxyHTTP1 && o.Protocol != proxyHTTP2 {
+		return fmt.Errorf("--node-proxy-protocol=%q: want %q or %q", o.Protocol, proxyHTTP1, proxyHTTP2)
+	}
+	return nil
+}
+
+// apply sets the protocol and compression on cfg, the node proxy client's
+// config (a copy). client-go enables HTTP/2 unless NextProtos leaves it out.
+func (o *nodeProxyOptions) apply(cfg *rest.Config) *rest.Config {
+	if o.Protocol == proxyHTTP1 {
+		cfg.NextProtos = []string{proxyHTTP1}
+	} else {
+		cfg.NextProtos = nil
+	}
+	cfg.DisableCompression = !o.Gzip
+	return cfg
+}
+
+// logIgnored warns about node proxy flags set in kubelet mode, where no
+// scrape goes through the apiserver.
+func (o *nodeProxyOptions) logIgnored(logger *slog.Logger, mode string) {
+	if mode == modeAPIServer || o.fs == nil {
+		return
+	}
+	for _, f := range []string{"node-proxy-protocol", "node-proxy-gzip"} {
+		if o.fs.Changed(f) {
+			logger.Warn("--"+f+" applies to --mode=apiserver only: ignored", "mode", mode)
+		}
+	}
+}
