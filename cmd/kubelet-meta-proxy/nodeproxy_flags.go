@@ -3,9 +3,13 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"net"
+	"time"
 
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/rest"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/scrape"
 )
 
 // Protocols of --node-proxy-protocol: the ALPN names.
@@ -49,6 +53,9 @@ func (o *nodeProxyOptions) apply(cfg *rest.Config) *rest.Config {
 		cfg.NextProtos = nil
 	}
 	cfg.DisableCompression = !o.Gzip
+	// Socket reads of up to 256 KiB under TLS, as in kubelet mode, rather than one
+	// record's.
+	cfg.Dial = scrape.DialBuffered(&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second})
 	return cfg
 }
 
