@@ -197,8 +197,9 @@ func (c *ChurnResult) CPUPerMillion() float64 {
 
 // measureChurn turns churn on and measures cfg.Rounds intervals of it; it leaves churn off.
 // A problem (a node not scraped every round, generations not ready) is returned as text.
+// With pprofAddr it saves a CPU profile of the window to profile.
 func measureChurn(ctx context.Context, cfg Config, pid, apiPID int, recv *Receiver, ks *Kubelets,
-	self func() (SelfMetrics, error), logf func(string, ...any)) (*ChurnResult, []string, error) {
+	self func() (SelfMetrics, error), logf func(string, ...any), pprofAddr, profile string) (*ChurnResult, []string, error) {
 	c := &ChurnResult{Rounds: cfg.Rounds, PodsPerRound: churnPods(cfg.Workload, cfg.Churn)}
 	if err := ks.startChurn(ctx, cfg.tpl, cfg.Workload, cfg.Churn); err != nil {
 		return nil, nil, err
@@ -226,7 +227,15 @@ func measureChurn(ctx context.Context, cfg Config, pid, apiPID int, recv *Receiv
 		return nil, nil, err
 	}
 	r0 := recv.Stats()
-	if !sleep(ctx, time.Until(t0.Add(time.Duration(cfg.Rounds)*cfg.Interval))) {
+	window := time.Duration(cfg.Rounds) * cfg.Interval
+	var profDone chan error
+	if pprofAddr != "" {
+		profDone = make(chan error, 1)
+		go func() {
+			profDone <- fetchProfile(ctx, pprofAddr, fmt.Sprintf("profile?seconds=%d", max(int(window.Seconds())-1, 1)), profile, window+time.Minute)
+		}()
+	}
+	if !sleep(ctx, time.Until(t0.Add(window))) {
 		return nil, nil, ctx.Err()
 	}
 	cpu1, err := ProcCPU(pid)
@@ -255,6 +264,13 @@ func measureChurn(ctx context.Context, cfg Config, pid, apiPID int, recv *Receiv
 	c.NodeScrapes = map[int64]int{}
 	for i := range k1 {
 		c.NodeScrapes[k1[i]-k0[i]]++
+	}
+	if profDone != nil {
+		if err := <-profDone; err != nil {
+			logf("churn cpu profile: %v", err)
+		} else {
+			logf("churn cpu profile: %s", profile)
+		}
 	}
 	gen1, miss1, gerr := ks.churnCounts()
 	c.Generations, c.NotReady = gen1-gen0, miss1-miss0

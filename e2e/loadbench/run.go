@@ -564,7 +564,8 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, v Var
 	}
 	var churnProblems []string
 	if cfg.Churn > 0 {
-		if res.Churn, churnProblems, err = measureChurn(ctx, cfg, pid, apiPID, recv, ks, self, logf); err != nil {
+		if res.Churn, churnProblems, err = measureChurn(ctx, cfg, pid, apiPID, recv, ks, self, logf,
+			pprofAddr, cfg.Pprof+"-"+pprofName(v, enrich)+"-churn.cpu.pprof"); err != nil {
 			res.Err = fmt.Errorf("churn: %w", err)
 			return res
 		}
