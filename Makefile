@@ -49,7 +49,7 @@ bench-large: ## Run the 500x30 load test (30s interval, one replica, enrichment 
 	$(GO) run ./e2e/cmd/loadbench -nodes 500 -pods 30 -interval 30s -rounds 4 -enrich both $(LOADBENCH_LARGE_ARGS)
 
 .PHONY: bench-apiserver
-bench-apiserver: ## 50x30 in kubelet mode, then in apiserver mode (node proxy, the relay's defaults), each steady then with a third of the pods replaced every round (-churn); enrichment on (~10 min, root).
+bench-apiserver: ## 50x30 in kubelet mode, then in apiserver mode (node proxy, the relay's defaults), each steady then with a third of the pods replaced every round (-churn); enrichment on (~5 min, root).
 	$(GO) run ./e2e/cmd/loadbench -nodes 50 -pods 30 -interval 15s -rounds 4 -enrich on -kubelet-gzip -mode kubelet,apiserver -churn 0.33 \
 		-out .bench/loadbench-apiserver-50x30.txt $(LOADBENCH_ARGS)
 

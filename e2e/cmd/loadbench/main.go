@@ -1,7 +1,7 @@
 // Command loadbench is the relay's whole-process load test: simulated kubelets (pods cloned
 // from the kubelet 1.35 capture, spread over namespaces with a heavy tail) on 127.0.0.1, a
 // real etcd and kube-apiserver (bin/), the relay binary (bin/kubelet-meta-proxy, built with
-// make build) in --mode=kubelet, and a remote-write receiver that decodes and counts what
+// make build) in --mode=kubelet (or apiserver: -mode), and a remote-write receiver that decodes and counts what
 // arrives. It prints and writes (default .bench/loadbench-NODESxPODS.txt) samples/s
 // delivered, relay CPU-seconds per million samples, peak RSS and wire bytes per sample, with
 // enrichment on and off.
