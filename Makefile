@@ -53,6 +53,11 @@ bench: ## Run the Go benchmarks on the real captures, then the 50x30 load test (
 bench-large: ## Run the 500x30 load test (30s interval, one replica, enrichment on and off, ~10 min).
 	$(GO) run ./e2e/cmd/loadbench -nodes 500 -pods 30 -interval 30s -rounds 4 -enrich both $(LOADBENCH_LARGE_ARGS)
 
+.PHONY: bench-apiserver
+bench-apiserver: ## 50x30 in kubelet mode, then in apiserver mode (node proxy, the relay's defaults), each steady then with a third of the pods replaced every round (-churn); enrichment on (~5 min, root).
+	$(GO) run ./e2e/cmd/loadbench -nodes 50 -pods 30 -interval 15s -rounds 4 -enrich on -kubelet-gzip -mode kubelet,apiserver -churn 0.33 \
+		-out .bench/loadbench-apiserver-50x30.txt $(LOADBENCH_ARGS)
+
 .PHONY: bench-outage
 bench-outage: ## Receiver down 10 min at the 50x30 profile with the disk queue: drain rate, every sample delivered in order (~25 min).
 	$(GO) run ./e2e/cmd/loadbench -nodes 50 -pods 30 -interval 15s -disk-queue -receiver-outage 10m \

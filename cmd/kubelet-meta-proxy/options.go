@@ -47,6 +47,8 @@ type kubeOptions struct {
 	KubeletCAFile             string
 	KubeletInsecureSkipVerify bool
 	KubeletTokenFile          string
+
+	proxy nodeProxyOptions // nodeproxy_flags.go
 }
 
 func (o *kubeOptions) AddFlags(fs *pflag.FlagSet) {
@@ -61,12 +63,16 @@ func (o *kubeOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.KubeletCAFile, "kubelet-ca-file", "", "CA bundle that signed the kubelets' serving certificates (kubelet mode; default the service-account CA).")
 	fs.BoolVar(&o.KubeletInsecureSkipVerify, "kubelet-insecure-skip-verify", false, "Do not verify kubelet serving certificates (kubelet mode).")
 	fs.StringVar(&o.KubeletTokenFile, "kubelet-token-file", serviceAccountDir+"/token", "Bearer token sent to kubelets (kubelet mode); re-read as it rotates.")
+	o.proxy.AddFlags(fs)
 }
 
 func (o *kubeOptions) Validate() error {
 	var errs []error
 	if o.Mode != modeAPIServer && o.Mode != modeKubelet {
 		errs = append(errs, fmt.Errorf(`--mode=%q: want "apiserver" or "kubelet"`, o.Mode))
+	}
+	if err := o.proxy.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if _, err := labels.Parse(o.NodeSelector); err != nil {
 		errs = append(errs, fmt.Errorf("--node-selector=%q: %w", o.NodeSelector, err))
@@ -111,6 +117,7 @@ func (o *kubeOptions) kubeletCAFile() string {
 // logKubeletTLS says at start-up how kubelet certificates are checked; not
 // checking them is a warning every time.
 func (o *kubeOptions) logKubeletTLS(logger *slog.Logger) {
+	o.proxy.logIgnored(logger, o.Mode)
 	if o.Mode != modeKubelet {
 		if o.KubeletInsecureSkipVerify || o.KubeletCAFile != "" {
 			logger.Warn("--kubelet-ca-file and --kubelet-insecure-skip-verify apply to --mode=kubelet only: ignored", "mode", o.Mode)

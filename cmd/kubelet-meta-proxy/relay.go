@@ -89,7 +89,7 @@ func (o *commonOptions) clients() (*clients, error) {
 	if err != nil {
 		return nil, err
 	}
-	pc, err := kubernetes.NewForConfig(unthrottled(cfg))
+	pc, err := kubernetes.NewForConfig(o.kube.proxy.apply(unthrottled(cfg)))
 	if err != nil {
 		return nil, err
 	}

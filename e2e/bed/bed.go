@@ -73,6 +73,11 @@ type Options struct {
 	// 0; register Node objects for kubelets of your own with RegisterNode. Load tests use
 	// it (e2e/loadbench).
 	KubeOnly bool
+	// KubeNetns, with KubeOnly, creates the network namespace too (root, the ip command) and
+	// binds the kube-apiserver to its host-side address (HostIP, 198.18.S.1): unlike 127.0.0.1
+	// the apiserver's node proxy accepts it (it refuses addresses that are not global
+	// unicast), so kubelets of your own listening on HostIP can be scraped through it.
+	KubeNetns bool
 }
 
 // DefaultNamespaces is the README story.
@@ -165,11 +170,15 @@ func (b *Bed) logf(format string, args ...any) {
 // Start brings a bed up. On error everything started so far is torn down and the error
 // carries the tails of the component logs.
 func Start(ctx context.Context, opts Options) (_ *Bed, err error) {
+	if opts.KubeNetns && !opts.KubeOnly {
+		return nil, errors.New("bed: KubeNetns goes with KubeOnly")
+	}
 	if opts.KubeOnly {
 		if opts.Nodes != 0 {
 			return nil, errors.New("bed: KubeOnly starts no fake kubelets: Nodes must be 0 (use RegisterNode)")
 		}
-	} else {
+	}
+	if !opts.KubeOnly || opts.KubeNetns {
 		if os.Geteuid() != 0 {
 			return nil, errors.New("the bed needs root (network namespaces)")
 		}
@@ -247,6 +256,9 @@ func Start(ctx context.Context, opts Options) (_ *Bed, err error) {
 			{"etcd", b.startEtcd},
 			{"kube-apiserver", b.startAPIServer},
 			{"objects", b.setupObjects},
+		}
+		if opts.KubeNetns {
+			steps[1] = step{"netns", b.setupNetns}
 		}
 	}
 	for _, s := range steps {

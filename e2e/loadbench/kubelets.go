@@ -3,6 +3,7 @@ package loadbench
 import (
 	"compress/gzip"
 	"crypto/tls"
+	"crypto/x509"
 	"net"
 	"net/http"
 	"strconv"
@@ -38,6 +39,8 @@ type Kubelet struct {
 	bufs    *sync.Pool
 	gate    *atomic.Pointer[chan struct{}]
 	busy    *atomic.Int64
+	// churn, once set, serves new generations of the node (churn.go).
+	churn atomic.Pointer[churner]
 }
 
 type endpoint struct {
@@ -93,10 +96,27 @@ func StartKubelets(names []string, captures []*fakekubelet.Capture, gzipOn bool)
 	if err != nil {
 		return nil, err
 	}
+	return StartKubeletsOn(KubeletListen{Host: "127.0.0.1", Cert: cert}, names, captures, gzipOn)
+}
+
+// KubeletListen says where the simulated kubelets listen and how they authenticate.
+type KubeletListen struct {
+	Host string // an address of this host
+	Cert tls.Certificate
+	// ClientCAs, if set, verify client certificates: a request with one that verifies (the
+	// kube-apiserver's kubelet client, whose node proxy sends no bearer token) is let in.
+	ClientCAs *x509.CertPool
+}
+
+// StartKubeletsOn is StartKubelets on l.Host with l.Cert.
+func StartKubeletsOn(l KubeletListen, names []string, captures []*fakekubelet.Capture, gzipOn bool) (*Kubelets, error) {
 	ks := &Kubelets{}
-	tcfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	tcfg := &tls.Config{Certificates: []tls.Certificate{l.Cert}, MinVersion: tls.VersionTLS12}
+	if l.ClientCAs != nil {
+		tcfg.ClientCAs, tcfg.ClientAuth = l.ClientCAs, tls.VerifyClientCertIfGiven
+	}
 	for i, c := range captures {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		ln, err := net.Listen("tcp", net.JoinHostPort(l.Host, "0"))
 		if err != nil {
 			ks.Stop()
 			return nil, err
@@ -145,7 +165,7 @@ func (ks *Kubelets) Stop() {
 }
 
 func (k *Kubelet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") {
+	if !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") && (r.TLS == nil || len(r.TLS.VerifiedChains) == 0) {
 		http.Error(w, "Unauthorized", http.StatusUnauthorized)
 		return
 	}
@@ -163,6 +183,9 @@ func (k *Kubelet) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		k.busy.Add(-1)
 		<-*g // the kubelets are held
 		k.busy.Add(1)
+	}
+	if ch := k.churn.Load(); ch != nil && ep == nil {
+		c = ch.capture()
 	}
 	bp, _ := k.bufs.Get().(*[]byte)
 	if bp == nil {
@@ -211,4 +234,13 @@ func selfSigned() (tls.Certificate, error) {
 		return tls.Certificate{}, err
 	}
 	return tls.X509KeyPair(certPEM, keyPEM)
+}
+
+// servedBytes sums ServedBytes over every kubelet.
+func (ks *Kubelets) servedBytes() int64 {
+	var n int64
+	for _, k := range ks.List {
+		n += k.ServedBytes()
+	}
+	return n
 }

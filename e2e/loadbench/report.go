@@ -31,7 +31,7 @@ func Report(cfg Config, series, textBytes int64, results []*Result) string {
 	fmt.Fprintln(tw, "enrich\tsamples/s\tCPU-s/M samples\trelay cores\tbench cores\tpeak RSS MiB\tmax RSS MiB (window)\theap inuse MiB\twire B/sample\t/metrics MB (s, CPU-s)\tdelivered==scraped\ttargets\t")
 	for _, r := range results {
 		if r.Err != nil {
-			fmt.Fprintf(tw, "%s\terror\t\t\t\t\t\t\t\t\t\t\t\n", onOff(r.Enrich))
+			fmt.Fprintf(tw, "%s\terror\t\t\t\t\t\t\t\t\t\t\t\n", r.label())
 			continue
 		}
 		ok := "yes"
@@ -56,14 +56,15 @@ func Report(cfg Config, series, textBytes int64, results []*Result) string {
 			}
 		}
 		fmt.Fprintf(tw, "%s\t%.0f\t%.3f\t%.2f\t%.2f\t%.1f\t%.1f\t%.1f\t%.2f\t%.1f (%.2f, %.2f)\t%s\t%s\t\n",
-			onOff(r.Enrich), r.SamplesPerSecond(), r.CPUPerMillion(), r.CPU.Seconds()/r.Window.Seconds(), r.BenchCPU.Seconds()/r.Window.Seconds(),
+			r.label(), r.SamplesPerSecond(), r.CPUPerMillion(), r.CPU.Seconds()/r.Window.Seconds(), r.BenchCPU.Seconds()/r.Window.Seconds(),
 			mib(r.PeakRSS), mib(r.MaxRSS), r.HeapInuse/(1<<20), r.BytesPerSample(),
 			float64(r.ViewBytes)/1e6, r.ViewTime.Seconds(), r.ViewCPU.Seconds(), ok, tg)
 	}
 	tw.Flush()
+	sb.WriteString(variantReport(results))
 
 	for _, r := range results {
-		fmt.Fprintf(&sb, "\nenrichment %s:\n", onOff(r.Enrich))
+		fmt.Fprintf(&sb, "\n%s:\n", map[bool]string{true: "enrichment " + r.label(), false: r.label()}[r.Variant.Mode == ""])
 		if r.Err != nil {
 			fmt.Fprintf(&sb, "  error: %v\n", r.Err)
 			continue

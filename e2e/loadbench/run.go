@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -56,11 +57,19 @@ type Config struct {
 	// the measured rounds (outage.go).
 	DiskQueue bool
 	Outage    time.Duration
+	// Variants are the relay's modes to run (each with every Enrich mode, variant.go);
+	// empty is kubelet mode alone. Apiserver mode puts the kube-apiserver and the kubelets
+	// on the bed's netns host address (bed.Options.KubeNetns; root).
+	Variants []Variant
+	// Churn > 0 measures a churn window after each steady one: that share of every node's
+	// pods replaced at every scrape (churn.go).
+	Churn float64
 	// Command is the command line, for the report.
 	Command string
 	Log     io.Writer
 
 	relayVersion string
+	tpl          *Template
 }
 
 // Result is one relay run (one enrichment mode).
@@ -106,6 +115,13 @@ type Result struct {
 	Problems []string
 	Err      error
 	Args     []string
+	// Variant is how the relay ran; APIServer the kube-apiserver's cost in the window
+	// (apiserver mode), KubeletBytes what the kubelets served in it; Churn the churn
+	// window after the steady one (Config.Churn).
+	Variant      Variant
+	APIServer    *ProcWindow
+	KubeletBytes int64
+	Churn        *ChurnResult
 }
 
 // SamplesPerSecond delivered.
@@ -156,6 +172,11 @@ func Run(ctx context.Context, cfg Config) (string, []*Result, error) {
 	if err != nil {
 		return "", nil, err
 	}
+	cfg.tpl = tpl
+	variants := cfg.Variants
+	if len(variants) == 0 {
+		variants = []Variant{{}}
+	}
 	start := time.Now()
 	names := make([]string, w.Nodes)
 	caps := make([]*fakekubelet.Capture, w.Nodes)
@@ -198,7 +219,8 @@ func Run(ctx context.Context, cfg Config) (string, []*Result, error) {
 	}
 	defer os.RemoveAll(binDir)
 	opts := bed.Options{KubeOnly: true, Namespaces: nsLabels, Log: cfg.Log,
-		RelayBinary: filepath.Join(binDir, "kubelet-meta-proxy")}
+		RelayBinary: filepath.Join(binDir, "kubelet-meta-proxy"),
+		KubeNetns:   slices.ContainsFunc(variants, Variant.apiserver)}
 	if cfg.Pprof != "" {
 		if err := BuildPprofRelay(ctx, root, opts.RelayBinary, cfg.Log); err != nil {
 			return "", nil, err
@@ -219,7 +241,12 @@ func Run(ctx context.Context, cfg Config) (string, []*Result, error) {
 	if err := b.SetNamespaceLabel(ctx, "kube-system", "team", "platform"); err != nil {
 		return "", nil, err
 	}
-	ks, err := StartKubelets(names, caps, cfg.KubeletGzip)
+	// Serving certificates from the bed's CA, which the kube-apiserver verifies.
+	cert, clientCAs, err := b.IssueKubeletCert("loadbench", []net.IP{net.ParseIP(b.HostIP)})
+	if err != nil {
+		return "", nil, err
+	}
+	ks, err := StartKubeletsOn(KubeletListen{Host: b.HostIP, Cert: cert, ClientCAs: clientCAs}, names, caps, cfg.KubeletGzip)
 	if err != nil {
 		return "", nil, err
 	}
@@ -230,7 +257,7 @@ func Run(ctx context.Context, cfg Config) (string, []*Result, error) {
 	if err := registerNodes(ctx, b, ks); err != nil {
 		return "", nil, err
 	}
-	logf("%d kubelets on 127.0.0.1 registered as Nodes (%s since start)", len(ks.List), time.Since(start).Round(time.Millisecond))
+	logf("%d kubelets on %s registered as Nodes (%s since start)", len(ks.List), b.HostIP, time.Since(start).Round(time.Millisecond))
 	if cfg.PodIndex {
 		n, err := createPods(ctx, b, nodePods, names)
 		if err != nil {
@@ -260,11 +287,13 @@ func Run(ctx context.Context, cfg Config) (string, []*Result, error) {
 		}
 		return report, []*Result{res}, nil
 	}
-	for _, enrich := range cfg.Enrich {
-		res := runRelay(ctx, cfg, b, recv, enrich, ks, logf)
-		results = append(results, res)
-		if ctx.Err() != nil {
-			break
+	for _, v := range variants {
+		for _, enrich := range cfg.Enrich {
+			res := runRelay(ctx, cfg, b, recv, v, enrich, ks, logf)
+			results = append(results, res)
+			if ctx.Err() != nil {
+				break
+			}
 		}
 	}
 	report := Report(cfg, series, textBytes, results)
@@ -312,7 +341,7 @@ func registerNodes(ctx context.Context, b *bed.Bed, ks *Kubelets) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			errs[i] = b.RegisterNode(ctx, k.Name, "127.0.0.1", k.Port)
+			errs[i] = b.RegisterNode(ctx, k.Name, b.HostIP, k.Port)
 		}()
 	}
 	wg.Wait()
@@ -320,25 +349,21 @@ func registerNodes(ctx context.Context, b *bed.Bed, ks *Kubelets) error {
 }
 
 // runRelay runs the relay for one mode and measures it. Errors end up in Result.Err.
-func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, enrich bool, ks *Kubelets, logf func(string, ...any)) *Result {
-	res := &Result{Enrich: enrich}
+func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, v Variant, enrich bool, ks *Kubelets, logf func(string, ...any)) *Result {
+	res := &Result{Enrich: enrich, Variant: v}
 	nodes := len(ks.List)
 	recv.Reset()
 	labels := ""
 	if enrich {
 		labels = "team"
 	}
-	args := []string{
-		"--mode=kubelet",
-		"--kubeconfig", b.RelayKubeconfig,
-		"--kubelet-insecure-skip-verify",
-		"--kubelet-token-file", b.RelayTokenFile,
-		"--namespace-labels=" + labels,
+	args := append(v.args(b),
+		"--namespace-labels="+labels,
 		"--scrape-interval", cfg.Interval.String(),
 		"--scrape-timeout", min(cfg.Interval, 10*time.Second).String(),
 		"--remote-write-url", recv.URL,
 		"--metrics-bind-address", "127.0.0.1",
-	}
+	)
 	if len(cfg.Endpoints) > 0 {
 		args = append(args, "--kubelet-endpoints="+strings.Join(cfg.Endpoints, ","))
 	}
@@ -362,7 +387,12 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, enric
 		ln.Close()
 		os.Setenv(PprofEnv, pprofAddr)
 	}
-	logf("enrichment %s: starting the relay", onOff(enrich))
+	logf("%s: starting the relay", res.label())
+	apiPID := 0
+	if v.apiserver() {
+		apiPID = b.APIServerPID()
+		_ = resetPeak(apiPID) // its peak RSS in this relay run
+	}
 	// What an earlier mode's relay left in the kubelets' counters.
 	base := ks.scrapeCounts()
 	r, err := b.StartRelay(ctx, args...)
@@ -458,6 +488,14 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, enric
 		return res
 	}
 	r0 := recv.Stats()
+	kb0 := ks.servedBytes()
+	var api *procWindow
+	if apiPID > 0 {
+		if api, err = startProcWindow(apiPID); err != nil {
+			res.Err = err
+			return res
+		}
+	}
 	window := time.Duration(cfg.Rounds) * cfg.Interval
 	var profDone chan error
 	if pprofAddr != "" {
@@ -465,7 +503,7 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, enric
 		go func() {
 			secs := max(int(window.Seconds())-1, 1)
 			profDone <- fetchProfile(ctx, pprofAddr, fmt.Sprintf("profile?seconds=%d", secs),
-				cfg.Pprof+"-"+onOff(enrich)+".cpu.pprof", window+time.Minute)
+				cfg.Pprof+"-"+pprofName(v, enrich)+".cpu.pprof", window+time.Minute)
 		}()
 	}
 
@@ -483,6 +521,13 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, enric
 	bcpu1, _ := ProcCPU(os.Getpid())
 	k1 := ks.scrapeCounts()
 	r1 := recv.Stats()
+	res.KubeletBytes = ks.servedBytes() - kb0
+	if api != nil {
+		if res.APIServer, err = api.end(); err != nil {
+			res.Err = err
+			return res
+		}
+	}
 	s1, err := self()
 	if err != nil {
 		res.Err = err
@@ -500,10 +545,10 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, enric
 		if err := <-profDone; err != nil {
 			logf("cpu profile: %v", err)
 		}
-		if err := fetchProfile(ctx, pprofAddr, "heap", cfg.Pprof+"-"+onOff(enrich)+".heap.pprof", time.Minute); err != nil {
+		if err := fetchProfile(ctx, pprofAddr, "heap", cfg.Pprof+"-"+pprofName(v, enrich)+".heap.pprof", time.Minute); err != nil {
 			logf("heap profile: %v", err)
 		}
-		logf("profiles: %s-%s.{cpu,heap}.pprof", cfg.Pprof, onOff(enrich))
+		logf("profiles: %s-%s.{cpu,heap}.pprof", cfg.Pprof, pprofName(v, enrich))
 	}
 	res.Delivered = r1.Samples - r0.Samples
 	res.WireBytes = r1.WireBytes - r0.WireBytes
@@ -516,6 +561,14 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, enric
 	// burst that a steady relay does not see.
 	if _, hwm, err := ProcMem(pid); err == nil {
 		res.PeakRSS = hwm
+	}
+	var churnProblems []string
+	if cfg.Churn > 0 {
+		if res.Churn, churnProblems, err = measureChurn(ctx, cfg, pid, apiPID, recv, ks, self, logf,
+			pprofAddr, cfg.Pprof+"-"+pprofName(v, enrich)+"-churn.cpu.pprof"); err != nil {
+			res.Err = fmt.Errorf("churn: %w", err)
+			return res
+		}
 	}
 
 	// Totals at a quiescent moment: the kubelets hold new scrapes (at most 3s, well under
@@ -556,9 +609,9 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, enric
 			break
 		}
 	}
-	res.Problems = check(res, nodes*max(1, len(cfg.Endpoints)), cfg.Interval) // one target per node and endpoint
-	logf("enrichment %s: %.0f samples/s, %.3f CPU-s per million, peak RSS %.1f MiB, %.2f wire bytes/sample, problems: %v",
-		onOff(enrich), res.SamplesPerSecond(), res.CPUPerMillion(), mib(res.PeakRSS), res.BytesPerSample(), res.Problems)
+	res.Problems = append(check(res, nodes*max(1, len(cfg.Endpoints)), cfg.Interval), churnProblems...) // one target per node and endpoint
+	logf("%s: %.0f samples/s, %.3f CPU-s per million, peak RSS %.1f MiB, %.2f wire bytes/sample, problems: %v",
+		res.label(), res.SamplesPerSecond(), res.CPUPerMillion(), mib(res.PeakRSS), res.BytesPerSample(), res.Problems)
 	return res
 }
 

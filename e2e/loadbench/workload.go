@@ -33,10 +33,10 @@ type Workload struct {
 }
 
 // DefaultWorkload is the profile of the issue: 30 pods per node (5-8 of them kube-system
-// daemonsets), 200 namespaces with a Zipf(1.1) spread over 20 teams (issue 16's tenant
-// routing profile), 75% of app pods with 2 containers (WORKLOAD.md: 1.5-2 containers per pod).
+// daemonsets), 200 namespaces with a Zipf(1.1) spread, 75% of app pods with 2 containers
+// (WORKLOAD.md: 1.5-2 containers per pod).
 func DefaultWorkload(nodes int) Workload {
-	return Workload{Nodes: nodes, PodsPerNode: 30, Namespaces: 200, ZipfS: 1.1, Teams: 20,
+	return Workload{Nodes: nodes, PodsPerNode: 30, Namespaces: 200, ZipfS: 1.1, Teams: 25,
 		TwoContainers: 0.75, DaemonSetsMin: 5, DaemonSetsMax: 8, Seed: 1}
 }
 
@@ -205,78 +205,106 @@ type Node struct {
 	Series int
 }
 
-// planNode draws node i's pods (all of the node's randomness).
-func (t *Template) planNode(w Workload, i int) (*Node, []podClone) {
-	r := rand.New(rand.NewSource(w.Seed*1_000_003 + int64(i)))
-	zipf := rand.NewZipf(r, w.ZipfS, 1, uint64(max(w.Namespaces, 1)-1))
-	n := &Node{Name: fmt.Sprintf("node-%d", i+1)}
-	nds := w.DaemonSetsMin
-	if w.DaemonSetsMax > w.DaemonSetsMin {
-		nds += r.Intn(w.DaemonSetsMax - w.DaemonSetsMin + 1)
-	}
-	nds = min(nds, w.PodsPerNode, len(daemonSets))
-	var clones []podClone
-	for p := range w.PodsPerNode {
-		var c podClone
-		var ns, name, ctr string
-		if p < nds {
-			c.tpl = t.ds[p%len(t.ds)]
-			ns, ctr = "kube-system", daemonSets[p]
-			name = daemonSets[p] + "-" + randAlnum(r, 5)
-			c.containers = 1
-		} else {
-			c.tpl = t.app[r.Intn(len(t.app))]
-			rank := int(zipf.Uint64())
-			ns = NamespaceName(rank)
-			ctr = c.tpl.container
-			name = fmt.Sprintf("svc%d-%s-%s", r.Intn(8), randHex(r, 10), randAlnum(r, 5))
-			c.containers = 1
-			if r.Float64() < w.TwoContainers {
-				c.containers = 2
-			}
-		}
-		c.subst = [][2][]byte{
-			{[]byte(`namespace="` + c.tpl.namespace + `"`), []byte(`namespace="` + ns + `"`)},
-			{[]byte(`pod="` + c.tpl.name + `"`), []byte(`pod="` + name + `"`)},
-			{[]byte(c.tpl.uid), []byte(randUID(r))},
-			{[]byte(c.tpl.sandboxID), []byte(randHex(r, 64))},
-			{[]byte(c.tpl.appID), []byte(randHex(r, 64))},
-			{[]byte(`container="` + c.tpl.container + `"`), []byte(`container="` + ctr + `"`)},
-		}
-		if c.containers == 2 {
-			c.second = [][2][]byte{
-				{[]byte(c.tpl.appID), []byte(randHex(r, 64))},
-				{[]byte(`container="` + c.tpl.container + `"`), []byte(`container="sidecar"`)},
-			}
-		}
-		for j := range c.jitter {
-			c.jitter[j] = -r.Int63n(5000) // cgroups are housekept at different moments
-		}
-		clones = append(clones, c)
-		n.Pods = append(n.Pods, NodePod{Namespace: ns, Name: name, Containers: c.containers})
-	}
-	return n, clones
+// GenerateNode builds node i (0-based) of the workload. It is deterministic in w.Seed and i.
+func (t *Template) GenerateNode(w Workload, i int) *Node {
+	return t.newNodeGen(w, i).render()
 }
 
-// podClone is one pod of a generated node: the capture pod it is cloned from and what
-// changes.
+// NodePods returns the pods of node i, as GenerateNode makes them, without the text.
+func (t *Template) NodePods(w Workload, i int) []NodePod {
+	g := t.newNodeGen(w, i)
+	pods := make([]NodePod, len(g.clones))
+	for j, c := range g.clones {
+		pods[j] = c.pod
+	}
+	return pods
+}
+
+// podClone is one pod of a generated node: a template pod with its substitutions.
 type podClone struct {
 	tpl        *podTemplate
 	subst      [][2][]byte // applied to every line
 	jitter     [4]int64    // per cgroup: pod, sandbox, app, second app
 	containers int
 	second     [][2][]byte // extra substitutions for the second container
+	pod        NodePod
+	ds         bool
 }
 
-// NodePods returns the pods of node i, as GenerateNode makes them, without the text.
-func (t *Template) NodePods(w Workload, i int) []NodePod {
-	n, _ := t.planNode(w, i)
-	return n.Pods
+// nodeGen is a generated node's state: its pods and the random source that made them
+// (churn.go replaces pods with it).
+type nodeGen struct {
+	t      *Template
+	name   string
+	r      *rand.Rand
+	zipf   *rand.Zipf
+	clones []podClone
 }
 
-// GenerateNode builds node i (0-based) of the workload. It is deterministic in w.Seed and i.
-func (t *Template) GenerateNode(w Workload, i int) *Node {
-	n, clones := t.planNode(w, i)
+func (t *Template) newNodeGen(w Workload, i int) *nodeGen {
+	r := rand.New(rand.NewSource(w.Seed*1_000_003 + int64(i)))
+	g := &nodeGen{t: t, name: fmt.Sprintf("node-%d", i+1), r: r,
+		zipf: rand.NewZipf(r, w.ZipfS, 1, uint64(max(w.Namespaces, 1)-1))}
+	nds := w.DaemonSetsMin
+	if w.DaemonSetsMax > w.DaemonSetsMin {
+		nds += r.Intn(w.DaemonSetsMax - w.DaemonSetsMin + 1)
+	}
+	nds = min(nds, w.PodsPerNode, len(daemonSets))
+	for p := range w.PodsPerNode {
+		g.clones = append(g.clones, g.newClone(w, p, p < nds))
+	}
+	return g
+}
+
+// newClone makes a new pod: daemonset pod p of kube-system, or an application pod in a
+// namespace drawn from the Zipf spread; new name, UID and container ids.
+func (g *nodeGen) newClone(w Workload, p int, ds bool) podClone {
+	t, r := g.t, g.r
+	c := podClone{ds: ds}
+	var ns, name, ctr string
+	if ds {
+		c.tpl = t.ds[p%len(t.ds)]
+		ns, ctr = "kube-system", daemonSets[p]
+		name = daemonSets[p] + "-" + randAlnum(r, 5)
+		c.containers = 1
+	} else {
+		c.tpl = t.app[r.Intn(len(t.app))]
+		rank := int(g.zipf.Uint64())
+		ns = NamespaceName(rank)
+		ctr = c.tpl.container
+		name = fmt.Sprintf("svc%d-%s-%s", r.Intn(8), randHex(r, 10), randAlnum(r, 5))
+		c.containers = 1
+		if r.Float64() < w.TwoContainers {
+			c.containers = 2
+		}
+	}
+	c.subst = [][2][]byte{
+		{[]byte(`namespace="` + c.tpl.namespace + `"`), []byte(`namespace="` + ns + `"`)},
+		{[]byte(`pod="` + c.tpl.name + `"`), []byte(`pod="` + name + `"`)},
+		{[]byte(c.tpl.uid), []byte(randUID(r))},
+		{[]byte(c.tpl.sandboxID), []byte(randHex(r, 64))},
+		{[]byte(c.tpl.appID), []byte(randHex(r, 64))},
+		{[]byte(`container="` + c.tpl.container + `"`), []byte(`container="` + ctr + `"`)},
+	}
+	if c.containers == 2 {
+		c.second = [][2][]byte{
+			{[]byte(c.tpl.appID), []byte(randHex(r, 64))},
+			{[]byte(`container="` + c.tpl.container + `"`), []byte(`container="sidecar"`)},
+		}
+	}
+	for j := range c.jitter {
+		c.jitter[j] = -r.Int63n(5000) // cgroups are housekept at different moments
+	}
+	c.pod = NodePod{Namespace: ns, Name: name, Containers: c.containers}
+	return c
+}
+
+// render writes the node's exposition (with the capture's timestamps).
+func (g *nodeGen) render() *Node {
+	n := &Node{Name: g.name}
+	for _, c := range g.clones {
+		n.Pods = append(n.Pods, c.pod)
+	}
 	buf := make([]byte, 0, 2<<20)
 	emit := func(l tline, subst [][2][]byte, jitter int64) {
 		start := len(buf)
@@ -294,12 +322,12 @@ func (t *Template) GenerateNode(w Workload, i int) *Node {
 		buf = append(buf, '\n')
 		n.Series++
 	}
-	for fi, f := range t.families {
+	for fi, f := range g.t.families {
 		buf = append(buf, f.header...)
 		for _, l := range f.node {
 			emit(l, nil, 0)
 		}
-		for _, c := range clones {
+		for _, c := range g.clones {
 			for _, l := range c.tpl.podCg[fi] {
 				emit(l, c.subst, c.jitter[0])
 			}

@@ -1,7 +1,7 @@
 // Command loadbench is the relay's whole-process load test: simulated kubelets (pods cloned
 // from the kubelet 1.35 capture, spread over namespaces with a heavy tail) on 127.0.0.1, a
 // real etcd and kube-apiserver (bin/), the relay binary (bin/kubelet-meta-proxy, built with
-// make build) in --mode=kubelet, and a remote-write receiver that decodes and counts what
+// make build) in --mode=kubelet (or apiserver: -mode), and a remote-write receiver that decodes and counts what
 // arrives. It prints and writes (default .bench/loadbench-NODESxPODS.txt) samples/s
 // delivered, relay CPU-seconds per million samples, peak RSS and wire bytes per sample, with
 // enrichment on and off.
@@ -45,6 +45,10 @@ func main() {
 	var relayArgs multiFlag
 	flag.Var(&relayArgs, "relay-arg", "extra relay flag (repeatable), e.g. -relay-arg=--max-concurrency=32")
 	podIndex := flag.Bool("pod-index", false, "create every simulated pod in the apiserver (on its node, owned by a ReplicaSet or DaemonSet) and run the relay with the pod index on: "+strings.Join(loadbench.PodIndexArgs, " ")+" (pod-on-node check plain)")
+	mode := flag.String("mode", "kubelet", "relay modes to run, comma-separated: kubelet (straight to the kubelets) and/or apiserver (through the kube-apiserver's node proxy; puts the apiserver and the kubelets on the bed's netns address, root)")
+	proxyProto := flag.String("node-proxy-protocol", "", "apiserver mode: relay --node-proxy-protocol values to run, comma-separated (http/1.1,h2); default the relay's")
+	proxyGzip := flag.String("node-proxy-gzip", "", "apiserver mode: relay --node-proxy-gzip values to run, comma-separated (on,off); default the relay's. The kubelets gzip only with -kubelet-gzip")
+	churn := flag.Float64("churn", 0, "after each steady window, measure as many rounds with this share of every node's pods replaced at every scrape (e.g. 0.33)")
 	tenants := flag.Bool("tenant-routing", false, "route every series to the tenant of its team label (--tenant-label=team --default-tenant=platform): one tenant per request")
 	flag.Parse()
 	if *tenants {
@@ -61,6 +65,13 @@ func main() {
 		modes = []bool{true, false}
 	default:
 		fail(fmt.Errorf("-enrich must be on, off or both, not %q", *enrich))
+	}
+	variants, err := loadbench.Variants(splitList(*mode), splitList(*proxyProto), splitList(*proxyGzip))
+	if err != nil {
+		fail(fmt.Errorf("-mode, -node-proxy-protocol, -node-proxy-gzip: %w", err))
+	}
+	if *churn < 0 || *churn > 1 || (*churn > 0 && (*podIndex || *outage > 0)) {
+		fail(fmt.Errorf("-churn=%v: want a share in (0, 1], without -pod-index (churned pods are not in the apiserver) or -receiver-outage", *churn))
 	}
 	if *duration > 0 {
 		*rounds = int((*duration + *interval - 1) / *interval)
@@ -87,12 +98,16 @@ func main() {
 		Endpoints: splitList(*endpoints),
 		Command:   "go run ./e2e/cmd/loadbench " + strings.Join(os.Args[1:], " "), Log: os.Stderr,
 	}
+	cfg.Variants, cfg.Churn = variants, *churn
 	if *pprof {
 		cfg.Pprof = strings.TrimSuffix(*out, ".txt")
 	}
 	if *timeout == 0 {
 		perMode := time.Duration(*warmup+*rounds+3)*(*interval) + 3*time.Minute
-		*timeout = 5*time.Minute + time.Duration(len(modes))*perMode
+		if *churn > 0 {
+			perMode += time.Duration(*rounds) * (*interval)
+		}
+		*timeout = 5*time.Minute + time.Duration(len(modes)*len(variants))*perMode
 		if *outage > 0 {
 			*timeout = 10*time.Minute + 3*(*outage)
 		}
