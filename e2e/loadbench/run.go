@@ -56,11 +56,19 @@ type Config struct {
 	// the measured rounds (outage.go).
 	DiskQueue bool
 	Outage    time.Duration
+	// VMAgent runs vmagent (bin/vmagent, hack/build-vmagent.sh) after the relay against the
+	// same kubelets, measures it the same way and reports the relay's CPU and peak RSS as
+	// ratios of vmagent's (vmagent.go). VMAgentRelabel gives it metric_relabel_configs that
+	// add the team label; VMAgentArgs are extra vmagent flags.
+	VMAgent        bool
+	VMAgentRelabel bool
+	VMAgentArgs    []string
 	// Command is the command line, for the report.
 	Command string
 	Log     io.Writer
 
 	relayVersion string
+	vmagent      *VMAgentResult
 }
 
 // Result is one relay run (one enrichment mode).
@@ -149,6 +157,11 @@ func Run(ctx context.Context, cfg Config) (string, []*Result, error) {
 	if cfg.Build {
 		if err := build(ctx, root, cfg.Log); err != nil {
 			return "", nil, err
+		}
+		if cfg.VMAgent {
+			if err := buildVMAgent(ctx, root, cfg.Log); err != nil {
+				return "", nil, err
+			}
 		}
 	}
 	w := cfg.Workload
@@ -266,6 +279,9 @@ func Run(ctx context.Context, cfg Config) (string, []*Result, error) {
 		if ctx.Err() != nil {
 			break
 		}
+	}
+	if cfg.VMAgent && ctx.Err() == nil {
+		cfg.vmagent = runVMAgent(ctx, cfg, b, ks, series, logf)
 	}
 	report := Report(cfg, series, textBytes, results)
 	if cfg.Out != "" {

@@ -44,6 +44,10 @@ func main() {
 	var relayArgs multiFlag
 	flag.Var(&relayArgs, "relay-arg", "extra relay flag (repeatable), e.g. -relay-arg=--max-concurrency=32")
 	podIndex := flag.Bool("pod-index", false, "create every simulated pod in the apiserver (on its node, owned by a ReplicaSet or DaemonSet) and run the relay with the pod index on: "+strings.Join(loadbench.PodIndexArgs, " ")+" (pod-on-node check plain)")
+	vmagent := flag.Bool("vmagent", false, "after the relay, run vmagent (bin/vmagent, hack/build-vmagent.sh) against the same kubelets, measure it the same way and report relay/vmagent ratios of CPU-s per million samples and peak RSS")
+	vmagentRelabel := flag.Bool("vmagent-relabel", false, "with -vmagent: give vmagent metric_relabel_configs that set team from the namespace (one rule per team), the static equivalent of the relay's enrichment")
+	var vmagentArgs multiFlag
+	flag.Var(&vmagentArgs, "vmagent-arg", "extra vmagent flag (repeatable), e.g. -vmagent-arg=-promscrape.streamParse")
 	tenants := flag.Bool("tenant-routing", false, "route every series to the tenant of its team label (--tenant-label=team --default-tenant=platform): one tenant per request")
 	flag.Parse()
 	if *tenants {
@@ -83,7 +87,7 @@ func main() {
 	cfg := loadbench.Config{
 		Workload: w, Interval: *interval, WarmupRounds: *warmup, Rounds: *rounds, Enrich: modes,
 		KubeletGzip: *gz, Build: !*noBuild, RelayArgs: relayArgs, PodIndex: *podIndex, Out: *out, DiskQueue: *diskQueue, Outage: *outage,
-		Endpoints: splitList(*endpoints),
+		Endpoints: splitList(*endpoints), VMAgent: *vmagent || *vmagentRelabel, VMAgentRelabel: *vmagentRelabel, VMAgentArgs: vmagentArgs,
 		Command:   "go run ./e2e/cmd/loadbench " + strings.Join(os.Args[1:], " "), Log: os.Stderr,
 	}
 	if *pprof {
@@ -92,6 +96,9 @@ func main() {
 	if *timeout == 0 {
 		perMode := time.Duration(*warmup+*rounds+3)*(*interval) + 3*time.Minute
 		*timeout = 5*time.Minute + time.Duration(len(modes))*perMode
+		if *vmagent || *vmagentRelabel {
+			*timeout += perMode
+		}
 		if *outage > 0 {
 			*timeout = 10*time.Minute + 3*(*outage)
 		}
