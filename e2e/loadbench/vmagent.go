@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
-	"net/http"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -108,7 +108,7 @@ func vmagentScrapeConfig(targets []VMScrapeTarget, o VMScrapeOptions) ([]byte, e
 		jobs = append(jobs, job)
 	}
 	return yaml.Marshal(map[string]any{
-		"global": map[string]any{"scrape_interval": o.Interval.String(), "scrape_timeout": o.Timeout.String()},
+		"global":         map[string]any{"scrape_interval": o.Interval.String(), "scrape_timeout": o.Timeout.String()},
 		"scrape_configs": jobs,
 	})
 }

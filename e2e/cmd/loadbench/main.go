@@ -88,7 +88,7 @@ func main() {
 		Workload: w, Interval: *interval, WarmupRounds: *warmup, Rounds: *rounds, Enrich: modes,
 		KubeletGzip: *gz, Build: !*noBuild, RelayArgs: relayArgs, PodIndex: *podIndex, Out: *out, DiskQueue: *diskQueue, Outage: *outage,
 		Endpoints: splitList(*endpoints), VMAgent: *vmagent || *vmagentRelabel, VMAgentRelabel: *vmagentRelabel, VMAgentArgs: vmagentArgs,
-		Command:   "go run ./e2e/cmd/loadbench " + strings.Join(os.Args[1:], " "), Log: os.Stderr,
+		Command: "go run ./e2e/cmd/loadbench " + strings.Join(os.Args[1:], " "), Log: os.Stderr,
 	}
 	if *pprof {
 		cfg.Pprof = strings.TrimSuffix(*out, ".txt")
