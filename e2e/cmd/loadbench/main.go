@@ -87,9 +87,10 @@ func main() {
 	cfg := loadbench.Config{
 		Workload: w, Interval: *interval, WarmupRounds: *warmup, Rounds: *rounds, Enrich: modes,
 		KubeletGzip: *gz, Build: !*noBuild, RelayArgs: relayArgs, PodIndex: *podIndex, Out: *out, DiskQueue: *diskQueue, Outage: *outage,
-		Endpoints: splitList(*endpoints), VMAgent: *vmagent || *vmagentRelabel, VMAgentRelabel: *vmagentRelabel, VMAgentArgs: vmagentArgs,
-		Command: "go run ./e2e/cmd/loadbench " + strings.Join(os.Args[1:], " "), Log: os.Stderr,
+		Endpoints: splitList(*endpoints),
+		Command:   "go run ./e2e/cmd/loadbench " + strings.Join(os.Args[1:], " "), Log: os.Stderr,
 	}
+	cfg.VMAgent, cfg.VMAgentRelabel, cfg.VMAgentArgs = *vmagent || *vmagentRelabel, *vmagentRelabel, vmagentArgs
 	if *pprof {
 		cfg.Pprof = strings.TrimSuffix(*out, ".txt")
 	}
