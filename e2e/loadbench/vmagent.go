@@ -479,10 +479,14 @@ func vmagentSection(cfg Config, results []*Result) string {
 	fmt.Fprintf(&sb, "  scrapes per node in the window: %s; heap inuse %.1f MiB, RSS mean in window %.1f MiB\n",
 		nodeScrapes(vm.NodeScrapes), vm.HeapInuse/(1<<20), mib(vm.MeanRSS))
 	m := vm.Final
-	fmt.Fprintf(&sb, "  totals (quiescent=%v): scraped %.0f in %.0f scrapes, stale %.0f, queued %.0f, pending %.0f bytes; receiver %s\n",
+	fmt.Fprintf(&sb, "  totals (quiescent=%v): scraped %.0f in %.0f scrapes, stale %.0f, queued %.0f, pending %.0f bytes, %.0f bytes written to its disk queue; receiver %s\n",
 		vm.Quiescent, m.Get("vm_promscrape_scraped_samples_sum"), m.Get("vm_promscrape_scraped_samples_count"),
 		m.Get("vm_promscrape_stale_samples_created_total"), m.Get("vmagent_remotewrite_rows_pushed_after_relabel_total"),
-		m.Get("vmagent_remotewrite_pending_data_bytes"), vm.Recv)
+		m.Get("vmagent_remotewrite_pending_data_bytes"), m.Get("vm_persistentqueue_bytes_written_total"), vm.Recv)
+	d := func(k string) float64 { return vm.Self1.Get(k) - vm.Self0.Get(k) }
+	fmt.Fprintf(&sb, "  in the window: %.0f remote-write requests, %.0f bytes sent; GCs %.0f (GOGC %.0f); scrape duration mean %.3fs\n",
+		d("vmagent_remotewrite_requests_total"), d("vmagent_remotewrite_bytes_sent_total"), d("go_gc_duration_seconds_count"),
+		m.Get("vm_gogc"), d("vm_promscrape_scrape_duration_seconds_sum")/max(d("vm_promscrape_scrape_duration_seconds_count"), 1))
 	if len(vm.Problems) > 0 {
 		fmt.Fprintf(&sb, "  PROBLEMS (vmagent): %s\n", strings.Join(vm.Problems, "; "))
 	}
