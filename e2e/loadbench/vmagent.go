@@ -279,7 +279,20 @@ func runVMAgent(ctx context.Context, cfg Config, b *bed.Bed, ks *Kubelets, serie
 		return res
 	}
 	r0 := recv.Stats()
-	if !sleep(ctx, time.Until(t0.Add(time.Duration(cfg.Rounds)*cfg.Interval))) {
+	window := time.Duration(cfg.Rounds) * cfg.Interval
+	// -pprof: vmagent serves net/http/pprof on its listen address always; the same profiles
+	// as the relay's, to compare where each spends (the relay's have the enrichment mode in
+	// their name, these -vmagent).
+	var profDone chan error
+	addr := strings.TrimPrefix(v.URL, "http://")
+	if cfg.Pprof != "" {
+		profDone = make(chan error, 1)
+		go func() {
+			profDone <- fetchProfile(ctx, addr, fmt.Sprintf("profile?seconds=%d", max(int(window.Seconds())-1, 1)),
+				cfg.Pprof+"-vmagent.cpu.pprof", window+time.Minute)
+		}()
+	}
+	if !sleep(ctx, time.Until(t0.Add(window))) {
 		res.Err = ctx.Err()
 		return res
 	}
@@ -299,6 +312,15 @@ func runVMAgent(ctx context.Context, cfg Config, b *bed.Bed, ks *Kubelets, serie
 	}
 	if _, hwm, err := ProcMem(pid); err == nil {
 		res.PeakRSS = hwm
+	}
+	if profDone != nil {
+		if err := <-profDone; err != nil {
+			logf("vmagent cpu profile: %v", err)
+		}
+		if err := fetchProfile(ctx, addr, "heap", cfg.Pprof+"-vmagent.heap.pprof", time.Minute); err != nil {
+			logf("vmagent heap profile: %v", err)
+		}
+		logf("vmagent profiles: %s-vmagent.{cpu,heap}.pprof", cfg.Pprof)
 	}
 	res.Window, res.CPU, res.BenchCPU = t1.Sub(t0), cpu1-cpu0, bcpu1-bcpu0
 	res.Self0, res.Self1 = s0, s1
