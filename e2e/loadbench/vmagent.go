@@ -310,9 +310,6 @@ func runVMAgent(ctx context.Context, cfg Config, b *bed.Bed, ks *Kubelets, serie
 		res.Err = err
 		return res
 	}
-	if _, hwm, err := ProcMem(pid); err == nil {
-		res.PeakRSS = hwm
-	}
 	if profDone != nil {
 		if err := <-profDone; err != nil {
 			logf("vmagent cpu profile: %v", err)
@@ -321,6 +318,10 @@ func runVMAgent(ctx context.Context, cfg Config, b *bed.Bed, ks *Kubelets, serie
 			logf("vmagent heap profile: %v", err)
 		}
 		logf("vmagent profiles: %s-vmagent.{cpu,heap}.pprof", cfg.Pprof)
+	}
+	// After the profiles, as for the relay.
+	if _, hwm, err := ProcMem(pid); err == nil {
+		res.PeakRSS = hwm
 	}
 	res.Window, res.CPU, res.BenchCPU = t1.Sub(t0), cpu1-cpu0, bcpu1-bcpu0
 	res.Self0, res.Self1 = s0, s1
