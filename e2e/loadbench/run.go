@@ -85,6 +85,9 @@ type Result struct {
 	// round, the /metrics fetch; not the quiescence check after it);
 	// MaxRSS and MeanRSS are VmRSS sampled every 250ms in the measured window.
 	PeakRSS, MaxRSS, MeanRSS int64
+	// RssAnon and RssFile split VmRSS at the end of the window: file-backed pages are
+	// mostly the binary's own text and tables.
+	RssAnon, RssFile int64
 	// BenchCPU is the load test's own CPU in the window (simulated kubelets, receiver): on a
 	// small machine it competes with the relay.
 	BenchCPU time.Duration
@@ -533,6 +536,7 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, enric
 	if _, hwm, err := ProcMem(pid); err == nil {
 		res.PeakRSS = hwm
 	}
+	res.RssAnon, res.RssFile, _ = ProcRssSplit(pid)
 
 	// Totals at a quiescent moment: the kubelets hold new scrapes (at most 3s, well under
 	// the scrape timeout) until every scrape they served is finished in the relay and its

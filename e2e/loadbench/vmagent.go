@@ -323,6 +323,7 @@ func runVMAgent(ctx context.Context, cfg Config, b *bed.Bed, ks *Kubelets, serie
 	if _, hwm, err := ProcMem(pid); err == nil {
 		res.PeakRSS = hwm
 	}
+	res.RssAnon, res.RssFile, _ = ProcRssSplit(pid)
 	res.Window, res.CPU, res.BenchCPU = t1.Sub(t0), cpu1-cpu0, bcpu1-bcpu0
 	res.Self0, res.Self1 = s0, s1
 	res.NodeScrapes = map[int64]int{}
@@ -440,6 +441,30 @@ func fetchMetrics(ctx context.Context, url string) (SelfMetrics, error) {
 	return ParseSelf(resp.Body)
 }
 
+// ProcRssSplit returns RssAnon and RssFile in bytes from /proc/PID/status.
+func ProcRssSplit(pid int) (anon, file int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if !ok || (k != "RssAnon" && k != "RssFile") {
+			continue
+		}
+		var n int64
+		if _, err := fmt.Sscanf(strings.TrimSpace(v), "%d kB", &n); err != nil {
+			return 0, 0, fmt.Errorf("/proc/%d/status: %s: %w", pid, l, err)
+		}
+		if k == "RssAnon" {
+			anon = n << 10
+		} else {
+			file = n << 10
+		}
+	}
+	return anon, file, nil
+}
+
 // VMAgentRatio is the relay's figure over vmagent's (0 when vmagent's is 0).
 func VMAgentRatio(relay, vmagent float64) float64 {
 	if vmagent == 0 {
@@ -469,9 +494,9 @@ func vmagentSection(cfg Config, results []*Result) string {
 	}
 	fmt.Fprintf(&sb, "targets (relay with enrichment on / vmagent): CPU-s/M <= %.2fx, peak RSS <= %.2fx\n\n", TargetVMAgentCPURatio, TargetVMAgentRSSRatio)
 	tw := tabwriter.NewWriter(&sb, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "who\tsamples/s\tCPU-s/M samples\tcores\tpeak RSS MiB\tmax RSS MiB (window)\twire B/sample\tCPU ratio\tpeak RSS ratio\tpeak RSS ratio w/o GET /metrics\ttargets\t")
-	fmt.Fprintf(tw, "vmagent\t%.0f\t%.3f\t%.2f\t%.1f\t%.1f\t%.2f\t1\t1\t1\t-\t\n", vm.SamplesPerSecond(), vm.CPUPerMillion(),
-		vm.CPU.Seconds()/vm.Window.Seconds(), mib(vm.PeakRSS), mib(vm.MaxRSS), vm.BytesPerSample())
+	fmt.Fprintln(tw, "who\tsamples/s\tCPU-s/M samples\tcores\tpeak RSS MiB\tmax RSS MiB (window)\tRSS anon+file MiB (end)\twire B/sample\tCPU ratio\tpeak RSS ratio\tpeak RSS ratio w/o GET /metrics\ttargets\t")
+	fmt.Fprintf(tw, "vmagent\t%.0f\t%.3f\t%.2f\t%.1f\t%.1f\t%.1f+%.1f\t%.2f\t1\t1\t1\t-\t\n", vm.SamplesPerSecond(), vm.CPUPerMillion(),
+		vm.CPU.Seconds()/vm.Window.Seconds(), mib(vm.PeakRSS), mib(vm.MaxRSS), mib(vm.RssAnon), mib(vm.RssFile), vm.BytesPerSample())
 	for _, r := range results {
 		if r.Err != nil {
 			continue
@@ -492,8 +517,8 @@ func vmagentSection(cfg Config, results []*Result) string {
 				tg = "MISSED: " + strings.Join(miss, ",")
 			}
 		}
-		fmt.Fprintf(tw, "relay enrich %s\t%.0f\t%.3f\t%.2f\t%.1f\t%.1f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t\n", onOff(r.Enrich), r.SamplesPerSecond(), r.CPUPerMillion(),
-			r.CPU.Seconds()/r.Window.Seconds(), mib(r.PeakRSS), mib(r.MaxRSS), r.BytesPerSample(), cpu, rss,
+		fmt.Fprintf(tw, "relay enrich %s\t%.0f\t%.3f\t%.2f\t%.1f\t%.1f\t%.1f+%.1f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t\n", onOff(r.Enrich), r.SamplesPerSecond(), r.CPUPerMillion(),
+			r.CPU.Seconds()/r.Window.Seconds(), mib(r.PeakRSS), mib(r.MaxRSS), mib(r.RssAnon), mib(r.RssFile), r.BytesPerSample(), cpu, rss,
 			VMAgentRatio(float64(r.ViewHWMBefore), float64(vm.PeakRSS)), tg)
 	}
 	tw.Flush()
