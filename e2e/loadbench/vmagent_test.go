@@ -1,6 +1,7 @@
 package loadbench
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -224,3 +225,38 @@ func TestVMAgentSection(t *testing.T) {
 }
 
 func near(a, b float64) bool { return a-b < 1e-9 && b-a < 1e-9 }
+
+// TestParseVMAgentMetrics: vmagent's own /metrics (captured from vmagent v1.151.0 scraping
+// itself: no TYPE lines, histograms as vmrange buckets plus _sum and _count) reads as
+// SelfMetrics, and every name the comparison uses is the sum of its lines.
+func TestParseVMAgentMetrics(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("testdata", "vmagent-1.151.0-metrics.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := ParseSelf(strings.NewReader(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"vm_promscrape_scraped_samples_count", "vm_promscrape_scraped_samples_sum",
+		"vmagent_remotewrite_rows_pushed_after_relabel_total", "vmagent_remotewrite_pending_data_bytes",
+		"vm_promscrape_scrape_duration_seconds_count", "go_gc_duration_seconds_count", "vm_gogc", "go_memstats_heap_inuse_bytes"} {
+		var want float64
+		found := false
+		for _, l := range strings.Split(string(b), "\n") {
+			rest, ok := strings.CutPrefix(l, name)
+			if !ok || (rest[0] != ' ' && rest[0] != '{') {
+				continue
+			}
+			var v float64
+			if _, err := fmt.Sscan(l[strings.LastIndexByte(l, ' ')+1:], &v); err != nil {
+				t.Fatalf("%s: %v", l, err)
+			}
+			want += v
+			found = true
+		}
+		if !found || m.Get(name) != want || want == 0 {
+			t.Errorf("%s = %v, want %v (in the capture: %v)", name, m.Get(name), want, found)
+		}
+	}
+}
