@@ -45,9 +45,9 @@ LOADBENCH_ARGS ?=
 LOADBENCH_LARGE_ARGS ?=
 
 .PHONY: bench
-bench: ## Run the Go benchmarks on the real captures, then the 50x30 load test (enrichment on and off, ~6 min).
+bench: ## Run the Go benchmarks on the real captures, then the 50x30 load test (enrichment on and off, then vmagent for the ratios, ~8 min).
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
-	$(GO) run ./e2e/cmd/loadbench -nodes 50 -pods 30 -interval 15s -rounds 6 -enrich both $(LOADBENCH_ARGS)
+	$(GO) run ./e2e/cmd/loadbench -nodes 50 -pods 30 -interval 15s -rounds 6 -enrich both -vmagent $(LOADBENCH_ARGS)
 
 .PHONY: bench-large
 bench-large: ## Run the 500x30 load test (30s interval, one replica, enrichment on and off, ~10 min).

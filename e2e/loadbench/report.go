@@ -113,6 +113,7 @@ func Report(cfg Config, series, textBytes int64, results []*Result) string {
 		fmt.Fprintf(&sb, "  relay: bin/kubelet-meta-proxy run %s\n", strings.Join(r.Args, " "))
 	}
 
+	sb.WriteString(vmagentSection(cfg, results))
 	fmt.Fprintf(&sb, "\nmachine: %d CPUs (%s), %s/%s; %s; loadbench built with %s\n", runtime.NumCPU(), cpuModel(), runtime.GOOS, runtime.GOARCH,
 		strings.TrimSpace(cmdOut("go", "version")), runtime.Version())
 	fmt.Fprintf(&sb, "relay: %s\n", cfg.relayVersion)

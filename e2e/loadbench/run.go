@@ -64,12 +64,20 @@ type Config struct {
 	// Churn > 0 measures a churn window after each steady one: that share of every node's
 	// pods replaced at every scrape (churn.go).
 	Churn float64
+	// VMAgent runs vmagent (bin/vmagent, hack/build-vmagent.sh) after the relay against the
+	// same kubelets, measures it the same way and reports the relay's CPU and peak RSS as
+	// ratios of vmagent's (vmagent.go). VMAgentRelabel gives it metric_relabel_configs that
+	// add the team label; VMAgentArgs are extra vmagent flags.
+	VMAgent        bool
+	VMAgentRelabel bool
+	VMAgentArgs    []string
 	// Command is the command line, for the report.
 	Command string
 	Log     io.Writer
 
 	relayVersion string
 	tpl          *Template
+	vmagent      *VMAgentResult
 }
 
 // Result is one relay run (one enrichment mode).
@@ -86,6 +94,9 @@ type Result struct {
 	// round, the /metrics fetch; not the quiescence check after it);
 	// MaxRSS and MeanRSS are VmRSS sampled every 250ms in the measured window.
 	PeakRSS, MaxRSS, MeanRSS int64
+	// RssAnon and RssFile split VmRSS at the end of the window: file-backed pages are
+	// mostly the binary's own text and tables.
+	RssAnon, RssFile int64
 	// BenchCPU is the load test's own CPU in the window (simulated kubelets, receiver): on a
 	// small machine it competes with the relay.
 	BenchCPU time.Duration
@@ -165,6 +176,11 @@ func Run(ctx context.Context, cfg Config) (string, []*Result, error) {
 	if cfg.Build {
 		if err := build(ctx, root, cfg.Log); err != nil {
 			return "", nil, err
+		}
+		if cfg.VMAgent {
+			if err := buildVMAgent(ctx, root, cfg.Log); err != nil {
+				return "", nil, err
+			}
 		}
 	}
 	w := cfg.Workload
@@ -295,6 +311,9 @@ func Run(ctx context.Context, cfg Config) (string, []*Result, error) {
 				break
 			}
 		}
+	}
+	if cfg.VMAgent && ctx.Err() == nil {
+		cfg.vmagent = runVMAgent(ctx, cfg, b, ks, series, logf)
 	}
 	report := Report(cfg, series, textBytes, results)
 	if cfg.Out != "" {
@@ -562,6 +581,7 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, v Var
 	if _, hwm, err := ProcMem(pid); err == nil {
 		res.PeakRSS = hwm
 	}
+	res.RssAnon, res.RssFile, _ = ProcRssSplit(pid)
 	var churnProblems []string
 	if cfg.Churn > 0 {
 		if res.Churn, churnProblems, err = measureChurn(ctx, cfg, pid, apiPID, recv, ks, self, logf,

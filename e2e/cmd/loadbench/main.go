@@ -49,6 +49,10 @@ func main() {
 	proxyProto := flag.String("node-proxy-protocol", "", "apiserver mode: relay --node-proxy-protocol values to run, comma-separated (http/1.1,h2); default the relay's")
 	proxyGzip := flag.String("node-proxy-gzip", "", "apiserver mode: relay --node-proxy-gzip values to run, comma-separated (on,off); default the relay's. The kubelets gzip only with -kubelet-gzip")
 	churn := flag.Float64("churn", 0, "after each steady window, measure as many rounds with this share of every node's pods replaced at every scrape (e.g. 0.33)")
+	vmagent := flag.Bool("vmagent", false, "after the relay, run vmagent (bin/vmagent, hack/build-vmagent.sh) against the same kubelets, measure it the same way and report relay/vmagent ratios of CPU-s per million samples and peak RSS")
+	vmagentRelabel := flag.Bool("vmagent-relabel", false, "with -vmagent: give vmagent metric_relabel_configs that set team from the namespace (one rule per team), the static equivalent of the relay's enrichment")
+	var vmagentArgs multiFlag
+	flag.Var(&vmagentArgs, "vmagent-arg", "extra vmagent flag (repeatable), e.g. -vmagent-arg=-promscrape.streamParse")
 	tenants := flag.Bool("tenant-routing", false, "route every series to the tenant of its team label (--tenant-label=team --default-tenant=platform): one tenant per request")
 	flag.Parse()
 	if *tenants {
@@ -99,6 +103,7 @@ func main() {
 		Command:   "go run ./e2e/cmd/loadbench " + strings.Join(os.Args[1:], " "), Log: os.Stderr,
 	}
 	cfg.Variants, cfg.Churn = variants, *churn
+	cfg.VMAgent, cfg.VMAgentRelabel, cfg.VMAgentArgs = *vmagent || *vmagentRelabel, *vmagentRelabel, vmagentArgs
 	if *pprof {
 		cfg.Pprof = strings.TrimSuffix(*out, ".txt")
 	}
@@ -108,6 +113,9 @@ func main() {
 			perMode += time.Duration(*rounds) * (*interval)
 		}
 		*timeout = 5*time.Minute + time.Duration(len(modes)*len(variants))*perMode
+		if *vmagent || *vmagentRelabel {
+			*timeout += perMode
+		}
 		if *outage > 0 {
 			*timeout = 10*time.Minute + 3*(*outage)
 		}
