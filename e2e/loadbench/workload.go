@@ -33,10 +33,10 @@ type Workload struct {
 }
 
 // DefaultWorkload is the profile of the issue: 30 pods per node (5-8 of them kube-system
-// daemonsets), 200 namespaces with a Zipf(1.1) spread, 75% of app pods with 2 containers
-// (WORKLOAD.md: 1.5-2 containers per pod).
+// daemonsets), 200 namespaces with a Zipf(1.1) spread over 20 teams (issue 16's tenant
+// routing profile), 75% of app pods with 2 containers (WORKLOAD.md: 1.5-2 containers per pod).
 func DefaultWorkload(nodes int) Workload {
-	return Workload{Nodes: nodes, PodsPerNode: 30, Namespaces: 200, ZipfS: 1.1, Teams: 25,
+	return Workload{Nodes: nodes, PodsPerNode: 30, Namespaces: 200, ZipfS: 1.1, Teams: 20,
 		TwoContainers: 0.75, DaemonSetsMin: 5, DaemonSetsMax: 8, Seed: 1}
 }
 
