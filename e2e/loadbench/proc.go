@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -46,30 +47,44 @@ func ProcCPU(pid int) (time.Duration, error) {
 
 // ProcMem returns VmRSS and VmHWM (peak RSS) in bytes from /proc/PID/status.
 func ProcMem(pid int) (rss, hwm int64, err error) {
+	v, err := procStatus(pid, "VmRSS", "VmHWM")
+	return v[0], v[1], err
+}
+
+// ProcRssSplit returns RssAnon and RssFile in bytes from /proc/PID/status.
+func ProcRssSplit(pid int) (anon, file int64, err error) {
+	v, err := procStatus(pid, "RssAnon", "RssFile")
+	return v[0], v[1], err
+}
+
+// procStatus returns the given "NAME: N kB" fields of /proc/PID/status in bytes, in the
+// order asked (0 for a field the kernel does not report).
+func procStatus(pid int, keys ...string) ([]int64, error) {
+	out := make([]int64, len(keys))
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0, err
+		return out, err
 	}
 	for _, l := range strings.Split(string(b), "\n") {
 		k, v, ok := strings.Cut(l, ":")
-		if !ok || (k != "VmRSS" && k != "VmHWM") {
+		if !ok {
+			continue
+		}
+		i := slices.Index(keys, k)
+		if i < 0 {
 			continue
 		}
 		f := strings.Fields(v)
 		if len(f) != 2 || f[1] != "kB" {
-			return 0, 0, fmt.Errorf("/proc/%d/status: %s", pid, l)
+			return out, fmt.Errorf("/proc/%d/status: %s", pid, l)
 		}
 		n, err := strconv.ParseInt(f[0], 10, 64)
 		if err != nil {
-			return 0, 0, err
+			return out, fmt.Errorf("/proc/%d/status: %s: %w", pid, l, err)
 		}
-		if k == "VmRSS" {
-			rss = n << 10
-		} else {
-			hwm = n << 10
-		}
+		out[i] = n << 10
 	}
-	return rss, hwm, nil
+	return out, nil
 }
 
 // rssSampler reads VmRSS every period until stopped and keeps the largest value and the mean.
@@ -193,7 +208,13 @@ var plainClient = &http.Client{Timeout: 60 * time.Second, Transport: &http.Trans
 
 // fetchSelf GETs the relay's /metrics/self.
 func fetchSelf(ctx context.Context, base string) (SelfMetrics, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics/self", nil)
+	return fetchMetrics(ctx, base+"/metrics/self")
+}
+
+// fetchMetrics GETs a Prometheus text exposition (the relay's /metrics/self, vmagent's
+// /metrics) as SelfMetrics.
+func fetchMetrics(ctx context.Context, url string) (SelfMetrics, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -203,7 +224,7 @@ func fetchSelf(ctx context.Context, base string) (SelfMetrics, error) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /metrics/self: %s", resp.Status)
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
 	return ParseSelf(resp.Body)
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -237,5 +238,19 @@ func TestKubeletServesOtherEndpoints(t *testing.T) {
 	}
 	if k.Scrapes() != 0 {
 		t.Fatalf("cadvisor scrapes %d, want 0", k.Scrapes())
+	}
+}
+
+func TestProcStatusOfThisProcess(t *testing.T) {
+	rss, hwm, err := ProcMem(os.Getpid())
+	if err != nil || rss <= 0 || hwm < rss {
+		t.Fatalf("ProcMem: rss %d, hwm %d, %v", rss, hwm, err)
+	}
+	anon, file, err := ProcRssSplit(os.Getpid())
+	if err != nil || anon <= 0 || file <= 0 || anon+file > hwm+(64<<20) {
+		t.Fatalf("ProcRssSplit: anon %d, file %d (hwm %d), %v", anon, file, hwm, err)
+	}
+	if _, _, err := ProcMem(-1); err == nil {
+		t.Fatal("ProcMem(-1): no error")
 	}
 }

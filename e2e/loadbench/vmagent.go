@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -422,47 +421,6 @@ func checkVMAgent(res *VMAgentResult, targets int, interval time.Duration) []str
 		}
 	}
 	return p
-}
-
-// fetchMetrics GETs a Prometheus text exposition (vmagent's /metrics) as SelfMetrics.
-func fetchMetrics(ctx context.Context, url string) (SelfMetrics, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := plainClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return ParseSelf(resp.Body)
-}
-
-// ProcRssSplit returns RssAnon and RssFile in bytes from /proc/PID/status.
-func ProcRssSplit(pid int) (anon, file int64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(l, ":")
-		if !ok || (k != "RssAnon" && k != "RssFile") {
-			continue
-		}
-		var n int64
-		if _, err := fmt.Sscanf(strings.TrimSpace(v), "%d kB", &n); err != nil {
-			return 0, 0, fmt.Errorf("/proc/%d/status: %s: %w", pid, l, err)
-		}
-		if k == "RssAnon" {
-			anon = n << 10
-		} else {
-			file = n << 10
-		}
-	}
-	return anon, file, nil
 }
 
 // VMAgentRatio is the relay's figure over vmagent's (0 when vmagent's is 0).
