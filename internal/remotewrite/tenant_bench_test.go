@@ -107,32 +107,9 @@ func BenchmarkTenantPipeline(b *testing.B) {
 					}
 					w.Append(s)
 				}
-				for _, q := range w.queues {
-					for _, s := range q.shards {
-						for s.take(false) > 0 {
-							body, _, _ := s.enc.encode(s.batch)
-							requests++
-							wire += len(body)
-							s.inflight = 0
-							clear(s.batch)
-							s.batch = s.batch[:0]
-						}
-					}
-				}
-				for _, q := range w.tenantQueues {
-					if cap(buf) < q.cfg.MaxSamplesPerSend {
-						buf = make([]model.Sample, q.cfg.MaxSamplesPerSend)
-					}
-					for _, t := range q.tenants {
-						for t != nil && t.ring.n > 0 {
-							k := t.ring.pop(buf[:q.cfg.MaxSamplesPerSend])
-							q.buffered -= k
-							body, _, _ := enc.encode(buf[:k])
-							requests++
-							wire += len(body)
-						}
-					}
-				}
+				r, n := encodeQueued(w, &enc, &buf)
+				requests += r
+				wire += n
 			}
 			round(1) // first scrape: the caches fill, rings grow
 			requests, wire = 0, 0
@@ -204,4 +181,36 @@ func totalOf(s [][]model.Sample) int {
 		n += len(x)
 	}
 	return n
+}
+
+// encodeQueued encodes, as the senders would, everything queued in w's shards and tenant
+// rings, and returns the number of requests and their wire bytes.
+func encodeQueued(w *Writer, enc *encoder, buf *[]model.Sample) (requests, wire int) {
+	for _, q := range w.queues {
+		for _, s := range q.shards {
+			for s.take(false) > 0 {
+				body, _, _ := s.enc.encode(s.batch)
+				requests++
+				wire += len(body)
+				s.inflight = 0
+				clear(s.batch)
+				s.batch = s.batch[:0]
+			}
+		}
+	}
+	for _, q := range w.tenantQueues {
+		if cap(*buf) < q.cfg.MaxSamplesPerSend {
+			*buf = make([]model.Sample, q.cfg.MaxSamplesPerSend)
+		}
+		for _, t := range q.tenants {
+			for t != nil && t.ring.n > 0 {
+				k := t.ring.pop((*buf)[:q.cfg.MaxSamplesPerSend])
+				q.buffered -= k
+				body, _, _ := enc.encode((*buf)[:k])
+				requests++
+				wire += len(body)
+			}
+		}
+	}
+	return requests, wire
 }

@@ -43,32 +43,9 @@ func BenchmarkTenantEpochs(b *testing.B) {
 			var enc encoder
 			var buf []model.Sample
 			flush := func() {
-				for _, q := range w.queues {
-					for _, s := range q.shards {
-						for s.take(false) > 0 {
-							body, _, _ := s.enc.encode(s.batch)
-							requests++
-							wire += len(body)
-							s.inflight = 0
-							clear(s.batch)
-							s.batch = s.batch[:0]
-						}
-					}
-				}
-				for _, q := range w.tenantQueues {
-					if cap(buf) < q.cfg.MaxSamplesPerSend {
-						buf = make([]model.Sample, q.cfg.MaxSamplesPerSend)
-					}
-					for _, t := range q.tenants {
-						for t != nil && t.ring.n > 0 {
-							k := t.ring.pop(buf[:q.cfg.MaxSamplesPerSend])
-							q.buffered -= k
-							body, _, _ := enc.encode(buf[:k])
-							requests++
-							wire += len(body)
-						}
-					}
-				}
+				r, n := encodeQueued(w, &enc, &buf)
+				requests += r
+				wire += n
 			}
 			round := func(ts int64) {
 				for e := range epochs {
