@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/e2e/fakekubelet"
 )
 
 // podsIn lists the distinct namespace/pod pairs of an exposition.
@@ -97,15 +96,7 @@ func TestKubeletChurn(t *testing.T) {
 	tpl := mustTemplate(t)
 	w := DefaultWorkload(1)
 	n := tpl.GenerateNode(w, 0)
-	c, err := n.Prepare()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ks, err := StartKubelets([]string{n.Name}, []*fakekubelet.Capture{c}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ks.Stop()
+	ks := startNodeKubelet(t, n)
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	scrape := func() []string {
 		req, _ := http.NewRequest(http.MethodGet, "https://"+ks.List[0].Addr+"/metrics/cadvisor", nil)

@@ -180,17 +180,7 @@ func TestKubeletServes(t *testing.T) {
 // The other kubelet endpoints are served when asked for, each with its own capture and
 // counter; /metrics/cadvisor's count is not touched.
 func TestKubeletServesOtherEndpoints(t *testing.T) {
-	tpl := mustTemplate(t)
-	n := tpl.GenerateNode(DefaultWorkload(1), 0)
-	c, err := n.Prepare()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ks, err := StartKubelets([]string{n.Name}, []*fakekubelet.Capture{c}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ks.Stop()
+	ks := startNodeKubelet(t, mustTemplate(t).GenerateNode(DefaultWorkload(1), 0))
 	k := ks.List[0]
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	get := func(path string) (int, []byte) {
@@ -253,4 +243,20 @@ func TestProcStatusOfThisProcess(t *testing.T) {
 	if _, _, err := ProcMem(-1); err == nil {
 		t.Fatal("ProcMem(-1): no error")
 	}
+}
+
+// startNodeKubelet serves node n from one simulated kubelet (identity encoding), stopped
+// when the test ends.
+func startNodeKubelet(t *testing.T, n *Node) *Kubelets {
+	t.Helper()
+	c, err := n.Prepare()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks, err := StartKubelets([]string{n.Name}, []*fakekubelet.Capture{c}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ks.Stop)
+	return ks
 }

@@ -90,13 +90,7 @@ func BenchmarkTenantPipeline(b *testing.B) {
 		{"on-remove-label", TenantConfig{Label: "team", Default: "platform", RemoveLabel: true}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			ep := testEndpoint("http://127.0.0.1:1/push")
-			ep.Queue = DefaultQueueConfig()
-			ep.Tenant = c.tenant
-			w, err := New(Config{Endpoints: []EndpointConfig{ep}, ShutdownTimeout: time.Second}, testLogger(), nil)
-			if err != nil {
-				b.Fatal(err)
-			}
+			w := benchTenantWriter(b, c.tenant, 0)
 			var requests, wire int
 			var enc encoder
 			var buf []model.Sample
@@ -136,14 +130,7 @@ func BenchmarkTenantAppend(b *testing.B) {
 		tenant TenantConfig
 	}{{"off", TenantConfig{}}, {"on", TenantConfig{Label: "team", Default: "platform"}}} {
 		b.Run(c.name, func(b *testing.B) {
-			ep := testEndpoint("http://127.0.0.1:1/push")
-			ep.Queue = DefaultQueueConfig()
-			ep.Queue.Capacity = 100_000_000 // never full: no drops in the measure
-			ep.Tenant = c.tenant
-			w, err := New(Config{Endpoints: []EndpointConfig{ep}, ShutdownTimeout: time.Second}, testLogger(), nil)
-			if err != nil {
-				b.Fatal(err)
-			}
+			w := benchTenantWriter(b, c.tenant, 100_000_000) // never full: no drops in the measure
 			n := 0
 			b.ReportAllocs()
 			for b.Loop() {
@@ -213,4 +200,21 @@ func encodeQueued(w *Writer, enc *encoder, buf *[]model.Sample) (requests, wire 
 		}
 	}
 	return requests, wire
+}
+
+// benchTenantWriter is a Writer with one endpoint (default queue, capacity if > 0) and
+// the given tenant routing, never started: benchmarks drive its queues themselves.
+func benchTenantWriter(b *testing.B, tenant TenantConfig, capacity int) *Writer {
+	b.Helper()
+	ep := testEndpoint("http://127.0.0.1:1/push")
+	ep.Queue = DefaultQueueConfig()
+	if capacity > 0 {
+		ep.Queue.Capacity = capacity
+	}
+	ep.Tenant = tenant
+	w, err := New(Config{Endpoints: []EndpointConfig{ep}, ShutdownTimeout: time.Second}, testLogger(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return w
 }

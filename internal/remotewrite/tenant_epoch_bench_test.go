@@ -32,13 +32,7 @@ func BenchmarkTenantEpochs(b *testing.B) {
 		{"on", TenantConfig{Label: "team", Default: "platform"}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			ep := testEndpoint("http://127.0.0.1:1/push")
-			ep.Queue = DefaultQueueConfig()
-			ep.Tenant = c.tenant
-			w, err := New(Config{Endpoints: []EndpointConfig{ep}, ShutdownTimeout: time.Second}, testLogger(), nil)
-			if err != nil {
-				b.Fatal(err)
-			}
+			w := benchTenantWriter(b, c.tenant, 0)
 			var requests, wire int
 			var enc encoder
 			var buf []model.Sample
