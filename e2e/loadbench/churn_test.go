@@ -10,7 +10,6 @@ import (
 	"slices"
 	"testing"
 	"time"
-
 )
 
 // podsIn lists the distinct namespace/pod pairs of an exposition.
