@@ -2,6 +2,7 @@ package loadbench
 
 import (
 	"compress/gzip"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"net"
@@ -243,4 +244,28 @@ func (ks *Kubelets) servedBytes() int64 {
 		n += k.ServedBytes()
 	}
 	return n
+}
+
+// waitQuiescent looks for a quiescent moment until deadline: it holds new scrapes for up
+// to 3s (well under the scrape timeout) while agreed reports every 20ms whether the
+// process under test and the receiver agree, then releases them for a second and tries
+// again. At 500 nodes a scrape starts every 60ms: without the hold nothing is ever quiet.
+func (ks *Kubelets) waitQuiescent(ctx context.Context, deadline time.Time, agreed func() bool) bool {
+	for time.Now().Before(deadline) {
+		ks.hold()
+		quiet := false
+		for hd := time.Now().Add(3 * time.Second); time.Now().Before(hd); {
+			if quiet = agreed(); quiet || !sleep(ctx, 20*time.Millisecond) {
+				break
+			}
+		}
+		ks.release()
+		if quiet {
+			return true
+		}
+		if !sleep(ctx, time.Second) {
+			return false
+		}
+	}
+	return false
 }

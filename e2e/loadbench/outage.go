@@ -114,26 +114,13 @@ func runOutage(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, ks *
 	// everything it scraped.
 	var final SelfMetrics
 	var z ReceiverStats
-	for deadline := time.Now().Add(time.Minute); !res.Quiescent && time.Now().Before(deadline); {
-		ks.hold()
-		for hd := time.Now().Add(3 * time.Second); time.Now().Before(hd); {
-			final, z = self(), recv.Stats()
-			in := final.Get("kubelet_meta_proxy_remote_write_samples_in_total")
-			if final != nil && float64(z.Samples) == final.Get("kubelet_meta_proxy_remote_write_samples_sent_total") && in > 0 &&
-				final.Get("kubelet_meta_proxy_remote_write_queue_length") == 0 && final.Get("kubelet_meta_proxy_disk_queue_samples") == 0 &&
-				ks.inFlight() == 0 {
-				res.Quiescent = true
-				break
-			}
-			if !sleep(ctx, 20*time.Millisecond) {
-				break
-			}
-		}
-		ks.release()
-		if !res.Quiescent && !sleep(ctx, time.Second) {
-			break
-		}
-	}
+	res.Quiescent = ks.waitQuiescent(ctx, time.Now().Add(time.Minute), func() bool {
+		final, z = self(), recv.Stats()
+		in := final.Get("kubelet_meta_proxy_remote_write_samples_in_total")
+		return final != nil && float64(z.Samples) == final.Get("kubelet_meta_proxy_remote_write_samples_sent_total") && in > 0 &&
+			final.Get("kubelet_meta_proxy_remote_write_queue_length") == 0 && final.Get("kubelet_meta_proxy_disk_queue_samples") == 0 &&
+			ks.inFlight() == 0
+	})
 	res.Final, res.Recv = final, z
 	in := final.Get("kubelet_meta_proxy_remote_write_samples_in_total")
 	dropped := final.Get("kubelet_meta_proxy_remote_write_samples_dropped_total")

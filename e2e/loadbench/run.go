@@ -591,44 +591,28 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, v Var
 		}
 	}
 
-	// Totals at a quiescent moment: the kubelets hold new scrapes (at most 3s, well under
-	// the scrape timeout) until every scrape they served is finished in the relay and its
-	// queue is empty; the receiver's count is read before and after the relay's counters,
-	// and all agree. (At 500 nodes a scrape starts every 60ms: without the hold the relay
-	// is never quiet between two of them.)
-	qdeadline := time.Now().Add(max(cfg.Interval, 20*time.Second))
-	for !res.Quiescent && time.Now().Before(qdeadline) {
-		ks.hold()
-		hdeadline := time.Now().Add(3 * time.Second)
-		for time.Now().Before(hdeadline) {
-			var served int64
-			for i, c := range ks.scrapeCounts() {
-				served += c - base[i]
-			}
-			a := recv.Stats()
-			m, err := self()
-			z := recv.Stats()
-			if err == nil {
-				res.Final, res.Recv = m, z
-				sent := int64(m.Get("kubelet_meta_proxy_remote_write_samples_sent_total"))
-				in := int64(m.Get("kubelet_meta_proxy_remote_write_samples_in_total"))
-				// Dropped and failed samples are flagged on their own (check).
-				gone := int64(m.Get("kubelet_meta_proxy_remote_write_samples_dropped_total") + m.Get("kubelet_meta_proxy_remote_write_samples_failed_total"))
-				if a.Samples == z.Samples && z.Samples == sent && in == sent+gone && m.Get("kubelet_meta_proxy_remote_write_queue_length") == 0 &&
-					ks.inFlight() == 0 && m.Get("kubelet_meta_proxy_scrape_duration_seconds_count") >= float64(served) {
-					res.Quiescent = true
-					break
-				}
-			}
-			if !sleep(ctx, 20*time.Millisecond) {
-				break
-			}
+	// Totals at a quiescent moment: every scrape the kubelets served is finished in the
+	// relay and its queue is empty; the receiver's count is read before and after the
+	// relay's counters, and all agree.
+	res.Quiescent = ks.waitQuiescent(ctx, time.Now().Add(max(cfg.Interval, 20*time.Second)), func() bool {
+		var served int64
+		for i, c := range ks.scrapeCounts() {
+			served += c - base[i]
 		}
-		ks.release()
-		if !res.Quiescent && !sleep(ctx, time.Second) {
-			break
+		a := recv.Stats()
+		m, err := self()
+		z := recv.Stats()
+		if err != nil {
+			return false
 		}
-	}
+		res.Final, res.Recv = m, z
+		sent := int64(m.Get("kubelet_meta_proxy_remote_write_samples_sent_total"))
+		in := int64(m.Get("kubelet_meta_proxy_remote_write_samples_in_total"))
+		// Dropped and failed samples are flagged on their own (check).
+		gone := int64(m.Get("kubelet_meta_proxy_remote_write_samples_dropped_total") + m.Get("kubelet_meta_proxy_remote_write_samples_failed_total"))
+		return a.Samples == z.Samples && z.Samples == sent && in == sent+gone && m.Get("kubelet_meta_proxy_remote_write_queue_length") == 0 &&
+			ks.inFlight() == 0 && m.Get("kubelet_meta_proxy_scrape_duration_seconds_count") >= float64(served)
+	})
 	res.Problems = append(check(res, nodes*max(1, len(cfg.Endpoints)), cfg.Interval), churnProblems...) // one target per node and endpoint
 	logf("%s: %.0f samples/s, %.3f CPU-s per million, peak RSS %.1f MiB, %.2f wire bytes/sample, problems: %v",
 		res.label(), res.SamplesPerSecond(), res.CPUPerMillion(), mib(res.PeakRSS), res.BytesPerSample(), res.Problems)

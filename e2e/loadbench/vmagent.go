@@ -338,35 +338,21 @@ func runVMAgent(ctx context.Context, cfg Config, b *bed.Bed, ks *Kubelets, serie
 	// Totals at a quiescent moment, as for the relay: kubelets held, every served scrape
 	// processed, nothing pending in vmagent's queue, the receiver's count steady and equal to
 	// what vmagent queued.
-	qdeadline := time.Now().Add(max(cfg.Interval, 20*time.Second))
-	for !res.Quiescent && time.Now().Before(qdeadline) {
-		ks.hold()
-		hdeadline := time.Now().Add(3 * time.Second)
-		for time.Now().Before(hdeadline) {
-			var served int64
-			for i, c := range ks.scrapeCounts() {
-				served += c - base[i]
-			}
-			a := recv.Stats()
-			m, err := self()
-			z := recv.Stats()
-			if err == nil {
-				res.Final, res.Recv = m, z
-				if a.Samples == z.Samples && float64(z.Samples) == m.Get("vmagent_remotewrite_rows_pushed_after_relabel_total") &&
-					m.Get("vmagent_remotewrite_pending_data_bytes") == 0 && ks.inFlight() == 0 && m.Get(done) >= float64(served) {
-					res.Quiescent = true
-					break
-				}
-			}
-			if !sleep(ctx, 20*time.Millisecond) {
-				break
-			}
+	res.Quiescent = ks.waitQuiescent(ctx, time.Now().Add(max(cfg.Interval, 20*time.Second)), func() bool {
+		var served int64
+		for i, c := range ks.scrapeCounts() {
+			served += c - base[i]
 		}
-		ks.release()
-		if !res.Quiescent && !sleep(ctx, time.Second) {
-			break
+		a := recv.Stats()
+		m, err := self()
+		z := recv.Stats()
+		if err != nil {
+			return false
 		}
-	}
+		res.Final, res.Recv = m, z
+		return a.Samples == z.Samples && float64(z.Samples) == m.Get("vmagent_remotewrite_rows_pushed_after_relabel_total") &&
+			m.Get("vmagent_remotewrite_pending_data_bytes") == 0 && ks.inFlight() == 0 && m.Get(done) >= float64(served)
+	})
 	res.Problems = checkVMAgent(res, targets, cfg.Interval)
 	logf("vmagent: %.0f samples/s, %.3f CPU-s per million, peak RSS %.1f MiB, %.2f wire bytes/sample, problems: %v",
 		res.SamplesPerSecond(), res.CPUPerMillion(), mib(res.PeakRSS), res.BytesPerSample(), res.Problems)
