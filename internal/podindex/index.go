@@ -115,7 +115,7 @@ type Index struct {
 	mu         sync.Mutex
 	owners     map[ownerKey]*ownerRec
 	conflicts  map[podKey]string // the label clashes last reported, for pods that have some
-	shards     [numShards]map[podKey]*entry
+	shards     [numShards]shard
 	dirty      [numShards]bool
 	gen        uint64
 	tombstones []tombstone // in deletion order; stale items are skipped
@@ -220,9 +220,6 @@ func newIndex(cfg Config) *Index {
 		health:    &health{},
 		owners:    map[ownerKey]*ownerRec{},
 		conflicts: map[podKey]string{},
-	}
-	for i := range ix.shards {
-		ix.shards[i] = map[podKey]*entry{}
 	}
 	ix.metrics = newMetrics(cfg.o.Registerer)
 	ix.snapshot.Store(ix.build())
@@ -338,18 +335,23 @@ func (ix *Index) stripPod(obj any) (any, error) {
 	return obj, nil
 }
 
-func (ix *Index) get(key podKey) *entry { return ix.shards[shardOf(key.name)][key] }
+func (ix *Index) get(key podKey) *entry {
+	h := podHash(key.namespace, key.name)
+	return ix.shards[shardOf(h)].find(h, key.namespace, key.name)
+}
 
+// put sets the entry of key (whose pod is key) to e, or removes it (nil).
 func (ix *Index) put(key podKey, e *entry) {
-	i := shardOf(key.name)
+	h := podHash(key.namespace, key.name)
+	i := shardOf(h)
 	if !ix.dirty[i] { // shared with the published snapshot: copy on write
-		ix.shards[i] = maps.Clone(ix.shards[i])
+		ix.shards[i] = ix.shards[i].clone()
 		ix.dirty[i] = true
 	}
 	if e == nil {
-		delete(ix.shards[i], key)
+		ix.shards[i].remove(h, key.namespace, key.name)
 	} else {
-		ix.shards[i][key] = e
+		ix.shards[i].set(h, e)
 	}
 	ix.dirty[i] = true
 	ix.anyDirty.Store(true)

@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -117,5 +118,41 @@ func TestOptionsValidate(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %q", err, want)
 		}
+	}
+}
+
+// TestStripSharesName checks that the stripped pod keeps no second copy of
+// what its name contains (its ReplicaSet's name, app and pod-template-hash
+// values), and still has the same values.
+func TestStripSharesName(t *testing.T) {
+	m := labelMapper{keys: enrich.KeyMapper{AllowAll: true}, workload: true}
+	o := mkPod("shop", "web-7d9f8b6c5d-x2x7q", "node-a",
+		map[string]string{"app": "web", "pod-template-hash": "7d9f8b6c5d", "tier": "gold"}, ref("ReplicaSet", "web-7d9f8b6c5d", true))
+	// Strings of their own, as decoding gives.
+	o.Name = strings.Clone(o.Name)
+	o.OwnerReferences[0].Name = strings.Clone(o.OwnerReferences[0].Name)
+	for k, v := range o.Labels {
+		o.Labels[k] = strings.Clone(v)
+	}
+	p, _ := m.newPod(o)
+	inName := func(s string) bool {
+		lo := uintptr(unsafe.Pointer(unsafe.StringData(p.name)))
+		at := uintptr(unsafe.Pointer(unsafe.StringData(s)))
+		return at >= lo && at+uintptr(len(s)) <= lo+uintptr(len(p.name))
+	}
+	if p.owner.name != "web-7d9f8b6c5d" || !inName(p.owner.name) {
+		t.Errorf("owner %q, shared with the name: %v", p.owner.name, inName(p.owner.name))
+	}
+	want := map[string]string{"app": "web", "pod_template_hash": "7d9f8b6c5d", "tier": "gold"}
+	for _, l := range p.labels {
+		if want[l.Name] != l.Value {
+			t.Errorf("label %s=%q, want %q", l.Name, l.Value, want[l.Name])
+		}
+		if shared := inName(l.Value); shared != (l.Name != "tier") {
+			t.Errorf("label %s=%q shares the name's memory: %v", l.Name, l.Value, shared)
+		}
+	}
+	if len(p.labels) != len(want) {
+		t.Errorf("labels %v", p.labels)
 	}
 }

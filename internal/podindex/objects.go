@@ -120,13 +120,14 @@ func (m labelMapper) newPod(o *v1.Pod) (*pod, []Conflict) {
 		nodeName:  intern(o.Spec.NodeName),
 		owner:     selectOwner(o.OwnerReferences),
 	}
+	p.owner.name = within(p.owner.name, o.Name)
 	if !m.keys.Enabled() {
 		return p, nil
 	}
 	var kvs []kv
 	for k, v := range o.Labels {
 		if v != "" && m.keep(k) { // an empty value means no label in Prometheus
-			kvs = append(kvs, kv{k, v})
+			kvs = append(kvs, kv{k, within(v, o.Name)})
 		}
 	}
 	slices.SortFunc(kvs, func(a, b kv) int { return strings.Compare(a.key, b.key) })
@@ -200,5 +201,20 @@ func stripOwner(obj any) (any, error) {
 }
 
 func newOwner(o *metav1.PartialObjectMetadata) *owner {
-	return &owner{namespace: intern(o.Namespace), name: o.Name, ref: selectOwner(o.OwnerReferences)}
+	r := &owner{namespace: intern(o.Namespace), name: o.Name, ref: selectOwner(o.OwnerReferences)}
+	r.ref.name = within(r.ref.name, o.Name)
+	return r
+}
+
+// within returns s, sharing the memory of name when name contains it.
+// Controllers name what they create after themselves (a ReplicaSet
+// DEPLOYMENT-HASH, its pods DEPLOYMENT-HASH-SUFFIX, a DaemonSet's pods
+// DAEMONSET-SUFFIX), and pod labels such as app or pod-template-hash repeat
+// parts of the name: the decoded copies of those strings (an owner's name, a
+// label value) need not be kept beside the name, which is kept anyway.
+func within(s, name string) string {
+	if i := strings.Index(name, s); i >= 0 {
+		return name[i : i+len(s)]
+	}
+	return s
 }

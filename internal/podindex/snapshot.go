@@ -4,22 +4,18 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
-
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
 )
 
-// The snapshot is split into shards by pod name so that a change copies one
-// shard's map, not every pod's: with 30,000 pods a rebuild copies ~470
-// entries instead of 30,000.
+// The snapshot is split into shards by pod key so that a change copies one
+// shard's table (shard.go), not every pod's: with 30,000 pods a rebuild
+// copies ~470 entries instead of 30,000.
 const (
 	shardBits = 6
 	numShards = 1 << shardBits
 )
 
 type podKey struct{ namespace, name string }
-
-func shardOf(name string) int { return int(xxhash.Sum64String(name) & (numShards - 1)) }
 
 // PodInfo is what the index adds for one pod: its pod labels and, with
 // workloads on and the owner resolved, workload and workload_type. They are
@@ -83,7 +79,7 @@ type health struct {
 // Snapshot is an immutable view of the index. A nil *Snapshot knows no pod.
 type Snapshot struct {
 	generation uint64
-	shards     [numShards]map[podKey]*entry
+	shards     [numShards]shard
 	node       string
 	graces     graces
 	health     *health
@@ -105,8 +101,8 @@ func (s *Snapshot) Len() int {
 		return 0
 	}
 	n := 0
-	for _, m := range s.shards {
-		n += len(m)
+	for i := range s.shards {
+		n += s.shards[i].n
 	}
 	return n
 }
@@ -115,7 +111,8 @@ func (s *Snapshot) get(namespace, pod string) *entry {
 	if s == nil {
 		return nil
 	}
-	return s.shards[shardOf(pod)][podKey{namespace, pod}]
+	h := podHash(namespace, pod)
+	return s.shards[shardOf(h)].find(h, namespace, pod)
 }
 
 // Lookup returns the labels the index adds for namespace/pod. A pod deleted

@@ -157,12 +157,12 @@ func (k knownPods) ListKeys() []string {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	var keys []string
-	for _, m := range ix.shards {
-		for key, e := range m {
+	for i := range ix.shards {
+		ix.shards[i].all(func(e *entry) {
 			if e.live {
-				keys = append(keys, key.namespace+"/"+key.name)
+				keys = append(keys, e.pod.namespace+"/"+e.pod.name)
 			}
-		}
+		})
 	}
 	sort.Strings(keys)
 	return keys
