@@ -250,16 +250,23 @@ func TestNodeFieldSelector(t *testing.T) {
 		mkPod(ns, "here", "node-a", nil),
 		mkPod(ns, "there", "node-b", nil),
 	)
+	// The informer is synced after its list; its watch may start a moment later.
 	var sel []string
-	for _, a := range b.pods.Actions() {
-		if a.GetResource().Resource != "pods" {
-			continue
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		sel = sel[:0]
+		for _, a := range b.pods.Actions() {
+			if a.GetResource().Resource != "pods" {
+				continue
+			}
+			switch a := a.(type) {
+			case clienttesting.ListAction:
+				sel = append(sel, "list:"+a.GetListRestrictions().Fields.String())
+			case clienttesting.WatchAction:
+				sel = append(sel, "watch:"+a.GetWatchRestrictions().Fields.String())
+			}
 		}
-		switch a := a.(type) {
-		case clienttesting.ListAction:
-			sel = append(sel, "list:"+a.GetListRestrictions().Fields.String())
-		case clienttesting.WatchAction:
-			sel = append(sel, "watch:"+a.GetWatchRestrictions().Fields.String())
+		if len(sel) >= 2 || time.Now().After(deadline) {
+			break
 		}
 	}
 	if len(sel) < 2 || sel[0] != "list:spec.nodeName=node-a" || sel[1] != "watch:spec.nodeName=node-a" {
