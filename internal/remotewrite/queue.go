@@ -328,8 +328,20 @@ func (s *shard) sendBatch(sendCtx context.Context) {
 	}
 	// With a disk queue the batch is stored and sent by the disk's senders;
 	// only when the disk refuses it is it sent from memory, as without one.
-	if q.disk != nil && q.disk.store(sendCtx, s.index, body, n, minT, maxT) {
-		return
+	if q.disk != nil {
+		stored, kept := q.disk.store(sendCtx, s.index, body, n, minT, maxT)
+		if kept {
+			// The queue took the encoder's buffer (direct mode): go on in
+			// a spare one, sized alike when none is free.
+			s.enc.out = q.disk.getBuf()
+			if s.enc.out == nil {
+				s.enc.out = make([]byte, cap(body)+maxLenSize)
+			}
+			s.enc.out = s.enc.out[:cap(s.enc.out)]
+		}
+		if stored {
+			return
+		}
 	}
 	if sendCtx.Err() != nil {
 		q.dropShutdown(n)
