@@ -702,8 +702,9 @@ func (q *Queue) tryRead(rbuf *[]byte, getBuf func() []byte) (Record, bool, error
 		q.dropKeptLocked(func(k *keptRecord) bool { return k.start.less(q.rpos) })
 		if len(q.kept) > 0 && q.kept[0].start == q.rpos {
 			k := q.kept[0]
-			q.kept[0] = keptRecord{}
-			q.kept = q.kept[1:]
+			n := copy(q.kept, q.kept[1:])
+			q.kept[n] = keptRecord{}
+			q.kept = q.kept[:n]
 			q.keptBytes -= int64(len(k.payload))
 			next := off + frameSize + recHeaderSize + int64(len(k.payload))
 			end, finished := q.takeLocked(s, off, next, k.h)
