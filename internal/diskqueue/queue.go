@@ -589,6 +589,16 @@ func (q *Queue) forgetLocked(s *segment) {
 	q.updateGaugesLocked()
 }
 
+// popKeptLocked removes the first kept record and returns it.
+func (q *Queue) popKeptLocked() keptRecord {
+	k := q.kept[0]
+	n := copy(q.kept, q.kept[1:])
+	q.kept[n] = keptRecord{}
+	q.kept = q.kept[:n]
+	q.keptBytes -= int64(len(k.payload))
+	return k
+}
+
 // dropKeptLocked forgets the kept records that match.
 func (q *Queue) dropKeptLocked(match func(*keptRecord) bool) {
 	q.kept = slices.DeleteFunc(q.kept, func(k keptRecord) bool {
@@ -699,13 +709,11 @@ func (q *Queue) tryRead(rbuf *[]byte, getBuf func() []byte) (Record, bool, error
 		// A kept record before the reader was skipped with a corrupt
 		// region (which ends at the next kept record, so this does not
 		// happen): forget it rather than hold it forever.
-		q.dropKeptLocked(func(k *keptRecord) bool { return k.start.less(q.rpos) })
+		for len(q.kept) > 0 && q.kept[0].start.less(q.rpos) {
+			q.popKeptLocked() // kept in order: only a prefix can be behind
+		}
 		if len(q.kept) > 0 && q.kept[0].start == q.rpos {
-			k := q.kept[0]
-			n := copy(q.kept, q.kept[1:])
-			q.kept[n] = keptRecord{}
-			q.kept = q.kept[:n]
-			q.keptBytes -= int64(len(k.payload))
+			k := q.popKeptLocked()
 			next := off + frameSize + recHeaderSize + int64(len(k.payload))
 			end, finished := q.takeLocked(s, off, next, k.h)
 			q.m.directRecords.Inc()
