@@ -7,6 +7,17 @@
 // Append from the producers -> one consumer loops Next, sends, Ack ->
 // Sync and Close on shutdown.
 //
+// Direct mode: a producer whose consumer keeps up appends with AppendKeep,
+// which also hands the payload to the queue while nothing is backlogged on
+// disk (every record not yet read was kept too, within
+// Options.KeepBytes). Next then hands it out from memory (Record.Kept),
+// without reading it back; it is on disk all the same, and finished (Ack,
+// Done) like any other. A record that goes to disk only (Append, or
+// AppendKeep beyond KeepBytes) starts a backlog: nothing more is kept
+// until the reader has caught up with the writer, so a backlog is read
+// back from disk. The order is the append order either way: one reader
+// takes each record in its place, from memory or from disk.
+//
 // # Format
 //
 // Records are appended to segment files of about Options.SegmentBytes,
@@ -18,7 +29,7 @@
 //
 // # Guarantees
 //
-// Order: records are read in the order they were appended.
+// Order: records are read in the order they were appended, kept or not.
 //
 // At least once: Ack(r) acknowledges r and everything before it; Done(r)
 // finishes r alone, in any order (parallel senders). A record read and not
@@ -57,7 +68,9 @@
 // Names start with kubelet_meta_proxy_disk_queue_ and carry the const label
 // remote_name: bytes, records, samples, oldest_sample_timestamp_seconds,
 // appended_records_total, appended_bytes_total, read_records_total,
-// read_bytes_total, acked_records_total (its rate is the drain rate),
+// read_bytes_total (records handed out, kept ones included),
+// direct_records_total (of those, handed out from memory),
+// acked_records_total (its rate is the drain rate),
 // dropped_records_total, dropped_bytes_total and dropped_samples_total by
 // reason, append_errors_total by reason, fsync_duration_seconds.
 package diskqueue

@@ -11,6 +11,7 @@ type metrics struct {
 
 	appendedRecords, appendedBytes prometheus.Counter
 	readRecords, readBytes         prometheus.Counter
+	directRecords                  prometheus.Counter
 	ackedRecords                   prometheus.Counter
 
 	droppedRecords, droppedBytes, droppedSamples *prometheus.CounterVec
@@ -38,6 +39,7 @@ func newMetrics(name string, reg prometheus.Registerer) (*metrics, error) {
 		appendedBytes:   c("appended_bytes_total", "Bytes appended, framing included."),
 		readRecords:     c("read_records_total", "Records read (handed to the sender)."),
 		readBytes:       c("read_bytes_total", "Bytes read, framing included."),
+		directRecords:   c("direct_records_total", "Of read_records_total, the records handed to the sender from memory as they were appended (nothing backlogged before them), not read back from disk."),
 		ackedRecords:    c("acked_records_total", "Records acknowledged after a successful send; its rate is the drain rate."),
 		droppedRecords:  cv("dropped_records_total", "Records dropped or skipped, by reason (full, corrupt, torn, removed). A corrupt region counts as one record."),
 		droppedBytes:    cv("dropped_bytes_total", "Bytes dropped or skipped, by reason."),
@@ -55,7 +57,7 @@ func newMetrics(name string, reg prometheus.Registerer) (*metrics, error) {
 	}
 	if reg != nil {
 		for _, col := range []prometheus.Collector{m.bytes, m.records, m.samples, m.oldest, m.appendedRecords, m.appendedBytes,
-			m.readRecords, m.readBytes, m.ackedRecords, m.droppedRecords, m.droppedBytes, m.droppedSamples, m.appendErrors, m.fsync} {
+			m.readRecords, m.readBytes, m.directRecords, m.ackedRecords, m.droppedRecords, m.droppedBytes, m.droppedSamples, m.appendErrors, m.fsync} {
 			if err := reg.Register(col); err != nil {
 				return nil, err
 			}

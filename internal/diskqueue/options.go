@@ -13,6 +13,7 @@ const (
 	DefaultMaxRecordBytes = 16 << 20
 	DefaultSyncInterval   = time.Second
 	DefaultRetryInterval  = 5 * time.Second
+	DefaultKeepBytes      = 4 << 20
 )
 
 // Options configure one endpoint's queue.
@@ -38,6 +39,10 @@ type Options struct {
 	// RetryInterval is how often a queue whose disk failed tries to open a
 	// new segment again; in between Append fails fast with ErrUnavailable.
 	RetryInterval time.Duration
+	// KeepBytes bounds the payloads AppendKeep holds in memory for Next
+	// (records appended while nothing was backlogged on disk, handed out
+	// without being read back). One record is always kept when none is.
+	KeepBytes int64
 }
 
 func (o Options) withDefaults() Options {
@@ -55,6 +60,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.RetryInterval == 0 {
 		o.RetryInterval = DefaultRetryInterval
+	}
+	if o.KeepBytes == 0 {
+		o.KeepBytes = DefaultKeepBytes
 	}
 	return o
 }
@@ -80,6 +88,9 @@ func (o Options) Validate() error {
 	}
 	if o.RetryInterval < 0 {
 		errs = append(errs, fmt.Errorf("diskqueue: RetryInterval %s is negative", o.RetryInterval))
+	}
+	if o.KeepBytes < 0 {
+		errs = append(errs, fmt.Errorf("diskqueue: KeepBytes %d is negative", o.KeepBytes))
 	}
 	return errors.Join(errs...)
 }

@@ -47,11 +47,23 @@ type Pos struct {
 func (p Pos) less(q Pos) bool { return p.Seg < q.Seg || p.Seg == q.Seg && p.Off < q.Off }
 
 // Record is one record read by Next. Payload aliases the queue's read buffer
-// and is valid until the next call to Next.
+// and is valid until the next call to Next; for a Kept record it is the
+// payload given to AppendKeep, the caller's again.
 type Record struct {
 	Header
 	Payload []byte
 	Pos     Pos
+	// Kept: handed out from memory as appended (AppendKeep), not read
+	// back from disk.
+	Kept bool
+}
+
+// keptRecord is a record appended with AppendKeep and not yet handed out:
+// Next takes it from here when the reader reaches start.
+type keptRecord struct {
+	start   Pos
+	h       Header
+	payload []byte
 }
 
 type tally struct{ records, samples int64 }
@@ -113,6 +125,15 @@ type Queue struct {
 	pend      []pending // read and not acknowledged, in read order
 	preDone   []Pos     // finished before the last restart, not read yet
 	ack       Pos
+	// kept are the records AppendKeep held in memory, in append order, not
+	// yet handed out; direct says that every record not yet read is among
+	// them (nothing is backlogged on disk only), so AppendKeep may keep
+	// the next one. It turns false when a record goes to disk only (an
+	// Append, AppendKeep beyond KeepBytes) and true again only when the
+	// reader has caught up with the writer.
+	kept      []keptRecord
+	keptBytes int64
+	direct    bool
 	ckGen     uint64
 	ckRenew   bool // the checkpoint file must be re-created (directory re-created)
 	bytes     int64
@@ -167,6 +188,7 @@ func Open(opts Options, logger *slog.Logger, reg prometheus.Registerer) (*Queue,
 	q.mu.Lock()
 	err = q.newSegmentLocked()
 	q.preDone = slices.DeleteFunc(q.preDone, func(p Pos) bool { return !q.ack.less(p) })
+	q.direct = q.unacked.records == 0
 	q.updateGaugesLocked()
 	var ck checkpoint
 	q.snapshotLocked(&ck)
@@ -412,36 +434,52 @@ func (q *Queue) failLocked(op string, err error) error {
 // (the caller keeps the data in memory), ErrTooLarge or ErrClosed. Old
 // segments are dropped first if the record would not fit in MaxBytes.
 func (q *Queue) Append(h Header, payload []byte) error {
+	_, err := q.appendRecord(h, payload, false)
+	return err
+}
+
+// AppendKeep is Append that also hands payload to the queue when nothing
+// is backlogged on disk (every record not yet read was kept too) and the
+// kept records stay within KeepBytes: Next then hands the record out from
+// memory, in its place in the order, without reading it back (Record.Kept).
+// kept says the queue took payload: the caller must not touch it again
+// (Next's caller owns it then). Otherwise the record is on disk only, and
+// later records are not kept until the reader has caught up with it.
+func (q *Queue) AppendKeep(h Header, payload []byte) (kept bool, err error) {
+	return q.appendRecord(h, payload, true)
+}
+
+func (q *Queue) appendRecord(h Header, payload []byte, keep bool) (kept bool, _ error) {
 	if len(payload) > q.opts.MaxRecordBytes {
-		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(payload), q.opts.MaxRecordBytes)
+		return false, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(payload), q.opts.MaxRecordBytes)
 	}
 	n := int64(frameSize + recHeaderSize + len(payload))
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.isClosed {
-		return ErrClosed
+		return false, ErrClosed
 	}
 	if q.w == nil {
 		if time.Since(q.lastRetry) < q.opts.RetryInterval {
 			q.m.appendErrors.WithLabelValues("retry_wait").Inc()
-			return q.broken
+			return false, q.broken
 		}
 		q.lastRetry = time.Now()
 		if err := q.recoverDirLocked(); err != nil {
-			return err
+			return false, err
 		}
 		if err := q.newSegmentLocked(); err != nil {
-			return err
+			return false, err
 		}
 		q.logger.Info("disk queue writable again", "segment", q.segPath(q.wseg.seq))
 	}
 	if q.wseg.size > segHeaderSize && q.wseg.size+n > q.opts.SegmentBytes {
 		if err := q.newSegmentLocked(); err != nil {
-			return err
+			return false, err
 		}
 	}
 	if err := q.makeRoomLocked(n); err != nil {
-		return err
+		return false, err
 	}
 	putFrame(q.frame[:], h, payload)
 	off := q.wseg.size
@@ -454,7 +492,7 @@ func (q *Queue) Append(h Header, payload []byte) error {
 		// that fails, the segment's size still ends at the last whole
 		// record and the reader never looks past it.
 		_ = q.w.Truncate(off)
-		return q.failLocked("write record", err)
+		return false, q.failLocked("write record", err)
 	}
 	s := q.wseg
 	if s.total.records == s.read.records || h.MinT < s.minT {
@@ -468,12 +506,19 @@ func (q *Queue) Append(h Header, payload []byte) error {
 	q.dirty = true
 	q.m.appendedRecords.Inc()
 	q.m.appendedBytes.Add(float64(n))
+	if keep && q.direct && (len(q.kept) == 0 || q.keptBytes+int64(len(payload)) <= q.opts.KeepBytes) {
+		q.kept = append(q.kept, keptRecord{start: Pos{s.seq, off}, h: h, payload: payload})
+		q.keptBytes += int64(len(payload))
+		kept = true
+	} else {
+		q.direct = false // on disk only: a backlog the reader reads back
+	}
 	q.updateGaugesLocked()
 	select {
 	case q.notify <- struct{}{}:
 	default:
 	}
-	return nil
+	return kept, nil
 }
 
 // recoverDirLocked re-creates the directory (and its lock) if it was
@@ -540,7 +585,29 @@ func (q *Queue) forgetLocked(s *segment) {
 	if q.rpos.Seg <= s.seq {
 		q.rpos = Pos{s.seq + 1, segHeaderSize}
 	}
+	q.dropKeptLocked(func(k *keptRecord) bool { return k.start.Seg == s.seq })
 	q.updateGaugesLocked()
+}
+
+// popKeptLocked removes the first kept record and returns it.
+func (q *Queue) popKeptLocked() keptRecord {
+	k := q.kept[0]
+	n := copy(q.kept, q.kept[1:])
+	q.kept[n] = keptRecord{}
+	q.kept = q.kept[:n]
+	q.keptBytes -= int64(len(k.payload))
+	return k
+}
+
+// dropKeptLocked forgets the kept records that match.
+func (q *Queue) dropKeptLocked(match func(*keptRecord) bool) {
+	q.kept = slices.DeleteFunc(q.kept, func(k keptRecord) bool {
+		if match(&k) {
+			q.keptBytes -= int64(len(k.payload))
+			return true
+		}
+		return false
+	})
 }
 
 func (q *Queue) updateGaugesLocked() {
@@ -568,23 +635,27 @@ func (q *Queue) updateGaugesLocked() {
 func (q *Queue) Next(ctx context.Context) (Record, error) {
 	q.readMu.Lock()
 	defer q.readMu.Unlock()
-	rec, buf, err := q.nextLocked(ctx, q.rbuf)
+	rec, buf, err := q.nextLocked(ctx, q.rbuf, nil)
 	q.rbuf = buf
 	return rec, err
 }
 
-// NextInto is Next reading into buf (grown as needed, returned): the
-// payload aliases the returned buffer, which stays the caller's, so a
-// sender can keep it without a copy and the queue holds no read buffer.
-func (q *Queue) NextInto(ctx context.Context, buf []byte) (Record, []byte, error) {
+// NextInto is Next reading into a buffer of the caller's: getBuf is called
+// (at most once) when a record must be read from disk, and its buffer,
+// grown as needed, is returned as buf (nil if getBuf was not called). The
+// payload of a record read from disk aliases buf, which stays the
+// caller's, so a sender can keep it without a copy and the queue holds no
+// read buffer. A Kept record's payload is the one given to AppendKeep, and
+// buf, if any, is unused.
+func (q *Queue) NextInto(ctx context.Context, getBuf func() []byte) (rec Record, buf []byte, err error) {
 	q.readMu.Lock()
 	defer q.readMu.Unlock()
-	return q.nextLocked(ctx, buf)
+	return q.nextLocked(ctx, nil, getBuf)
 }
 
-func (q *Queue) nextLocked(ctx context.Context, buf []byte) (Record, []byte, error) {
+func (q *Queue) nextLocked(ctx context.Context, buf []byte, getBuf func() []byte) (Record, []byte, error) {
 	for {
-		rec, ok, err := q.tryRead(&buf)
+		rec, ok, err := q.tryRead(&buf, getBuf)
 		if err != nil || ok {
 			return rec, buf, err
 		}
@@ -598,10 +669,11 @@ func (q *Queue) nextLocked(ctx context.Context, buf []byte) (Record, []byte, err
 	}
 }
 
-// tryRead reads one record if there is one. The file is read outside q.mu
+// tryRead reads one record if there is one: a kept one from memory, else
+// from disk (into *rbuf, from getBuf if nil). The file is read outside q.mu
 // so that appends go on meanwhile; a segment dropped during the read is
 // noticed afterwards and what was read from it discarded.
-func (q *Queue) tryRead(rbuf *[]byte) (Record, bool, error) {
+func (q *Queue) tryRead(rbuf *[]byte, getBuf func() []byte) (Record, bool, error) {
 	for {
 		q.mu.Lock()
 		if q.isClosed {
@@ -616,6 +688,7 @@ func (q *Queue) tryRead(rbuf *[]byte) (Record, bool, error) {
 			}
 		}
 		if s == nil {
+			q.direct = true
 			q.mu.Unlock()
 			return Record{}, false, nil
 		}
@@ -625,14 +698,42 @@ func (q *Queue) tryRead(rbuf *[]byte) (Record, bool, error) {
 		off, limit := q.rpos.Off, s.size
 		if off >= limit {
 			if s == q.segs[len(q.segs)-1] {
+				q.direct = true // caught up with the writer: no backlog
 				q.mu.Unlock()
-				return Record{}, false, nil // caught up with the writer
+				return Record{}, false, nil
 			}
 			q.leaveSegmentLocked(s)
 			q.mu.Unlock()
 			continue
 		}
+		// A kept record before the reader was skipped with a corrupt
+		// region (which ends at the next kept record, so this does not
+		// happen): forget it rather than hold it forever.
+		for len(q.kept) > 0 && q.kept[0].start.less(q.rpos) {
+			q.popKeptLocked() // kept in order: only a prefix can be behind
+		}
+		if len(q.kept) > 0 && q.kept[0].start == q.rpos {
+			k := q.popKeptLocked()
+			next := off + frameSize + recHeaderSize + int64(len(k.payload))
+			end, finished := q.takeLocked(s, off, next, k.h)
+			q.m.directRecords.Inc()
+			if finished {
+				q.advanceLocked()
+				q.mu.Unlock()
+				continue
+			}
+			q.updateGaugesLocked()
+			q.mu.Unlock()
+			return Record{Header: k.h, Payload: k.payload, Pos: end, Kept: true}, true, nil
+		}
+		var nextKept int64 = -1 // where a corrupt region ends at the latest
+		if len(q.kept) > 0 && q.kept[0].start.Seg == s.seq {
+			nextKept = q.kept[0].start.Off
+		}
 		q.mu.Unlock()
+		if *rbuf == nil && getBuf != nil {
+			*rbuf = getBuf()
+		}
 
 		if q.rfile == nil || q.rfileSeq != s.seq {
 			q.closeReadFile()
@@ -662,6 +763,9 @@ func (q *Queue) tryRead(rbuf *[]byte) (Record, bool, error) {
 			if skipTo < 0 {
 				skipTo = limit
 			}
+			if nextKept > off && nextKept < skipTo {
+				skipTo = nextKept // a whole record starts there
+			}
 			q.m.droppedRecords.WithLabelValues(re.reason).Inc()
 			q.m.droppedBytes.WithLabelValues(re.reason).Add(float64(skipTo - off))
 			q.logger.Error("skipping unreadable disk queue record", "segment", q.segPath(s.seq), "reason", re.reason, "err", rerr, "skipped_bytes", skipTo-off)
@@ -669,21 +773,7 @@ func (q *Queue) tryRead(rbuf *[]byte) (Record, bool, error) {
 			q.mu.Unlock()
 			continue
 		}
-		end := Pos{s.seq, next}
-		for len(q.preDone) > 0 && q.preDone[0].less(end) {
-			q.preDone = q.preDone[1:] // its record was skipped as corrupt
-		}
-		// Finished before the restart (out of order): not handed out
-		// again, acknowledged with the prefix before it.
-		finished := len(q.preDone) > 0 && q.preDone[0] == end
-		if finished {
-			q.preDone = q.preDone[1:]
-		}
-		q.rpos.Off = next
-		s.read.add(h)
-		q.pend = append(q.pend, pending{end, int64(h.Samples), h.MinT, finished})
-		q.m.readRecords.Inc()
-		q.m.readBytes.Add(float64(next - off))
+		end, finished := q.takeLocked(s, off, next, h)
 		if finished {
 			q.advanceLocked()
 			q.mu.Unlock()
@@ -693,6 +783,27 @@ func (q *Queue) tryRead(rbuf *[]byte) (Record, bool, error) {
 		q.mu.Unlock()
 		return Record{Header: h, Payload: payload, Pos: end}, true, nil
 	}
+}
+
+// takeLocked moves the reader past the record [off, next) of s, with
+// header h, handing it out (pending until acknowledged). finished: it was
+// finished before the restart (out of order), so it is not handed out
+// again but acknowledged with the prefix before it (the caller advances).
+func (q *Queue) takeLocked(s *segment, off, next int64, h Header) (end Pos, finished bool) {
+	end = Pos{s.seq, next}
+	for len(q.preDone) > 0 && q.preDone[0].less(end) {
+		q.preDone = q.preDone[1:] // its record was skipped as corrupt
+	}
+	finished = len(q.preDone) > 0 && q.preDone[0] == end
+	if finished {
+		q.preDone = q.preDone[1:]
+	}
+	q.rpos.Off = next
+	s.read.add(h)
+	q.pend = append(q.pend, pending{end, int64(h.Samples), h.MinT, finished})
+	q.m.readRecords.Inc()
+	q.m.readBytes.Add(float64(next - off))
+	return end, finished
 }
 
 // leaveSegmentLocked moves the reader past a fully read, sealed segment.
@@ -996,6 +1107,7 @@ func (q *Queue) Close() error {
 		err = q.Sync()
 		q.mu.Lock()
 		q.isClosed = true
+		q.kept, q.keptBytes = nil, 0
 		if q.w != nil {
 			q.w.Close()
 			q.w = nil

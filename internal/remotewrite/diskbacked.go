@@ -32,6 +32,21 @@ import (
 // might accept it after the sender gave up, and the restart would send it
 // again) but answered, up to the shutdown timeout.
 //
+// Direct mode: while nothing is backlogged on disk (the receiver keeps up),
+// a shard's request is appended with AppendKeep, which hands its encoded
+// buffer to the queue: the reader takes it from memory, in its place in
+// the order, instead of reading it back from disk (no read, CRC or copy),
+// and the shard's encoder goes on in a spare buffer. The record is on disk
+// all the same and finished with Done as any other, so a restart re-sends
+// it only if its delivery had not finished. Once a request goes to disk
+// only (a sender is retrying: the receiver is down or failing, or the
+// kept requests reached diskqueue.Options.KeepBytes) the queue is in
+// backlog mode: every request is read back from disk, in order, until the
+// reader has caught up with the writer; only then are requests kept
+// again. Order does not depend on the mode: one reader hands out every
+// record in append order, from memory or from disk, and a lane sends its
+// records one after the other.
+//
 // When the disk refuses a record (full, read-only, directory removed, I/O
 // error) the shard holds it (its ring goes on buffering, bounded by the
 // queue capacity) and tries the disk again, until either the disk takes it
@@ -44,7 +59,10 @@ type diskBacked struct {
 	dq    *diskqueue.Queue
 	lanes []chan diskItem
 
-	bufs sync.Pool // *[]byte, payload copies
+	// free holds request buffers for reuse: sent payloads (read from
+	// disk, or encoder buffers handed over in direct mode) come back here,
+	// and the reader and the shards' encoders take them.
+	free chan []byte
 
 	fallbackSamples *prometheus.CounterVec // by reason
 	openFailed      bool
@@ -54,11 +72,12 @@ type diskBacked struct {
 	pending atomic.Int64
 }
 
-// diskItem is one record handed to a lane; its payload was read into
-// body, a pooled buffer the lane returns.
+// diskItem is one record handed to a lane; its payload is in body (read
+// from disk, or the encoder's buffer of a kept record), which the lane
+// returns to the free list.
 type diskItem struct {
 	rec  diskqueue.Record
-	body *[]byte
+	body []byte
 }
 
 // laneDepth is how many records may wait for each lane: enough to keep a
@@ -110,6 +129,10 @@ func openDisk(q *queue, e EndpointConfig, logger *slog.Logger, reg prometheus.Re
 	for i := range d.lanes {
 		d.lanes[i] = make(chan diskItem, laneDepth)
 	}
+	// A buffer per shard (an encoder waiting for its next request) and one
+	// for the reader: in steady state a request is sent well before its
+	// shard's next one is encoded, so the buffers go round.
+	d.free = make(chan []byte, len(q.shards)+1)
 	r, s := dq.Len()
 	q.logger.Info("disk queue opened", "dir", dir, "backlog_records", r, "backlog_samples", s)
 	return d, nil
@@ -122,18 +145,28 @@ var diskRetryWait = time.Second
 
 // store appends one encoded request to the disk. While the disk refuses it
 // and still holds a backlog, store waits and retries (see diskBacked).
-// false means the request must be sent from memory (counted): the disk
-// refuses it and has nothing left to send first, or ctx was cancelled.
-func (d *diskBacked) store(ctx context.Context, key int, body []byte, n int, minT, maxT int64) bool {
+// stored false means the request must be sent from memory (counted): the
+// disk refuses it and has nothing left to send first, or ctx was
+// cancelled. kept means the queue took body (direct mode): the caller must
+// not write into its array again.
+func (d *diskBacked) store(ctx context.Context, key int, body []byte, n int, minT, maxT int64) (stored, kept bool) {
 	q := d.q
 	if d.dq == nil {
 		d.fallbackSamples.WithLabelValues("open_failed").Add(float64(n))
-		return false
+		return false, false
 	}
+	h := diskqueue.Header{Samples: uint32(n), MinT: minT, MaxT: maxT, Key: uint64(key)}
 	for {
-		err := d.dq.Append(diskqueue.Header{Samples: uint32(n), MinT: minT, MaxT: maxT, Key: uint64(key)}, body)
+		var err error
+		if q.retrying.Load() == 0 {
+			kept, err = d.dq.AppendKeep(h, body)
+		} else {
+			// A sender is retrying: the receiver is failing, this request
+			// will wait; on disk only (backlog mode), not in memory.
+			err = d.dq.Append(h, body)
+		}
 		if err == nil {
-			return true
+			return true, kept
 		}
 		reason := "unavailable"
 		switch {
@@ -148,7 +181,7 @@ func (d *diskBacked) store(ctx context.Context, key int, body []byte, n int, min
 				q.logger.Error("disk queue refused a request and has no backlog; sending it from memory (the relay goes on scraping)",
 					"reason", reason, "samples", n, "err", err, "similar_messages_suppressed", suppressed)
 			}
-			return false
+			return false, false
 		}
 		if ok, suppressed := q.limiter.allow("disk_hold"); ok {
 			r, s := d.dq.Len()
@@ -156,8 +189,30 @@ func (d *diskBacked) store(ctx context.Context, key int, body []byte, n int, min
 				"samples", n, "backlog_records", r, "backlog_samples", s, "err", err, "similar_messages_suppressed", suppressed)
 		}
 		if q.sleep(ctx, diskRetryWait) != nil {
-			return false
+			return false, false
 		}
+	}
+}
+
+// getBuf returns a request buffer from the free list, or nil.
+func (d *diskBacked) getBuf() []byte {
+	select {
+	case b := <-d.free:
+		return b
+	default:
+		return nil
+	}
+}
+
+// putBuf returns a request buffer to the free list (dropped when full or
+// larger than DefaultMaxRecordPool allows).
+func (d *diskBacked) putBuf(b []byte) {
+	if b == nil || cap(b) > 2*DefaultMaxRecordPool {
+		return
+	}
+	select {
+	case d.free <- b[:0]:
+	default:
 	}
 }
 
@@ -175,22 +230,32 @@ func (d *diskBacked) run(ctx, reqCtx context.Context) {
 		}
 		wg.Wait()
 	}()
-	for {
-		bp, _ := d.bufs.Get().(*[]byte)
-		if bp == nil {
-			bp = new([]byte)
+	var spare []byte // a buffer the reader got and did not use
+	getBuf := func() []byte {
+		if spare != nil {
+			return spare
 		}
-		// Read straight into the lane's buffer: no copy, and no read
-		// buffer kept by the queue.
-		rec, buf, err := d.dq.NextInto(ctx, *bp)
-		*bp = buf
+		return d.getBuf()
+	}
+	for {
+		// A record read from disk is read straight into the lane's buffer:
+		// no copy, and no read buffer kept by the queue. A kept one (direct
+		// mode) comes with its encoder buffer, and needs no read at all.
+		rec, buf, err := d.dq.NextInto(ctx, getBuf)
+		spare = nil
 		if err != nil {
+			d.putBuf(buf)
 			return // ctx done or queue closed
+		}
+		body := buf
+		if rec.Kept {
+			spare, body = buf, rec.Payload
 		}
 		d.pending.Add(1)
 		select {
-		case d.lanes[rec.Key%uint64(len(d.lanes))] <- diskItem{rec: rec, body: bp}:
+		case d.lanes[rec.Key%uint64(len(d.lanes))] <- diskItem{rec: rec, body: body}:
 		case <-ctx.Done():
+			d.putBuf(body)
 			return
 		}
 	}
@@ -209,10 +274,7 @@ func (d *diskBacked) send(ctx, reqCtx context.Context, lane <-chan diskItem) {
 			}
 		}
 		d.pending.Add(-1)
-		it.rec.Payload = nil
-		if cap(*it.body) <= 2*DefaultMaxRecordPool {
-			d.bufs.Put(it.body)
-		}
+		d.putBuf(it.body)
 	}
 }
 

@@ -437,3 +437,88 @@ func TestDiskStopKeepsFinishedRecords(t *testing.T) {
 		}
 	}
 }
+
+// TestDiskDirectModeSwitch: with the receiver up every request goes to its
+// sender straight from the shard's encoder (direct_records_total equals the
+// records appended: none read back from disk); once a send fails, requests
+// go to disk only and are read back in order (backlog mode); a graceful
+// stop leaves the backlog on disk, and after the restart it is read back
+// before anything newer, direct mode coming back only once it is all read.
+// Every series arrives complete, in order, and exactly once: nothing sent
+// directly is sent again after the restart.
+func TestDiskDirectModeSwitch(t *testing.T) {
+	rcv, down := flakyReceiver(t)
+	wl := newWorkload(6, 20)
+	ep := diskEndpoint(rcv.url(), t.TempDir())
+	cfg := Config{Endpoints: []EndpointConfig{ep}, ShutdownTimeout: 2 * time.Second}
+	perRound := len(wl.series)
+	ts := int64(0)
+	rounds := func(h *harness, n int) {
+		for range n {
+			ts++
+			h.w.Append(wl.round(ts))
+			time.Sleep(time.Millisecond)
+		}
+	}
+	delivered := func() bool { return rcv.acceptedSamples() >= int(ts)*perRound }
+	m := func(h *harness, name string) float64 { return diskMetric(t, h.reg, name, "") }
+
+	h := start(t, cfg, nil)
+	// Direct: the receiver keeps up.
+	rounds(h, 30)
+	eventually(t, 5*time.Second, "delivery", delivered)
+	if a, d := m(h, "appended_records_total"), m(h, "direct_records_total"); d == 0 || d != a {
+		t.Fatalf("receiver up: %v of %v records handed over directly, want all (none read back)", d, a)
+	}
+	if got := m(h, "read_records_total"); got != m(h, "appended_records_total") {
+		t.Fatalf("read_records_total %v, want every record appended", got)
+	}
+
+	// Backlog: the receiver fails; what comes after the first failure goes
+	// to disk only.
+	down.Store(true)
+	rounds(h, 5)
+	eventually(t, 5*time.Second, "a sender retrying", func() bool { return h.metric("samples_retried_total", nil) > 0 })
+	before := m(h, "appended_records_total")
+	rounds(h, 40)
+	eventually(t, 5*time.Second, "the rounds on disk", func() bool { return m(h, "appended_records_total") > before })
+	if _, err := h.stop(); err != nil {
+		t.Fatalf("graceful stop with the receiver down: %v", err)
+	}
+	if got := m(h, "direct_records_total"); got > before {
+		t.Fatalf("%v records handed over directly, but only %v were appended before a sender was retrying", got, before)
+	}
+	backlog := m(h, "records")
+	if backlog == 0 {
+		t.Fatal("nothing left on disk with the receiver down")
+	}
+	sentBefore := rcv.acceptedSamples()
+
+	// Restart with the receiver back: new rounds come in at once, while
+	// the backlog is read back; they must not overtake it.
+	down.Store(false)
+	h2 := start(t, cfg, nil)
+	rounds(h2, 20)
+	eventually(t, 10*time.Second, "backlog and new rounds delivered", delivered)
+	if got := m(h2, "read_records_total") - m(h2, "direct_records_total"); got < backlog {
+		t.Fatalf("after the restart %v records read back from disk, want at least the %v left there", got, backlog)
+	}
+	// Caught up: direct again.
+	direct := m(h2, "direct_records_total")
+	appended := m(h2, "appended_records_total")
+	rounds(h2, 20)
+	eventually(t, 5*time.Second, "delivery", delivered)
+	if d, a := m(h2, "direct_records_total")-direct, m(h2, "appended_records_total")-appended; d == 0 || d != a {
+		t.Fatalf("backlog drained, receiver up: %v of %v new records handed over directly, want all", d, a)
+	}
+	if _, err := h2.stop(); err != nil {
+		t.Fatal(err)
+	}
+	wl.checkComplete(t, rcv, int(ts))
+	if got, want := rcv.acceptedSamples(), int(ts)*perRound; got != want {
+		t.Fatalf("receiver accepted %d samples, want %d (%d before the restart): some sent twice", got, want, sentBefore)
+	}
+	if got := m(h2, "records"); got != 0 {
+		t.Fatalf("%v records left on disk", got)
+	}
+}

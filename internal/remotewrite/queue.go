@@ -200,6 +200,10 @@ type shard struct {
 	// Owned by the sending goroutine.
 	batch []model.Sample
 	enc   encoder
+	// handedOver is the size of the encoder buffer the disk queue took
+	// with the last request (direct mode), 0 if none: the next request
+	// is encoded into a free one.
+	handedOver int
 }
 
 // push queues samples, dropping the oldest ones when the ring is full. It
@@ -311,6 +315,17 @@ func (s *shard) sendBatch(sendCtx context.Context) {
 		clear(s.batch) // do not keep tables alive
 		s.batch = s.batch[:0]
 	}()
+	if s.handedOver > 0 {
+		// Taken only now, not when the last one was handed over: by now
+		// that one has usually been sent and is free again, so a shard
+		// needs no second buffer.
+		s.enc.out = q.disk.getBuf()
+		if s.enc.out == nil {
+			s.enc.out = make([]byte, s.handedOver)
+		}
+		s.enc.out = s.enc.out[:cap(s.enc.out)]
+		s.handedOver = 0
+	}
 	body, n, invalid := s.enc.encode(s.batch)
 	if invalid > 0 {
 		q.metrics.droppedInvalid.Add(float64(invalid))
@@ -328,8 +343,17 @@ func (s *shard) sendBatch(sendCtx context.Context) {
 	}
 	// With a disk queue the batch is stored and sent by the disk's senders;
 	// only when the disk refuses it is it sent from memory, as without one.
-	if q.disk != nil && q.disk.store(sendCtx, s.index, body, n, minT, maxT) {
-		return
+	if q.disk != nil {
+		stored, kept := q.disk.store(sendCtx, s.index, body, n, minT, maxT)
+		if kept {
+			// The queue took the encoder's buffer (direct mode): the next
+			// request goes into a free one, sized alike when none is.
+			s.handedOver = len(s.enc.out)
+			s.enc.out = nil
+		}
+		if stored {
+			return
+		}
 	}
 	if sendCtx.Err() != nil {
 		q.dropShutdown(n)
