@@ -188,10 +188,12 @@ func BenchmarkProcessChurn(b *testing.B) {
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	iters := 0
+	cpu0 := processCPU() // with the garbage collector's work, and steadier than the wall clock on a shared machine
 	for b.Loop() {
 		scrape()
 		iters++
 	}
+	b.ReportMetric(float64((processCPU()-cpu0).Nanoseconds())/float64(iters)/float64(n), "cpu-ns/sample")
 	perSample(b, n)
 	b.ReportMetric(float64(added)/float64(iters), "new/op")
 }
