@@ -6,7 +6,6 @@ import (
 	"io"
 	"math"
 	"strings"
-	"time"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/scrape"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/view"
@@ -213,7 +212,7 @@ func (c *TargetCache) recheck(sc scrape.Scanner, e *seriesEntry, nowMs int64) er
 	if oldT != noTimestamp && !e.stale {
 		st := staleTime(nowMs, oldT)
 		c.send = append(c.send, model.Sample{Ref: old, T: st, V: math.Float64frombits(value.StaleNaN)})
-		c.tombstones[c.labels.Hash(old)] = tombstone{t: st, expires: time.UnixMilli(nowMs).Add(tombstoneTTL)}
+		c.tombstones[c.labels.Hash(old)] = tombstone{t: st, expires: nowMs + tombstoneTTL.Milliseconds()}
 	}
 	return nil
 }

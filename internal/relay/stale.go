@@ -16,9 +16,13 @@ const tombstoneTTL = 10 * time.Minute
 // evictAfter is how many scrapes a series may be absent before its entry goes.
 const evictAfter = 8
 
+// tombstone is the last timestamp of a series gone, kept until expires
+// (milliseconds since the epoch, as t). It holds no pointer: a target under
+// pod churn keeps tens of thousands of them, which the garbage collector
+// then need not scan (a time.Time has a *Location).
 type tombstone struct {
 	t       int64
-	expires time.Time
+	expires int64
 }
 
 // markStale writes a stale marker for every series of the previous scrape
@@ -64,6 +68,8 @@ func (c *TargetCache) MarkAllStale(now time.Time) []model.Sample {
 func (c *TargetCache) evict(now time.Time) {
 	var table *model.LabelTable
 	freed := 0
+	nowMs := now.UnixMilli()
+	expires := now.Add(tombstoneTTL).UnixMilli()
 	for i := range c.entries {
 		e := &c.entries[i]
 		if !e.live || c.iter-e.seen <= evictAfter {
@@ -73,7 +79,7 @@ func (c *TargetCache) evict(now time.Time) {
 			if table == nil {
 				table = c.labels.Table()
 			}
-			c.tombstones[table.Hash(e.ref)] = tombstone{t: e.lastT, expires: now.Add(tombstoneTTL)}
+			c.tombstones[table.Hash(e.ref)] = tombstone{t: e.lastT, expires: expires}
 		}
 		c.index.remove(e.key, uint32(i))
 		c.scopes.release(e.ns)
@@ -82,7 +88,7 @@ func (c *TargetCache) evict(now time.Time) {
 		freed++
 	}
 	for h, ts := range c.tombstones {
-		if now.After(ts.expires) {
+		if nowMs > ts.expires {
 			delete(c.tombstones, h)
 		}
 	}
@@ -126,7 +132,7 @@ func (c *TargetCache) tombstoneAll() map[uint64]tombstone {
 // seed gives a new cache the tombstones of an earlier one of the same target.
 func (c *TargetCache) seed(tombs map[uint64]tombstone, expires time.Time) {
 	for h, ts := range tombs {
-		c.tombstones[h] = tombstone{t: ts.t, expires: expires}
+		c.tombstones[h] = tombstone{t: ts.t, expires: expires.UnixMilli()}
 	}
 }
 
