@@ -2,9 +2,7 @@ package model
 
 import (
 	"hash/maphash"
-	"slices"
 	"sync/atomic"
-	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -144,23 +142,6 @@ type LabelInterner struct {
 	// liveAfterCompact is the table size right after the last compaction
 	// (or start): the baseline NeedsCompaction compares with.
 	liveAfterCompact int
-	// The last set Intern was given: its labels (a copy), its first symbol
-	// and its run's symbols and offset. Consecutive series of a scrape
-	// share most labels (the family's name, the target's, the namespace's,
-	// often the pod's), which are then found by comparing strings instead
-	// of being encoded, hashed and looked up (BenchmarkIntern,
-	// BenchmarkProcessChurn in internal/relay).
-	last     recentSet
-	lastRun  uint32
-	building recentSet // the set being interned; the arrays of the one before last
-}
-
-// recentSet is a label set and its symbols (first, then the run's); the
-// labels' strings point into bytes, its own copy.
-type recentSet struct {
-	labels []Label
-	syms   []uint32
-	bytes  []byte
 }
 
 // NewLabelInterner returns an empty interner. key is the producer's
@@ -173,29 +154,12 @@ func NewLabelInterner(key uint64) *LabelInterner {
 
 func (b *LabelInterner) reset() {
 	b.id = tableIDs.Add(1)
-	b.last.reset()
 	b.syms = nil
 	b.symOff = []uint32{0}
 	b.rests = nil
 	b.symIndex = internIndex{}
 	b.runIndex = internIndex{}
 	b.snapshot = nil
-}
-
-func (s *recentSet) reset() {
-	s.labels, s.syms, s.bytes = s.labels[:0], s.syms[:0], s.bytes[:0]
-}
-
-// add appends l, copied, with its symbol.
-func (s *recentSet) add(l Label, sym uint32) {
-	n := len(s.bytes)
-	s.bytes = append(append(s.bytes, l.Name...), l.Value...)
-	b := s.bytes[n:]
-	s.labels = append(s.labels, Label{
-		Name:  unsafe.String(unsafe.SliceData(b), len(l.Name)),
-		Value: unsafe.String(unsafe.SliceData(b[len(l.Name):]), len(l.Value)),
-	})
-	s.syms = append(s.syms, sym)
 }
 
 // Intern returns the reference of a label set. ls must be sorted by name;
@@ -207,56 +171,19 @@ func (b *LabelInterner) Intern(ls []Label) SeriesRef {
 		return SeriesRef{First: b.symbol(nil) | invalidRef, Rest: b.run(nil)}
 	}
 	valid := validLabels(ls)
-	last, cur := &b.last, &b.building
-	cur.reset()
-	n := 0
-	for _, l := range ls {
-		n += len(l.Name) + len(l.Value)
-	}
-	// Room for all: the strings of cur's labels point into cur.bytes.
-	cur.bytes = slices.Grow(cur.bytes, n)
+	b.buf = AppendLabel(b.buf[:0], ls[0].Name, ls[0].Value)
+	first := b.symbol(b.buf)
 	run := b.scratch[:0]
-	same := len(last.syms) == len(ls) // so far every symbol is last's
-	j := 0                            // next label of last to compare with: both sets are sorted by name
-	for i, l := range ls {
-		s, ok := last.find(l, &j)
-		if !ok {
-			b.buf = AppendLabel(b.buf[:0], l.Name, l.Value)
-			s = b.symbol(b.buf)
-		}
-		same = same && last.syms[i] == s
-		cur.add(l, s)
-		if i > 0 {
-			run = append(run, s)
-		}
+	for _, l := range ls[1:] {
+		b.buf = AppendLabel(b.buf[:0], l.Name, l.Value)
+		run = append(run, b.symbol(b.buf))
 	}
 	b.scratch = run
-	if !same {
-		b.lastRun = b.run(run)
-	}
-	b.last, b.building = b.building, b.last
-	ref := SeriesRef{First: b.last.syms[0], Rest: b.lastRun}
+	ref := SeriesRef{First: first, Rest: b.run(run)}
 	if !valid {
 		ref.First |= invalidRef
 	}
 	return ref
-}
-
-// find returns the symbol of l if the set has it, looking from label *j on
-// and moving *j past the labels it compared: both sets are sorted by name
-// (a set that is not is only found less often).
-func (s *recentSet) find(l Label, j *int) (uint32, bool) {
-	for *j < len(s.labels) {
-		k := *j
-		if s.labels[k].Name > l.Name {
-			return 0, false
-		}
-		*j++
-		if s.labels[k].Name == l.Name {
-			return s.syms[k], s.labels[k].Value == l.Value
-		}
-	}
-	return 0, false
 }
 
 // symbol interns one encoding.

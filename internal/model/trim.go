@@ -6,9 +6,6 @@ package model
 // the old arrays for as long as they are held; the next Table is built on
 // the trimmed ones, with the same ID (the content is the same).
 func (b *LabelInterner) Trim() {
-	// And the last sets' copies: a target that stopped growing interns
-	// nothing more.
-	b.last, b.building = recentSet{}, recentSet{}
 	if !spare(len(b.syms), cap(b.syms)) && !spare(len(b.symOff), cap(b.symOff)) && !spare(len(b.rests), cap(b.rests)) {
 		return
 	}
