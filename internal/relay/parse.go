@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/scrape"
@@ -178,6 +179,13 @@ func (c *TargetCache) newEntry(sc scrape.Scanner, h uint64, rawLen int, curFam i
 		i, c.free = c.free[n-1], c.free[:n-1]
 	} else {
 		i = uint32(len(c.entries))
+		if len(c.entries) == cap(c.entries) && len(c.created) >= churnCreated {
+			// Pods are being replaced: the cache will hold evictAfter
+			// scrapes of their series before it frees any. Grow by half,
+			// not append's quarter: each growth copies every entry into
+			// memory the process must fault in.
+			c.entries = slices.Grow(c.entries, len(c.entries)/2)
+		}
 		c.entries = append(c.entries, seriesEntry{})
 	}
 	e := &c.entries[i]
@@ -192,6 +200,12 @@ func (c *TargetCache) newEntry(sc scrape.Scanner, h uint64, rawLen int, curFam i
 	c.created = append(c.created, i)
 	return i, nil
 }
+
+// churnCreated is how many series a scrape must have created for the cache
+// to grow its entries by half when full (newEntry): a target whose pods are
+// being replaced, not one that got a new pod after its first scrape trimmed
+// its entries (trim.go).
+const churnCreated = 256
 
 // recheck rebuilds a series whose own scope (its namespace, its pod, its
 // pod-on-node verdict) changed since the entry was built.
