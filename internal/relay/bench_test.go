@@ -198,6 +198,46 @@ func BenchmarkProcessChurn(b *testing.B) {
 	b.ReportMetric(float64(added)/float64(iters), "new/op")
 }
 
+// BenchmarkProcessChurnOnset is the start of pod churn (a rollout), as the
+// churn window of loadbench measures it: a target in steady state, then
+// six scrapes with a third of its pods replaced at each. Unlike
+// BenchmarkProcessChurn the cache has not reached its size under churn yet:
+// it grows by the series of the pods gone, which it keeps evictAfter
+// scrapes, and so does its label table. Only the six scrapes are measured.
+func BenchmarkProcessChurnOnset(b *testing.B) {
+	body := readCapture(b, captures[0])
+	const groups, payloads, rounds = 3, 24, 6
+	bodies := churnPayloads(b, body, groups, payloads)
+	n := countSamples(body)
+	ix := testIndex(1, baseTeams)
+	b.SetBytes(int64(len(body)) * rounds)
+	b.ReportAllocs()
+	var cpu time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		c := NewTargetCache(testTarget(), false)
+		now := scrapeTime
+		scrape := func(body []byte) {
+			now = now.Add(15 * time.Second)
+			if res := c.Process(body, "", now, time.Second, ix, nil); res.Err != nil {
+				b.Fatal(res.Err)
+			}
+		}
+		for range 3 { // first scrape, then steady
+			scrape(bodies[0])
+		}
+		runtime.GC()
+		b.StartTimer()
+		cpu0 := processCPU()
+		for k := 1; k <= rounds; k++ {
+			scrape(bodies[k])
+		}
+		cpu += processCPU() - cpu0
+	}
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N)/float64(rounds*n), "cpu-ns/sample")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(rounds*n), "ns/sample")
+}
+
 // churnPayloads returns payloads of body in which its pods, split in groups,
 // are replaced one group a scrape: payload k has the pods of group k%groups
 // replaced since payload k-1. A pod's generation is its name, UID and
