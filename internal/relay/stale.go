@@ -24,8 +24,9 @@ const tombstoneTTL = 10 * time.Minute
 // pods a node replaced at every scrape).
 const evictAfter = 2
 
-// sweepEvery is how often, in scrapes, the expired tombstones are dropped: the
-// sweep goes over all of them.
+// sweepEvery is how often, in scrapes, the expired tombstones are dropped
+// (the sweep goes over all of them) and the label table is compacted if much
+// of it is garbage.
 const sweepEvery = 8
 
 // tombstone is the last timestamp of a series gone, kept until expires
@@ -107,7 +108,10 @@ func (c *TargetCache) evict(now time.Time) {
 		}
 	}
 	c.capTombstones()
-	if c.labels.NeedsCompaction() || c.churned(freed) {
+	// The labels of the series gone are compacted away at the sweeps' pace
+	// (a compaction interns every live series' labels again), or at once
+	// for a target over its limits.
+	if (c.iter%sweepEvery == 0 || c.overgrown()) && (c.labels.NeedsCompaction() || c.churned(freed)) {
 		c.compactLabels()
 	}
 }
