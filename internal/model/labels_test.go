@@ -431,3 +431,69 @@ func TestInternCollisions(t *testing.T) {
 		t.Fatal("interning the sets again added to the table")
 	}
 }
+
+// FuzzIntern interns a sequence of label sets drawn from a small alphabet,
+// so that consecutive sets share labels, names and values in every way
+// (the interner compares a set with the last one before it looks labels
+// up): sorted or not, names twice, empty values, empty sets, compactions
+// in between. Every reference must decode to its set, be marked invalid
+// exactly when the set breaks the rules, and two sets must get the same
+// reference exactly when they are equal.
+func FuzzIntern(f *testing.F) {
+	f.Add([]byte{0x01, 0x12, 0x23, 0x34, 0xff, 0x01, 0x12, 0x24, 0x34, 0xff, 0x02, 0x12})
+	f.Add([]byte{0x00, 0x11, 0x22, 0xff, 0x00, 0x11, 0x22, 0xff, 0x00, 0x11, 0x23, 0xfe, 0x00, 0x11, 0x22})
+	f.Add([]byte{0x31, 0x20, 0x11, 0xff, 0x11, 0x20, 0x31, 0xff, 0x11, 0x11, 0xff, 0xff, 0x15, 0x25})
+	names := []string{"__name__", "container", "id", "namespace", "pod", "team", "", "9x"}
+	values := []string{"a", "b", "", "container_cpu_usage_seconds_total", "/kubepods/pod1", "é", "x\x00y", "a"}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		// Each byte is a label: name (high nibble, mod 8) and value (low);
+		// 0xff ends a set, 0xfe ends it and compacts.
+		var sets [][]Label
+		var compactAfter []bool
+		cur := []Label{}
+		for i, c := range data {
+			if c >= 0xfe || i == len(data)-1 {
+				if c < 0xfe {
+					cur = append(cur, Label{Name: names[c>>4&7], Value: values[c&7]})
+				}
+				sets, compactAfter = append(sets, cur), append(compactAfter, c == 0xfe)
+				cur = []Label{}
+				continue
+			}
+			cur = append(cur, Label{Name: names[c>>4&7], Value: values[c&7]})
+		}
+		in := NewLabelInterner(1)
+		refs := make([]SeriesRef, len(sets))
+		for i, ls := range sets {
+			refs[i] = in.Intern(ls)
+			if compactAfter[i] {
+				in.Compact(func(visit func(*SeriesRef)) {
+					for k := range refs[:i+1] {
+						visit(&refs[k])
+					}
+				})
+			}
+		}
+		tab := in.Table()
+		for i, ls := range sets {
+			got := labelsOf(t, tab, refs[i])
+			if len(ls) == 0 {
+				if refs[i].Valid() || len(got) != 0 {
+					t.Fatalf("set %d: empty set gave %+v (valid %v)", i, got, refs[i].Valid())
+				}
+				continue
+			}
+			if !slices.Equal(got, ls) {
+				t.Fatalf("set %d: %q decodes to %q", i, ls, got)
+			}
+			if refs[i].Valid() != validLabels(ls) {
+				t.Fatalf("set %d: %q valid %v, want %v", i, ls, refs[i].Valid(), validLabels(ls))
+			}
+			for k := range i {
+				if eq := slices.Equal(sets[k], ls); eq != (refs[k] == refs[i]) {
+					t.Fatalf("sets %d %q and %d %q: equal %v, references %+v %+v", k, sets[k], i, ls, eq, refs[k], refs[i])
+				}
+			}
+		}
+	})
+}

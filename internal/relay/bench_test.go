@@ -3,7 +3,9 @@ package relay
 import (
 	"fmt"
 	"io"
+	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/textparse"
 )
@@ -152,4 +155,183 @@ func benchSteady(b *testing.B, c *TargetCache, body []byte, n int) {
 		c.Process(body, "", now, time.Second, ix, nil)
 	}
 	perSample(b, n)
+}
+
+// BenchmarkProcessChurn is a target under pod churn, as loadbench's -churn
+// 0.33 profile: at every scrape a third of the 1.35 capture's 18 pods are
+// replaced by new ones (new pod name, UID and container ids, so about 1,350
+// of its 4,600 series are new and as many go stale). The series of a
+// replaced pod are created, sent and, once gone for evictAfter scrapes,
+// evicted; the cache's label table is compacted as it fills with the gone.
+func BenchmarkProcessChurn(b *testing.B) {
+	body := readCapture(b, captures[0])
+	const groups, payloads = 3, 24
+	bodies := churnPayloads(b, body, groups, payloads)
+	n := countSamples(body)
+	ix := testIndex(1, baseTeams)
+	c := NewTargetCache(testTarget(), false)
+	now := scrapeTime
+	k, added := 0, 0
+	scrape := func() {
+		now = now.Add(15 * time.Second)
+		res := c.Process(bodies[k%payloads], "", now, time.Second, ix, nil)
+		if res.Err != nil {
+			b.Fatal(res.Err)
+		}
+		added += res.SeriesAdded
+		k++
+	}
+	for range 2 * payloads { // past the first scrape and a cycle of evictions
+		scrape()
+	}
+	added = 0
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	iters := 0
+	cpu0 := processCPU() // with the garbage collector's work, and steadier than the wall clock on a shared machine
+	for b.Loop() {
+		scrape()
+		iters++
+	}
+	b.ReportMetric(float64((processCPU()-cpu0).Nanoseconds())/float64(iters)/float64(n), "cpu-ns/sample")
+	perSample(b, n)
+	b.ReportMetric(float64(added)/float64(iters), "new/op")
+}
+
+// BenchmarkProcessChurnOnset is the start of pod churn (a rollout), as the
+// churn window of loadbench measures it: a target in steady state, then
+// six scrapes with a third of its pods replaced at each. Unlike
+// BenchmarkProcessChurn the cache has not reached its size under churn yet:
+// it grows by the series of the pods gone, which it keeps evictAfter
+// scrapes, and so does its label table. Only the six scrapes are measured.
+func BenchmarkProcessChurnOnset(b *testing.B) {
+	body := readCapture(b, captures[0])
+	const groups, payloads, rounds = 3, 24, 6
+	bodies := churnPayloads(b, body, groups, payloads)
+	n := countSamples(body)
+	ix := testIndex(1, baseTeams)
+	b.SetBytes(int64(len(body)) * rounds)
+	b.ReportAllocs()
+	var cpu time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		c := NewTargetCache(testTarget(), false)
+		now := scrapeTime
+		scrape := func(body []byte) {
+			now = now.Add(15 * time.Second)
+			if res := c.Process(body, "", now, time.Second, ix, nil); res.Err != nil {
+				b.Fatal(res.Err)
+			}
+		}
+		for range 3 { // first scrape, then steady
+			scrape(bodies[0])
+		}
+		runtime.GC()
+		b.StartTimer()
+		cpu0 := processCPU()
+		for k := 1; k <= rounds; k++ {
+			scrape(bodies[k])
+		}
+		cpu += processCPU() - cpu0
+	}
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N)/float64(rounds*n), "cpu-ns/sample")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(rounds*n), "ns/sample")
+}
+
+// churnPayloads returns payloads of body in which its pods, split in groups,
+// are replaced one group a scrape: payload k has the pods of group k%groups
+// replaced since payload k-1. A pod's generation is its name, UID and
+// container ids; the payloads form a cycle (payloads a multiple of groups),
+// so that the last one is followed by the first as by a next generation.
+func churnPayloads(tb testing.TB, body []byte, groups, payloads int) [][]byte {
+	tb.Helper()
+	lines := strings.SplitAfter(string(body), "\n")
+	uidRe := regexp.MustCompile(`pod([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})`)
+	idRe := regexp.MustCompile(`[0-9a-f]{64}`)
+	type pod struct {
+		tokens []string // name first
+		group  int
+	}
+	pods := map[string]*pod{}
+	var order []string
+	podOf := make([]string, len(lines))
+	for i, l := range lines {
+		if l == "" || l[0] == '#' {
+			continue
+		}
+		_, rest, ok := strings.Cut(l, `pod="`)
+		if !ok || rest[0] == '"' {
+			continue
+		}
+		name := rest[:strings.IndexByte(rest, '"')]
+		podOf[i] = name
+		p := pods[name]
+		if p == nil {
+			p = &pod{tokens: []string{`pod="` + name + `"`}, group: len(order) % groups}
+			pods[name] = p
+			order = append(order, name)
+		}
+		for _, m := range uidRe.FindAllStringSubmatch(l, -1) {
+			if !slices.Contains(p.tokens, m[1]) {
+				p.tokens = append(p.tokens, m[1])
+			}
+		}
+		for _, m := range idRe.FindAllString(l, -1) {
+			if !slices.Contains(p.tokens, m) {
+				p.tokens = append(p.tokens, m)
+			}
+		}
+	}
+	if len(order) < groups {
+		tb.Fatalf("%d pods, want at least %d", len(order), groups)
+	}
+	// gen: a token of generation g, as long as the original (ids and
+	// UIDs keep their shape).
+	gen := func(tok string, g int) string {
+		if g == 0 {
+			return tok
+		}
+		if strings.HasPrefix(tok, `pod="`) {
+			return tok[:len(tok)-1] + fmt.Sprintf("-g%d", g) + `"`
+		}
+		out := []byte(tok)
+		h := xxhash.Sum64String(fmt.Sprintf("%s/%d", tok, g))
+		for i := range out {
+			if out[i] != '-' {
+				out[i] = "0123456789abcdef"[h&15]
+				h = h>>4 | h<<60
+				if i%16 == 15 {
+					h = xxhash.Sum64(out[:i+1])
+				}
+			}
+		}
+		return string(out)
+	}
+	cycle := payloads / groups
+	out := make([][]byte, payloads)
+	for k := range out {
+		repl := map[string]*strings.Replacer{}
+		for _, name := range order {
+			p := pods[name]
+			// Generations group g has had by payload k: one at each
+			// k' <= k with k' % groups == g, counted modulo the cycle.
+			g := (k + groups - p.group) / groups % cycle
+			var kv []string
+			for _, t := range p.tokens {
+				kv = append(kv, t, gen(t, g))
+			}
+			repl[name] = strings.NewReplacer(kv...)
+		}
+		var buf strings.Builder
+		buf.Grow(len(body) + len(body)/8)
+		for i, l := range lines {
+			if podOf[i] == "" {
+				buf.WriteString(l)
+				continue
+			}
+			buf.WriteString(repl[podOf[i]].Replace(l))
+		}
+		out[k] = []byte(buf.String())
+	}
+	return out
 }

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strings"
-	"time"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/scrape"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/view"
@@ -179,6 +179,13 @@ func (c *TargetCache) newEntry(sc scrape.Scanner, h uint64, rawLen int, curFam i
 		i, c.free = c.free[n-1], c.free[:n-1]
 	} else {
 		i = uint32(len(c.entries))
+		if len(c.entries) == cap(c.entries) && len(c.created) >= churnCreated {
+			// Pods are being replaced: the cache will hold evictAfter
+			// scrapes of their series before it frees any. Grow by half,
+			// not append's quarter: each growth copies every entry into
+			// memory the process must fault in.
+			c.entries = slices.Grow(c.entries, len(c.entries)/2)
+		}
 		c.entries = append(c.entries, seriesEntry{})
 	}
 	e := &c.entries[i]
@@ -193,6 +200,12 @@ func (c *TargetCache) newEntry(sc scrape.Scanner, h uint64, rawLen int, curFam i
 	c.created = append(c.created, i)
 	return i, nil
 }
+
+// churnCreated is how many series a scrape must have created for the cache
+// to grow its entries by half when full (newEntry): a target whose pods are
+// being replaced, not one that got a new pod after its first scrape trimmed
+// its entries (trim.go).
+const churnCreated = 256
 
 // recheck rebuilds a series whose own scope (its namespace, its pod, its
 // pod-on-node verdict) changed since the entry was built.
@@ -213,7 +226,7 @@ func (c *TargetCache) recheck(sc scrape.Scanner, e *seriesEntry, nowMs int64) er
 	if oldT != noTimestamp && !e.stale {
 		st := staleTime(nowMs, oldT)
 		c.send = append(c.send, model.Sample{Ref: old, T: st, V: math.Float64frombits(value.StaleNaN)})
-		c.tombstones[c.labels.Hash(old)] = tombstone{t: st, expires: time.UnixMilli(nowMs).Add(tombstoneTTL)}
+		c.tombstones[c.labels.Hash(old)] = tombstone{t: st, expires: nowMs + tombstoneTTL.Milliseconds()}
 	}
 	return nil
 }
