@@ -29,6 +29,7 @@ type apiserver struct {
 	mu sync.Mutex
 	// requests: "METHOD PATH?QUERY Accept: ..."
 	requests []string
+	accepts  []string
 	bodies   []runtime.Object
 }
 
@@ -36,6 +37,7 @@ func (a *apiserver) record(r *http.Request, body runtime.Object) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.requests = append(a.requests, r.Method+" "+r.URL.Path+"?"+r.URL.RawQuery)
+	a.accepts = append(a.accepts, r.Header.Get("Accept"))
 	a.bodies = append(a.bodies, body)
 }
 
@@ -205,6 +207,15 @@ func TestClient(t *testing.T) {
 			defer a.mu.Unlock()
 			if strings.Join(a.requests, "\n") != strings.Join(want, "\n") {
 				t.Errorf("requests:\n%s\nwant:\n%s", strings.Join(a.requests, "\n"), strings.Join(want, "\n"))
+			}
+			wantAccept := "application/vnd.kubernetes.protobuf,application/json"
+			if ct != "" {
+				wantAccept = ct + ", */*"
+			}
+			for i, got := range a.accepts {
+				if got != wantAccept {
+					t.Errorf("%s: Accept %q, want %q", a.requests[i], got, wantAccept)
+				}
 			}
 			if body, ok := a.bodies[2].(*authenticationv1.TokenReview); !ok || body.Spec.Token != "good" {
 				t.Errorf("TokenReview body %+v", a.bodies[2])
