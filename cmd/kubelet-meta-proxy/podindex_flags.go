@@ -11,13 +11,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/kubeclient"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/podindex"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/relay"
@@ -182,13 +182,13 @@ const listPage = 500
 
 // listInto feeds a static index from paginated lists: the pods (on node, if
 // set) and, with workload, every ReplicaSet and Job as metadata.
-func listInto(ctx context.Context, ix *podindex.Index, kube kubernetes.Interface, meta metadata.Interface, node string, workload bool) error {
+func listInto(ctx context.Context, ix *podindex.Index, kube kubeclient.Interface, meta metadata.Interface, node string, workload bool) error {
 	opts := metav1.ListOptions{Limit: listPage}
 	if node != "" {
 		opts.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", node).String()
 	}
 	for {
-		list, err := kube.CoreV1().Pods(metav1.NamespaceAll).List(ctx, opts)
+		list, err := kube.Pods(metav1.NamespaceAll).List(ctx, opts)
 		if err != nil {
 			return fmt.Errorf("listing pods (RBAC: list pods): %w", err)
 		}

@@ -14,6 +14,7 @@ import (
 	kfake "k8s.io/client-go/kubernetes/fake"
 	mfake "k8s.io/client-go/metadata/fake"
 
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/kubeclient/clientset"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/podindex"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/relay"
 )
@@ -170,7 +171,7 @@ func TestListInto(t *testing.T) {
 		t.Fatal(err)
 	}
 	ix := podindex.NewStatic(cfg)
-	if err := listInto(context.Background(), ix, kube, md, opts.Node, opts.Workload); err != nil {
+	if err := listInto(context.Background(), ix, clientset.New(kube), md, opts.Node, opts.Workload); err != nil {
 		t.Fatal(err)
 	}
 	snap := ix.Snapshot()

@@ -9,10 +9,10 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/kubeclient"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/scrape"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/version"
 )
@@ -71,7 +71,7 @@ func (o *commonOptions) pipeline() (*pipeline, error) {
 // clients are the Kubernetes clients the relay uses.
 type clients struct {
 	config   *rest.Config
-	kube     kubernetes.Interface
+	kube     *kubeclient.Client
 	metadata metadata.Interface
 	proxy    rest.Interface // core/v1 without client-side rate limiting
 }
@@ -81,7 +81,7 @@ func (o *commonOptions) clients() (*clients, error) {
 	if err != nil {
 		return nil, err
 	}
-	kc, err := kubernetes.NewForConfig(cfg)
+	kc, err := kubeclient.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -89,11 +89,11 @@ func (o *commonOptions) clients() (*clients, error) {
 	if err != nil {
 		return nil, err
 	}
-	pc, err := kubernetes.NewForConfig(o.kube.proxy.apply(unthrottled(cfg)))
+	pc, err := kubeclient.NewForConfig(o.kube.proxy.apply(unthrottled(cfg)))
 	if err != nil {
 		return nil, err
 	}
-	return &clients{config: cfg, kube: kc, metadata: mc, proxy: pc.CoreV1().RESTClient()}, nil
+	return &clients{config: cfg, kube: kc, metadata: mc, proxy: pc.CoreV1()}, nil
 }
 
 func (o *commonOptions) nodeTargetOptions() (scrape.NodeTargetOptions, error) {

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/kubeclient"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/relay"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/view"
 
@@ -21,7 +22,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/memlimit"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/nsindex"
@@ -96,7 +96,7 @@ func (o *runOptions) Run(ctx context.Context) error {
 		return err
 	}
 	c, nodeFetcher, plainFetcher, nodeOpts := p.clients, p.nodeFetcher, p.plainFetcher, p.nodeTargets
-	if err := checkAPIServer(ctx, c.kube.Discovery().RESTClient(), c.config.Host, apiserverCheckTimeout, logger); err != nil {
+	if err := checkAPIServer(ctx, c.kube.CoreV1(), c.config.Host, apiserverCheckTimeout, logger); err != nil {
 		return err
 	}
 
@@ -178,7 +178,7 @@ func (o *runOptions) Run(ctx context.Context) error {
 		// authorizer's own limit (reviews per second, then 429) is the only
 		// one, so a flood of garbage tokens is refused at once instead of
 		// queueing requests behind the informers' calls.
-		reviewClient, err := kubernetes.NewForConfig(unthrottled(c.config))
+		reviewClient, err := kubeclient.NewForConfig(unthrottled(c.config))
 		if err != nil {
 			return fmt.Errorf("--metrics-secure: %w", err)
 		}

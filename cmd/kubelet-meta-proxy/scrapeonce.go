@@ -129,7 +129,7 @@ func (o *scrapeOnceOptions) nodeTargets(ctx context.Context, c *clients, opts sc
 		for _, name := range o.Nodes {
 			// A list by name, not a get: the relay's ClusterRoles grant list
 			// and watch on nodes only (deploy/README.md).
-			list, err := c.kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + name})
+			list, err := c.kube.Nodes().List(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + name})
 			if err != nil {
 				return nil, fmt.Errorf("--node %s (RBAC: list nodes): %w", name, err)
 			}
@@ -139,7 +139,7 @@ func (o *scrapeOnceOptions) nodeTargets(ctx context.Context, c *clients, opts sc
 			nodes = append(nodes, list.Items[0])
 		}
 	} else {
-		list, err := c.kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: o.kube.NodeSelector})
+		list, err := c.kube.Nodes().List(ctx, metav1.ListOptions{LabelSelector: o.kube.NodeSelector})
 		if err != nil {
 			return nil, fmt.Errorf("listing nodes (RBAC: list nodes): %w", err)
 		}

@@ -13,17 +13,18 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/kubeclient"
 )
 
 func versionClient(t *testing.T, host string) rest.Interface {
 	t.Helper()
-	kc, err := kubernetes.NewForConfig(&rest.Config{Host: host})
+	kc, err := kubeclient.NewForConfig(&rest.Config{Host: host})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return kc.Discovery().RESTClient()
+	return kc.CoreV1()
 }
 
 func TestCheckAPIServer(t *testing.T) {

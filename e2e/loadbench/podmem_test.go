@@ -19,6 +19,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/kubeclient/clientset"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/podindex"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/relay"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/scrape"
@@ -171,7 +172,7 @@ func TestPodIndexMemory(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ix := podindex.New(cfg, kc, mc)
+			ix := podindex.New(cfg, clientset.New(kc), mc)
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan struct{})
 			go func() { ix.Run(ctx); close(done) }()

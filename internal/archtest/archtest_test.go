@@ -136,3 +136,33 @@ func TestRelayKeepsMethodPruning(t *testing.T) {
 	}
 	t.Errorf("the relay reaches a method lookup by name, so the linker keeps every exported method (see third_party/conntrack/README.md); reached through:\n  %s", strings.Join(path, "\n  <- "))
 }
+
+// The relay's Kubernetes client is internal/kubeclient: client-go's typed
+// clientset, its informers and listers (and metadatainformer, which imports
+// them) link every API group of k8s.io/api with their apply configurations,
+// 13 MB of a 42 MB binary, nearly all of it resident. The binary may link
+// the API groups it decodes and no other.
+func TestRelayLinksOnlyItsAPIGroups(t *testing.T) {
+	allowedAPI := map[string]bool{"k8s.io/api/core/v1": true, "k8s.io/api/authentication/v1": true, "k8s.io/api/authorization/v1": true}
+	forbid := []string{"k8s.io/client-go/kubernetes", "k8s.io/client-go/informers", "k8s.io/client-go/listers/",
+		"k8s.io/client-go/applyconfigurations/", "k8s.io/client-go/metadata/metadatainformer", "k8s.io/client-go/discovery",
+		"k8s.io/client-go/testing", mod + "internal/kubeclient/clientset"}
+	ds := deps(t, "cmd/kubelet-meta-proxy")
+	var api int
+	for _, d := range ds {
+		if strings.HasPrefix(d, "k8s.io/api/") {
+			api++
+			if !allowedAPI[d] {
+				t.Errorf("the relay links %s: only core/v1, authentication/v1 and authorization/v1 (internal/kubeclient)", d)
+			}
+		}
+		for _, f := range forbid {
+			if d == strings.TrimSuffix(f, "/") || strings.HasPrefix(d, f) {
+				t.Errorf("the relay links %s (directly or not): use internal/kubeclient", d)
+			}
+		}
+	}
+	if api == 0 {
+		t.Fatal("go list found no k8s.io/api package in the relay: the test checks nothing")
+	}
+}

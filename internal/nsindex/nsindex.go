@@ -14,10 +14,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/metadata"
-	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/kubeclient"
 )
 
 var namespacesResource = schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
@@ -47,8 +47,10 @@ type Index struct {
 // New returns an index fed by a metadata informer on namespaces.
 func New(client metadata.Interface, mapper enrich.NamespaceMapper, resync time.Duration, logger *slog.Logger, reg prometheus.Registerer) *Index {
 	ix := newIndex(mapper, logger, reg)
-	factory := metadatainformer.NewSharedInformerFactory(client, resync)
-	ix.informer = factory.ForResource(namespacesResource).Informer()
+	// Not metadatainformer: it imports k8s.io/client-go/informers, and with
+	// it every API group (internal/kubeclient).
+	lw := kubeclient.ListWatch(client, client.Resource(namespacesResource), nil)
+	ix.informer = cache.NewSharedIndexInformer(lw, &metav1.PartialObjectMetadata{}, resync, cache.Indexers{})
 	_, _ = ix.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { ix.upsert(obj) },
 		UpdateFunc: func(_, obj any) { ix.upsert(obj) },

@@ -17,6 +17,7 @@ import (
 	mfake "k8s.io/client-go/metadata/fake"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/kubeclient/clientset"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/poll"
 )
@@ -115,7 +116,7 @@ func startBed(t testing.TB, tweak func(*Options), objs ...runtime.Object) *bed {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.ix = New(cfg, b.pods, b.meta)
+	b.ix = New(cfg, clientset.New(b.pods), b.meta)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { b.ix.Run(ctx); close(done) }()

@@ -17,9 +17,10 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/kubeclient"
 )
 
 var (
@@ -188,7 +189,7 @@ func newMetrics(reg prometheus.Registerer) metrics {
 // New returns an index fed by a Pod list/watch on client (restricted to
 // cfg's node, if any) and, when workloads are on, ReplicaSet and Job
 // metadata list/watches on meta. Run starts them.
-func New(cfg Config, client kubernetes.Interface, meta metadata.Interface) *Index {
+func New(cfg Config, client kubeclient.Interface, meta metadata.Interface) *Index {
 	ix := newIndex(cfg)
 	ix.addSource("pods", podListWatch(client, ix.cfg.Node), &v1.Pod{}, knownPods{ix}, ix.stripPod, ix.upsertPod, ix.deletePod)
 	if ix.cfg.Workload {

@@ -9,9 +9,10 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/kubeclient"
 )
 
 // source feeds one resource into the index as an informer would (a
@@ -117,13 +118,13 @@ func (q *directQueue) Name() string                        { return q.name }
 func (q *directQueue) Done() <-chan struct{}               { return q.syncedCh }
 func (q *directQueue) Close()                              { q.closeOnce.Do(func() { close(q.closed) }) }
 
-func podListWatch(client kubernetes.Interface, node string) cache.ListerWatcher {
+func podListWatch(client kubeclient.Interface, node string) cache.ListerWatcher {
 	tweak := func(*metav1.ListOptions) {}
 	if node != "" {
 		sel := fields.OneTermEqualSelector("spec.nodeName", node).String()
 		tweak = func(o *metav1.ListOptions) { o.FieldSelector = sel }
 	}
-	pods := client.CoreV1().Pods(metav1.NamespaceAll)
+	pods := client.Pods(metav1.NamespaceAll)
 	// As client-go's own informers do: a client that does not support
 	// WatchList (the fakes) gets list+watch.
 	return cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{

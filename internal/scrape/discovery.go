@@ -11,11 +11,10 @@ import (
 	"github.com/cespare/xxhash/v2"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/kubeclient"
 )
 
 // DefaultKubeletPort is used when a Node does not report its kubelet port.
@@ -210,17 +209,16 @@ type NodeDiscovery struct {
 
 // NewNodeDiscovery watches the nodes matching selector (a label selector).
 // notify is called after every change.
-func NewNodeDiscovery(client kubernetes.Interface, selector string, opts NodeTargetOptions, notify func()) *NodeDiscovery {
-	factory := informers.NewSharedInformerFactoryWithOptions(client, 0,
-		informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
-			lo.LabelSelector = selector
-			// A DaemonSet pod watches its own node only: 5,000 pods each
-			// watching every node would load the apiserver for nothing.
-			if opts.NameOrIP != "" && net.ParseIP(opts.NameOrIP) == nil {
-				lo.FieldSelector = "metadata.name=" + opts.NameOrIP
-			}
-		}))
-	inf := factory.Core().V1().Nodes().Informer()
+func NewNodeDiscovery(client kubeclient.Interface, selector string, opts NodeTargetOptions, notify func()) *NodeDiscovery {
+	lw := kubeclient.ListWatch(client, client.Nodes(), func(lo *metav1.ListOptions) {
+		lo.LabelSelector = selector
+		// A DaemonSet pod watches its own node only: 5,000 pods each
+		// watching every node would load the apiserver for nothing.
+		if opts.NameOrIP != "" && net.ParseIP(opts.NameOrIP) == nil {
+			lo.FieldSelector = "metadata.name=" + opts.NameOrIP
+		}
+	})
+	inf := cache.NewSharedIndexInformer(lw, &corev1.Node{}, 0, cache.Indexers{})
 	d := &NodeDiscovery{opts: opts, informer: inf, notify: notify}
 	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { d.notify() },

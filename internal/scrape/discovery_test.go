@@ -14,6 +14,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/enrich"
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/kubeclient/clientset"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/poll"
 )
@@ -187,7 +188,7 @@ func targetKeys(ts []*Target) []string {
 func TestNodeDiscovery(t *testing.T) {
 	client := fake.NewSimpleClientset(node("node-a", 10250, nil, addr(corev1.NodeInternalIP, "10.0.0.1")))
 	var notified atomic.Int32
-	d := NewNodeDiscovery(client, "", NodeTargetOptions{Path: "/metrics/cadvisor", Job: "kubelet"}, func() { notified.Add(1) })
+	d := NewNodeDiscovery(clientset.New(client), "", NodeTargetOptions{Path: "/metrics/cadvisor", Job: "kubelet"}, func() { notified.Add(1) })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go d.Run(ctx)
@@ -232,7 +233,7 @@ func TestNodeDiscoverySelectors(t *testing.T) {
 	}
 	start := func(t *testing.T, selector string, opts NodeTargetOptions) (*fake.Clientset, *NodeDiscovery) {
 		client := fake.NewSimpleClientset(nodes[0], nodes[1])
-		d := NewNodeDiscovery(client, selector, opts, func() {})
+		d := NewNodeDiscovery(clientset.New(client), selector, opts, func() {})
 		ctx, cancel := context.WithCancel(context.Background())
 		t.Cleanup(cancel)
 		go d.Run(ctx)

@@ -18,7 +18,8 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/kubeclient"
 )
 
 // Generic answers: what an unauthenticated or refused caller sees. The
@@ -33,7 +34,7 @@ const (
 // AuthConfig configures KubeAuthorizer. Zero durations and sizes take the
 // defaults (DefaultAuthConfig).
 type AuthConfig struct {
-	Client     kubernetes.Interface
+	Client     kubeclient.Interface
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 
@@ -223,7 +224,7 @@ func (a *KubeAuthorizer) authenticate(ctx context.Context, token string) (*authe
 		return nil, http.StatusTooManyRequests
 	}
 	a.reviews.WithLabelValues(reviewToken).Inc()
-	tr, err := a.cfg.Client.AuthenticationV1().TokenReviews().Create(ctx,
+	tr, err := a.cfg.Client.TokenReviews().Create(ctx,
 		&authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: token}}, metav1.CreateOptions{})
 	if err != nil {
 		a.reviewFailed(reviewToken, "create tokenreviews.authentication.k8s.io", err)
@@ -255,7 +256,7 @@ func (a *KubeAuthorizer) access(ctx context.Context, u *authenticationv1.UserInf
 		extra[k] = authorizationv1.ExtraValue(v)
 	}
 	a.reviews.WithLabelValues(reviewAccess).Inc()
-	sar, err := a.cfg.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{
+	sar, err := a.cfg.Client.SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{
 		Spec: authorizationv1.SubjectAccessReviewSpec{
 			User: u.Username, UID: u.UID, Groups: u.Groups, Extra: extra,
 			NonResourceAttributes: &authorizationv1.NonResourceAttributes{Path: path, Verb: "get"},
@@ -386,7 +387,7 @@ func (a *KubeAuthorizer) Check(ctx context.Context) error {
 		{Group: "authorization.k8s.io", Resource: "subjectaccessreviews", Verb: "create"},
 	} {
 		what := ra.Verb + " " + ra.Resource + "." + ra.Group
-		ssar, err := a.cfg.Client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx,
+		ssar, err := a.cfg.Client.SelfSubjectAccessReviews().Create(ctx,
 			&authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &ra}}, metav1.CreateOptions{})
 		if err != nil {
 			return fmt.Errorf("secure serving cannot authorize: checking whether the relay may %s: %w", what, err)

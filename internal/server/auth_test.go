@@ -22,6 +22,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/kubeclient/clientset"
 )
 
 // fakeAPI answers TokenReviews, SubjectAccessReviews and
@@ -120,7 +122,7 @@ func newTestAuthorizer(t *testing.T, f *fakeAPI, cfg AuthConfig) (*KubeAuthorize
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	logs := &syncBuffer{}
-	cfg.Client, cfg.Registerer = f.client, reg
+	cfg.Client, cfg.Registerer = clientset.New(f.client), reg
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	a, err := NewKubeAuthorizer(cfg)
 	if err != nil {
