@@ -141,6 +141,16 @@ func (ks *Kubelets) scrapeCounts() []int64 {
 	return c
 }
 
+// servedSince is how many scrapes the kubelets served since they had served base
+// (scrapeCounts).
+func (ks *Kubelets) servedSince(base []int64) int64 {
+	var served int64
+	for i, k := range ks.List {
+		served += k.Scrapes() - base[i]
+	}
+	return served
+}
+
 // hold makes new scrapes wait (they are answered after release, late but not failed, as
 // long as the hold is shorter than the relay's scrape timeout); scrapes already past the
 // gate finish.
@@ -268,4 +278,13 @@ func (ks *Kubelets) waitQuiescent(ctx context.Context, deadline time.Time, agree
 		}
 	}
 	return false
+}
+
+// sampleSteady reads the process's metrics between two reads of the receiver's count;
+// steady: the receiver's count did not move meanwhile.
+func sampleSteady(recv *Receiver, self func() (SelfMetrics, error)) (m SelfMetrics, z ReceiverStats, steady bool, err error) {
+	a := recv.Stats()
+	m, err = self()
+	z = recv.Stats()
+	return m, z, a.Samples == z.Samples, err
 }

@@ -595,13 +595,8 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, v Var
 	// relay and its queue is empty; the receiver's count is read before and after the
 	// relay's counters, and all agree.
 	res.Quiescent = ks.waitQuiescent(ctx, time.Now().Add(max(cfg.Interval, 20*time.Second)), func() bool {
-		var served int64
-		for i, c := range ks.scrapeCounts() {
-			served += c - base[i]
-		}
-		a := recv.Stats()
-		m, err := self()
-		z := recv.Stats()
+		served := ks.servedSince(base)
+		m, z, steady, err := sampleSteady(recv, self)
 		if err != nil {
 			return false
 		}
@@ -610,7 +605,7 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, v Var
 		in := int64(m.Get("kubelet_meta_proxy_remote_write_samples_in_total"))
 		// Dropped and failed samples are flagged on their own (check).
 		gone := int64(m.Get("kubelet_meta_proxy_remote_write_samples_dropped_total") + m.Get("kubelet_meta_proxy_remote_write_samples_failed_total"))
-		return a.Samples == z.Samples && z.Samples == sent && in == sent+gone && m.Get("kubelet_meta_proxy_remote_write_queue_length") == 0 &&
+		return steady && z.Samples == sent && in == sent+gone && m.Get("kubelet_meta_proxy_remote_write_queue_length") == 0 &&
 			ks.inFlight() == 0 && m.Get("kubelet_meta_proxy_scrape_duration_seconds_count") >= float64(served)
 	})
 	res.Problems = append(check(res, nodes*max(1, len(cfg.Endpoints)), cfg.Interval), churnProblems...) // one target per node and endpoint

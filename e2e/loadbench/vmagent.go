@@ -339,18 +339,13 @@ func runVMAgent(ctx context.Context, cfg Config, b *bed.Bed, ks *Kubelets, serie
 	// processed, nothing pending in vmagent's queue, the receiver's count steady and equal to
 	// what vmagent queued.
 	res.Quiescent = ks.waitQuiescent(ctx, time.Now().Add(max(cfg.Interval, 20*time.Second)), func() bool {
-		var served int64
-		for i, c := range ks.scrapeCounts() {
-			served += c - base[i]
-		}
-		a := recv.Stats()
-		m, err := self()
-		z := recv.Stats()
+		served := ks.servedSince(base)
+		m, z, steady, err := sampleSteady(recv, self)
 		if err != nil {
 			return false
 		}
 		res.Final, res.Recv = m, z
-		return a.Samples == z.Samples && float64(z.Samples) == m.Get("vmagent_remotewrite_rows_pushed_after_relabel_total") &&
+		return steady && float64(z.Samples) == m.Get("vmagent_remotewrite_rows_pushed_after_relabel_total") &&
 			m.Get("vmagent_remotewrite_pending_data_bytes") == 0 && ks.inFlight() == 0 && m.Get(done) >= float64(served)
 	})
 	res.Problems = checkVMAgent(res, targets, cfg.Interval)

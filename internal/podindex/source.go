@@ -119,24 +119,12 @@ func (q *directQueue) Done() <-chan struct{}               { return q.syncedCh }
 func (q *directQueue) Close()                              { q.closeOnce.Do(func() { close(q.closed) }) }
 
 func podListWatch(client kubeclient.Interface, node string) cache.ListerWatcher {
-	tweak := func(*metav1.ListOptions) {}
+	var tweak func(*metav1.ListOptions)
 	if node != "" {
 		sel := fields.OneTermEqualSelector("spec.nodeName", node).String()
 		tweak = func(o *metav1.ListOptions) { o.FieldSelector = sel }
 	}
-	pods := client.Pods(metav1.NamespaceAll)
-	// As client-go's own informers do: a client that does not support
-	// WatchList (the fakes) gets list+watch.
-	return cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			tweak(&o)
-			return pods.List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			tweak(&o)
-			return pods.Watch(ctx, o)
-		},
-	}, client)
+	return kubeclient.ListWatch(client, client.Pods(metav1.NamespaceAll), tweak)
 }
 
 func metaListWatch(meta metadata.Interface, r metadata.ResourceInterface) cache.ListerWatcher {
