@@ -63,7 +63,7 @@ func NewGroup(cfg Config, logger *slog.Logger) (*Group, error) {
 		return nil, errors.New("remotewrite: nil logger")
 	}
 	g := &Group{logger: logger, meta: newMetadataMetrics(), own: prometheus.NewRegistry(), all: map[*member]struct{}{}}
-	g.own.MustRegister(g.meta.sent, g.meta.failed)
+	g.own.MustRegister(g.meta.sent, g.meta.failed, g.meta.deferred)
 	if err := g.Apply(cfg); err != nil {
 		return nil, err
 	}

@@ -27,6 +27,9 @@ type MetadataSource interface {
 // prometheus_remote_storage_metadata_total and _failed_total do.
 type metadataMetrics struct {
 	sent, failed *prometheus.CounterVec
+	// deferred: with tenant routing, entries not sent to a tenant in
+	// backoff after a failed write.
+	deferred *prometheus.CounterVec
 }
 
 func newMetadataMetrics() *metadataMetrics {
@@ -38,6 +41,10 @@ func newMetadataMetrics() *metadataMetrics {
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: metricPrefix + "metadata_failed_total",
 			Help: "Metric family metadata entries not delivered (sent again at the next interval).",
+		}, endpointLabels),
+		deferred: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricPrefix + "metadata_deferred_total",
+			Help: "Metric family metadata entries not sent to a tenant backing off after a failed write (the families seen again are sent at a later interval).",
 		}, endpointLabels),
 	}
 }

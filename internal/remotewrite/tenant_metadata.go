@@ -172,6 +172,9 @@ func (q *tenantQueue) noteNames(marks, names []uint32) {
 type tenantNames struct {
 	tenant string
 	names  []string
+	// backoff: the tenant's writes are failing (429, 5xx) and it waits
+	// for its retry; a metadata request would only add to its load.
+	backoff bool
 }
 
 // takeNames returns each tenant's names since the last take and starts
@@ -183,6 +186,7 @@ func (q *tenantQueue) takeNames() (out []tenantNames, over int) {
 	if nt == nil {
 		return nil, 0
 	}
+	now := q.now()
 	for _, ts := range q.tenants {
 		if ts == nil {
 			continue
@@ -199,7 +203,7 @@ func (q *tenantQueue) takeNames() (out []tenantNames, over int) {
 			continue
 		}
 		clear(ts.names)
-		out = append(out, tenantNames{tenant: ts.name, names: names})
+		out = append(out, tenantNames{tenant: ts.name, names: names, backoff: ts.retryAt.After(now)})
 	}
 	over = nt.over
 	nt.reset()
@@ -227,7 +231,8 @@ func familyIndex(byFamily map[string]int, name string) (int, bool) {
 // previous interval gets the metadata of their families, in requests of
 // its own (at most cfg.MaxSamplesPerSend entries each, 0: all in one) with
 // its tenant header. A failed request is not retried: the next interval
-// sends the families seen again.
+// sends the families seen again. A tenant backing off after a failed write
+// gets none until its backoff is over.
 func sendTenantMetadata(ctx context.Context, q *tenantQueue, cfg MetadataConfig, src MetadataSource, m *metadataMetrics, logger *slog.Logger) {
 	q.trackNames()
 	t := time.NewTicker(cfg.SendInterval)
@@ -272,6 +277,10 @@ func sendTenantMetadata(ctx context.Context, q *tenantQueue, cfg MetadataConfig,
 			batch = batch[:0]
 			for _, i := range sel {
 				batch = append(batch, md[i])
+			}
+			if tn.backoff {
+				m.deferred.WithLabelValues(q.name, q.urlLabel).Add(float64(len(batch)))
+				continue
 			}
 			for start := 0; start < len(batch); {
 				end := len(batch)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/http"
 	"slices"
 	"sync"
 	"testing"
@@ -228,5 +229,85 @@ func TestTenantMetadataNamesBounded(t *testing.T) {
 		if ts != nil && ts.name == "a" && ts.names != nil {
 			t.Errorf("tenant a keeps a name set of %d words after an interval without series", len(ts.names))
 		}
+	}
+}
+
+// A tenant whose writes are refused (429) and that waits for its retry gets
+// no metadata requests meanwhile (counted as deferred); the others keep
+// getting theirs.
+func TestTenantMetadataBackoff(t *testing.T) {
+	rcv := newTenantReceiver(t, "X-Scope-Orgid", func(tenant string, _ int) int {
+		if tenant == "a" {
+			return http.StatusTooManyRequests
+		}
+		return http.StatusOK
+	})
+	e := tenantEndpoint(rcv.url(), TenantConfig{Label: "team", Default: "platform"})
+	e.Queue.MinBackoff, e.Queue.MaxBackoff = 20*time.Second, 40*time.Second
+	const interval = 100 * time.Millisecond
+	e.Prom = &PromSettings{Metadata: MetadataConfig{Send: true, SendInterval: interval}}
+	g, err := NewGroup(Config{Endpoints: []EndpointConfig{e}, ShutdownTimeout: time.Second}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.SetMetadataSource(testFamilies)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	tg := newTarget(1)
+	series := []testSeries{
+		teamSeries(tg, "container_cpu_usage_seconds_total", "p1", "a"),
+		teamSeries(tg, "container_memory_working_set_bytes", "p2", "b"),
+	}
+	feedDone := make(chan struct{})
+	go func() {
+		defer close(feedDone)
+		for ts := int64(1); ctx.Err() == nil; ts++ {
+			var batch []model.Sample
+			for _, s := range series {
+				batch = append(batch, s.at(ts, float64(ts)))
+			}
+			g.Append(batch)
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	defer func() {
+		cancel()
+		<-feedDone
+		<-done
+	}()
+
+	count := func(since time.Time) map[string]int {
+		rcv.mu.Lock()
+		defer rcv.mu.Unlock()
+		reqs := map[string]int{}
+		for _, r := range rcv.metadata {
+			if !r.at.Before(since) {
+				reqs[r.tenant]++
+			}
+		}
+		return reqs
+	}
+	eventually(t, 10*time.Second, "a write of tenant a refused", func() bool {
+		rcv.mu.Lock()
+		defer rcv.mu.Unlock()
+		return rcv.requests["a"] > 0
+	})
+	// From the interval after the refusal on, a is backing off.
+	mark := time.Now().Add(interval)
+	eventually(t, 10*time.Second, "three metadata requests of tenant b", func() bool {
+		return count(mark)["b"] >= 3
+	})
+	if n := count(mark)["a"]; n != 0 {
+		t.Errorf("tenant a, backing off, got %d metadata requests", n)
+	}
+	var deferred float64
+	for _, mf := range mustGather(t, g) {
+		if mf.GetName() == metricPrefix+"metadata_deferred_total" {
+			deferred = mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	if deferred == 0 {
+		t.Error("metadata_deferred_total is 0")
 	}
 }
