@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -33,6 +34,32 @@ var testFamilies = staticMetadata{
 	{Family: "unused_family", Type: "gauge", Help: "Nobody has series of it."},
 }
 
+// runMetadataGroup runs a Group of endpoint e with testFamilies as its
+// metadata source until the test ends (or cancel), and checks Run's error:
+// none, or with dropped, the samples a refusing receiver never took.
+func runMetadataGroup(t *testing.T, e EndpointConfig, shutdown time.Duration, dropped bool) (*Group, context.Context, context.CancelFunc) {
+	t.Helper()
+	g, err := NewGroup(Config{Endpoints: []EndpointConfig{e}, ShutdownTimeout: shutdown}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.SetMetadataSource(testFamilies)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		err := <-done
+		switch {
+		case dropped && (err == nil || !strings.Contains(err.Error(), "dropped at shutdown")):
+			t.Errorf("Run: %v, want samples dropped at shutdown", err)
+		case !dropped && err != nil:
+			t.Error(err)
+		}
+	})
+	return g, ctx, cancel
+}
+
 // Each tenant's metadata requests carry that tenant's header and exactly the
 // families its series used (a histogram's _bucket/_sum/_count are one
 // family), at most max_samples_per_send entries each; a tenant whose series
@@ -42,20 +69,7 @@ func TestTenantMetadata(t *testing.T) {
 	e := tenantEndpoint(rcv.url(), TenantConfig{Label: "team", Default: "platform"})
 	const interval = 150 * time.Millisecond
 	e.Prom = &PromSettings{Metadata: MetadataConfig{Send: true, SendInterval: interval, MaxSamplesPerSend: 2}}
-	g, err := NewGroup(Config{Endpoints: []EndpointConfig{e}, ShutdownTimeout: 5 * time.Second}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.SetMetadataSource(testFamilies)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	g, ctx, cancel := runMetadataGroup(t, e, 5*time.Second, false)
 
 	tg := newTarget(1)
 	a := []testSeries{
@@ -246,14 +260,7 @@ func TestTenantMetadataBackoff(t *testing.T) {
 	e.Queue.MinBackoff, e.Queue.MaxBackoff = 20*time.Second, 40*time.Second
 	const interval = 100 * time.Millisecond
 	e.Prom = &PromSettings{Metadata: MetadataConfig{Send: true, SendInterval: interval}}
-	g, err := NewGroup(Config{Endpoints: []EndpointConfig{e}, ShutdownTimeout: time.Second}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.SetMetadataSource(testFamilies)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
+	g, ctx, cancel := runMetadataGroup(t, e, time.Second, true)
 	tg := newTarget(1)
 	series := []testSeries{
 		teamSeries(tg, "container_cpu_usage_seconds_total", "p1", "a"),
@@ -271,11 +278,7 @@ func TestTenantMetadataBackoff(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}()
-	defer func() {
-		cancel()
-		<-feedDone
-		<-done
-	}()
+	defer func() { cancel(); <-feedDone }()
 
 	count := func(since time.Time) map[string]int {
 		rcv.mu.Lock()
