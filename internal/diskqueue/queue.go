@@ -717,13 +717,10 @@ func (q *Queue) tryRead(rbuf *[]byte, getBuf func() []byte) (Record, bool, error
 			next := off + frameSize + recHeaderSize + int64(len(k.payload))
 			end, finished := q.takeLocked(s, off, next, k.h)
 			q.m.directRecords.Inc()
+			q.mu.Unlock()
 			if finished {
-				q.advanceLocked()
-				q.mu.Unlock()
 				continue
 			}
-			q.updateGaugesLocked()
-			q.mu.Unlock()
 			return Record{Header: k.h, Payload: k.payload, Pos: end, Kept: true}, true, nil
 		}
 		var nextKept int64 = -1 // where a corrupt region ends at the latest
@@ -774,13 +771,10 @@ func (q *Queue) tryRead(rbuf *[]byte, getBuf func() []byte) (Record, bool, error
 			continue
 		}
 		end, finished := q.takeLocked(s, off, next, h)
+		q.mu.Unlock()
 		if finished {
-			q.advanceLocked()
-			q.mu.Unlock()
 			continue
 		}
-		q.updateGaugesLocked()
-		q.mu.Unlock()
 		return Record{Header: h, Payload: payload, Pos: end}, true, nil
 	}
 }
@@ -788,7 +782,7 @@ func (q *Queue) tryRead(rbuf *[]byte, getBuf func() []byte) (Record, bool, error
 // takeLocked moves the reader past the record [off, next) of s, with
 // header h, handing it out (pending until acknowledged). finished: it was
 // finished before the restart (out of order), so it is not handed out
-// again but acknowledged with the prefix before it (the caller advances).
+// again but acknowledged with the prefix before it.
 func (q *Queue) takeLocked(s *segment, off, next int64, h Header) (end Pos, finished bool) {
 	end = Pos{s.seq, next}
 	for len(q.preDone) > 0 && q.preDone[0].less(end) {
@@ -803,6 +797,11 @@ func (q *Queue) takeLocked(s *segment, off, next int64, h Header) (end Pos, fini
 	q.pend = append(q.pend, pending{end, int64(h.Samples), h.MinT, finished})
 	q.m.readRecords.Inc()
 	q.m.readBytes.Add(float64(next - off))
+	if finished {
+		q.advanceLocked()
+	} else {
+		q.updateGaugesLocked()
+	}
 	return end, finished
 }
 
