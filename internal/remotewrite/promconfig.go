@@ -105,7 +105,7 @@ func (e *EndpointConfig) newHTTPClient() (*http.Client, error) {
 		case p.AzureAD != nil:
 			t, err = azuread.NewAzureADRoundTripper(p.AzureAD, t)
 		case p.GoogleIAM != nil:
-			t, err = googleiam.NewRoundTripper(p.GoogleIAM, t)
+			t, err = newGoogleIAMRoundTripper(p.GoogleIAM, t)
 		}
 		if err != nil {
 			return nil, err
