@@ -85,7 +85,7 @@ func (o *remoteWriteOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&q.MinBackoff, "min-backoff", q.MinBackoff, "First wait before retrying a failed request; doubles per retry.")
 	fs.DurationVar(&q.MaxBackoff, "max-backoff", q.MaxBackoff, "Longest wait between retries (a receiver's Retry-After is honoured beyond it).")
 	fs.IntVar(&q.Capacity, "remote-write-queue-capacity", q.Capacity,
-		"Samples buffered per endpoint (24 bytes each), split over its shards; when full the oldest are dropped.")
+		"Samples buffered per endpoint (32 bytes each), split over its shards; when full the oldest are dropped.")
 	fs.IntVar(&q.Shards, "remote-write-shards", q.Shards,
 		"Concurrent senders per endpoint; each series always uses the same one, which keeps its samples in order.")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout,
