@@ -87,7 +87,7 @@ func (o *remoteWriteOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&q.Capacity, "remote-write-queue-capacity", q.Capacity,
 		"Samples buffered per endpoint (32 bytes each), split over its shards; when full the oldest are dropped.")
 	fs.IntVar(&q.Shards, "remote-write-shards", q.Shards,
-		"Concurrent senders per endpoint; each series always uses the same one, which keeps its samples in order.")
+		"Concurrent senders per endpoint; each series always uses the same one, which keeps its samples in order. Default: the CPUs the process may use (GOMAXPROCS), at most 4.")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout,
 		"On shutdown, how long to keep sending buffered samples before giving up on them.")
 	o.Prom.AddFlags(fs)

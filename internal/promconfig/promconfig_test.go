@@ -307,7 +307,7 @@ func TestLoadMapsAndLocates(t *testing.T) {
 		t.Errorf("external labels %v", f.ExternalLabels)
 	}
 	// Left-out queue settings are the relay's defaults, not Prometheus's.
-	if f.Endpoints[0].Queue.Shards != remotewrite.DefaultShards || f.Endpoints[0].Queue.Capacity != remotewrite.DefaultQueueCapacity {
+	if f.Endpoints[0].Queue.Shards != remotewrite.DefaultShards() || f.Endpoints[0].Queue.Capacity != remotewrite.DefaultQueueCapacity {
 		t.Errorf("defaults not kept: %+v", f.Endpoints[0].Queue)
 	}
 

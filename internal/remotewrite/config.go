@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 )
@@ -31,7 +32,6 @@ const (
 	// (a model.Sample is 32 bytes), a few seconds to minutes of outage depending on
 	// the cluster's sample rate.
 	DefaultQueueCapacity = 1_000_000
-	DefaultShards        = 4
 	// DefaultShutdownTimeout leaves room, inside Kubernetes's default 30s
 	// terminationGracePeriodSeconds, for the rest of the relay to stop before
 	// the kubelet sends SIGKILL.
@@ -143,11 +143,23 @@ type QueueConfig struct {
 	SyncInterval time.Duration
 }
 
+// maxDefaultShards caps DefaultShards.
+const maxDefaultShards = 4
+
+// DefaultShards is the shard count of an endpoint that sets none: one
+// sender per CPU the process may use (GOMAXPROCS, which follows the
+// container's CPU limit), at most 4. A shard encodes on a CPU, so more
+// shards than CPUs add no encoding throughput, while each holds its own
+// ring of samples waiting for a full batch, a batch, an encoder buffer and
+// label-table state: about 2 MiB at 50 nodes (README, "Remote-write
+// shards"). More help only against a slow receiver's latency.
+func DefaultShards() int { return min(max(runtime.GOMAXPROCS(0), 1), maxDefaultShards) }
+
 // DefaultQueueConfig returns the default queue settings.
 func DefaultQueueConfig() QueueConfig {
 	return QueueConfig{
 		Capacity:          DefaultQueueCapacity,
-		Shards:            DefaultShards,
+		Shards:            DefaultShards(),
 		MaxSamplesPerSend: DefaultMaxSamplesPerSend,
 		BatchSendDeadline: DefaultBatchSendDeadline,
 		MinBackoff:        DefaultMinBackoff,

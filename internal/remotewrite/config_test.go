@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -144,5 +145,20 @@ func TestNewUsesValidatedConfig(t *testing.T) {
 	}
 	if _, err := New(unvalidated, slog.New(slog.DiscardHandler), nil); err == nil || !strings.Contains(err.Error(), "bearer_token_file") {
 		t.Errorf("New(unvalidated config) = %v, want the missing bearer_token_file named", err)
+	}
+}
+
+// TestDefaultShardsFollowsCPUs: an endpoint that sets no shard count gets
+// one sender per CPU the process may use, at most maxDefaultShards.
+func TestDefaultShardsFollowsCPUs(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	for procs, want := range map[int]int{1: 1, 2: 2, 3: 3, 4: 4, 16: maxDefaultShards} {
+		runtime.GOMAXPROCS(procs)
+		if got := DefaultShards(); got != want {
+			t.Errorf("GOMAXPROCS %d: DefaultShards() = %d, want %d", procs, got, want)
+		}
+		if got := DefaultQueueConfig().Shards; got != want {
+			t.Errorf("GOMAXPROCS %d: DefaultQueueConfig().Shards = %d, want %d", procs, got, want)
+		}
 	}
 }
