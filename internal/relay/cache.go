@@ -285,16 +285,19 @@ func (c *TargetCache) begin(now time.Time, ix *enrich.NamespaceIndex) *scrapeSta
 		c.created = nil
 	}
 	c.created = c.created[:0]
-	tv := &view.TargetView{Target: c.target}
-	if sp := c.spare; sp != nil {
-		// A view nobody reads any more: reuse its buffers rather than
-		// allocate a sample slice per scrape.
-		tv.Samples, tv.Ranges = sp.Samples[:0], sp.Ranges[:0]
+	tv := c.spare
+	if tv != nil {
+		// A view nobody reads any more: reuse it and its buffers rather
+		// than allocate a sample slice per scrape.
 		c.spare = nil
 	} else {
-		tv.Samples = make([]view.ViewSample, 0, c.lastViewLen+numSelfFamilies)
-		tv.Ranges = make([]view.FamilyRange, 0, c.lastRangeCount+numSelfFamilies)
+		tv = &view.TargetView{
+			Samples: make([]view.ViewSample, 0, c.lastViewLen+numSelfFamilies),
+			Ranges:  make([]view.FamilyRange, 0, c.lastRangeCount+numSelfFamilies),
+		}
 	}
+	tv.Target = c.target
+	tv.Reset()
 	return &scrapeState{nowMs: now.UnixMilli(), ix: ix, view: tv, res: &Result{}, gen: c.scopes.begin(ix, now),
 		curFam: -1, rangeFam: -1}
 }
@@ -309,9 +312,9 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 	}
 	res.Err, res.Duration = err, duration
 	if res.Err == nil {
-		c.commit(tv.Samples, nowMs)
+		c.commit(tv, nowMs)
 	} else {
-		tv.Samples, tv.Ranges = tv.Samples[:0], tv.Ranges[:0]
+		tv.Reset()
 		c.send = c.send[:0]
 		if !isLimit(err) { // over a limit, Prometheus still reports what was scraped
 			res.Scraped = 0
@@ -337,7 +340,7 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 		res.ownShown++
 		s := c.self[i]
 		tv.Ranges = append(tv.Ranges, view.FamilyRange{Family: int32(i), Start: len(tv.Samples), End: len(tv.Samples) + 1})
-		tv.Samples = append(tv.Samples, view.ViewSample{Ref: s, T: view.NoTimestamp, V: v})
+		tv.Append(s, view.NoTimestamp, v)
 		c.send = append(c.send, model.Sample{Ref: s, T: nowMs, V: v})
 	}
 	if res.Err == nil && !c.trimmed {
@@ -364,10 +367,10 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 }
 
 // commit records, once a payload parsed whole, the timestamps its samples
-// were sent with; samples holds the view's samples, in c.cur order.
-func (c *TargetCache) commit(samples []view.ViewSample, nowMs int64) {
+// were sent with; tv holds the view's samples, in c.cur order.
+func (c *TargetCache) commit(tv *view.TargetView, nowMs int64) {
 	for i, ei := range c.cur {
-		t := samples[i].T
+		t := tv.T(i)
 		if t == view.NoTimestamp {
 			t = nowMs
 		}

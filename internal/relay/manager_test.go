@@ -116,7 +116,7 @@ func viewKeys(v *view.View) []string {
 }
 
 func upOf(tv *view.TargetView) float64 {
-	return tv.Samples[len(tv.Samples)-numSelfFamilies+famUp].V
+	return tv.Samples[len(tv.Samples)-numSelfFamilies+famUp].V()
 }
 
 func TestManagerScrapesSyncedTargetsAndStalesRemovedOnes(t *testing.T) {
