@@ -278,6 +278,12 @@ type scrapeState struct {
 func (c *TargetCache) begin(now time.Time, ix *enrich.NamespaceIndex) *scrapeState {
 	c.iter++
 	c.send = c.send[:0]
+	if cap(c.cur) < len(c.prev) {
+		// None, or one from the manager's free list that a target with
+		// fewer series used: one allocation rather than appends doubling
+		// it.
+		c.cur = make([]uint32, 0, len(c.prev)+len(c.prev)/16)
+	}
 	c.cur = c.cur[:0]
 	if cap(c.created) > 1024 {
 		// The first scrape creates every series: do not keep a slot per
