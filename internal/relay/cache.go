@@ -88,27 +88,23 @@ const (
 // owned by the target's scrape goroutine; only their labels escape, as
 // references into the target's LabelTable.
 type seriesEntry struct {
-	// An entry holds no pointer and fits 48 bytes (entry_test.go): there is
+	// An entry holds no pointer and fits 40 bytes (entry_test.go): there is
 	// one per series, millions of them at 500 nodes, in one slice the
 	// garbage collector need not scan.
 	key   uint64 // xxhash of the raw series bytes, the cache key
 	lastT int64  // last timestamp handed to remote write
 	ref   model.SeriesRef
-	// nsVer is the version of its scope (namespace, pod) the series was
-	// built with, cut to 32 bits: a wrong match needs 2^32 changes of one
-	// scope between two scrapes.
-	nsVer uint32
-	pos   int32 // index in the scrape it was last seen in (TargetCache.cur)
 	fam   int32
 	ns    uint32 // index in TargetCache.scopes; 0: no namespace label
+	// flags holds the index in the scrape it was last seen in
+	// (TargetCache.cur), its enrichState, stale and live (entry.go).
+	flags uint32
 	// seen is the scrape iteration the series was last seen in, modulo
 	// 2^16 as TargetCache.iter: eviction removes every entry absent for
-	// more than 2 × evictAfter scrapes, so no live entry's age wraps.
+	// more than 2 × evictAfter scrapes, so no live entry's age wraps. It
+	// also tells whether its scope changed since (scope.changedSince).
 	seen   uint16
 	rawLen rawLen // guards the 64-bit hash key against collisions
-	enrich enrichState
-	stale  bool
-	live   bool // the slot holds a series (evicted slots are reused)
 }
 
 const noTimestamp = math.MinInt64
@@ -304,7 +300,7 @@ func (c *TargetCache) begin(now time.Time, ix *enrich.NamespaceIndex) *scrapeSta
 	}
 	tv.Target = c.target
 	tv.Reset()
-	return &scrapeState{nowMs: now.UnixMilli(), ix: ix, view: tv, res: &Result{}, gen: c.scopes.begin(ix, now),
+	return &scrapeState{nowMs: now.UnixMilli(), ix: ix, view: tv, res: &Result{}, gen: c.scopes.begin(ix, now, c.iter),
 		curFam: -1, rangeFam: -1}
 }
 

@@ -12,8 +12,8 @@ import (
 // The cache holds one entry per series: its size is most of the relay's
 // memory per series (README, Memory model).
 func TestSeriesEntrySize(t *testing.T) {
-	if n := unsafe.Sizeof(seriesEntry{}); n != 48 {
-		t.Fatalf("seriesEntry is %d bytes, want 48", n)
+	if n := unsafe.Sizeof(seriesEntry{}); n != 40 {
+		t.Fatalf("seriesEntry is %d bytes, want 40", n)
 	}
 }
 

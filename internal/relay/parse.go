@@ -81,6 +81,7 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 			continue // count the rest, as Prometheus does, but keep nothing of it
 		}
 		var ei uint32
+		fresh := false // built just now, from the current scopes
 		if ts != nil && ts.Predicted() {
 			ei = c.prev[pred]
 			pred++
@@ -91,21 +92,22 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 				if i, err = c.newEntry(sc, h, len(raw), st.curFam, st.curFamName); err != nil {
 					return &ParseError{Line: sc.Line(), Err: err}
 				}
-				if st := c.entries[i].enrich; st != enrichRelabelDropped && st != enrichDropped {
+				if st := c.entries[i].enrich(); st != enrichRelabelDropped && st != enrichDropped {
 					res.SeriesAdded++
 				}
-			} else if e := &c.entries[i]; e.seen == c.iter-1 && int(e.pos) < len(c.prev) && c.prev[e.pos] == i {
-				pred = int(e.pos) + 1 // back in step with the previous scrape
+				fresh = true
+			} else if e := &c.entries[i]; e.seen == c.iter-1 && e.pos() < len(c.prev) && c.prev[e.pos()] == i {
+				pred = e.pos() + 1 // back in step with the previous scrape
 			}
 			ei = i
 		}
 		e := &c.entries[ei]
-		if e.ns != 0 && c.scopes.list[e.ns].ver32() != e.nsVer {
+		if e.ns != 0 && !fresh && c.scopes.list[e.ns].changedSince(e.seen, c.iter) {
 			if err := c.recheck(sc, e, nowMs); err != nil {
 				return &ParseError{Line: sc.Line(), Err: err}
 			}
 		}
-		if e.enrich == enrichRelabelDropped {
+		if e.enrich() == enrichRelabelDropped {
 			e.seen = c.iter // not evicted: its relabeling is not run again
 			res.Dropped++
 			continue
@@ -118,7 +120,7 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 			}
 			continue
 		}
-		if e.enrich == enrichDropped {
+		if e.enrich() == enrichDropped {
 			e.seen = c.iter // reported: not evicted
 			c.notOnNode(res, e)
 			continue
@@ -129,11 +131,10 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 		if len(c.selfClash) > 0 {
 			c.givesSelf(st, ei)
 		}
-		e.pos = int32(len(c.cur))
+		e.sighted(len(c.cur))
 		c.cur = append(c.cur, ei)
 		e.seen = c.iter
-		e.stale = false
-		switch e.enrich {
+		switch e.enrich() {
 		case enrichHit:
 			res.Enriched++
 		case enrichUnknown:
@@ -190,7 +191,7 @@ func (c *TargetCache) newEntry(sc scrape.Scanner, h uint64, rawLen int, curFam i
 	}
 	e := &c.entries[i]
 	// seen: not this scrape (the iteration counter wraps, 0 is no "never").
-	*e = seriesEntry{key: h, rawLen: rawLenOf(rawLen), fam: fam, lastT: noTimestamp, seen: c.iter - 1, live: true}
+	*e = seriesEntry{key: h, rawLen: rawLenOf(rawLen), fam: fam, lastT: noTimestamp, seen: c.iter - 1, flags: liveBit}
 	e.ns = c.scopes.intern(labelValue(ls, enrich.NamespaceLabel), labelValue(ls, PodLabel))
 	c.build(e, ls)
 	c.markSelfClash(i, e.ref)
@@ -223,7 +224,7 @@ func (c *TargetCache) recheck(sc scrape.Scanner, e *seriesEntry, nowMs int64) er
 	}
 	// The series now has other labels (the namespace or pod was relabelled): the old
 	// identity ends here, with a stale marker, so queries see it go at once.
-	if oldT != noTimestamp && !e.stale {
+	if oldT != noTimestamp && !e.stale() {
 		st := staleTime(nowMs, oldT)
 		c.send = append(c.send, model.Sample{Ref: old, T: st, V: math.Float64frombits(value.StaleNaN)})
 		c.tombstones[c.labels.Hash(old)] = tombstone{t: st, expires: nowMs + tombstoneTTL.Milliseconds()}
@@ -259,13 +260,14 @@ func (c *TargetCache) checkLabels() error {
 // build enriches the scraped labels (scrapedLabels) of entry e.
 func (c *TargetCache) build(e *seriesEntry, scraped []enrich.Label) {
 	sc := &c.scopes.list[e.ns]
-	e.enrich, e.nsVer = sc.state, sc.ver32()
+	e.setEnrich(sc.state)
 	add := c.scopes.labels(sc)
 	ls := c.builder.BuildFrom(scraped, c.target.Labels, add)
 	if len(c.target.MetricRelabel) > 0 {
 		var keep bool
 		if ls, keep = c.relabel(ls); !keep {
-			e.enrich, e.ref, e.lastT = enrichRelabelDropped, model.SeriesRef{}, noTimestamp
+			e.ref, e.lastT = model.SeriesRef{}, noTimestamp
+			e.setEnrich(enrichRelabelDropped)
 			return
 		}
 	}
