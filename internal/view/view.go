@@ -69,48 +69,75 @@ type TargetView struct {
 	Families []Family          // indexed by FamilyRange.Family; never modified in place
 	Samples  []ViewSample      // appended by Append; read T with T
 	Ranges   []FamilyRange
-	base     int64        // ViewSample.dt's origin: the first sample's timestamp
-	hasBase  bool         // base is set
+	base     int64        // ViewSample.dt's origin: the first sample's timestamp, or 0
+	others   int          // samples whose dt is noTS or farTS
 	far      []farTime    // by index, ascending
 	readers  atomic.Int32 // renders in progress (View.Targets .. View.Release)
 }
 
 // Reset empties tv, keeping its buffers.
 func (tv *TargetView) Reset() {
-	tv.Samples, tv.Ranges, tv.far, tv.hasBase = tv.Samples[:0], tv.Ranges[:0], tv.far[:0], false
+	tv.Samples, tv.Ranges, tv.far, tv.base, tv.others = tv.Samples[:0], tv.Ranges[:0], tv.far[:0], 0, 0
 }
 
 // Append adds a sample with timestamp t (NoTimestamp for none).
 func (tv *TargetView) Append(ref model.SeriesRef, t int64, v float64) {
+	tv.Samples = append(tv.Samples, MakeSample(ref, tv.DT(t), v))
+}
+
+// MakeSample is the sample of series ref with value v and timestamp offset
+// dt: Append, taken apart (both halves inlined) for a caller appending in a
+// loop of its own, where a call per sample shows:
+//
+//	tv.Samples = append(tv.Samples, view.MakeSample(ref, tv.DT(t), v))
+func MakeSample(ref model.SeriesRef, dt int32, v float64) ViewSample {
 	b := math.Float64bits(v)
-	s := ViewSample{Ref: ref, dt: noTS, v: [2]uint32{uint32(b), uint32(b >> 32)}}
-	if t != NoTimestamp {
-		if !tv.hasBase {
-			// A target's timestamps are near each other, wherever they
-			// are (the scrape time, a capture's, a stuck exporter's).
-			tv.base, tv.hasBase = t, true
-		}
-		if d := t - tv.base; d > farTS && d <= math.MaxInt32 {
-			s.dt = int32(d)
-		} else {
-			s.dt = farTS
-			tv.far = append(tv.far, farTime{i: uint32(len(tv.Samples)), t: t})
-		}
+	return ViewSample{Ref: ref, dt: dt, v: [2]uint32{uint32(b), uint32(b >> 32)}}
+}
+
+// DT is the offset to give MakeSample for the next sample to be appended,
+// whose timestamp is t (NoTimestamp for none). Offsets are exact whatever
+// the base: T adds back what DT took, both wrapping alike.
+func (tv *TargetView) DT(t int64) int32 {
+	if d := t - tv.base; uint64(d-(farTS+1)) <= math.MaxInt32-(farTS+1) {
+		return int32(d)
 	}
-	tv.Samples = append(tv.Samples, s)
+	return tv.otherDT(t)
+}
+
+// otherDT is DT for a sample without a timestamp or with one too far from
+// base. Until a sample is shown relative to base (the first ones may have
+// no timestamp), the first timestamp becomes the base: a target's
+// timestamps are near each other, wherever they are (the scrape time, a
+// capture's, a stuck exporter's).
+func (tv *TargetView) otherDT(t int64) int32 {
+	if t == NoTimestamp {
+		tv.others++
+		return noTS
+	}
+	if tv.others == len(tv.Samples) {
+		tv.base = t
+		return 0
+	}
+	tv.others++
+	tv.far = append(tv.far, farTime{i: uint32(len(tv.Samples)), t: t})
+	return farTS
 }
 
 // T is the timestamp of sample i, NoTimestamp if it has none.
 func (tv *TargetView) T(i int) int64 {
-	switch dt := tv.Samples[i].dt; dt {
-	case noTS:
-		return NoTimestamp
-	case farTS:
-		k := sort.Search(len(tv.far), func(k int) bool { return tv.far[k].i >= uint32(i) })
-		return tv.far[k].t
-	default:
+	if dt := tv.Samples[i].dt; dt > farTS {
 		return tv.base + int64(dt)
 	}
+	return tv.otherT(i)
+}
+
+func (tv *TargetView) otherT(i int) int64 {
+	if tv.Samples[i].dt == noTS {
+		return NoTimestamp
+	}
+	k := sort.Search(len(tv.far), func(k int) bool { return tv.far[k].i >= uint32(i) })
+	return tv.far[k].t
 }
 
 // InUse reports whether a render holds the view (View.Targets without its

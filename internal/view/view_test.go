@@ -26,7 +26,7 @@ func TestViewSampleExact(t *testing.T) {
 		v float64
 	}{
 		{NoTimestamp, 1},
-		{base, 0}, // the first timestamp: the offsets' origin
+		{base, 0},
 		{base + 1, math.Copysign(0, -1)},
 		{base - 1, staleNaN},
 		{base + math.MaxInt32, math.Inf(1)},
@@ -41,36 +41,43 @@ func TestViewSampleExact(t *testing.T) {
 		{math.MinInt64 + 1, 5},
 		{NoTimestamp, 6},
 		{base + 30_000, 7},
+		{5, 8}, // near the zero origin of a view's start
+		{math.MinInt64 + 1<<32, 9},
+		{math.MinInt64 + 1<<32 - 1, 10},
+		{math.MaxInt64 - 1<<32, 11},
+		{math.MaxInt64 - 1<<32 + 1, 12},
+		{math.MinInt64 + 1<<31, 13},
 	}
+	// Every case first in turn (the first timestamp may become the
+	// offsets' origin), forwards and backwards, on one view reused.
 	tv := &TargetView{}
-	// Each round starts on a view used before (with another origin and a
-	// far sample); the first with one more sample.
-	for round := range 2 {
-		tv.Reset()
-		tv.Append(model.SeriesRef{}, math.MaxInt64-7, 8)
-		tv.Append(model.SeriesRef{}, base-1, 8)
-		tv.Reset()
-		skip := 0
-		if round == 0 {
-			tv.Append(model.SeriesRef{}, NoTimestamp, 9)
-			skip = 1
-		}
-		for i, c := range cases {
-			tv.Append(model.SeriesRef{First: uint32(i), Rest: uint32(2 * i)}, c.t, c.v)
-		}
-		if len(tv.Samples) != skip+len(cases) {
-			t.Fatalf("%d samples, want %d", len(tv.Samples), skip+len(cases))
-		}
-		for i, c := range cases {
-			s := tv.Samples[skip+i]
-			if got := tv.T(skip + i); got != c.t {
-				t.Errorf("round %d, sample %d: timestamp %d, want %d", round, i, got, c.t)
+	n := len(cases)
+	for round := range 2 * n {
+		order := make([]int, n)
+		for k := range order {
+			if round < n {
+				order[k] = (round + k) % n
+			} else {
+				order[k] = (round - k + n) % n
 			}
-			if got := s.V(); math.Float64bits(got) != math.Float64bits(c.v) {
-				t.Errorf("round %d, sample %d: value %x, want %x", round, i, math.Float64bits(got), math.Float64bits(c.v))
+		}
+		tv.Reset()
+		for _, c := range order {
+			tv.Append(model.SeriesRef{First: uint32(c), Rest: uint32(2 * c)}, cases[c].t, cases[c].v)
+		}
+		if len(tv.Samples) != n {
+			t.Fatalf("%d samples, want %d", len(tv.Samples), n)
+		}
+		for i, c := range order {
+			s, want := tv.Samples[i], cases[c]
+			if got := tv.T(i); got != want.t {
+				t.Errorf("order %v, sample %d: timestamp %d, want %d", order, i, got, want.t)
 			}
-			if s.Ref != (model.SeriesRef{First: uint32(i), Rest: uint32(2 * i)}) {
-				t.Errorf("round %d, sample %d: ref %v", round, i, s.Ref)
+			if got := s.V(); math.Float64bits(got) != math.Float64bits(want.v) {
+				t.Errorf("order %v, sample %d: value %x, want %x", order, i, math.Float64bits(got), math.Float64bits(want.v))
+			}
+			if s.Ref != (model.SeriesRef{First: uint32(c), Rest: uint32(2 * c)}) {
+				t.Errorf("order %v, sample %d: ref %v", order, i, s.Ref)
 			}
 		}
 	}
