@@ -281,11 +281,6 @@ func (c *TargetCache) begin(now time.Time, ix *enrich.NamespaceIndex) *scrapeSta
 		c.cur = make([]uint32, 0, len(c.prev)+len(c.prev)/16)
 	}
 	c.cur = c.cur[:0]
-	if cap(c.created) > 1024 {
-		// The first scrape creates every series: do not keep a slot per
-		// series for the few later scrapes create.
-		c.created = nil
-	}
 	c.created = c.created[:0]
 	tv := c.spare
 	if tv != nil {
@@ -361,6 +356,13 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 	c.prev, c.cur = c.cur, c.prev
 	if c.iter%evictAfter == 0 || c.overgrown() {
 		c.evict(time.UnixMilli(nowMs))
+	}
+	if cap(c.created) > 1024 {
+		// The first scrape creates every series: do not keep a slot per
+		// series until the next scrape, for the few it creates (4 bytes a
+		// series for a whole interval, when the first scrapes of every
+		// target raise the heap to its peak).
+		c.created = nil
 	}
 	res.View = tv
 	res.Send = c.send

@@ -91,3 +91,16 @@ func TestFirstScrapeTrimmed(t *testing.T) {
 		t.Fatalf("second scrape: err %v, %d added, %d sent; want nil, 0, %d", second.Err, second.SeriesAdded, len(second.Send), len(first.Send))
 	}
 }
+
+// A first scrape's list of the entries it created (one slot per series) is
+// not kept until the next scrape.
+func TestFirstScrapeFreesCreated(t *testing.T) {
+	c := NewTargetCache(testTarget(), true)
+	res := c.Process(readCapture(t, captures[0]), "", scrapeTime, time.Second, testIndex(1, baseTeams), nil)
+	if res.Err != nil || res.SeriesAdded < 1024 {
+		t.Fatalf("first scrape: %v, %d series added", res.Err, res.SeriesAdded)
+	}
+	if n := cap(c.created); n > 1024 {
+		t.Fatalf("kept room for %d created entries after the scrape", n)
+	}
+}
