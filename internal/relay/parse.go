@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"unique"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/scrape"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/view"
@@ -60,7 +61,9 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 			name, help := sc.Meta()
 			st.curFam, st.curFamName = c.family(name)
 			if help != c.families[st.curFam].Help {
-				help = strings.Clone(help)
+				// Every kubelet writes the same texts: one copy of each
+				// (unique), not one per target.
+				help = unique.Make(help).Value()
 				c.setFamily(st.curFam, func(f *view.Family) { f.Help = help })
 			}
 			continue
@@ -285,7 +288,7 @@ func (c *TargetCache) family(name []byte) (int32, string) {
 	if i, ok := c.famIndex[string(name)]; ok {
 		return i, c.families[i].Name
 	}
-	s := string(name)
+	s := unique.Make(string(name)).Value() // one copy for every target (HELP)
 	i := int32(len(c.families))
 	c.families = append(c.families, view.Family{Name: s, Type: "untyped"})
 	c.famIndex[s] = i
