@@ -274,22 +274,27 @@ type scrapeState struct {
 func (c *TargetCache) begin(now time.Time, ix *enrich.NamespaceIndex) *scrapeState {
 	c.iter++
 	c.send = c.send[:0]
-	if cap(c.cur) < len(c.prev) {
-		// None, or one from the manager's free list that a target with
-		// fewer series used: one allocation rather than appends doubling
-		// it.
-		c.cur = make([]uint32, 0, len(c.prev)+len(c.prev)/16)
+	if n := len(c.prev); n > 0 && !fits(cap(c.cur), n) {
+		// None, or one from the manager's free list that another target
+		// used: one of this target's size.
+		c.cur = make([]uint32, 0, n+n/16)
 	}
 	c.cur = c.cur[:0]
 	c.created = c.created[:0]
+	need := c.lastViewLen + numSelfFamilies
 	tv := c.spare
 	if tv != nil {
 		// A view nobody reads any more: reuse it and its buffers rather
-		// than allocate a sample slice per scrape.
+		// than allocate a sample slice per scrape. One that another target
+		// used may not fit this one: it would keep the difference for as
+		// long as it is published.
 		c.spare = nil
+		if c.lastViewLen > 0 && !fits(cap(tv.Samples), need) {
+			tv.Samples = make([]view.ViewSample, 0, need+need/16)
+		}
 	} else {
 		tv = &view.TargetView{
-			Samples: make([]view.ViewSample, 0, c.lastViewLen+numSelfFamilies),
+			Samples: make([]view.ViewSample, 0, need+need/16),
 			Ranges:  make([]view.FamilyRange, 0, c.lastRangeCount+numSelfFamilies),
 		}
 	}
@@ -341,7 +346,7 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 		c.send = append(c.send, model.Sample{Ref: s, T: nowMs, V: v})
 	}
 	if res.Err == nil && !c.trimmed {
-		c.trimAfterFirstScrape()
+		c.trimAfterFirstScrape(tv)
 	}
 	// Every label the samples refer to is in the table now: one snapshot
 	// serves them all, and the view.
@@ -369,6 +374,13 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 	c.release()
 	return res
 }
+
+// fits reports whether a buffer of capacity c suits a scrape expected to
+// need n: large enough not to grow by append (by a quarter, kept as slack),
+// not much larger (the manager's free lists pass buffers between targets:
+// a kube-state-metrics view would otherwise end up under a kubelet's few
+// thousand series).
+func fits(c, n int) bool { return c >= n && c <= n+n/4 }
 
 // commit records, once a payload parsed whole, the timestamps its samples
 // were sent with; tv holds the view's samples, in c.cur order.
