@@ -88,27 +88,23 @@ const (
 // owned by the target's scrape goroutine; only their labels escape, as
 // references into the target's LabelTable.
 type seriesEntry struct {
-	// An entry holds no pointer and fits 48 bytes (entry_test.go): there is
+	// An entry holds no pointer and fits 40 bytes (entry_test.go): there is
 	// one per series, millions of them at 500 nodes, in one slice the
 	// garbage collector need not scan.
 	key   uint64 // xxhash of the raw series bytes, the cache key
 	lastT int64  // last timestamp handed to remote write
 	ref   model.SeriesRef
-	// nsVer is the version of its scope (namespace, pod) the series was
-	// built with, cut to 32 bits: a wrong match needs 2^32 changes of one
-	// scope between two scrapes.
-	nsVer uint32
-	pos   int32 // index in the scrape it was last seen in (TargetCache.cur)
 	fam   int32
 	ns    uint32 // index in TargetCache.scopes; 0: no namespace label
+	// flags holds the index in the scrape it was last seen in
+	// (TargetCache.cur), its enrichState, stale and live (entry.go).
+	flags uint32
 	// seen is the scrape iteration the series was last seen in, modulo
 	// 2^16 as TargetCache.iter: eviction removes every entry absent for
-	// more than 2 × evictAfter scrapes, so no live entry's age wraps.
+	// more than 2 × evictAfter scrapes, so no live entry's age wraps. It
+	// also tells whether its scope changed since (scope.changedSince).
 	seen   uint16
 	rawLen rawLen // guards the 64-bit hash key against collisions
-	enrich enrichState
-	stale  bool
-	live   bool // the slot holds a series (evicted slots are reused)
 }
 
 const noTimestamp = math.MinInt64
@@ -278,24 +274,33 @@ type scrapeState struct {
 func (c *TargetCache) begin(now time.Time, ix *enrich.NamespaceIndex) *scrapeState {
 	c.iter++
 	c.send = c.send[:0]
+	if n := len(c.prev); n > 0 && !fits(cap(c.cur), n) {
+		// None, or one from the manager's free list that another target
+		// used: one of this target's size.
+		c.cur = make([]uint32, 0, n+n/16)
+	}
 	c.cur = c.cur[:0]
-	if cap(c.created) > 1024 {
-		// The first scrape creates every series: do not keep a slot per
-		// series for the few later scrapes create.
-		c.created = nil
-	}
 	c.created = c.created[:0]
-	tv := &view.TargetView{Target: c.target}
-	if sp := c.spare; sp != nil {
-		// A view nobody reads any more: reuse its buffers rather than
-		// allocate a sample slice per scrape.
-		tv.Samples, tv.Ranges = sp.Samples[:0], sp.Ranges[:0]
+	need := c.lastViewLen + numSelfFamilies
+	tv := c.spare
+	if tv != nil {
+		// A view nobody reads any more: reuse it and its buffers rather
+		// than allocate a sample slice per scrape. One that another target
+		// used may not fit this one: it would keep the difference for as
+		// long as it is published.
 		c.spare = nil
+		if c.lastViewLen > 0 && !fits(cap(tv.Samples), need) {
+			tv.Samples = make([]view.ViewSample, 0, need+need/16)
+		}
 	} else {
-		tv.Samples = make([]view.ViewSample, 0, c.lastViewLen+numSelfFamilies)
-		tv.Ranges = make([]view.FamilyRange, 0, c.lastRangeCount+numSelfFamilies)
+		tv = &view.TargetView{
+			Samples: make([]view.ViewSample, 0, need+need/16),
+			Ranges:  make([]view.FamilyRange, 0, c.lastRangeCount+numSelfFamilies),
+		}
 	}
-	return &scrapeState{nowMs: now.UnixMilli(), ix: ix, view: tv, res: &Result{}, gen: c.scopes.begin(ix, now),
+	tv.Target = c.target
+	tv.Reset()
+	return &scrapeState{nowMs: now.UnixMilli(), ix: ix, view: tv, res: &Result{}, gen: c.scopes.begin(ix, now, c.iter),
 		curFam: -1, rangeFam: -1}
 }
 
@@ -309,9 +314,9 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 	}
 	res.Err, res.Duration = err, duration
 	if res.Err == nil {
-		c.commit(tv.Samples, nowMs)
+		c.commit(tv, nowMs)
 	} else {
-		tv.Samples, tv.Ranges = tv.Samples[:0], tv.Ranges[:0]
+		tv.Reset()
 		c.send = c.send[:0]
 		if !isLimit(err) { // over a limit, Prometheus still reports what was scraped
 			res.Scraped = 0
@@ -337,11 +342,11 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 		res.ownShown++
 		s := c.self[i]
 		tv.Ranges = append(tv.Ranges, view.FamilyRange{Family: int32(i), Start: len(tv.Samples), End: len(tv.Samples) + 1})
-		tv.Samples = append(tv.Samples, view.ViewSample{Ref: s, T: view.NoTimestamp, V: v})
+		tv.Append(s, view.NoTimestamp, v)
 		c.send = append(c.send, model.Sample{Ref: s, T: nowMs, V: v})
 	}
 	if res.Err == nil && !c.trimmed {
-		c.trimAfterFirstScrape()
+		c.trimAfterFirstScrape(tv)
 	}
 	// Every label the samples refer to is in the table now: one snapshot
 	// serves them all, and the view.
@@ -357,17 +362,31 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 	if c.iter%evictAfter == 0 || c.overgrown() {
 		c.evict(time.UnixMilli(nowMs))
 	}
+	if cap(c.created) > 1024 {
+		// The first scrape creates every series: do not keep a slot per
+		// series until the next scrape, for the few it creates (4 bytes a
+		// series for a whole interval, when the first scrapes of every
+		// target raise the heap to its peak).
+		c.created = nil
+	}
 	res.View = tv
 	res.Send = c.send
 	c.release()
 	return res
 }
 
+// fits reports whether a buffer of capacity c suits a scrape expected to
+// need n: large enough not to grow by append (by a quarter, kept as slack),
+// not much larger (the manager's free lists pass buffers between targets:
+// a kube-state-metrics view would otherwise end up under a kubelet's few
+// thousand series).
+func fits(c, n int) bool { return c >= n && c <= n+n/4 }
+
 // commit records, once a payload parsed whole, the timestamps its samples
-// were sent with; samples holds the view's samples, in c.cur order.
-func (c *TargetCache) commit(samples []view.ViewSample, nowMs int64) {
+// were sent with; tv holds the view's samples, in c.cur order.
+func (c *TargetCache) commit(tv *view.TargetView, nowMs int64) {
 	for i, ei := range c.cur {
-		t := samples[i].T
+		t := tv.T(i)
 		if t == view.NoTimestamp {
 			t = nowMs
 		}

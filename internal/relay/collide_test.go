@@ -32,7 +32,7 @@ func TestPayloadCannotDuplicateOwnSeries(t *testing.T) {
 		var ups []float64
 		for _, s := range res.View.Samples {
 			if s.Ref == c.self[famUp] {
-				ups = append(ups, s.V)
+				ups = append(ups, s.V())
 			}
 		}
 		if len(ups) != 1 || ups[0] != 0 {

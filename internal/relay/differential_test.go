@@ -122,10 +122,10 @@ func refCheck(ls labels.Labels) (labels.Labels, error) {
 // series left out), as refSamples.
 func relaySamples(res *Result) []refSample {
 	var out []refSample
-	for _, s := range res.View.Samples[:len(res.View.Samples)-res.ownShown] {
-		g := refSample{labels: seriesString(res.View.Table, s.Ref), v: math.Float64bits(s.V)}
-		if s.T != view.NoTimestamp {
-			g.ts, g.hasTS = s.T, true
+	for i, s := range res.View.Samples[:len(res.View.Samples)-res.ownShown] {
+		g := refSample{labels: seriesString(res.View.Table, s.Ref), v: math.Float64bits(s.V())}
+		if st := res.View.T(i); st != view.NoTimestamp {
+			g.ts, g.hasTS = st, true
 		}
 		out = append(out, g)
 	}

@@ -19,5 +19,34 @@ func (l rawLen) predict() int {
 	return int(l)
 }
 
-// ver32 is the scope's version as entries keep it (seriesEntry.nsVer).
-func (s *scope) ver32() uint32 { return uint32(s.ver) }
+// seriesEntry.flags: the entry's position in the scrape it was last seen in
+// (TargetCache.cur) in the low 24 bits, saturated (posNone: too far to say),
+// then its enrichState and two flags.
+const (
+	posBits     = 24
+	posNone     = 1<<posBits - 1
+	enrichShift = posBits
+	enrichMask  = 7 << enrichShift
+	staleBit    = 1 << 27 // its stale marker went: it was not in the last scrape
+	liveBit     = 1 << 28 // the slot holds a series (evicted slots are reused)
+)
+
+// pos is the entry's index in the scrape it was last seen in, posNone if it
+// was too far in to say: a hint only, that the caller checks.
+func (e *seriesEntry) pos() int { return int(e.flags & posNone) }
+
+func (e *seriesEntry) enrich() enrichState { return enrichState(e.flags & enrichMask >> enrichShift) }
+
+func (e *seriesEntry) setEnrich(s enrichState) {
+	e.flags = e.flags&^enrichMask | uint32(s)<<enrichShift
+}
+
+func (e *seriesEntry) stale() bool { return e.flags&staleBit != 0 }
+
+func (e *seriesEntry) live() bool { return e.flags&liveBit != 0 }
+
+// sighted records that the entry is the series at index pos of this scrape:
+// not stale, at pos.
+func (e *seriesEntry) sighted(pos int) {
+	e.flags = e.flags&^(posNone|staleBit) | uint32(min(pos, posNone))
+}

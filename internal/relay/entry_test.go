@@ -1,19 +1,22 @@
 package relay
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"strings"
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/view"
 )
 
 // The cache holds one entry per series: its size is most of the relay's
 // memory per series (README, Memory model).
 func TestSeriesEntrySize(t *testing.T) {
-	if n := unsafe.Sizeof(seriesEntry{}); n != 48 {
-		t.Fatalf("seriesEntry is %d bytes, want 48", n)
+	if n := unsafe.Sizeof(seriesEntry{}); n != 40 {
+		t.Fatalf("seriesEntry is %d bytes, want 40", n)
 	}
 }
 
@@ -89,5 +92,45 @@ func TestFirstScrapeTrimmed(t *testing.T) {
 	second := c.Process(body, "", scrapeTime.Add(time.Minute), time.Second, ix, nil)
 	if second.Err != nil || second.SeriesAdded != 0 || len(second.Send) != len(first.Send) {
 		t.Fatalf("second scrape: err %v, %d added, %d sent; want nil, 0, %d", second.Err, second.SeriesAdded, len(second.Send), len(first.Send))
+	}
+}
+
+// A first scrape's list of the entries it created (one slot per series) is
+// not kept until the next scrape.
+func TestFirstScrapeFreesCreated(t *testing.T) {
+	c := NewTargetCache(testTarget(), true)
+	res := c.Process(readCapture(t, captures[0]), "", scrapeTime, time.Second, testIndex(1, baseTeams), nil)
+	if res.Err != nil || res.SeriesAdded < 1024 {
+		t.Fatalf("first scrape: %v, %d series added", res.Err, res.SeriesAdded)
+	}
+	if n := cap(c.created); n > 1024 {
+		t.Fatalf("kept room for %d created entries after the scrape", n)
+	}
+}
+
+// A streamed first scrape grows its view and order by append; neither keeps
+// more than a sixteenth of room after it. A spare view from a target with
+// many more series (the manager passes them around) is not kept for a
+// small one.
+func TestViewAndOrderFitTheTarget(t *testing.T) {
+	body := readCapture(t, captures[0])
+	ix := testIndex(1, baseTeams)
+	c := NewTargetCache(testTarget(), true)
+	res, _ := c.ProcessStream(bytes.NewReader(body), scrapeTime, ix, nil)
+	n := len(res.View.Samples)
+	if res.Err != nil || n < 1000 {
+		t.Fatalf("first scrape: %v, %d samples", res.Err, n)
+	}
+	if c := cap(res.View.Samples); c > n+n/16 {
+		t.Errorf("first view: room for %d samples, %d shown", c, n)
+	}
+	if k := len(c.prev); cap(c.prev) > k+k/16 {
+		t.Errorf("first order: room for %d, %d series", cap(c.prev), k)
+	}
+	c.Recycle(nil)
+	c.spare = &view.TargetView{Samples: make([]view.ViewSample, 0, 20*n)}
+	res, _ = c.ProcessStream(bytes.NewReader(body), scrapeTime.Add(time.Minute), ix, nil)
+	if got := cap(res.View.Samples); res.Err != nil || len(res.View.Samples) != n || got > n+n/4 {
+		t.Errorf("second scrape (%v): %d samples, room for %d", res.Err, len(res.View.Samples), got)
 	}
 }

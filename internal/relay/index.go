@@ -1,9 +1,13 @@
 package relay
 
+import "math/bits"
+
 // entryIndex finds a target's cache entries by the hash of their raw series
 // bytes. It is an open-addressing table of entry numbers: 4 bytes a slot and
-// at most half full, where a map[uint64]uint32 costs about 20-40 bytes an
-// entry. The hash itself is read from the entry (seriesEntry.key).
+// at most three quarters full, where a map[uint64]uint32 costs about 20-40
+// bytes an entry. The hash itself is read from the entry (seriesEntry.key).
+// Its size is any number, not a power of two (home): a kubelet's ~6.2k
+// series take 10k slots, 6.7 bytes a series, not 16k.
 type entryIndex struct {
 	slots []uint32 // entry number + 1; 0 is empty, deleted is a tombstone
 	live  int
@@ -12,13 +16,27 @@ type entryIndex struct {
 
 const deleted = ^uint32(0)
 
+// home is where the probe for hash h starts: h scaled to the table's size
+// (its high bits; xxhash spreads them as well as the low ones).
+func (x *entryIndex) home(h uint64) int {
+	hi, _ := bits.Mul64(h, uint64(len(x.slots)))
+	return int(hi)
+}
+
+// next is the slot after i, wrapping.
+func (x *entryIndex) next(i int) int {
+	if i++; i == len(x.slots) {
+		return 0
+	}
+	return i
+}
+
 // get returns the entry whose key is h.
 func (x *entryIndex) get(h uint64, entries []seriesEntry) (uint32, bool) {
 	if len(x.slots) == 0 {
 		return 0, false
 	}
-	mask := uint64(len(x.slots) - 1)
-	for i := h & mask; ; i = (i + 1) & mask {
+	for i := x.home(h); ; i = x.next(i) {
 		switch s := x.slots[i]; s {
 		case 0:
 			return 0, false
@@ -34,12 +52,13 @@ func (x *entryIndex) get(h uint64, entries []seriesEntry) (uint32, bool) {
 // put makes e the entry of key h, replacing another entry of the same key
 // (a 64-bit collision between series of different lengths).
 func (x *entryIndex) put(h uint64, e uint32, entries []seriesEntry) {
-	if 2*(x.used+1) > len(x.slots) {
-		x.rehash(entries)
+	if 4*(x.used+1) > 3*len(x.slots) {
+		// Growing (or full of tombstones): half full, room for half as
+		// many entries again before the next resize.
+		x.resize(max(16, 2*(x.live+1)), entries)
 	}
-	mask := uint64(len(x.slots) - 1)
 	free := -1
-	for i := h & mask; ; i = (i + 1) & mask {
+	for i := x.home(h); ; i = x.next(i) {
 		switch s := x.slots[i]; s {
 		case 0:
 			if free < 0 {
@@ -67,8 +86,7 @@ func (x *entryIndex) remove(h uint64, e uint32) {
 	if len(x.slots) == 0 {
 		return
 	}
-	mask := uint64(len(x.slots) - 1)
-	for i := h & mask; ; i = (i + 1) & mask {
+	for i := x.home(h); ; i = x.next(i) {
 		switch s := x.slots[i]; s {
 		case 0:
 			return
@@ -80,26 +98,26 @@ func (x *entryIndex) remove(h uint64, e uint32) {
 	}
 }
 
-// rehash resizes the table for its live entries and drops tombstones. The
-// table stays at most half full (put), so probes stay short; it is sized
-// for 2.5 slots an entry, not 4: a kubelet's ~6.2k series take 16k slots
-// (10 bytes a series), not 32k.
+// rehash resizes the table for its live entries and drops tombstones,
+// leaving it 3/5 full: a target's series barely change after its first
+// scrape (reserve), and probes stay short at that (a successful one reads
+// about 2 entries' keys, a miss 4).
 func (x *entryIndex) rehash(entries []seriesEntry) {
-	n := 16
-	for n < 2*(x.live+1)+(x.live+1)/2 {
-		n *= 2
-	}
+	x.resize(max(16, 5*(x.live+1)/3), entries)
+}
+
+// resize moves the live entries to a table of n slots.
+func (x *entryIndex) resize(n int, entries []seriesEntry) {
 	old := x.slots
 	x.slots = make([]uint32, n)
 	x.live, x.used = 0, 0
-	mask := uint64(n - 1)
 	for _, s := range old {
 		if s == 0 || s == deleted {
 			continue
 		}
-		i := entries[s-1].key & mask
+		i := x.home(entries[s-1].key)
 		for x.slots[i] != 0 {
-			i = (i + 1) & mask
+			i = x.next(i)
 		}
 		x.slots[i] = s
 		x.live++

@@ -226,7 +226,7 @@ func (c *TargetCache) dropCreated() {
 	freed := 0
 	for _, i := range c.created {
 		e := &c.entries[i]
-		if !e.live || e.lastT != noTimestamp {
+		if !e.live() || e.lastT != noTimestamp {
 			continue // came back with a tombstone: keep what it knows
 		}
 		c.index.remove(e.key, i)

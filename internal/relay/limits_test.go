@@ -99,7 +99,7 @@ func TestLimitsFailTheScrapeAsPrometheus(t *testing.T) {
 				if len(res.Send) != 2+numSelfFamilies {
 					t.Errorf("sent %v, want only stale markers and the scrape's own series", sendOf(res))
 				}
-				if up := res.View.Samples[len(res.View.Samples)-numSelfFamilies].V; up != 0 {
+				if up := res.View.Samples[len(res.View.Samples)-numSelfFamilies].V(); up != 0 {
 					t.Errorf("up = %v, want 0", up)
 				}
 				if n := len(res.View.Samples); n != numSelfFamilies {
@@ -193,9 +193,9 @@ func TestOutOfBoundsSamplesDroppedOneByOne(t *testing.T) {
 	if got := strings.Join(names, ","); got != want {
 		t.Fatalf("sent %s, want %s", got, want)
 	}
-	for _, s := range res.View.Samples {
-		if s.T == future || s.T == past {
-			t.Fatalf("/metrics shows an out-of-bounds sample: %+v", s)
+	for i, s := range res.View.Samples {
+		if st := res.View.T(i); st == future || st == past {
+			t.Fatalf("/metrics shows an out-of-bounds sample: %v @%d", s.V(), st)
 		}
 	}
 	for _, s := range res.Send {

@@ -64,7 +64,11 @@ type Manager struct {
 	chunks freeList[[]byte]
 	// views holds replaced views nobody reads, whose buffers the next
 	// scrape of any target reuses: one view per target stays, not two.
-	views   freeList[*view.TargetView]
+	views freeList[*view.TargetView]
+	// orders holds the buffers a scrape records its series' order in
+	// (TargetCache.cur): between scrapes a target needs only the last
+	// scrape's (prev), 4 bytes a series.
+	orders  freeList[[]uint32]
 	metrics *metrics
 	podChk  *podCheckMetrics // nil when the check is off
 	bounds  *boundsMetrics
@@ -103,6 +107,7 @@ func NewManager(cfg ManagerConfig) *Manager {
 		sends:   make(freeList[[]model.Sample], cfg.MaxConcurrency),
 		chunks:  make(freeList[[]byte], cfg.MaxConcurrency),
 		views:   make(freeList[*view.TargetView], cfg.MaxConcurrency),
+		orders:  make(freeList[[]uint32], cfg.MaxConcurrency),
 		metrics: newMetrics(cfg.Registerer),
 		podChk:  newPodCheckMetrics(cfg.Pods, cfg.Logger, cfg.Registerer),
 		bounds:  newBoundsMetrics(cfg.Registerer),
@@ -307,6 +312,9 @@ func (m *Manager) Scrape(ctx context.Context, t *scrape.Target, cache *TargetCac
 	if cache.spare == nil {
 		cache.spare, _ = m.views.get()
 	}
+	if cache.cur == nil {
+		cache.cur, _ = m.orders.get()
+	}
 	start := time.Now()
 	ix := m.cfg.Namespaces.Snapshot()
 	fctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
@@ -391,6 +399,14 @@ func (m *Manager) Publish(t *scrape.Target, cache *TargetCache, res *Result) {
 		res.Send = nil
 		if cap(send) <= maxPooledSamples {
 			m.sends.put(send[:0])
+		}
+	}
+	// The scrape's order is prev now; the buffer cur holds (the order of
+	// the scrape before) is only room for the next scrape's.
+	if cur := cache.cur; cap(cur) > 0 {
+		cache.cur = nil
+		if cap(cur) <= maxPooledSamples {
+			m.orders.put(cur[:0])
 		}
 	}
 }

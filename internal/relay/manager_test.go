@@ -116,7 +116,7 @@ func viewKeys(v *view.View) []string {
 }
 
 func upOf(tv *view.TargetView) float64 {
-	return tv.Samples[len(tv.Samples)-numSelfFamilies+famUp].V
+	return tv.Samples[len(tv.Samples)-numSelfFamilies+famUp].V()
 }
 
 func TestManagerScrapesSyncedTargetsAndStalesRemovedOnes(t *testing.T) {
@@ -386,5 +386,44 @@ func TestManagerScrapeAll(t *testing.T) {
 	// The failed target sends only its own series (up 0 and the like).
 	if sink.count("node", "node-a", false) <= numSelfFamilies || sink.count("node", "node-b", false) != numSelfFamilies {
 		t.Errorf("sink: %d samples of node-a, %d of node-b", sink.count("node", "node-a", false), sink.count("node", "node-b", false))
+	}
+}
+
+// Between scrapes a target keeps only its last scrape's order (prev): the
+// buffer the next one records its order in comes from the manager, shared
+// by the targets, and the scrapes that take one another target used see
+// their series as they are.
+func TestManagerPoolsScrapeOrder(t *testing.T) {
+	srv := kubeletServer(t, readCapture(t, captures[0]))
+	small := kubeletServer(t, readCapture(t, captures[3]))
+	m, _ := newTestManager(t, srv.Client(), 0, 1, &fakeSink{})
+	targets := []*scrape.Target{srvTarget(srv, "node/node-a", "/metrics/cadvisor"), srvTarget(small, "node/node-b", "/metrics/cadvisor")}
+	var caches []*TargetCache
+	for _, tg := range targets {
+		caches = append(caches, NewTargetCache(tg, true))
+	}
+	shown := make([]int, len(targets))
+	for round := range 4 {
+		for i, tg := range targets {
+			c := caches[i]
+			res := m.Scrape(context.Background(), tg, c)
+			if res.Err != nil {
+				t.Fatalf("round %d, %s: %v", round, tg.Key, res.Err)
+			}
+			if round == 0 {
+				shown[i] = len(res.View.Samples)
+			}
+			if len(res.View.Samples) != shown[i] || len(c.prev) != shown[i]-numSelfFamilies || res.Stale != 0 || (round > 0 && res.SeriesAdded != 0) {
+				t.Fatalf("round %d, %s: %d samples shown (want %d), order of %d, %d stale, %d added", round, tg.Key,
+					len(res.View.Samples), shown[i], len(c.prev), res.Stale, res.SeriesAdded)
+			}
+			m.Publish(tg, c, res)
+			if c.cur != nil || len(c.prev) != shown[i]-numSelfFamilies {
+				t.Fatalf("round %d, %s: kept an order buffer of %d after publishing, prev %d", round, tg.Key, cap(c.cur), len(c.prev))
+			}
+		}
+	}
+	if n := len(m.orders); n != 1 {
+		t.Fatalf("%d order buffers kept, want 1 (one scrape at a time)", n)
 	}
 }

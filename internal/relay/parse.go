@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"unique"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/scrape"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/view"
@@ -60,7 +61,9 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 			name, help := sc.Meta()
 			st.curFam, st.curFamName = c.family(name)
 			if help != c.families[st.curFam].Help {
-				help = strings.Clone(help)
+				// Every kubelet writes the same texts: one copy of each
+				// (unique), not one per target.
+				help = unique.Make(help).Value()
 				c.setFamily(st.curFam, func(f *view.Family) { f.Help = help })
 			}
 			continue
@@ -81,6 +84,7 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 			continue // count the rest, as Prometheus does, but keep nothing of it
 		}
 		var ei uint32
+		fresh := false // built just now, from the current scopes
 		if ts != nil && ts.Predicted() {
 			ei = c.prev[pred]
 			pred++
@@ -91,21 +95,22 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 				if i, err = c.newEntry(sc, h, len(raw), st.curFam, st.curFamName); err != nil {
 					return &ParseError{Line: sc.Line(), Err: err}
 				}
-				if st := c.entries[i].enrich; st != enrichRelabelDropped && st != enrichDropped {
+				if st := c.entries[i].enrich(); st != enrichRelabelDropped && st != enrichDropped {
 					res.SeriesAdded++
 				}
-			} else if e := &c.entries[i]; e.seen == c.iter-1 && int(e.pos) < len(c.prev) && c.prev[e.pos] == i {
-				pred = int(e.pos) + 1 // back in step with the previous scrape
+				fresh = true
+			} else if e := &c.entries[i]; e.seen == c.iter-1 && e.pos() < len(c.prev) && c.prev[e.pos()] == i {
+				pred = e.pos() + 1 // back in step with the previous scrape
 			}
 			ei = i
 		}
 		e := &c.entries[ei]
-		if e.ns != 0 && c.scopes.list[e.ns].ver32() != e.nsVer {
+		if e.ns != 0 && !fresh && c.scopes.list[e.ns].changedSince(e.seen, c.iter) {
 			if err := c.recheck(sc, e, nowMs); err != nil {
 				return &ParseError{Line: sc.Line(), Err: err}
 			}
 		}
-		if e.enrich == enrichRelabelDropped {
+		if e.enrich() == enrichRelabelDropped {
 			e.seen = c.iter // not evicted: its relabeling is not run again
 			res.Dropped++
 			continue
@@ -118,7 +123,7 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 			}
 			continue
 		}
-		if e.enrich == enrichDropped {
+		if e.enrich() == enrichDropped {
 			e.seen = c.iter // reported: not evicted
 			c.notOnNode(res, e)
 			continue
@@ -129,11 +134,10 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 		if len(c.selfClash) > 0 {
 			c.givesSelf(st, ei)
 		}
-		e.pos = int32(len(c.cur))
+		e.sighted(len(c.cur))
 		c.cur = append(c.cur, ei)
 		e.seen = c.iter
-		e.stale = false
-		switch e.enrich {
+		switch e.enrich() {
 		case enrichHit:
 			res.Enriched++
 		case enrichUnknown:
@@ -149,7 +153,7 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 			tv.Ranges = append(tv.Ranges, view.FamilyRange{Family: e.fam, Start: len(tv.Samples)})
 			st.rangeFam = e.fam
 		}
-		tv.Samples = append(tv.Samples, view.ViewSample{Ref: e.ref, T: viewT, V: v})
+		tv.Samples = append(tv.Samples, view.MakeSample(e.ref, tv.DT(viewT), v))
 		tv.Ranges[len(tv.Ranges)-1].End = len(tv.Samples)
 		if t <= e.lastT {
 			res.Skipped++ // the target repeated a timestamp: never send it twice
@@ -190,7 +194,7 @@ func (c *TargetCache) newEntry(sc scrape.Scanner, h uint64, rawLen int, curFam i
 	}
 	e := &c.entries[i]
 	// seen: not this scrape (the iteration counter wraps, 0 is no "never").
-	*e = seriesEntry{key: h, rawLen: rawLenOf(rawLen), fam: fam, lastT: noTimestamp, seen: c.iter - 1, live: true}
+	*e = seriesEntry{key: h, rawLen: rawLenOf(rawLen), fam: fam, lastT: noTimestamp, seen: c.iter - 1, flags: liveBit}
 	e.ns = c.scopes.intern(labelValue(ls, enrich.NamespaceLabel), labelValue(ls, PodLabel))
 	c.build(e, ls)
 	c.markSelfClash(i, e.ref)
@@ -223,7 +227,7 @@ func (c *TargetCache) recheck(sc scrape.Scanner, e *seriesEntry, nowMs int64) er
 	}
 	// The series now has other labels (the namespace or pod was relabelled): the old
 	// identity ends here, with a stale marker, so queries see it go at once.
-	if oldT != noTimestamp && !e.stale {
+	if oldT != noTimestamp && !e.stale() {
 		st := staleTime(nowMs, oldT)
 		c.send = append(c.send, model.Sample{Ref: old, T: st, V: math.Float64frombits(value.StaleNaN)})
 		c.tombstones[c.labels.Hash(old)] = tombstone{t: st, expires: nowMs + tombstoneTTL.Milliseconds()}
@@ -259,13 +263,14 @@ func (c *TargetCache) checkLabels() error {
 // build enriches the scraped labels (scrapedLabels) of entry e.
 func (c *TargetCache) build(e *seriesEntry, scraped []enrich.Label) {
 	sc := &c.scopes.list[e.ns]
-	e.enrich, e.nsVer = sc.state, sc.ver32()
+	e.setEnrich(sc.state)
 	add := c.scopes.labels(sc)
 	ls := c.builder.BuildFrom(scraped, c.target.Labels, add)
 	if len(c.target.MetricRelabel) > 0 {
 		var keep bool
 		if ls, keep = c.relabel(ls); !keep {
-			e.enrich, e.ref, e.lastT = enrichRelabelDropped, model.SeriesRef{}, noTimestamp
+			e.ref, e.lastT = model.SeriesRef{}, noTimestamp
+			e.setEnrich(enrichRelabelDropped)
 			return
 		}
 	}
@@ -283,7 +288,7 @@ func (c *TargetCache) family(name []byte) (int32, string) {
 	if i, ok := c.famIndex[string(name)]; ok {
 		return i, c.families[i].Name
 	}
-	s := string(name)
+	s := unique.Make(string(name)).Value() // one copy for every target (HELP)
 	i := int32(len(c.families))
 	c.families = append(c.families, view.Family{Name: s, Type: "untyped"})
 	c.famIndex[s] = i

@@ -290,8 +290,8 @@ func TestVanishedSeriesAndFailedScrapesGoStale(t *testing.T) {
 	if failed.Stale != first.Scraped-dropped {
 		t.Fatalf("failed scrape: %d stale markers, want %d", failed.Stale, first.Scraped-dropped)
 	}
-	if up := failed.View.Samples[0]; up.V != 0 {
-		t.Fatalf("up = %v after a failed scrape", up.V)
+	if up := failed.View.Samples[0]; up.V() != 0 {
+		t.Fatalf("up = %v after a failed scrape", up.V())
 	}
 	back := c.Process(body, "", scrapeTime.Add(3*time.Minute), time.Second, ix, nil)
 	if back.Err != nil || back.Stale != 0 || len(back.Send) != first.Scraped+numSelfFamilies {
@@ -315,7 +315,7 @@ func TestParseErrorNamesTheLineAndFailsTheTargetAlone(t *testing.T) {
 		if !strings.Contains(res.Err.Error(), "line ") {
 			t.Fatalf("error does not name the line: %v", res.Err)
 		}
-		if res.View.Samples[0].V != 0 || len(res.View.Samples) != numSelfFamilies {
+		if res.View.Samples[0].V() != 0 || len(res.View.Samples) != numSelfFamilies {
 			t.Fatalf("a failed parse must leave only up=0 and friends in the view")
 		}
 		for _, s := range res.Send {

@@ -111,7 +111,7 @@ func TestMetricRelabelKeepsWhatPrometheusKeeps(t *testing.T) {
 }
 
 func selfValue(tv *view.TargetView, fam int) float64 {
-	return tv.Samples[len(tv.Samples)-numSelfFamilies+fam].V
+	return tv.Samples[len(tv.Samples)-numSelfFamilies+fam].V()
 }
 
 // BenchmarkProcessRelabel is BenchmarkProcess with the kube-prometheus preset: in the steady

@@ -120,8 +120,9 @@ func checkAgainstReference(t *testing.T, body []byte) {
 	}
 	for i, s := range got {
 		w := want[i]
-		g := refSample{labels: seriesString(res.View.Table, s.Ref), v: math.Float64bits(s.V), ts: s.T, hasTS: s.T != view.NoTimestamp}
-		if s.T == view.NoTimestamp {
+		st := res.View.T(i)
+		g := refSample{labels: seriesString(res.View.Table, s.Ref), v: math.Float64bits(s.V()), ts: st, hasTS: st != view.NoTimestamp}
+		if st == view.NoTimestamp {
 			g.ts = 0
 		}
 		if g != w {
@@ -251,16 +252,17 @@ func TestScannerAcceptsTrickyLines(t *testing.T) {
 			if got := seriesString(res.View.Table, s.Ref); got != tc.labels {
 				t.Errorf("labels %s, want %s", got, tc.labels)
 			}
-			if hasT := s.T != view.NoTimestamp; s.V != tc.v || hasT != tc.hasTS || (tc.hasTS && s.T != tc.ts) {
-				t.Errorf("got %v @%d (%v), want %v @%d (%v)", s.V, s.T, hasT, tc.v, tc.ts, tc.hasTS)
+			st := res.View.T(0)
+			if hasT := st != view.NoTimestamp; s.V() != tc.v || hasT != tc.hasTS || (tc.hasTS && st != tc.ts) {
+				t.Errorf("got %v @%d (%v), want %v @%d (%v)", s.V(), st, hasT, tc.v, tc.ts, tc.hasTS)
 			}
 			checkAgainstReference(t, []byte(tc.body))
 		})
 	}
 	c := NewTargetCache(bareTarget(), true)
 	res := c.Process([]byte("m NaN\n"), "", scrapeTime, time.Second, nil, nil)
-	if res.Err != nil || !math.IsNaN(res.View.Samples[0].V) {
-		t.Fatalf("NaN: %v %v", res.Err, res.View.Samples[0].V)
+	if res.Err != nil || !math.IsNaN(res.View.Samples[0].V()) {
+		t.Fatalf("NaN: %v %v", res.Err, res.View.Samples[0].V())
 	}
 }
 
@@ -356,7 +358,7 @@ func TestUnsupportedContentType(t *testing.T) {
 	if res.Err == nil || !strings.Contains(res.Err.Error(), "application/json") {
 		t.Fatalf("got %v", res.Err)
 	}
-	if res.View.Samples[0].V != 0 {
+	if res.View.Samples[0].V() != 0 {
 		t.Fatal("up must be 0")
 	}
 }

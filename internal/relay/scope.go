@@ -82,14 +82,13 @@ type PodConfig struct {
 type scopeKey struct{ ns, pod string }
 
 // scope is the enrichment state of every series of one target with the same
-// namespace (and pod). Series refer to it by index (seriesEntry.ns) and
-// record the version they were built with (seriesEntry.nsVer): a series is
-// rebuilt only when its own scope changed.
+// namespace (and pod). Series refer to it by index (seriesEntry.ns); a
+// series is rebuilt only when its own scope changed after the series was
+// last seen (changedSince).
 type scope struct {
 	// Fields ordered so that no padding is left: 64 bytes, one per pod and
 	// target with the pod index on.
 	key scopeKey
-	ver uint64
 
 	// The inputs add was computed from.
 	nsVer, podVer uint64
@@ -98,6 +97,11 @@ type scope struct {
 	state             enrichState // enrichHit and enrichUnknown: labels() has the labels to add
 	nsFound, podFound bool
 	verdict           podindex.Verdict
+	// changed is the scrape (TargetCache.iter) whose begin last changed
+	// the scope's inputs; a new scope's is the scrape before its first.
+	// It is never more than maxChangedAge scrapes old (begin), so that
+	// its age does not wrap.
+	changed uint16
 }
 
 // scopeTable holds the scopes of one target. [0] is the scope of series
@@ -108,8 +112,8 @@ type scopeTable struct {
 	list      []scope
 	index     map[scopeKey]uint32
 	free      []uint32
-	seq       uint64 // last version given
 	epoch     uint64 // changes whenever an existing scope changes
+	iter      uint16 // the scrape in progress (TargetCache.iter)
 	nsGen     uint64
 	podGen    uint64
 	refreshed bool
@@ -139,12 +143,22 @@ func (c *TargetCache) SetPods(cfg PodConfig) {
 
 // begin takes the scrape's snapshots and refreshes the scopes if anything
 // they depend on may have changed: either snapshot's generation, or, with
-// the check on, the clock (grace periods end without any event). It returns
-// the generation series compare against (seriesEntry.gen).
-func (s *scopeTable) begin(ix *enrich.NamespaceIndex, now time.Time) uint64 {
-	s.ns, s.now = ix, now
+// the check on, the clock (grace periods end without any event). iter is
+// the scrape's number (TargetCache.iter). It returns the generation series
+// compare against (seriesEntry.gen).
+func (s *scopeTable) begin(ix *enrich.NamespaceIndex, now time.Time, iter uint16) uint64 {
+	s.ns, s.now, s.iter = ix, now, iter
 	if s.cfg.Source != nil {
 		s.pods = s.cfg.Source.Snapshot()
+	}
+	if iter%sweepEvery == 0 {
+		// Keep every changed within maxChangedAge scrapes: older, it
+		// is older than any live entry's seen either way.
+		for i := 1; i < len(s.list); i++ {
+			if sc := &s.list[i]; iter-sc.changed > maxChangedAge {
+				sc.changed = iter - maxChangedAge
+			}
+		}
 	}
 	nsGen, podGen := ix.Generation(), s.pods.Generation()
 	if s.refreshed && nsGen == s.nsGen && podGen == s.podGen && s.checkNode == "" {
@@ -195,6 +209,7 @@ func (s *scopeTable) intern(ns, pod string) uint32 {
 	s.list[i] = scope{key: k, refs: 1}
 	s.index[k] = i
 	s.compute(&s.list[i])
+	s.list[i].changed = s.iter - 1 // its series are built from what compute found
 	return i
 }
 
@@ -236,7 +251,7 @@ func (s *scopeTable) podState(k scopeKey) (podindex.PodInfo, bool, podindex.Verd
 	return info, ok, verdict
 }
 
-// compute records sc's inputs and gives it a new version.
+// compute records sc's inputs and marks it changed in this scrape.
 //
 // A pod the apiserver places elsewhere (verdict No) gets nothing. Unknown
 // (the index may have missed the pod: just after the start or a watch
@@ -245,8 +260,7 @@ func (s *scopeTable) compute(sc *scope) {
 	nsInfo, nsOK := s.ns.Lookup(sc.key.ns)
 	podInfo, podOK, verdict := s.podState(sc.key)
 	sc.nsVer, sc.nsFound, sc.podVer, sc.podFound, sc.verdict = nsInfo.Version, nsOK, podInfo.Version, podOK, verdict
-	s.seq++
-	sc.ver = s.seq
+	sc.changed = s.iter
 	switch {
 	case verdict == podindex.No && s.cfg.Check == NodeCheckDrop:
 		sc.state = enrichDropped
@@ -263,7 +277,7 @@ func (s *scopeTable) compute(sc *scope) {
 // They are merged again for every series built rather than kept per scope:
 // building happens for new and changed series only, and a few hundred bytes
 // per pod and target add up with 30,000 pods. The current snapshots have the
-// inputs sc.ver was computed from (refresh runs at every change of either).
+// inputs sc was computed from (refresh runs at every change of either).
 func (s *scopeTable) labels(sc *scope) []enrich.Label {
 	if sc.state != enrichHit && sc.state != enrichUnknown {
 		return nil
@@ -280,6 +294,18 @@ func (s *scopeTable) labels(sc *scope) []enrich.Label {
 	}
 	s.merge = mergeLabels(s.merge[:0], first, second)
 	return s.merge
+}
+
+// maxChangedAge bounds the age of scope.changed, in scrapes: far above
+// the age of any live entry's seen (eviction removes entries absent for
+// more than 2 × evictAfter scrapes), far below the counter's wrap.
+const maxChangedAge = 4 * sweepEvery
+
+// changedSince reports whether sc changed after the scrape seen (a series'
+// seriesEntry.seen), as of scrape iter: whether the series must be
+// rebuilt. Ages, not scrape numbers, are compared: both wrap at 2^16.
+func (sc *scope) changedSince(seen, iter uint16) bool {
+	return iter-sc.changed < iter-seen
 }
 
 // name is namespace/pod of scope i, for logs.

@@ -44,10 +44,10 @@ func (c *TargetCache) markStale(nowMs int64, failed bool) int {
 	n := 0
 	for _, i := range c.prev {
 		e := &c.entries[i]
-		if (e.seen == c.iter && !failed) || e.stale {
+		if (e.seen == c.iter && !failed) || e.stale() {
 			continue
 		}
-		e.stale = true
+		e.flags |= staleBit
 		if e.lastT == noTimestamp {
 			continue // never sent
 		}
@@ -85,7 +85,7 @@ func (c *TargetCache) evict(now time.Time) {
 	expires := now.Add(tombstoneTTL).UnixMilli()
 	for i := range c.entries {
 		e := &c.entries[i]
-		if !e.live || c.iter-e.seen <= evictAfter {
+		if !e.live() || c.iter-e.seen <= evictAfter {
 			continue
 		}
 		if e.lastT != noTimestamp {
@@ -125,7 +125,7 @@ func (c *TargetCache) compactLabels() {
 		}
 		for i := range c.entries {
 			// A series metric relabeling dropped has no labels to move.
-			if e := &c.entries[i]; e.live && e.enrich != enrichRelabelDropped {
+			if e := &c.entries[i]; e.live() && e.enrich() != enrichRelabelDropped {
 				visit(&e.ref)
 			}
 		}
@@ -140,7 +140,7 @@ func (c *TargetCache) tombstoneAll() map[uint64]tombstone {
 	}
 	table := c.labels.Table()
 	for i := range c.entries {
-		if e := &c.entries[i]; e.live && e.lastT != noTimestamp {
+		if e := &c.entries[i]; e.live() && e.lastT != noTimestamp {
 			out[table.Hash(e.ref)] = tombstone{t: e.lastT}
 		}
 	}

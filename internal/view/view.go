@@ -23,15 +23,38 @@ type Family struct {
 }
 
 // ViewSample is one sample of the latest scrape, as the /metrics view shows it.
-// It holds no pointer (its labels are in TargetView.Table): 24 bytes.
+// It holds no pointer (its labels are in TargetView.Table) and fits 20
+// bytes, not 24: its timestamp is kept as an offset from the view's first
+// (TargetView.T), and its value as two 32-bit halves so that no padding
+// follows the offset. At 500 nodes there is one per series, 3 million.
 type ViewSample struct {
 	Ref model.SeriesRef
-	T   int64 // the target's timestamp, or NoTimestamp
-	V   float64
+	dt  int32     // T - TargetView.base; noTS or farTS
+	v   [2]uint32 // math.Float64bits, low half first
 }
 
-// NoTimestamp is ViewSample.T of a sample shown without a timestamp.
+// V is the sample's value.
+func (s *ViewSample) V() float64 {
+	return math.Float64frombits(uint64(s.v[0]) | uint64(s.v[1])<<32)
+}
+
+// NoTimestamp is TargetView.T of a sample shown without a timestamp.
 const NoTimestamp = math.MinInt64
+
+// ViewSample.dt of a sample without a timestamp, and of one too far from
+// the scrape time for 32 bits of milliseconds (24 days): its timestamp is
+// in TargetView.far.
+const (
+	noTS  = math.MinInt32
+	farTS = math.MinInt32 + 1
+)
+
+// farTime is the timestamp of the sample at index i, out of ViewSample.dt's
+// range.
+type farTime struct {
+	i uint32
+	t int64
+}
 
 // FamilyRange is a run of ViewSamples of one family.
 type FamilyRange struct {
@@ -44,9 +67,77 @@ type TargetView struct {
 	Target   *scrape.Target
 	Table    *model.LabelTable // the labels of Samples
 	Families []Family          // indexed by FamilyRange.Family; never modified in place
-	Samples  []ViewSample
+	Samples  []ViewSample      // appended by Append; read T with T
 	Ranges   []FamilyRange
+	base     int64        // ViewSample.dt's origin: the first sample's timestamp, or 0
+	others   int          // samples whose dt is noTS or farTS
+	far      []farTime    // by index, ascending
 	readers  atomic.Int32 // renders in progress (View.Targets .. View.Release)
+}
+
+// Reset empties tv, keeping its buffers.
+func (tv *TargetView) Reset() {
+	tv.Samples, tv.Ranges, tv.far, tv.base, tv.others = tv.Samples[:0], tv.Ranges[:0], tv.far[:0], 0, 0
+}
+
+// Append adds a sample with timestamp t (NoTimestamp for none).
+func (tv *TargetView) Append(ref model.SeriesRef, t int64, v float64) {
+	tv.Samples = append(tv.Samples, MakeSample(ref, tv.DT(t), v))
+}
+
+// MakeSample is the sample of series ref with value v and timestamp offset
+// dt: Append, taken apart (both halves inlined) for a caller appending in a
+// loop of its own, where a call per sample shows:
+//
+//	tv.Samples = append(tv.Samples, view.MakeSample(ref, tv.DT(t), v))
+func MakeSample(ref model.SeriesRef, dt int32, v float64) ViewSample {
+	b := math.Float64bits(v)
+	return ViewSample{Ref: ref, dt: dt, v: [2]uint32{uint32(b), uint32(b >> 32)}}
+}
+
+// DT is the offset to give MakeSample for the next sample to be appended,
+// whose timestamp is t (NoTimestamp for none). Offsets are exact whatever
+// the base: T adds back what DT took, both wrapping alike.
+func (tv *TargetView) DT(t int64) int32 {
+	if d := t - tv.base; uint64(d-(farTS+1)) <= math.MaxInt32-(farTS+1) {
+		return int32(d)
+	}
+	return tv.otherDT(t)
+}
+
+// otherDT is DT for a sample without a timestamp or with one too far from
+// base. Until a sample is shown relative to base (the first ones may have
+// no timestamp), the first timestamp becomes the base: a target's
+// timestamps are near each other, wherever they are (the scrape time, a
+// capture's, a stuck exporter's).
+func (tv *TargetView) otherDT(t int64) int32 {
+	if t == NoTimestamp {
+		tv.others++
+		return noTS
+	}
+	if tv.others == len(tv.Samples) {
+		tv.base = t
+		return 0
+	}
+	tv.others++
+	tv.far = append(tv.far, farTime{i: uint32(len(tv.Samples)), t: t})
+	return farTS
+}
+
+// T is the timestamp of sample i, NoTimestamp if it has none.
+func (tv *TargetView) T(i int) int64 {
+	if dt := tv.Samples[i].dt; dt > farTS {
+		return tv.base + int64(dt)
+	}
+	return tv.otherT(i)
+}
+
+func (tv *TargetView) otherT(i int) int64 {
+	if tv.Samples[i].dt == noTS {
+		return NoTimestamp
+	}
+	k := sort.Search(len(tv.far), func(k int) bool { return tv.far[k].i >= uint32(i) })
+	return tv.far[k].t
 }
 
 // InUse reports whether a render holds the view (View.Targets without its
@@ -186,8 +277,10 @@ func WriteTextEscaped(w io.Writer, targets []*TargetView, filter func(*TargetVie
 			buf = append(buf, typ...)
 			buf = append(buf, '\n')
 		}
-		for _, s := range ch.tv.Samples[ch.r.Start:ch.r.End] {
-			buf = enrich.AppendSampleLineEscaped(buf, ch.tv.Table, s.Ref, s.T, s.V, s.T != NoTimestamp, scheme)
+		for i := ch.r.Start; i < ch.r.End; i++ {
+			s := &ch.tv.Samples[i]
+			t := ch.tv.T(i)
+			buf = enrich.AppendSampleLineEscaped(buf, ch.tv.Table, s.Ref, t, s.V(), t != NoTimestamp, scheme)
 			if len(buf) > 60<<10 {
 				if err := flush(); err != nil {
 					return err
