@@ -120,7 +120,7 @@ const noTimestamp = math.MinInt64
 type TargetCache struct {
 	target         *scrape.Target
 	honorTS        bool
-	entries        []seriesEntry
+	entries        entryStore // entries.go
 	index          entryIndex // raw series hash -> entries
 	free           []uint32   // entries slots to reuse
 	iter           uint16     // scrapes, modulo 2^16 (seriesEntry.seen)
@@ -183,7 +183,7 @@ func NewTargetCache(t *scrape.Target, honorTimestamps bool, external ...enrich.L
 func (c *TargetCache) Process(body []byte, contentType string, now time.Time, duration time.Duration, ix *enrich.NamespaceIndex, fetchErr error) *Result {
 	st := c.begin(now, ix)
 	err := fetchErr
-	if err == nil && len(c.entries) == 0 {
+	if err == nil && c.entries.len() == 0 {
 		c.reserve(st, body) // a first scrape (cold.go)
 	}
 	if err == nil {
@@ -371,7 +371,7 @@ func (c *TargetCache) commit(samples []view.ViewSample, nowMs int64) {
 		if t == view.NoTimestamp {
 			t = nowMs
 		}
-		if e := &c.entries[ei]; t > e.lastT {
+		if e := c.entries.at(ei); t > e.lastT {
 			e.lastT = t
 		}
 	}
@@ -386,4 +386,4 @@ func (c *TargetCache) Recycle(old *view.TargetView) {
 }
 
 // Len is the number of series the cache holds.
-func (c *TargetCache) Len() int { return len(c.entries) - len(c.free) }
+func (c *TargetCache) Len() int { return c.entries.len() - len(c.free) }

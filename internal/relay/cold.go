@@ -155,16 +155,16 @@ func (c *TargetCache) reserve(st *scrapeState, body []byte) {
 	if c.limits.SampleLimit > 0 {
 		n = min(n, c.limits.SampleLimit)
 	}
-	c.entries = slices.Grow(c.entries, n)
+	c.entries.reserve(n)
 	c.cur = slices.Grow(c.cur, n)
 	c.created = slices.Grow(c.created, n)
 	c.send = slices.Grow(c.send, n+numSelfFamilies)
 	st.view.Samples = slices.Grow(st.view.Samples, n+numSelfFamilies)
-	c.index.reserve(n, c.entries)
+	c.index.reserve(n, &c.entries)
 }
 
 // reserve makes room for n entries in all.
-func (x *entryIndex) reserve(n int, entries []seriesEntry) {
+func (x *entryIndex) reserve(n int, entries *entryStore) {
 	if 2*(n+1) > len(x.slots) {
 		x.live = n // what rehash sizes the table for; it counts the entries again
 		x.rehash(entries)

@@ -13,7 +13,7 @@ type entryIndex struct {
 const deleted = ^uint32(0)
 
 // get returns the entry whose key is h.
-func (x *entryIndex) get(h uint64, entries []seriesEntry) (uint32, bool) {
+func (x *entryIndex) get(h uint64, entries *entryStore) (uint32, bool) {
 	if len(x.slots) == 0 {
 		return 0, false
 	}
@@ -24,7 +24,7 @@ func (x *entryIndex) get(h uint64, entries []seriesEntry) (uint32, bool) {
 			return 0, false
 		case deleted:
 		default:
-			if entries[s-1].key == h {
+			if entries.at(s-1).key == h {
 				return s - 1, true
 			}
 		}
@@ -33,7 +33,7 @@ func (x *entryIndex) get(h uint64, entries []seriesEntry) (uint32, bool) {
 
 // put makes e the entry of key h, replacing another entry of the same key
 // (a 64-bit collision between series of different lengths).
-func (x *entryIndex) put(h uint64, e uint32, entries []seriesEntry) {
+func (x *entryIndex) put(h uint64, e uint32, entries *entryStore) {
 	if 2*(x.used+1) > len(x.slots) {
 		x.rehash(entries)
 	}
@@ -54,7 +54,7 @@ func (x *entryIndex) put(h uint64, e uint32, entries []seriesEntry) {
 				free = int(i)
 			}
 		default:
-			if entries[s-1].key == h {
+			if entries.at(s-1).key == h {
 				x.slots[i] = e + 1
 				return
 			}
@@ -84,7 +84,7 @@ func (x *entryIndex) remove(h uint64, e uint32) {
 // table stays at most half full (put), so probes stay short; it is sized
 // for 2.5 slots an entry, not 4: a kubelet's ~6.2k series take 16k slots
 // (10 bytes a series), not 32k.
-func (x *entryIndex) rehash(entries []seriesEntry) {
+func (x *entryIndex) rehash(entries *entryStore) {
 	n := 16
 	for n < 2*(x.live+1)+(x.live+1)/2 {
 		n *= 2
@@ -97,7 +97,7 @@ func (x *entryIndex) rehash(entries []seriesEntry) {
 		if s == 0 || s == deleted {
 			continue
 		}
-		i := entries[s-1].key & mask
+		i := entries.at(s-1).key & mask
 		for x.slots[i] != 0 {
 			i = (i + 1) & mask
 		}

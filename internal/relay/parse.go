@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"slices"
 	"strings"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/scrape"
@@ -44,7 +43,7 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 		if ts != nil {
 			ts.Predict(0, 0)
 			if pred < len(c.prev) {
-				p := &c.entries[c.prev[pred]]
+				p := c.entries.at(c.prev[pred])
 				ts.Predict(p.rawLen.predict(), p.key)
 			}
 		}
@@ -86,20 +85,20 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 			pred++
 		} else {
 			h := xxhash.Sum64(raw)
-			i, ok := c.index.get(h, c.entries)
-			if !ok || c.entries[i].rawLen != rawLenOf(len(raw)) {
+			i, ok := c.index.get(h, &c.entries)
+			if !ok || c.entries.at(i).rawLen != rawLenOf(len(raw)) {
 				if i, err = c.newEntry(sc, h, len(raw), st.curFam, st.curFamName); err != nil {
 					return &ParseError{Line: sc.Line(), Err: err}
 				}
-				if st := c.entries[i].enrich; st != enrichRelabelDropped && st != enrichDropped {
+				if st := c.entries.at(i).enrich; st != enrichRelabelDropped && st != enrichDropped {
 					res.SeriesAdded++
 				}
-			} else if e := &c.entries[i]; e.seen == c.iter-1 && int(e.pos) < len(c.prev) && c.prev[e.pos] == i {
+			} else if e := c.entries.at(i); e.seen == c.iter-1 && int(e.pos) < len(c.prev) && c.prev[e.pos] == i {
 				pred = int(e.pos) + 1 // back in step with the previous scrape
 			}
 			ei = i
 		}
-		e := &c.entries[ei]
+		e := c.entries.at(ei)
 		if e.ns != 0 && c.scopes.list[e.ns].ver32() != e.nsVer {
 			if err := c.recheck(sc, e, nowMs); err != nil {
 				return &ParseError{Line: sc.Line(), Err: err}
@@ -178,17 +177,9 @@ func (c *TargetCache) newEntry(sc scrape.Scanner, h uint64, rawLen int, curFam i
 	if n := len(c.free); n > 0 {
 		i, c.free = c.free[n-1], c.free[:n-1]
 	} else {
-		i = uint32(len(c.entries))
-		if len(c.entries) == cap(c.entries) && len(c.created) >= churnCreated {
-			// Pods are being replaced: the cache will hold evictAfter
-			// scrapes of their series before it frees any. Grow by half,
-			// not append's quarter: each growth copies every entry into
-			// memory the process must fault in.
-			c.entries = slices.Grow(c.entries, len(c.entries)/2)
-		}
-		c.entries = append(c.entries, seriesEntry{})
+		i = c.entries.add() // a new chunk at times, nothing copied (entries.go)
 	}
-	e := &c.entries[i]
+	e := c.entries.at(i)
 	// seen: not this scrape (the iteration counter wraps, 0 is no "never").
 	*e = seriesEntry{key: h, rawLen: rawLenOf(rawLen), fam: fam, lastT: noTimestamp, seen: c.iter - 1, live: true}
 	e.ns = c.scopes.intern(labelValue(ls, enrich.NamespaceLabel), labelValue(ls, PodLabel))
@@ -196,16 +187,10 @@ func (c *TargetCache) newEntry(sc scrape.Scanner, h uint64, rawLen int, curFam i
 	c.markSelfClash(i, e.ref)
 	// On a 64-bit collision (same hash, other length) the new series takes
 	// the index; the other is then found by prediction only.
-	c.index.put(h, i, c.entries)
+	c.index.put(h, i, &c.entries)
 	c.created = append(c.created, i)
 	return i, nil
 }
-
-// churnCreated is how many series a scrape must have created for the cache
-// to grow its entries by half when full (newEntry): a target whose pods are
-// being replaced, not one that got a new pod after its first scrape trimmed
-// its entries (trim.go).
-const churnCreated = 256
 
 // recheck rebuilds a series whose own scope (its namespace, its pod, its
 // pod-on-node verdict) changed since the entry was built.

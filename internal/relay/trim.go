@@ -6,8 +6,6 @@ package relay
 // it, so the spare room would be kept for the life of the target.
 func (c *TargetCache) trimAfterFirstScrape() {
 	c.trimmed = true
-	if n := len(c.entries); cap(c.entries)-n > n/16 {
-		c.entries = append(make([]seriesEntry, 0, n), c.entries...)
-	}
+	c.entries.trim()
 	c.labels.Trim()
 }
