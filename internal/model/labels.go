@@ -202,6 +202,20 @@ func (b *LabelInterner) Intern(ls []Label) SeriesRef {
 	return ref
 }
 
+// WithRest returns the reference of the set of label first followed by the
+// labels of run rest (a SeriesRef.Rest of this interner's, since its last
+// compaction), valid as the caller knows the whole set to be (see Intern):
+// a producer that knows a new series differs from an interned one only in
+// its first label interns that label alone.
+func (b *LabelInterner) WithRest(first Label, rest uint32, valid bool) SeriesRef {
+	b.buf = AppendLabel(b.buf[:0], first.Name, first.Value)
+	ref := SeriesRef{First: b.symbol(b.buf), Rest: rest}
+	if !valid {
+		ref.First |= invalidRef
+	}
+	return ref
+}
+
 // lastSymbol looks for enc among last[j-1:j+3], the last set's symbols
 // around position j (a set with one label more or less than the last, or
 // another value at j, is still in step after it): the symbol and its

@@ -150,9 +150,13 @@ type TargetCache struct {
 	futureMs       int64
 	pastMs         int64
 	lastBoundsLog  time.Time
-	selfClash      map[uint32]int // entries whose series is one of self (collide.go)
-	created        []uint32       // entries this scrape created (dropCreated)
-	trimmed        bool           // trimAfterFirstScrape ran
+	selfClash      map[uint32]int     // entries whose series is one of self (collide.go)
+	created        []uint32           // entries this scrape created (dropCreated)
+	trimmed        bool               // trimAfterFirstScrape ran
+	runs           map[uint64]runMemo // this scrape's label parts (runmemo.go)
+	scrapedFast    bool               // scrapedLabels took the fast path
+	nameFirst      bool               // build's set had __name__ first
+	memoBuilt      int                // series built from the memo, for tests
 }
 
 // NewTargetCache returns the cache of one target. honorTimestamps keeps the
@@ -359,6 +363,7 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 	}
 	res.View = tv
 	res.Send = c.send
+	c.endMemo()
 	c.release()
 	return res
 }

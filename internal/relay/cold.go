@@ -29,10 +29,12 @@ func (c *TargetCache) scrapedLabels(sc scrape.Scanner, limits bool) ([]enrich.La
 		if ls, ok := ts.AppendLabels(c.scraped[:0]); ok {
 			c.scraped, c.aliased = ls, true
 			if ls, ok = c.fastCheck(ls, limits); ok {
+				c.scrapedFast = true
 				return ls, nil
 			}
 		}
 	}
+	c.scrapedFast = false
 	if err := sc.Labels(&c.lbls); err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"strings"
+	"unsafe"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/scrape"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/view"
@@ -87,7 +88,7 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 			h := xxhash.Sum64(raw)
 			i, ok := c.index.get(h, &c.entries)
 			if !ok || c.entries.at(i).rawLen != rawLenOf(len(raw)) {
-				if i, err = c.newEntry(sc, h, len(raw), st.curFam, st.curFamName); err != nil {
+				if i, err = c.newEntry(sc, raw, h, st.curFam, st.curFamName); err != nil {
 					return &ParseError{Line: sc.Line(), Err: err}
 				}
 				if st := c.entries.at(i).enrich; st != enrichRelabelDropped && st != enrichDropped {
@@ -163,33 +164,66 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 
 // newEntry builds the enriched series of a raw series seen for the first time
 // and returns its index in entries.
-func (c *TargetCache) newEntry(sc scrape.Scanner, h uint64, rawLen int, curFam int32, curFamName string) (uint32, error) {
+func (c *TargetCache) newEntry(sc scrape.Scanner, raw []byte, h uint64, curFam int32, curFamName string) (uint32, error) {
+	rawLen := len(raw)
+	var memoKeyOf uint64
+	name, part, memo := []byte(nil), []byte(nil), false
+	if _, text := sc.(*scrape.TextScanner); text {
+		name, part, memo = c.memoPart(raw)
+	}
+	if memo {
+		memoKeyOf = memoKey(part)
+		if m, ok := c.runs[memoKeyOf]; ok && m.n == uint32(len(part)) {
+			if i, ok := c.fromMemo(m, name, c.familyOf(unsafe.String(&name[0], len(name)), curFam, curFamName), h, rawLen); ok {
+				c.addEntry(i, h)
+				return i, nil
+			}
+		}
+	}
 	ls, err := c.scrapedLabels(sc, true)
 	if err != nil {
 		return 0, err
 	}
-	name := labelValue(ls, commonmodel.MetricNameLabel)
-	fam := curFam
-	if curFam < 0 || !belongsTo(name, curFamName, c.families[curFam].Type) {
-		fam, _ = c.family([]byte(name))
-	}
-	var i uint32
-	if n := len(c.free); n > 0 {
-		i, c.free = c.free[n-1], c.free[:n-1]
-	} else {
-		i = c.entries.add() // a new chunk at times, nothing copied (entries.go)
-	}
+	fam := c.familyOf(labelValue(ls, commonmodel.MetricNameLabel), curFam, curFamName)
+	i := c.allocEntry()
 	e := c.entries.at(i)
 	// seen: not this scrape (the iteration counter wraps, 0 is no "never").
 	*e = seriesEntry{key: h, rawLen: rawLenOf(rawLen), fam: fam, lastT: noTimestamp, seen: c.iter - 1, live: true}
 	e.ns = c.scopes.intern(labelValue(ls, enrich.NamespaceLabel), labelValue(ls, PodLabel))
 	c.build(e, ls)
-	c.markSelfClash(i, e.ref)
+	if memo && c.scrapedFast && c.nameFirst {
+		c.remember(memoKeyOf, part, e)
+	}
+	c.addEntry(i, h)
+	return i, nil
+}
+
+// familyOf is the family of a new series named name, met in family curFam.
+func (c *TargetCache) familyOf(name string, curFam int32, curFamName string) int32 {
+	if curFam >= 0 && belongsTo(name, curFamName, c.families[curFam].Type) {
+		return curFam
+	}
+	fam, _ := c.family([]byte(name))
+	return fam
+}
+
+// allocEntry returns a free entry slot.
+func (c *TargetCache) allocEntry() uint32 {
+	if n := len(c.free); n > 0 {
+		i := c.free[n-1]
+		c.free = c.free[:n-1]
+		return i
+	}
+	return c.entries.add() // a new chunk at times, nothing copied (entries.go)
+}
+
+// addEntry indexes entry i, just built, under h.
+func (c *TargetCache) addEntry(i uint32, h uint64) {
+	c.markSelfClash(i, c.entries.at(i).ref)
 	// On a 64-bit collision (same hash, other length) the new series takes
 	// the index; the other is then found by prediction only.
 	c.index.put(h, i, &c.entries)
 	c.created = append(c.created, i)
-	return i, nil
 }
 
 // recheck rebuilds a series whose own scope (its namespace, its pod, its
@@ -247,6 +281,7 @@ func (c *TargetCache) build(e *seriesEntry, scraped []enrich.Label) {
 	e.enrich, e.nsVer = sc.state, sc.ver32()
 	add := c.scopes.labels(sc)
 	ls := c.builder.BuildFrom(scraped, c.target.Labels, add)
+	c.nameFirst = len(ls) > 0 && ls[0].Name == commonmodel.MetricNameLabel
 	if len(c.target.MetricRelabel) > 0 {
 		var keep bool
 		if ls, keep = c.relabel(ls); !keep {
@@ -255,6 +290,12 @@ func (c *TargetCache) build(e *seriesEntry, scraped []enrich.Label) {
 		}
 	}
 	e.ref = c.labels.Intern(ls)
+	c.lookupTombstone(e)
+}
+
+// lookupTombstone sets the last timestamp of entry e, just built: none, or
+// its tombstone's.
+func (c *TargetCache) lookupTombstone(e *seriesEntry) {
 	e.lastT = noTimestamp
 	if len(c.tombstones) == 0 {
 		return // nothing to look up: no hash to compute

@@ -118,6 +118,7 @@ func (c *TargetCache) evict(now time.Time) {
 // compactLabels drops the labels of series that went away: a new table
 // with only the live ones. Views and queued samples keep the old one.
 func (c *TargetCache) compactLabels() {
+	clear(c.runs) // their runs are renumbered
 	c.labels.Compact(func(visit func(*model.SeriesRef)) {
 		for i := range c.self {
 			visit(&c.self[i])
