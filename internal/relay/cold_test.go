@@ -140,4 +140,9 @@ func TestRunMemoAgainstFullBuild(t *testing.T) {
 	if added := first.SeriesAdded; memo.memoBuilt < added/2 {
 		t.Fatalf("the memo served %d series, fewer than half the first scrape's %d", memo.memoBuilt, added)
 	}
+	// A scrape that creates few series drops the memo's table: a target in
+	// steady state keeps nothing of it.
+	if res := memo.Process(bodies[11%len(bodies)], "", now.Add(15*time.Second), time.Second, testIndex(2, nil), nil); res.Err != nil || res.SeriesAdded != 0 || memo.runs != nil {
+		t.Fatalf("a scrape with nothing new: err %v, %d added, memo table %v", res.Err, res.SeriesAdded, memo.runs != nil)
+	}
 }

@@ -93,10 +93,10 @@ func memoKey(part []byte) uint64 { return xxhash.Sum64(part) }
 
 // endMemo forgets the scrape's label parts.
 func (c *TargetCache) endMemo() {
-	if len(c.runs) == 0 {
+	if c.runs == nil {
 		return
 	}
-	if len(c.created) >= runMemoKeep {
+	if len(c.created) >= runMemoKeep && len(c.runs) > 0 {
 		clear(c.runs)
 	} else {
 		c.runs = nil
