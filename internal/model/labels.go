@@ -1,7 +1,9 @@
 package model
 
 import (
+	"bytes"
 	"hash/maphash"
+	"slices"
 	"sync/atomic"
 
 	"github.com/cespare/xxhash/v2"
@@ -139,6 +141,11 @@ type LabelInterner struct {
 	snapshot *LabelTable
 	scratch  []uint32
 	buf      []byte
+	// last holds the symbols of the last set Intern was given, first
+	// label at [0]: consecutive new series (a new pod's, in one family)
+	// share most labels, often at the same positions, and comparing with
+	// a symbol just used costs less than hashing and probing the index.
+	last []uint32
 	// liveAfterCompact is the table size right after the last compaction
 	// (or start): the baseline NeedsCompaction compares with.
 	liveAfterCompact int
@@ -160,6 +167,7 @@ func (b *LabelInterner) reset() {
 	b.symIndex = internIndex{}
 	b.runIndex = internIndex{}
 	b.snapshot = nil
+	b.last = b.last[:0]
 }
 
 // Intern returns the reference of a label set. ls must be sorted by name;
@@ -171,19 +179,55 @@ func (b *LabelInterner) Intern(ls []Label) SeriesRef {
 		return SeriesRef{First: b.symbol(nil) | invalidRef, Rest: b.run(nil)}
 	}
 	valid := validLabels(ls)
-	b.buf = AppendLabel(b.buf[:0], ls[0].Name, ls[0].Value)
-	first := b.symbol(b.buf)
-	run := b.scratch[:0]
-	for _, l := range ls[1:] {
+	// The symbols go to scratch, first label included (run is the rest);
+	// each is looked for first among the last set's, near its position.
+	syms := b.scratch[:0]
+	last := b.last
+	j := 0 // where in last the next label probably is
+	for _, l := range ls {
 		b.buf = AppendLabel(b.buf[:0], l.Name, l.Value)
-		run = append(run, b.symbol(b.buf))
+		s, k := b.lastSymbol(b.buf, last, j)
+		if k < 0 {
+			s = b.symbol(b.buf)
+			k = j
+		}
+		syms = append(syms, s)
+		j = k + 1
 	}
-	b.scratch = run
-	ref := SeriesRef{First: first, Rest: b.run(run)}
+	b.scratch, b.last = b.last, syms
+	ref := SeriesRef{First: syms[0], Rest: b.run(syms[1:])}
 	if !valid {
 		ref.First |= invalidRef
 	}
 	return ref
+}
+
+// WithRest returns the reference of the set of label first followed by the
+// labels of run rest (a SeriesRef.Rest of this interner's, since its last
+// compaction), valid as the caller knows the whole set to be (see Intern):
+// a producer that knows a new series differs from an interned one only in
+// its first label interns that label alone.
+func (b *LabelInterner) WithRest(first Label, rest uint32, valid bool) SeriesRef {
+	b.buf = AppendLabel(b.buf[:0], first.Name, first.Value)
+	ref := SeriesRef{First: b.symbol(b.buf), Rest: rest}
+	if !valid {
+		ref.First |= invalidRef
+	}
+	return ref
+}
+
+// lastSymbol looks for enc among last[j-1:j+3], the last set's symbols
+// around position j (a set with one label more or less than the last, or
+// another value at j, is still in step after it): the symbol and its
+// position, or -1.
+func (b *LabelInterner) lastSymbol(enc []byte, last []uint32, j int) (uint32, int) {
+	for k := max(j-1, 0); k < min(j+3, len(last)); k++ {
+		s := last[k]
+		if bytes.Equal(b.syms[b.symOff[s]:b.symOff[s+1]], enc) {
+			return s, k
+		}
+	}
+	return 0, -1
 }
 
 // symbol interns one encoding.
@@ -193,7 +237,9 @@ func (b *LabelInterner) symbol(enc []byte) uint32 {
 		return i
 	}
 	i = uint32(len(b.symOff) - 1)
+	b.syms = grow(b.syms, len(enc))
 	b.syms = append(b.syms, enc...)
+	b.symOff = grow(b.symOff, 1)
 	b.symOff = append(b.symOff, uint32(len(b.syms)))
 	b.addSymbol(slot, i)
 	b.snapshot = nil
@@ -211,11 +257,23 @@ func (b *LabelInterner) run(syms []uint32) uint32 {
 		encLen += int(b.symOff[s+1] - b.symOff[s])
 	}
 	off = uint32(len(b.rests))
+	b.rests = grow(b.rests, 2+len(syms))
 	b.rests = append(b.rests, uint32(len(syms)), uint32(encLen))
 	b.rests = append(b.rests, syms...)
 	b.addRun(slot, off)
 	b.snapshot = nil
 	return off
+}
+
+// grow makes room for n more elements in s, by half its length at least:
+// append grows large slices by a quarter, and after Trim (or a compaction's
+// reset) a target under pod churn adds to its table at every scrape, each
+// growth copying the whole array (the load test's churn profile).
+func grow[S ~[]E, E any](s S, n int) S {
+	if cap(s)-len(s) >= n {
+		return s
+	}
+	return slices.Grow(s, max(n, len(s)/2))
 }
 
 // Table returns a snapshot of everything interned so far. It allocates only

@@ -497,3 +497,45 @@ func FuzzIntern(f *testing.F) {
 		}
 	})
 }
+
+// Intern looks for a set's symbols among the last set's first (near the
+// same position): sets of shifting shapes, one after the other, encode as
+// their labels, and a set interned again (after others) gets the same
+// reference, as in a fresh interner.
+func TestInternAfterSimilarSets(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	names := []string{"__name__", "a", "b", "c", "d", "e", "f", "g"}
+	var sets [][]Label
+	for range 3000 {
+		var ls []Label
+		for _, n := range names {
+			if n != "__name__" && rng.IntN(4) == 0 {
+				continue // a shape with this label missing
+			}
+			ls = append(ls, Label{Name: n, Value: fmt.Sprint(rng.IntN(3))})
+		}
+		sets = append(sets, ls)
+	}
+	b, fresh := NewLabelInterner(1), NewLabelInterner(2)
+	refs := map[string]SeriesRef{}
+	for i, ls := range sets {
+		r := b.Intern(ls)
+		want := make([]byte, 0, 64)
+		for _, l := range ls {
+			want = AppendLabel(want, l.Name, l.Value)
+		}
+		if got := b.Table().AppendEncoded(nil, r); string(got) != string(want) {
+			t.Fatalf("set %d %v: encoded %q, want %q", i, ls, got, want)
+		}
+		if prev, ok := refs[string(want)]; ok && prev != r {
+			t.Fatalf("set %d %v: reference %v, earlier %v", i, ls, r, prev)
+		}
+		refs[string(want)] = r
+		if i%7 == 0 { // the same set in an interner that saw only every 7th
+			fr := fresh.Intern(ls)
+			if got, want := fresh.Table().AppendEncoded(nil, fr), b.Table().AppendEncoded(nil, r); string(got) != string(want) {
+				t.Fatalf("set %d: %q in a fresh interner, %q", i, got, want)
+			}
+		}
+	}
+}

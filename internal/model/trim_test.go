@@ -8,7 +8,7 @@ import (
 func TestTrimKeepsReferences(t *testing.T) {
 	b := NewLabelInterner(1)
 	var refs []SeriesRef
-	for i := range 3000 {
+	for i := range 2500 {
 		refs = append(refs, b.Intern([]Label{{"__name__", "m"}, {"a", fmt.Sprint(i % 70)}, {"b", fmt.Sprint(i)}}))
 	}
 	before := b.Table()

@@ -116,7 +116,7 @@ const noTimestamp = math.MinInt64
 type TargetCache struct {
 	target         *scrape.Target
 	honorTS        bool
-	entries        []seriesEntry
+	entries        entryStore // entries.go
 	index          entryIndex // raw series hash -> entries
 	free           []uint32   // entries slots to reuse
 	iter           uint16     // scrapes, modulo 2^16 (seriesEntry.seen)
@@ -146,9 +146,13 @@ type TargetCache struct {
 	futureMs       int64
 	pastMs         int64
 	lastBoundsLog  time.Time
-	selfClash      map[uint32]int // entries whose series is one of self (collide.go)
-	created        []uint32       // entries this scrape created (dropCreated)
-	trimmed        bool           // trimAfterFirstScrape ran
+	selfClash      map[uint32]int     // entries whose series is one of self (collide.go)
+	created        []uint32           // entries this scrape created (dropCreated)
+	trimmed        bool               // trimAfterFirstScrape ran
+	runs           map[uint64]runMemo // this scrape's label parts (runmemo.go)
+	scrapedFast    bool               // scrapedLabels took the fast path
+	nameFirst      bool               // build's set had __name__ first
+	memoBuilt      int                // series built from the memo, for tests
 }
 
 // NewTargetCache returns the cache of one target. honorTimestamps keeps the
@@ -179,7 +183,7 @@ func NewTargetCache(t *scrape.Target, honorTimestamps bool, external ...enrich.L
 func (c *TargetCache) Process(body []byte, contentType string, now time.Time, duration time.Duration, ix *enrich.NamespaceIndex, fetchErr error) *Result {
 	st := c.begin(now, ix)
 	err := fetchErr
-	if err == nil && len(c.entries) == 0 {
+	if err == nil && c.entries.len() == 0 {
 		c.reserve(st, body) // a first scrape (cold.go)
 	}
 	if err == nil {
@@ -371,6 +375,7 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 	}
 	res.View = tv
 	res.Send = c.send
+	c.endMemo()
 	c.release()
 	return res
 }
@@ -390,7 +395,7 @@ func (c *TargetCache) commit(tv *view.TargetView, nowMs int64) {
 		if t == view.NoTimestamp {
 			t = nowMs
 		}
-		if e := &c.entries[ei]; t > e.lastT {
+		if e := c.entries.at(ei); t > e.lastT {
 			e.lastT = t
 		}
 	}
@@ -405,4 +410,4 @@ func (c *TargetCache) Recycle(old *view.TargetView) {
 }
 
 // Len is the number of series the cache holds.
-func (c *TargetCache) Len() int { return len(c.entries) - len(c.free) }
+func (c *TargetCache) Len() int { return c.entries.len() - len(c.free) }

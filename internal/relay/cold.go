@@ -29,10 +29,12 @@ func (c *TargetCache) scrapedLabels(sc scrape.Scanner, limits bool) ([]enrich.La
 		if ls, ok := ts.AppendLabels(c.scraped[:0]); ok {
 			c.scraped, c.aliased = ls, true
 			if ls, ok = c.fastCheck(ls, limits); ok {
+				c.scrapedFast = true
 				return ls, nil
 			}
 		}
 	}
+	c.scrapedFast = false
 	if err := sc.Labels(&c.lbls); err != nil {
 		return nil, err
 	}
@@ -155,16 +157,16 @@ func (c *TargetCache) reserve(st *scrapeState, body []byte) {
 	if c.limits.SampleLimit > 0 {
 		n = min(n, c.limits.SampleLimit)
 	}
-	c.entries = slices.Grow(c.entries, n)
+	c.entries.reserve(n)
 	c.cur = slices.Grow(c.cur, n)
 	c.created = slices.Grow(c.created, n)
 	c.send = slices.Grow(c.send, n+numSelfFamilies)
 	st.view.Samples = slices.Grow(st.view.Samples, n+numSelfFamilies)
-	c.index.reserve(n, c.entries)
+	c.index.reserve(n, &c.entries)
 }
 
 // reserve makes room for n entries in all.
-func (x *entryIndex) reserve(n int, entries []seriesEntry) {
+func (x *entryIndex) reserve(n int, entries *entryStore) {
 	if 2*(n+1) > len(x.slots) {
 		x.live = n // what rehash sizes the table for; it counts the entries again
 		x.rehash(entries)

@@ -1,7 +1,9 @@
 package relay
 
 import (
+	"bytes"
 	"fmt"
+	"math"
 	"runtime"
 	"strings"
 	"testing"
@@ -91,5 +93,56 @@ func TestFastLabelsAsReference(t *testing.T) {
 				t.Errorf("payload %q, limits %+v:\nfast:      %s\nreference: %s", p, l, got[0], got[1])
 			}
 		}
+	}
+}
+
+// A new series whose label part (the text from '{') a series built earlier
+// in the scrape had is built from that one's run (runmemo.go). Over the
+// churn payloads of the 1.35 capture (a first scrape, then a third of the
+// pods replaced at each, their namespaces relabelled half way), every
+// series sent has the labels, and every scrape the counts, of a cache that
+// builds each series from its own labels (the memo is off under label
+// limits, here too high to drop anything) — and the memo served most new
+// series.
+func TestRunMemoAgainstFullBuild(t *testing.T) {
+	body := readCapture(t, captures[0])
+	bodies := churnPayloads(t, body, 3, 6)
+	memo, full := NewTargetCache(testTarget(), false), NewTargetCache(testTarget(), false)
+	full.SetLimits(Limits{LabelLimit: 1000})
+	now := scrapeTime
+	var first *Result
+	for k := range 12 {
+		ix := testIndex(1, baseTeams)
+		if k >= 6 {
+			ix = testIndex(2, map[string]string{"kube-system": "platform-2", "scraper": "observability-2"})
+		}
+		now = now.Add(15 * time.Second)
+		a := memo.Process(bodies[k%len(bodies)], "", now, time.Second, ix, nil)
+		b := full.Process(bodies[k%len(bodies)], "", now, time.Second, ix, nil)
+		if a.Err != nil || b.Err != nil {
+			t.Fatalf("scrape %d: %v, %v", k, a.Err, b.Err)
+		}
+		if k == 0 {
+			first = a
+		}
+		if a.SeriesAdded != b.SeriesAdded || a.Stale != b.Stale || a.Enriched != b.Enriched || len(a.Send) != len(b.Send) {
+			t.Fatalf("scrape %d: memo added %d, stale %d, enriched %d, sent %d; full build %d, %d, %d, %d", k,
+				a.SeriesAdded, a.Stale, a.Enriched, len(a.Send), b.SeriesAdded, b.Stale, b.Enriched, len(b.Send))
+		}
+		for i := range a.Send {
+			sa, sb := a.Send[i], b.Send[i]
+			ea, eb := sa.Table.AppendEncoded(nil, sa.Ref), sb.Table.AppendEncoded(nil, sb.Ref)
+			if !bytes.Equal(ea, eb) || sa.Ref.Valid() != sb.Ref.Valid() || sa.T != sb.T || math.Float64bits(sa.V) != math.Float64bits(sb.V) {
+				t.Fatalf("scrape %d, sample %d: memo %q %v, full build %q %v", k, i, ea, sa, eb, sb)
+			}
+		}
+	}
+	if added := first.SeriesAdded; memo.memoBuilt < added/2 {
+		t.Fatalf("the memo served %d series, fewer than half the first scrape's %d", memo.memoBuilt, added)
+	}
+	// A scrape that creates few series drops the memo's table: a target in
+	// steady state keeps nothing of it.
+	if res := memo.Process(bodies[11%len(bodies)], "", now.Add(15*time.Second), time.Second, testIndex(2, nil), nil); res.Err != nil || res.SeriesAdded != 0 || memo.runs != nil {
+		t.Fatalf("a scrape with nothing new: err %v, %d added, memo table %v", res.Err, res.SeriesAdded, memo.runs != nil)
 	}
 }

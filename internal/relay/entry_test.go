@@ -86,8 +86,8 @@ func TestFirstScrapeTrimmed(t *testing.T) {
 	if first.Err != nil {
 		t.Fatal(first.Err)
 	}
-	if n := len(c.entries); cap(c.entries)-n > n/16 {
-		t.Fatalf("entries %d of capacity %d after the first scrape", n, cap(c.entries))
+	if n := c.entries.len(); c.entries.capacity()-n > n/16 {
+		t.Fatalf("entries %d of capacity %d after the first scrape", n, c.entries.capacity())
 	}
 	second := c.Process(body, "", scrapeTime.Add(time.Minute), time.Second, ix, nil)
 	if second.Err != nil || second.SeriesAdded != 0 || len(second.Send) != len(first.Send) {
@@ -132,5 +132,48 @@ func TestViewAndOrderFitTheTarget(t *testing.T) {
 	res, _ = c.ProcessStream(bytes.NewReader(body), scrapeTime.Add(time.Minute), ix, nil)
 	if got := cap(res.View.Samples); res.Err != nil || len(res.View.Samples) != n || got > n+n/4 {
 		t.Errorf("second scrape (%v): %d samples, room for %d", res.Err, len(res.View.Samples), got)
+	}
+}
+
+// The chunked entry store numbers entries in order across chunks, keeps
+// each entry where it is as it grows (no chunk is copied but a trimmed
+// last one), and trim gives back the last chunk's unused room.
+func TestEntryStore(t *testing.T) {
+	for _, n := range []int{0, 1, entryChunk - 1, entryChunk, entryChunk + 1, 3*entryChunk + 17} {
+		var s entryStore
+		var ptrs []*seriesEntry
+		for i := range n {
+			e := s.add()
+			if e != uint32(i) {
+				t.Fatalf("n=%d: entry %d numbered %d", n, i, e)
+			}
+			s.at(e).key = uint64(i) + 1
+			ptrs = append(ptrs, s.at(e))
+		}
+		for i, p := range ptrs {
+			if s.at(uint32(i)) != p {
+				t.Fatalf("n=%d: entry %d moved", n, i)
+			}
+		}
+		if s.trim(); s.capacity() != n {
+			t.Fatalf("n=%d: capacity %d after trim", n, s.capacity())
+		}
+		e := s.add() // regrows a trimmed chunk
+		s.at(e).key = uint64(n) + 1
+		k := 0
+		for i, e := range s.all() {
+			if int(i) != k || e.key != uint64(k)+1 {
+				t.Fatalf("n=%d: all() gave entry %d (key %d) at %d", n, i, e.key, k)
+			}
+			k++
+		}
+		if k != n+1 || s.len() != n+1 {
+			t.Fatalf("n=%d: all() gave %d entries, len %d; want %d", n, k, s.len(), n+1)
+		}
+	}
+	var s entryStore
+	s.reserve(2*entryChunk + 1)
+	if c := s.capacity(); c < 2*entryChunk+1 || c > 3*entryChunk || s.len() != 0 {
+		t.Fatalf("reserve: capacity %d, len %d", c, s.len())
 	}
 }

@@ -32,7 +32,7 @@ func (x *entryIndex) next(i int) int {
 }
 
 // get returns the entry whose key is h.
-func (x *entryIndex) get(h uint64, entries []seriesEntry) (uint32, bool) {
+func (x *entryIndex) get(h uint64, entries *entryStore) (uint32, bool) {
 	if len(x.slots) == 0 {
 		return 0, false
 	}
@@ -42,7 +42,7 @@ func (x *entryIndex) get(h uint64, entries []seriesEntry) (uint32, bool) {
 			return 0, false
 		case deleted:
 		default:
-			if entries[s-1].key == h {
+			if entries.at(s-1).key == h {
 				return s - 1, true
 			}
 		}
@@ -51,7 +51,7 @@ func (x *entryIndex) get(h uint64, entries []seriesEntry) (uint32, bool) {
 
 // put makes e the entry of key h, replacing another entry of the same key
 // (a 64-bit collision between series of different lengths).
-func (x *entryIndex) put(h uint64, e uint32, entries []seriesEntry) {
+func (x *entryIndex) put(h uint64, e uint32, entries *entryStore) {
 	if 4*(x.used+1) > 3*len(x.slots) {
 		// Growing (or full of tombstones): half full, room for half as
 		// many entries again before the next resize.
@@ -73,7 +73,7 @@ func (x *entryIndex) put(h uint64, e uint32, entries []seriesEntry) {
 				free = int(i)
 			}
 		default:
-			if entries[s-1].key == h {
+			if entries.at(s-1).key == h {
 				x.slots[i] = e + 1
 				return
 			}
@@ -102,12 +102,12 @@ func (x *entryIndex) remove(h uint64, e uint32) {
 // leaving it 3/5 full: a target's series barely change after its first
 // scrape (reserve), and probes stay short at that (a successful one reads
 // about 2 entries' keys, a miss 4).
-func (x *entryIndex) rehash(entries []seriesEntry) {
+func (x *entryIndex) rehash(entries *entryStore) {
 	x.resize(max(16, 5*(x.live+1)/3), entries)
 }
 
 // resize moves the live entries to a table of n slots.
-func (x *entryIndex) resize(n int, entries []seriesEntry) {
+func (x *entryIndex) resize(n int, entries *entryStore) {
 	old := x.slots
 	x.slots = make([]uint32, n)
 	x.live, x.used = 0, 0
@@ -115,7 +115,7 @@ func (x *entryIndex) resize(n int, entries []seriesEntry) {
 		if s == 0 || s == deleted {
 			continue
 		}
-		i := x.home(entries[s-1].key)
+		i := x.home(entries.at(s-1).key)
 		for x.slots[i] != 0 {
 			i = x.next(i)
 		}

@@ -11,7 +11,7 @@ import (
 func TestEntryIndexAgainstAMap(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	var x entryIndex
-	var entries []seriesEntry
+	var entries entryStore
 	want := map[uint64]uint32{}
 	for step := range 200000 {
 		h := mix(uint64(rng.IntN(5000)))
@@ -22,9 +22,9 @@ func TestEntryIndexAgainstAMap(t *testing.T) {
 			x.remove(h, e)
 			delete(want, h)
 		} else {
-			entries = append(entries, seriesEntry{key: h})
-			e := uint32(len(entries) - 1)
-			x.put(h, e, entries)
+			e := entries.add()
+			entries.at(e).key = h
+			x.put(h, e, &entries)
 			want[h] = e
 		}
 		if step%1000 == 0 {
@@ -32,11 +32,11 @@ func TestEntryIndexAgainstAMap(t *testing.T) {
 				t.Fatalf("step %d: %d indexed, want %d", step, x.len(), len(want))
 			}
 			for h, e := range want {
-				if got, ok := x.get(h, entries); !ok || got != e {
+				if got, ok := x.get(h, &entries); !ok || got != e {
 					t.Fatalf("step %d: get(%d) = %d, %v; want %d", step, h, got, ok, e)
 				}
 			}
-			if _, ok := x.get(1<<60, entries); ok {
+			if _, ok := x.get(1<<60, &entries); ok {
 				t.Fatal("found a key never put")
 			}
 		}
@@ -59,13 +59,14 @@ func mix(x uint64) uint64 {
 func TestEntryIndexSize(t *testing.T) {
 	for _, reserved := range []bool{true, false} {
 		var x entryIndex
-		var entries []seriesEntry
+		var entries entryStore
 		if reserved {
-			x.reserve(6200, entries)
+			x.reserve(6200, &entries)
 		}
 		for i := range 6200 {
-			entries = append(entries, seriesEntry{key: mix(uint64(i))})
-			x.put(entries[i].key, uint32(i), entries)
+			e := entries.add()
+			entries.at(e).key = mix(uint64(i))
+			x.put(entries.at(e).key, e, &entries)
 		}
 		want := 5 * 6201 / 3
 		if !reserved {

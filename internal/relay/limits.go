@@ -225,7 +225,7 @@ func (c *TargetCache) logBounds(log *slog.Logger, res *Result, now time.Time) {
 func (c *TargetCache) dropCreated() {
 	freed := 0
 	for _, i := range c.created {
-		e := &c.entries[i]
+		e := c.entries.at(i)
 		if !e.live() || e.lastT != noTimestamp {
 			continue // came back with a tombstone: keep what it knows
 		}

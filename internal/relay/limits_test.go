@@ -129,7 +129,7 @@ func TestSampleLimitBoundsTheCache(t *testing.T) {
 	}
 	// The failed scrapes sent nothing: their entries are freed at once,
 	// and the slots reused, so the cache never grows past one scrape's.
-	if n, slots := c.Len(), len(c.entries); n != 0 || slots > 100 {
+	if n, slots := c.Len(), c.entries.len(); n != 0 || slots > 100 {
 		t.Fatalf("cache holds %d series in %d slots after 5 failed scrapes over a limit of 100", n, slots)
 	}
 }

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"slices"
 	"strings"
 	"unique"
+	"unsafe"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/scrape"
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/view"
@@ -45,7 +45,7 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 		if ts != nil {
 			ts.Predict(0, 0)
 			if pred < len(c.prev) {
-				p := &c.entries[c.prev[pred]]
+				p := c.entries.at(c.prev[pred])
 				ts.Predict(p.rawLen.predict(), p.key)
 			}
 		}
@@ -90,21 +90,21 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 			pred++
 		} else {
 			h := xxhash.Sum64(raw)
-			i, ok := c.index.get(h, c.entries)
-			if !ok || c.entries[i].rawLen != rawLenOf(len(raw)) {
-				if i, err = c.newEntry(sc, h, len(raw), st.curFam, st.curFamName); err != nil {
+			i, ok := c.index.get(h, &c.entries)
+			if !ok || c.entries.at(i).rawLen != rawLenOf(len(raw)) {
+				if i, err = c.newEntry(sc, raw, h, st.curFam, st.curFamName); err != nil {
 					return &ParseError{Line: sc.Line(), Err: err}
 				}
-				if st := c.entries[i].enrich(); st != enrichRelabelDropped && st != enrichDropped {
+				if st := c.entries.at(i).enrich(); st != enrichRelabelDropped && st != enrichDropped {
 					res.SeriesAdded++
 				}
 				fresh = true
-			} else if e := &c.entries[i]; e.seen == c.iter-1 && e.pos() < len(c.prev) && c.prev[e.pos()] == i {
+			} else if e := c.entries.at(i); e.seen == c.iter-1 && e.pos() < len(c.prev) && c.prev[e.pos()] == i {
 				pred = e.pos() + 1 // back in step with the previous scrape
 			}
 			ei = i
 		}
-		e := &c.entries[ei]
+		e := c.entries.at(ei)
 		if e.ns != 0 && !fresh && c.scopes.list[e.ns].changedSince(e.seen, c.iter) {
 			if err := c.recheck(sc, e, nowMs); err != nil {
 				return &ParseError{Line: sc.Line(), Err: err}
@@ -168,48 +168,67 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 
 // newEntry builds the enriched series of a raw series seen for the first time
 // and returns its index in entries.
-func (c *TargetCache) newEntry(sc scrape.Scanner, h uint64, rawLen int, curFam int32, curFamName string) (uint32, error) {
+func (c *TargetCache) newEntry(sc scrape.Scanner, raw []byte, h uint64, curFam int32, curFamName string) (uint32, error) {
+	rawLen := len(raw)
+	var memoKeyOf uint64
+	name, part, memo := []byte(nil), []byte(nil), false
+	if _, text := sc.(*scrape.TextScanner); text {
+		name, part, memo = c.memoPart(raw)
+	}
+	if memo {
+		memoKeyOf = memoKey(part)
+		if m, ok := c.runs[memoKeyOf]; ok && m.n == uint32(len(part)) {
+			if i, ok := c.fromMemo(m, name, c.familyOf(unsafe.String(&name[0], len(name)), curFam, curFamName), h, rawLen); ok {
+				c.addEntry(i, h)
+				return i, nil
+			}
+		}
+	}
 	ls, err := c.scrapedLabels(sc, true)
 	if err != nil {
 		return 0, err
 	}
-	name := labelValue(ls, commonmodel.MetricNameLabel)
-	fam := curFam
-	if curFam < 0 || !belongsTo(name, curFamName, c.families[curFam].Type) {
-		fam, _ = c.family([]byte(name))
-	}
-	var i uint32
-	if n := len(c.free); n > 0 {
-		i, c.free = c.free[n-1], c.free[:n-1]
-	} else {
-		i = uint32(len(c.entries))
-		if len(c.entries) == cap(c.entries) && len(c.created) >= churnCreated {
-			// Pods are being replaced: the cache will hold evictAfter
-			// scrapes of their series before it frees any. Grow by half,
-			// not append's quarter: each growth copies every entry into
-			// memory the process must fault in.
-			c.entries = slices.Grow(c.entries, len(c.entries)/2)
-		}
-		c.entries = append(c.entries, seriesEntry{})
-	}
-	e := &c.entries[i]
+	fam := c.familyOf(labelValue(ls, commonmodel.MetricNameLabel), curFam, curFamName)
+	i := c.allocEntry()
+	e := c.entries.at(i)
 	// seen: not this scrape (the iteration counter wraps, 0 is no "never").
 	*e = seriesEntry{key: h, rawLen: rawLenOf(rawLen), fam: fam, lastT: noTimestamp, seen: c.iter - 1, flags: liveBit}
 	e.ns = c.scopes.intern(labelValue(ls, enrich.NamespaceLabel), labelValue(ls, PodLabel))
 	c.build(e, ls)
-	c.markSelfClash(i, e.ref)
-	// On a 64-bit collision (same hash, other length) the new series takes
-	// the index; the other is then found by prediction only.
-	c.index.put(h, i, c.entries)
-	c.created = append(c.created, i)
+	if memo && c.scrapedFast && c.nameFirst {
+		c.remember(memoKeyOf, part, e)
+	}
+	c.addEntry(i, h)
 	return i, nil
 }
 
-// churnCreated is how many series a scrape must have created for the cache
-// to grow its entries by half when full (newEntry): a target whose pods are
-// being replaced, not one that got a new pod after its first scrape trimmed
-// its entries (trim.go).
-const churnCreated = 256
+// familyOf is the family of a new series named name, met in family curFam.
+func (c *TargetCache) familyOf(name string, curFam int32, curFamName string) int32 {
+	if curFam >= 0 && belongsTo(name, curFamName, c.families[curFam].Type) {
+		return curFam
+	}
+	fam, _ := c.family([]byte(name))
+	return fam
+}
+
+// allocEntry returns a free entry slot.
+func (c *TargetCache) allocEntry() uint32 {
+	if n := len(c.free); n > 0 {
+		i := c.free[n-1]
+		c.free = c.free[:n-1]
+		return i
+	}
+	return c.entries.add() // a new chunk at times, nothing copied (entries.go)
+}
+
+// addEntry indexes entry i, just built, under h.
+func (c *TargetCache) addEntry(i uint32, h uint64) {
+	c.markSelfClash(i, c.entries.at(i).ref)
+	// On a 64-bit collision (same hash, other length) the new series takes
+	// the index; the other is then found by prediction only.
+	c.index.put(h, i, &c.entries)
+	c.created = append(c.created, i)
+}
 
 // recheck rebuilds a series whose own scope (its namespace, its pod, its
 // pod-on-node verdict) changed since the entry was built.
@@ -266,6 +285,7 @@ func (c *TargetCache) build(e *seriesEntry, scraped []enrich.Label) {
 	e.setEnrich(sc.state)
 	add := c.scopes.labels(sc)
 	ls := c.builder.BuildFrom(scraped, c.target.Labels, add)
+	c.nameFirst = len(ls) > 0 && ls[0].Name == commonmodel.MetricNameLabel
 	if len(c.target.MetricRelabel) > 0 {
 		var keep bool
 		if ls, keep = c.relabel(ls); !keep {
@@ -275,6 +295,12 @@ func (c *TargetCache) build(e *seriesEntry, scraped []enrich.Label) {
 		}
 	}
 	e.ref = c.labels.Intern(ls)
+	c.lookupTombstone(e)
+}
+
+// lookupTombstone sets the last timestamp of entry e, just built: none, or
+// its tombstone's.
+func (c *TargetCache) lookupTombstone(e *seriesEntry) {
 	e.lastT = noTimestamp
 	if len(c.tombstones) == 0 {
 		return // nothing to look up: no hash to compute

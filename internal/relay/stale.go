@@ -43,7 +43,7 @@ type tombstone struct {
 func (c *TargetCache) markStale(nowMs int64, failed bool) int {
 	n := 0
 	for _, i := range c.prev {
-		e := &c.entries[i]
+		e := c.entries.at(i)
 		if (e.seen == c.iter && !failed) || e.stale() {
 			continue
 		}
@@ -83,8 +83,7 @@ func (c *TargetCache) evict(now time.Time) {
 	freed := 0
 	nowMs := now.UnixMilli()
 	expires := now.Add(tombstoneTTL).UnixMilli()
-	for i := range c.entries {
-		e := &c.entries[i]
+	for i, e := range c.entries.all() {
 		if !e.live() || c.iter-e.seen <= evictAfter {
 			continue
 		}
@@ -94,10 +93,10 @@ func (c *TargetCache) evict(now time.Time) {
 			}
 			c.tombstones[table.Hash(e.ref)] = tombstone{t: e.lastT, expires: expires}
 		}
-		c.index.remove(e.key, uint32(i))
+		c.index.remove(e.key, i)
 		c.scopes.release(e.ns)
 		*e = seriesEntry{}
-		c.free = append(c.free, uint32(i))
+		c.free = append(c.free, i)
 		freed++
 	}
 	if c.iter%sweepEvery == 0 {
@@ -119,13 +118,14 @@ func (c *TargetCache) evict(now time.Time) {
 // compactLabels drops the labels of series that went away: a new table
 // with only the live ones. Views and queued samples keep the old one.
 func (c *TargetCache) compactLabels() {
+	clear(c.runs) // their runs are renumbered
 	c.labels.Compact(func(visit func(*model.SeriesRef)) {
 		for i := range c.self {
 			visit(&c.self[i])
 		}
-		for i := range c.entries {
+		for _, e := range c.entries.all() {
 			// A series metric relabeling dropped has no labels to move.
-			if e := &c.entries[i]; e.live() && e.enrich() != enrichRelabelDropped {
+			if e.live() && e.enrich() != enrichRelabelDropped {
 				visit(&e.ref)
 			}
 		}
@@ -139,8 +139,8 @@ func (c *TargetCache) tombstoneAll() map[uint64]tombstone {
 		out[h] = ts
 	}
 	table := c.labels.Table()
-	for i := range c.entries {
-		if e := &c.entries[i]; e.live() && e.lastT != noTimestamp {
+	for _, e := range c.entries.all() {
+		if e.live() && e.lastT != noTimestamp {
 			out[table.Hash(e.ref)] = tombstone{t: e.lastT}
 		}
 	}

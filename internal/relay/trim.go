@@ -13,9 +13,7 @@ import "github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/view"
 // target to target through the manager's free lists.
 func (c *TargetCache) trimAfterFirstScrape(tv *view.TargetView) {
 	c.trimmed = true
-	if n := len(c.entries); cap(c.entries)-n > n/16 {
-		c.entries = append(make([]seriesEntry, 0, n), c.entries...)
-	}
+	c.entries.trim()
 	if n := len(tv.Samples); cap(tv.Samples)-n > n/16 {
 		tv.Samples = append(make([]view.ViewSample, 0, n+n/16), tv.Samples...)
 	}
