@@ -115,7 +115,7 @@ func (x *entryIndex) resize(n int, entries *entryStore) {
 		if s == 0 || s == deleted {
 			continue
 		}
-		i := x.home(entries.at(s-1).key)
+		i := x.home(entries.at(s - 1).key)
 		for x.slots[i] != 0 {
 			i = x.next(i)
 		}
