@@ -280,6 +280,23 @@ func (ks *Kubelets) waitQuiescent(ctx context.Context, deadline time.Time, agree
 	return false
 }
 
+// waitTotals is waitQuiescent for a process's final totals: the receiver's
+// count is read around the process's metrics (self) until it is steady and
+// agreed(m, z, served) holds, served being the scrapes the kubelets served
+// since base. res.Final and res.Recv get the last reading either way.
+func (ks *Kubelets) waitTotals(ctx context.Context, deadline time.Time, base []int64, recv *Receiver,
+	self func() (SelfMetrics, error), res *Result, agreed func(m SelfMetrics, z ReceiverStats, served int64) bool) bool {
+	return ks.waitQuiescent(ctx, deadline, func() bool {
+		served := ks.servedSince(base)
+		m, z, steady, err := sampleSteady(recv, self)
+		if err != nil {
+			return false
+		}
+		res.Final, res.Recv = m, z
+		return steady && agreed(m, z, served)
+	})
+}
+
 // sampleSteady reads the process's metrics between two reads of the receiver's count;
 // steady: the receiver's count did not move meanwhile.
 func sampleSteady(recv *Receiver, self func() (SelfMetrics, error)) (m SelfMetrics, z ReceiverStats, steady bool, err error) {

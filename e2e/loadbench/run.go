@@ -594,18 +594,12 @@ func runRelay(ctx context.Context, cfg Config, b *bed.Bed, recv *Receiver, v Var
 	// Totals at a quiescent moment: every scrape the kubelets served is finished in the
 	// relay and its queue is empty; the receiver's count is read before and after the
 	// relay's counters, and all agree.
-	res.Quiescent = ks.waitQuiescent(ctx, time.Now().Add(max(cfg.Interval, 20*time.Second)), func() bool {
-		served := ks.servedSince(base)
-		m, z, steady, err := sampleSteady(recv, self)
-		if err != nil {
-			return false
-		}
-		res.Final, res.Recv = m, z
+	res.Quiescent = ks.waitTotals(ctx, time.Now().Add(max(cfg.Interval, 20*time.Second)), base, recv, self, res, func(m SelfMetrics, z ReceiverStats, served int64) bool {
 		sent := int64(m.Get("kubelet_meta_proxy_remote_write_samples_sent_total"))
 		in := int64(m.Get("kubelet_meta_proxy_remote_write_samples_in_total"))
 		// Dropped and failed samples are flagged on their own (check).
 		gone := int64(m.Get("kubelet_meta_proxy_remote_write_samples_dropped_total") + m.Get("kubelet_meta_proxy_remote_write_samples_failed_total"))
-		return steady && z.Samples == sent && in == sent+gone && m.Get("kubelet_meta_proxy_remote_write_queue_length") == 0 &&
+		return z.Samples == sent && in == sent+gone && m.Get("kubelet_meta_proxy_remote_write_queue_length") == 0 &&
 			ks.inFlight() == 0 && m.Get("kubelet_meta_proxy_scrape_duration_seconds_count") >= float64(served)
 	})
 	res.Problems = append(check(res, nodes*max(1, len(cfg.Endpoints)), cfg.Interval), churnProblems...) // one target per node and endpoint

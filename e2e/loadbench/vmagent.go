@@ -338,14 +338,8 @@ func runVMAgent(ctx context.Context, cfg Config, b *bed.Bed, ks *Kubelets, serie
 	// Totals at a quiescent moment, as for the relay: kubelets held, every served scrape
 	// processed, nothing pending in vmagent's queue, the receiver's count steady and equal to
 	// what vmagent queued.
-	res.Quiescent = ks.waitQuiescent(ctx, time.Now().Add(max(cfg.Interval, 20*time.Second)), func() bool {
-		served := ks.servedSince(base)
-		m, z, steady, err := sampleSteady(recv, self)
-		if err != nil {
-			return false
-		}
-		res.Final, res.Recv = m, z
-		return steady && float64(z.Samples) == m.Get("vmagent_remotewrite_rows_pushed_after_relabel_total") &&
+	res.Quiescent = ks.waitTotals(ctx, time.Now().Add(max(cfg.Interval, 20*time.Second)), base, recv, self, &res.Result, func(m SelfMetrics, z ReceiverStats, served int64) bool {
+		return float64(z.Samples) == m.Get("vmagent_remotewrite_rows_pushed_after_relabel_total") &&
 			m.Get("vmagent_remotewrite_pending_data_bytes") == 0 && ks.inFlight() == 0 && m.Get(done) >= float64(served)
 	})
 	res.Problems = checkVMAgent(res, targets, cfg.Interval)
