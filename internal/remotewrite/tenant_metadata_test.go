@@ -34,6 +34,25 @@ var testFamilies = staticMetadata{
 	{Family: "unused_family", Type: "gauge", Help: "Nobody has series of it."},
 }
 
+// feedMetadataGroup appends a sample of each of series() to g every 20ms,
+// as scrapes would, until ctx ends; the function it returns cancels and
+// waits for the feed to stop.
+func feedMetadataGroup(ctx context.Context, cancel context.CancelFunc, g *Group, series func() []testSeries) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ts := int64(1); ctx.Err() == nil; ts++ {
+			var batch []model.Sample
+			for _, s := range series() {
+				batch = append(batch, s.at(ts, float64(ts)))
+			}
+			g.Append(batch)
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
 // runMetadataGroup runs a Group of endpoint e with testFamilies as its
 // metadata source until the test ends (or cancel), and checks Run's error:
 // none, or with dropped, the samples a refusing receiver never took.
@@ -96,25 +115,15 @@ func TestTenantMetadata(t *testing.T) {
 
 	var mu sync.Mutex
 	sendA := true
-	feedDone := make(chan struct{})
-	go func() { // scrapes every 20ms until the test ends
-		defer close(feedDone)
-		for ts := int64(1); ctx.Err() == nil; ts++ {
-			mu.Lock()
-			series := append(slices.Clone(b), platform...)
-			if sendA {
-				series = append(series, a...)
-			}
-			mu.Unlock()
-			var batch []model.Sample
-			for _, s := range series {
-				batch = append(batch, s.at(ts, float64(ts)))
-			}
-			g.Append(batch)
-			time.Sleep(20 * time.Millisecond)
+	defer feedMetadataGroup(ctx, cancel, g, func() []testSeries {
+		mu.Lock()
+		defer mu.Unlock()
+		series := append(slices.Clone(b), platform...)
+		if sendA {
+			series = append(series, a...)
 		}
-	}()
-	defer func() { cancel(); <-feedDone }()
+		return series
+	})()
 
 	families := func(since time.Time) (map[string]map[string]prompb.MetricMetadata, map[string]int) {
 		rcv.mu.Lock()
@@ -266,19 +275,7 @@ func TestTenantMetadataBackoff(t *testing.T) {
 		teamSeries(tg, "container_cpu_usage_seconds_total", "p1", "a"),
 		teamSeries(tg, "container_memory_working_set_bytes", "p2", "b"),
 	}
-	feedDone := make(chan struct{})
-	go func() {
-		defer close(feedDone)
-		for ts := int64(1); ctx.Err() == nil; ts++ {
-			var batch []model.Sample
-			for _, s := range series {
-				batch = append(batch, s.at(ts, float64(ts)))
-			}
-			g.Append(batch)
-			time.Sleep(20 * time.Millisecond)
-		}
-	}()
-	defer func() { cancel(); <-feedDone }()
+	defer feedMetadataGroup(ctx, cancel, g, func() []testSeries { return series })()
 
 	count := func(since time.Time) map[string]int {
 		rcv.mu.Lock()
