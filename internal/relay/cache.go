@@ -281,7 +281,7 @@ func (c *TargetCache) begin(now time.Time, ix *enrich.NamespaceIndex) *scrapeSta
 	if n := len(c.prev); n > 0 && !fits(cap(c.cur), n) {
 		// None, or one from the manager's free list that another target
 		// used: one of this target's size.
-		c.cur = make([]uint32, 0, n+n/16)
+		c.cur = make([]uint32, 0, roomFor(n))
 	}
 	c.cur = c.cur[:0]
 	c.created = c.created[:0]
@@ -294,11 +294,11 @@ func (c *TargetCache) begin(now time.Time, ix *enrich.NamespaceIndex) *scrapeSta
 		// long as it is published.
 		c.spare = nil
 		if c.lastViewLen > 0 && !fits(cap(tv.Samples), need) {
-			tv.Samples = make([]view.ViewSample, 0, need+need/16)
+			tv.Samples = make([]view.ViewSample, 0, roomFor(need))
 		}
 	} else {
 		tv = &view.TargetView{
-			Samples: make([]view.ViewSample, 0, need+need/16),
+			Samples: make([]view.ViewSample, 0, roomFor(need)),
 			Ranges:  make([]view.FamilyRange, 0, c.lastRangeCount+numSelfFamilies),
 		}
 	}
@@ -386,6 +386,10 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 // a kube-state-metrics view would otherwise end up under a kubelet's few
 // thousand series).
 func fits(c, n int) bool { return c >= n && c <= n+n/4 }
+
+// roomFor is the capacity a view or order buffer of a target expected to
+// need n gets: a sixteenth of room for the target to grow.
+func roomFor(n int) int { return n + n/16 }
 
 // commit records, once a payload parsed whole, the timestamps its samples
 // were sent with; tv holds the view's samples, in c.cur order.

@@ -2,8 +2,8 @@ package relay
 
 import "iter"
 
-// entryChunkBits sets the size of entryStore's chunks: 512 entries, 24 KiB
-// of 48-byte entries, one of the allocator's size classes.
+// entryChunkBits sets the size of entryStore's chunks: 512 entries, 20 KiB
+// of 40-byte entries.
 const (
 	entryChunkBits = 9
 	entryChunk     = 1 << entryChunkBits
@@ -73,23 +73,21 @@ func (s *entryStore) reserve(n int) {
 }
 
 // trim gives back the room past the entries given out (the last chunk's),
-// for a cache whose series stopped growing. It reports whether it did.
-func (s *entryStore) trim() bool {
+// for a cache whose series stopped growing.
+func (s *entryStore) trim() {
 	k := len(s.chunks) - 1
 	if k < 0 {
-		return false
+		return
 	}
 	used := s.n - k*entryChunk
-	if used == len(s.chunks[k]) {
-		return false
-	}
-	if used == 0 {
+	switch {
+	case used == len(s.chunks[k]):
+	case used == 0:
 		s.chunks[k] = nil
 		s.chunks = s.chunks[:k]
-		return true
+	default:
+		s.chunks[k] = append([]seriesEntry(nil), s.chunks[k][:used]...)
 	}
-	s.chunks[k] = append([]seriesEntry(nil), s.chunks[k][:used]...)
-	return true
 }
 
 // all yields every entry given out, in order, with its number.

@@ -2,10 +2,10 @@ package relay
 
 import "github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/view"
 
-// trimAfterFirstScrape gives back what append left unused in the arrays the
-// first scrape filled (up to a quarter of the cache entries and of the label
-// table, about 10 bytes a series): a target's series barely change after
-// it, so the spare room would be kept for the life of the target.
+// trimAfterFirstScrape gives back what the first scrape left unused: the
+// room in the cache entries' last chunk and what append left in the label
+// table (up to a quarter of it): a target's series barely change after it,
+// so the spare room would be kept for the life of the target.
 //
 // The scrape's view and order (its samples, its entries in order), which a
 // streamed payload grew by append, are trimmed too, to a sixteenth of room
@@ -14,11 +14,16 @@ import "github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/view"
 func (c *TargetCache) trimAfterFirstScrape(tv *view.TargetView) {
 	c.trimmed = true
 	c.entries.trim()
-	if n := len(tv.Samples); cap(tv.Samples)-n > n/16 {
-		tv.Samples = append(make([]view.ViewSample, 0, n+n/16), tv.Samples...)
-	}
-	if n := len(c.cur); cap(c.cur)-n > n/16 {
-		c.cur = append(make([]uint32, 0, n+n/16), c.cur...)
-	}
+	tv.Samples = trimToRoom(tv.Samples)
+	c.cur = trimToRoom(c.cur)
 	c.labels.Trim()
+}
+
+// trimToRoom returns s, or a copy of it with roomFor(len(s)) capacity if it
+// has more room than that.
+func trimToRoom[S ~[]E, E any](s S) S {
+	if n := len(s); cap(s) > roomFor(n) {
+		return append(make(S, 0, roomFor(n)), s...)
+	}
+	return s
 }
