@@ -14,6 +14,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/captures"
 )
 
 func TestBufferedConnReadsEverythingAndHoldsNoBufferWhenDrained(t *testing.T) {
@@ -101,7 +103,7 @@ func (c *readLog) Read(p []byte) (int, error) {
 
 // captureServer serves a real cAdvisor capture over TLS or plain HTTP.
 func captureServer(t testing.TB, tlsOn bool) (*httptest.Server, []byte) {
-	body, err := os.ReadFile("../captures/newrelic-nri-kubernetes__1_35-kubelet-metrics-cadvisor.txt")
+	body, err := captures.Read("1_35")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -140,6 +140,9 @@ func (tv *TargetView) otherT(i int) int64 {
 	return tv.far[k].t
 }
 
+// Readers is how many renders hold the view.
+func (tv *TargetView) Readers() int { return int(tv.readers.Load()) }
+
 // InUse reports whether a render holds the view (View.Targets without its
 // View.Release yet): its buffers must not be reused until it is done.
 func (tv *TargetView) InUse() bool { return tv.readers.Load() != 0 }
@@ -193,9 +196,10 @@ func (v *View) Release(tvs []*TargetView) {
 	}
 }
 
-// WriteText writes the view in the text exposition format (0.0.4): every
-// family once, with its HELP and TYPE, then the samples of every target.
-// filter, if not nil, picks the targets to include.
+// WriteText writes targets, which the caller holds (View.Targets), in the
+// text exposition format (0.0.4): every family once, with its HELP and TYPE,
+// then the samples of every target. filter, if not nil, picks the targets to
+// include.
 // Metric and label names outside the legacy character set are quoted, as
 // the text format 1.0.0 writes them.
 func WriteText(w io.Writer, targets []*TargetView, filter func(*TargetView) bool) error {
@@ -206,38 +210,135 @@ func WriteText(w io.Writer, targets []*TargetView, filter func(*TargetView) bool
 // that negotiated escaping=underscores|dots|values (commonmodel.NoEscaping
 // quotes them, escaping=allow-utf-8).
 func WriteTextEscaped(w io.Writer, targets []*TargetView, filter func(*TargetView) bool, scheme commonmodel.EscapingScheme) error {
-	type chunk struct {
-		name string
-		tv   *TargetView
-		r    FamilyRange
+	return writeText(w, heldViews(targets), filter, scheme)
+}
+
+// WriteText is the package's WriteText of v's latest views, each taken for
+// as long as one of its families is written, not for the whole response: a
+// scrape that ends meanwhile reuses the buffers of the view it replaces
+// instead of allocating new ones. A render of every node takes seconds, or
+// as long as a slow reader wants, and scrapes keep ending during it. A
+// target's families may thus come from two consecutive scrapes; a family's
+// samples always come from one.
+func (v *View) WriteText(w io.Writer, filter func(*TargetView) bool, scheme commonmodel.EscapingScheme) error {
+	v.mu.RLock()
+	keys := make([]string, 0, len(v.targets))
+	for k := range v.targets {
+		keys = append(keys, k)
 	}
-	var chunks []chunk
-	for _, tv := range targets {
-		if filter != nil && !filter(tv) {
-			continue
-		}
-		for _, r := range tv.Ranges {
-			chunks = append(chunks, chunk{tv.Families[r.Family].Name, tv, r})
+	v.mu.RUnlock()
+	sort.Strings(keys)
+	return writeText(w, &liveViews{v: v, keys: keys}, filter, scheme)
+}
+
+// views are the targets a render writes, in order: the held views of
+// View.Targets, or the latest of each taken when needed (liveViews).
+type views interface {
+	len() int
+	// get returns target i's view, or nil if it is gone; the caller
+	// puts it back when done reading it.
+	get(i int) *TargetView
+	put(tv *TargetView)
+}
+
+type heldViews []*TargetView
+
+func (h heldViews) len() int              { return len(h) }
+func (h heldViews) get(i int) *TargetView { return h[i] }
+func (heldViews) put(*TargetView)         {}
+
+type liveViews struct {
+	v    *View
+	keys []string
+}
+
+func (l *liveViews) len() int { return len(l.keys) }
+
+func (l *liveViews) get(i int) *TargetView {
+	l.v.mu.RLock()
+	tv := l.v.targets[l.keys[i]]
+	if tv != nil {
+		tv.readers.Add(1)
+	}
+	l.v.mu.RUnlock()
+	return tv
+}
+
+func (*liveViews) put(tv *TargetView) { tv.readers.Add(-1) }
+
+// familyRanges appends the ranges of tv's samples in family name to out.
+func familyRanges(out []FamilyRange, tv *TargetView, name string) []FamilyRange {
+	for _, r := range tv.Ranges {
+		if tv.Families[r.Family].Name == name {
+			out = append(out, r)
 		}
 	}
-	sort.SliceStable(chunks, func(i, j int) bool { return chunks[i].name < chunks[j].name })
-	// normalized reports whether every le (histogram) or quantile (summary)
-	// value of the family that starts chunks is as a reader that sees the
-	// TYPE line writes it (le="1" becomes le="1.0"): a series parsed before
-	// its family's TYPE kept its value as written, and under that TYPE the
-	// reader would see another series than remote write sends.
-	var floatBuf [32]byte
-	normalized := func(chunks []chunk, typ string) bool {
-		label := "le"
-		if typ == "summary" {
-			label = "quantile"
-		}
-		for _, ch := range chunks {
-			if ch.name != chunks[0].name {
-				break
+	return out
+}
+
+// textWriter writes samples through a bounded buffer.
+type textWriter struct {
+	w      io.Writer
+	buf    []byte
+	scheme commonmodel.EscapingScheme
+}
+
+// flushAt is the size at which textWriter writes its buffer out.
+const flushAt = 60 << 10
+
+func (t *textWriter) flush() error {
+	_, err := t.w.Write(t.buf)
+	t.buf = t.buf[:0]
+	return err
+}
+
+func (t *textWriter) header(f Family, typ string) {
+	if f.Help != "" {
+		t.buf = append(t.buf, "# HELP "...)
+		t.buf = enrich.AppendMetricName(t.buf, []byte(f.Name), t.scheme)
+		t.buf = append(t.buf, ' ')
+		t.buf = enrich.AppendEscapedHelp(t.buf, []byte(f.Help))
+		t.buf = append(t.buf, '\n')
+	}
+	t.buf = append(t.buf, "# TYPE "...)
+	t.buf = enrich.AppendMetricName(t.buf, []byte(f.Name), t.scheme)
+	t.buf = append(t.buf, ' ')
+	t.buf = append(t.buf, typ...)
+	t.buf = append(t.buf, '\n')
+}
+
+func (t *textWriter) samples(tv *TargetView, rs []FamilyRange) error {
+	for _, r := range rs {
+		for i := r.Start; i < r.End; i++ {
+			s := &tv.Samples[i]
+			ts := tv.T(i)
+			t.buf = enrich.AppendSampleLineEscaped(t.buf, tv.Table, s.Ref, ts, s.V(), ts != NoTimestamp, t.scheme)
+			if len(t.buf) > flushAt {
+				if err := t.flush(); err != nil {
+					return err
+				}
 			}
-			for _, s := range ch.tv.Samples[ch.r.Start:ch.r.End] {
-				it := ch.tv.Table.Labels(s.Ref)
+		}
+	}
+	return nil
+}
+
+// normalized reports whether every le (histogram) or quantile (summary)
+// value of the family's samples in tvs (ranges rs[k] of tvs[k]) is as a
+// reader that sees the TYPE line writes it (le="1" becomes le="1.0"): a
+// series parsed before its family's TYPE kept its value as written, and
+// under that TYPE the reader would see another series than remote write
+// sends.
+func normalized(tvs []*TargetView, rs [][]FamilyRange, typ string) bool {
+	label := "le"
+	if typ == "summary" {
+		label = "quantile"
+	}
+	var floatBuf [32]byte
+	for k, tv := range tvs {
+		for _, r := range rs[k] {
+			for _, s := range tv.Samples[r.Start:r.End] {
+				it := tv.Table.Labels(s.Ref)
 				for it.Next() {
 					if string(it.Name) != label {
 						continue
@@ -248,45 +349,100 @@ func WriteTextEscaped(w io.Writer, targets []*TargetView, filter func(*TargetVie
 				}
 			}
 		}
-		return true
 	}
+	return true
+}
 
-	buf := make([]byte, 0, 64<<10)
-	flush := func() error {
-		_, err := w.Write(buf)
-		buf = buf[:0]
-		return err
-	}
-	for i, ch := range chunks {
-		if i == 0 || chunks[i-1].name != ch.name {
-			f := ch.tv.Families[ch.r.Family]
-			if f.Help != "" {
-				buf = append(buf, "# HELP "...)
-				buf = enrich.AppendMetricName(buf, []byte(f.Name), scheme)
-				buf = append(buf, ' ')
-				buf = enrich.AppendEscapedHelp(buf, []byte(f.Help))
-				buf = append(buf, '\n')
-			}
-			typ := f.Type
-			if (typ == "histogram" || typ == "summary") && !normalized(chunks[i:], typ) {
-				typ = "untyped"
-			}
-			buf = append(buf, "# TYPE "...)
-			buf = enrich.AppendMetricName(buf, []byte(f.Name), scheme)
-			buf = append(buf, ' ')
-			buf = append(buf, typ...)
-			buf = append(buf, '\n')
+// writeText renders vs family by family, in name order, and within a
+// family target by target. A counter's or gauge's samples are written from
+// one view at a time; a histogram's or summary's need every target's view
+// of the family held at once, for its TYPE line depends on them all
+// (normalized).
+func writeText(w io.Writer, vs views, filter func(*TargetView) bool, scheme commonmodel.EscapingScheme) error {
+	take := func(i int) *TargetView {
+		tv := vs.get(i)
+		if tv != nil && filter != nil && !filter(tv) {
+			vs.put(tv)
+			return nil
 		}
-		for i := ch.r.Start; i < ch.r.End; i++ {
-			s := &ch.tv.Samples[i]
-			t := ch.tv.T(i)
-			buf = enrich.AppendSampleLineEscaped(buf, ch.tv.Table, s.Ref, t, s.V(), t != NoTimestamp, scheme)
-			if len(buf) > 60<<10 {
-				if err := flush(); err != nil {
+		return tv
+	}
+	// The families, named once each: views share their family texts.
+	seen := map[string]bool{}
+	var names []string
+	for i := range vs.len() {
+		tv := take(i)
+		if tv == nil {
+			continue
+		}
+		for _, r := range tv.Ranges {
+			if name := tv.Families[r.Family].Name; !seen[name] {
+				seen[name] = true
+				names = append(names, name)
+			}
+		}
+		vs.put(tv)
+	}
+	sort.Strings(names)
+
+	t := &textWriter{w: w, buf: make([]byte, 0, flushAt+4<<10), scheme: scheme}
+	var rs []FamilyRange
+	var held []*TargetView
+	var heldRanges [][]FamilyRange
+	for _, name := range names {
+		headed := false
+		for i := 0; i < vs.len(); i++ {
+			tv := take(i)
+			if tv == nil {
+				continue
+			}
+			rs = familyRanges(rs[:0], tv, name)
+			if len(rs) == 0 {
+				vs.put(tv)
+				continue
+			}
+			f := tv.Families[rs[0].Family]
+			if !headed && (f.Type == "histogram" || f.Type == "summary") {
+				// This view and every later one with the family, held
+				// until the family is written.
+				held, heldRanges = append(held[:0], tv), append(heldRanges[:0], rs)
+				rs = nil
+				for j := i + 1; j < vs.len(); j++ {
+					if tv := take(j); tv != nil {
+						if r := familyRanges(nil, tv, name); len(r) > 0 {
+							held, heldRanges = append(held, tv), append(heldRanges, r)
+							continue
+						}
+						vs.put(tv)
+					}
+				}
+				typ := f.Type
+				if !normalized(held, heldRanges, typ) {
+					typ = "untyped"
+				}
+				t.header(f, typ)
+				var err error
+				for k, tv := range held {
+					if err == nil {
+						err = t.samples(tv, heldRanges[k])
+					}
+					vs.put(tv)
+				}
+				if err != nil {
 					return err
 				}
+				break
+			}
+			if !headed {
+				t.header(f, f.Type)
+				headed = true
+			}
+			err := t.samples(tv, rs)
+			vs.put(tv)
+			if err != nil {
+				return err
 			}
 		}
 	}
-	return flush()
+	return t.flush()
 }
