@@ -23,19 +23,26 @@ type Family struct {
 }
 
 // ViewSample is one sample of the latest scrape, as the /metrics view shows it.
-// It holds no pointer (its labels are in TargetView.Table) and fits 20
-// bytes, not 24: its timestamp is kept as an offset from the view's first
-// (TargetView.T), and its value as two 32-bit halves so that no padding
-// follows the offset. At 500 nodes there is one per series, 3 million.
+// It holds no pointer (its labels are in TargetView.Table) and fits 16
+// bytes: its timestamp is kept as an offset from the view's first
+// (TargetView.T), and of its series' reference only the label run
+// (model.SeriesRef.Rest): the metric name's symbol (First) is the same for
+// every sample of a family but a histogram's or summary's, and the view
+// keeps it once per run of samples that share it (TargetView.Ref). At 500
+// nodes there is one per series, 3 million.
 type ViewSample struct {
-	Ref model.SeriesRef
-	dt  int32     // T - TargetView.base; noTS or farTS
-	v   [2]uint32 // math.Float64bits, low half first
+	rest uint32 // model.SeriesRef.Rest
+	dt   int32  // T - TargetView.base; noTS or farTS
+	v    uint64 // math.Float64bits
 }
 
 // V is the sample's value.
-func (s *ViewSample) V() float64 {
-	return math.Float64frombits(uint64(s.v[0]) | uint64(s.v[1])<<32)
+func (s *ViewSample) V() float64 { return math.Float64frombits(s.v) }
+
+// firstRun is the model.SeriesRef.First of the samples from index start on,
+// up to the next run's start.
+type firstRun struct {
+	start, first uint32
 }
 
 // NoTimestamp is TargetView.T of a sample shown without a timestamp.
@@ -72,30 +79,37 @@ type TargetView struct {
 	base     int64        // ViewSample.dt's origin: the first sample's timestamp, or 0
 	others   int          // samples whose dt is noTS or farTS
 	far      []farTime    // by index, ascending
+	firsts   []firstRun   // by start, ascending; the first starts at 0
 	readers  atomic.Int32 // renders in progress (View.Targets .. View.Release)
 }
 
 // Reset empties tv, keeping its buffers.
 func (tv *TargetView) Reset() {
-	tv.Samples, tv.Ranges, tv.far, tv.base, tv.others = tv.Samples[:0], tv.Ranges[:0], tv.far[:0], 0, 0
+	tv.Samples, tv.Ranges, tv.far, tv.firsts, tv.base, tv.others = tv.Samples[:0], tv.Ranges[:0], tv.far[:0], tv.firsts[:0], 0, 0
 }
 
 // Append adds a sample with timestamp t (NoTimestamp for none).
 func (tv *TargetView) Append(ref model.SeriesRef, t int64, v float64) {
-	tv.Samples = append(tv.Samples, MakeSample(ref, tv.DT(t), v))
+	tv.AppendDT(ref, tv.DT(t), v)
 }
 
-// MakeSample is the sample of series ref with value v and timestamp offset
-// dt: Append, taken apart (both halves inlined) for a caller appending in a
-// loop of its own, where a call per sample shows:
-//
-//	tv.Samples = append(tv.Samples, view.MakeSample(ref, tv.DT(t), v))
-func MakeSample(ref model.SeriesRef, dt int32, v float64) ViewSample {
-	b := math.Float64bits(v)
-	return ViewSample{Ref: ref, dt: dt, v: [2]uint32{uint32(b), uint32(b >> 32)}}
+// AppendDT adds a sample of series ref with value v and timestamp offset
+// dt (DT): Append, taken apart for a caller that works the timestamp out
+// in a loop of its own.
+func (tv *TargetView) AppendDT(ref model.SeriesRef, dt int32, v float64) {
+	if n := len(tv.firsts); n == 0 || tv.firsts[n-1].first != ref.First {
+		tv.firsts = append(tv.firsts, firstRun{start: uint32(len(tv.Samples)), first: ref.First})
+	}
+	tv.Samples = append(tv.Samples, ViewSample{rest: ref.Rest, dt: dt, v: math.Float64bits(v)})
 }
 
-// DT is the offset to give MakeSample for the next sample to be appended,
+// Ref is the series of sample i.
+func (tv *TargetView) Ref(i int) model.SeriesRef {
+	k := sort.Search(len(tv.firsts), func(k int) bool { return tv.firsts[k].start > uint32(i) }) - 1
+	return model.SeriesRef{First: tv.firsts[k].first, Rest: tv.Samples[i].rest}
+}
+
+// DT is the offset to give AppendDT for the next sample to be appended,
 // whose timestamp is t (NoTimestamp for none). Offsets are exact whatever
 // the base: T adds back what DT took, both wrapping alike.
 func (tv *TargetView) DT(t int64) int32 {
@@ -309,10 +323,20 @@ func (t *textWriter) header(f Family, typ string) {
 
 func (t *textWriter) samples(tv *TargetView, rs []FamilyRange) error {
 	for _, r := range rs {
+		if r.Start == r.End {
+			continue
+		}
+		ref := tv.Ref(r.Start)
+		k := sort.Search(len(tv.firsts), func(k int) bool { return tv.firsts[k].start > uint32(r.Start) })
 		for i := r.Start; i < r.End; i++ {
+			if k < len(tv.firsts) && tv.firsts[k].start == uint32(i) {
+				ref.First = tv.firsts[k].first
+				k++
+			}
 			s := &tv.Samples[i]
+			ref.Rest = s.rest
 			ts := tv.T(i)
-			t.buf = enrich.AppendSampleLineEscaped(t.buf, tv.Table, s.Ref, ts, s.V(), ts != NoTimestamp, t.scheme)
+			t.buf = enrich.AppendSampleLineEscaped(t.buf, tv.Table, ref, ts, s.V(), ts != NoTimestamp, t.scheme)
 			if len(t.buf) > flushAt {
 				if err := t.flush(); err != nil {
 					return err
@@ -337,8 +361,8 @@ func normalized(tvs []*TargetView, rs [][]FamilyRange, typ string) bool {
 	var floatBuf [32]byte
 	for k, tv := range tvs {
 		for _, r := range rs[k] {
-			for _, s := range tv.Samples[r.Start:r.End] {
-				it := tv.Table.Labels(s.Ref)
+			for i := r.Start; i < r.End; i++ {
+				it := tv.Table.Labels(tv.Ref(i))
 				for it.Next() {
 					if string(it.Name) != label {
 						continue
