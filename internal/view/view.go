@@ -28,8 +28,8 @@ type Family struct {
 // (TargetView.T), and of its series' reference only the label run
 // (model.SeriesRef.Rest): the metric name's symbol (First) is the same for
 // every sample of a family but a histogram's or summary's, and the view
-// keeps it once per run of samples that share it (TargetView.Ref). At 500
-// nodes there is one per series, 3 million.
+// keeps it once per run of samples that share it (TargetView.Ref). There
+// is one per series.
 type ViewSample struct {
 	rest uint32 // model.SeriesRef.Rest
 	dt   int32  // T - TargetView.base; noTS or farTS
@@ -74,7 +74,7 @@ type TargetView struct {
 	Target   *scrape.Target
 	Table    *model.LabelTable // the labels of Samples
 	Families []Family          // indexed by FamilyRange.Family; never modified in place
-	Samples  []ViewSample      // appended by Append; read T with T
+	Samples  []ViewSample      // appended by Append; read T with T, the series with Ref
 	Ranges   []FamilyRange
 	base     int64        // ViewSample.dt's origin: the first sample's timestamp, or 0
 	others   int          // samples whose dt is noTS or farTS
