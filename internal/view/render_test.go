@@ -181,3 +181,38 @@ func BenchmarkViewWriteText(b *testing.B) {
 		}
 	})
 }
+
+// Renders running while other goroutines scrape read only views no scrape
+// writes (go test -race), and every render is whole.
+func TestViewWriteTextConcurrentWithScrapes(t *testing.T) {
+	body, err := captures.Read("kubelet-metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, scrapeAll := nodes(t, body, 3)
+	var want bytes.Buffer
+	if err := v.WriteText(&want, nil, commonmodel.NoEscaping); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for k := 1; k <= 20; k++ {
+			scrapeAll(k)
+		}
+	}()
+	for rendering := true; rendering; {
+		select {
+		case <-done:
+			rendering = false
+		default:
+		}
+		var got bytes.Buffer
+		if err := v.WriteText(&got, nil, commonmodel.NoEscaping); err != nil {
+			t.Fatal(err)
+		}
+		if n, m := strings.Count(got.String(), "\n"), strings.Count(want.String(), "\n"); n != m {
+			t.Fatalf("a render during scrapes has %d lines, want %d", n, m)
+		}
+	}
+}
