@@ -30,8 +30,8 @@ func TestPayloadCannotDuplicateOwnSeries(t *testing.T) {
 			t.Errorf("%d own samples, want all but up and scrape_samples_scraped", res.ownShown)
 		}
 		var ups []float64
-		for _, s := range res.View.Samples {
-			if s.Ref == c.self[famUp] {
+		for i, s := range res.View.Samples {
+			if res.View.Ref(i) == c.self[famUp] {
 				ups = append(ups, s.V())
 			}
 		}

@@ -123,7 +123,7 @@ func refCheck(ls labels.Labels) (labels.Labels, error) {
 func relaySamples(res *Result) []refSample {
 	var out []refSample
 	for i, s := range res.View.Samples[:len(res.View.Samples)-res.ownShown] {
-		g := refSample{labels: seriesString(res.View.Table, s.Ref), v: math.Float64bits(s.V())}
+		g := refSample{labels: seriesString(res.View.Table, res.View.Ref(i)), v: math.Float64bits(s.V())}
 		if st := res.View.T(i); st != view.NoTimestamp {
 			g.ts, g.hasTS = st, true
 		}

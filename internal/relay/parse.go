@@ -153,7 +153,7 @@ func (c *TargetCache) parse(st *scrapeState, sc scrape.Scanner) error {
 			tv.Ranges = append(tv.Ranges, view.FamilyRange{Family: e.fam, Start: len(tv.Samples)})
 			st.rangeFam = e.fam
 		}
-		tv.Samples = append(tv.Samples, view.MakeSample(e.ref, tv.DT(viewT), v))
+		tv.AppendDT(e.ref, tv.DT(viewT), v)
 		tv.Ranges[len(tv.Ranges)-1].End = len(tv.Samples)
 		if t <= e.lastT {
 			res.Skipped++ // the target repeated a timestamp: never send it twice

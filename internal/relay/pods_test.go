@@ -126,12 +126,12 @@ var podRe = regexp.MustCompile(`namespace="([^"]*)".*pod="([^"]*)"`)
 func viewSeries(t *testing.T, c *TargetCache, res *Result) map[string][]map[string]string {
 	t.Helper()
 	out := map[string][]map[string]string{}
-	for _, s := range res.View.Samples {
-		if isSelf(c, s.Ref) {
+	for i := range res.View.Samples {
+		if isSelf(c, res.View.Ref(i)) {
 			continue
 		}
 		var ts prompb.TimeSeries
-		if err := ts.Unmarshal(res.View.Table.AppendEncoded(nil, s.Ref)); err != nil {
+		if err := ts.Unmarshal(res.View.Table.AppendEncoded(nil, res.View.Ref(i))); err != nil {
 			t.Fatal(err)
 		}
 		m := map[string]string{}

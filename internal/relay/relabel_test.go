@@ -32,9 +32,9 @@ func promKept(t *testing.T, body []byte, target []enrich.Label, cfgs []*relabel.
 
 func viewSeriesSet(tv *view.TargetView) map[string]bool {
 	out := map[string]bool{}
-	for _, s := range tv.Samples[:len(tv.Samples)-numSelfFamilies] {
+	for i := range tv.Samples[:len(tv.Samples)-numSelfFamilies] {
 		b := labels.NewScratchBuilder(16)
-		it := tv.Table.Labels(s.Ref)
+		it := tv.Table.Labels(tv.Ref(i))
 		for it.Next() {
 			b.Add(string(it.Name), string(it.Value))
 		}

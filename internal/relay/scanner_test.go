@@ -121,7 +121,7 @@ func checkAgainstReference(t *testing.T, body []byte) {
 	for i, s := range got {
 		w := want[i]
 		st := res.View.T(i)
-		g := refSample{labels: seriesString(res.View.Table, s.Ref), v: math.Float64bits(s.V()), ts: st, hasTS: st != view.NoTimestamp}
+		g := refSample{labels: seriesString(res.View.Table, res.View.Ref(i)), v: math.Float64bits(s.V()), ts: st, hasTS: st != view.NoTimestamp}
 		if st == view.NoTimestamp {
 			g.ts = 0
 		}
@@ -249,7 +249,7 @@ func TestScannerAcceptsTrickyLines(t *testing.T) {
 				t.Fatalf("rejected %q: %v", tc.body, res.Err)
 			}
 			s := res.View.Samples[0]
-			if got := seriesString(res.View.Table, s.Ref); got != tc.labels {
+			if got := seriesString(res.View.Table, res.View.Ref(0)); got != tc.labels {
 				t.Errorf("labels %s, want %s", got, tc.labels)
 			}
 			st := res.View.T(0)

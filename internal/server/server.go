@@ -185,9 +185,7 @@ func (s *Server) serveView(w http.ResponseWriter, r *http.Request) {
 		}()
 		out = gz
 	}
-	tvs := s.cfg.View.Targets()
-	defer s.cfg.View.Release(tvs)
-	if err := view.WriteTextEscaped(out, tvs, filter, scheme); err != nil {
+	if err := s.cfg.View.WriteText(out, filter, scheme); err != nil {
 		s.cfg.Logger.Debug("writing /metrics", "err", err)
 	}
 }
