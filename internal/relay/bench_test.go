@@ -163,9 +163,13 @@ func benchSteady(b *testing.B, c *TargetCache, body []byte, n int) {
 // of its 4,600 series are new and as many go stale). The series of a
 // replaced pod are created, sent and, once gone for evictAfter scrapes,
 // evicted; the cache's label table is compacted as it fills with the gone.
+// The payloads cycle, but a pod generation comes back only once its
+// tombstones expired and were swept (tombstoneTTL, sweepEvery), as a new
+// pod's name never comes back: with a shorter cycle every "new" series
+// would find a tombstone.
 func BenchmarkProcessChurn(b *testing.B) {
 	body := readCapture(b, captures[0])
-	const groups, payloads = 3, 24
+	const groups, payloads = 3, 60
 	bodies := churnPayloads(b, body, groups, payloads)
 	n := countSamples(body)
 	ix := testIndex(1, baseTeams)
