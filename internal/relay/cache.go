@@ -124,7 +124,7 @@ type TargetCache struct {
 	famShared      bool // families was handed to a view (setFamily)
 	famIndex       map[string]int32
 	cur, prev      []uint32 // entries of this and the last scrape, in order
-	tombstones     map[uint64]tombstone
+	tombs          tombstones // tombs.go
 	scopes         scopeTable
 	labels         *model.LabelInterner
 	builder        enrich.Builder
@@ -153,6 +153,7 @@ type TargetCache struct {
 	scrapedFast    bool               // scrapedLabels took the fast path
 	nameFirst      bool               // build's set had __name__ first
 	memoBuilt      int                // series built from the memo, for tests
+	builtPod       uint64             // build's pod key (tombs.go), for remember
 }
 
 // NewTargetCache returns the cache of one target. honorTimestamps keeps the
@@ -163,7 +164,6 @@ func NewTargetCache(t *scrape.Target, honorTimestamps bool, external ...enrich.L
 		target:     t,
 		honorTS:    honorTimestamps,
 		famIndex:   make(map[string]int32),
-		tombstones: make(map[uint64]tombstone),
 		scopes:     newScopeTable(),
 		labels:     model.NewLabelInterner(xxhash.Sum64String(t.Key)),
 	}

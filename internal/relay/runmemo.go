@@ -30,6 +30,7 @@ import (
 // runMemo is what a built series' label part gives the next series with
 // the same one.
 type runMemo struct {
+	pod     uint64 // the pod key of the sets (tombs.go): __name__ is neither label it reads
 	n       uint32 // length of the label part (guards the 64-bit key)
 	rest    uint32 // model.SeriesRef.Rest
 	scope   uint32 // seriesEntry.ns
@@ -74,7 +75,7 @@ func (c *TargetCache) fromMemo(m runMemo, name []byte, fam int32, h uint64, rawL
 	e.setEnrich(sc.state)
 	// The name is only read (its encoding is copied into the table).
 	e.ref = c.labels.WithRest(model.Label{Name: commonmodel.MetricNameLabel, Value: unsafe.String(&name[0], len(name))}, m.rest, m.valid)
-	c.lookupTombstone(e)
+	c.lookupTombstone(e, m.pod)
 	c.memoBuilt++
 	return i, true
 }
@@ -85,7 +86,7 @@ func (c *TargetCache) remember(key uint64, part []byte, e *seriesEntry) {
 	if c.runs == nil {
 		c.runs = make(map[uint64]runMemo)
 	}
-	c.runs[key] = runMemo{n: uint32(len(part)), rest: e.ref.Rest, scope: e.ns, changed: c.scopes.list[e.ns].changed, valid: e.ref.Valid()}
+	c.runs[key] = runMemo{pod: c.builtPod, n: uint32(len(part)), rest: e.ref.Rest, scope: e.ns, changed: c.scopes.list[e.ns].changed, valid: e.ref.Valid()}
 }
 
 // memoKey is the memo's key of a label part.
