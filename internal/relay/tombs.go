@@ -61,7 +61,13 @@ func (s *tombstones) add(pod, h uint64, t, expires int64) {
 			s.pods = make(map[uint64]*podTombs)
 		}
 		if g = s.pods[pod]; g == nil {
-			g = &podTombs{}
+			// Room for as many as a pod has on average: a pod's series
+			// are evicted together, and its list would grow by doubling.
+			n := 4
+			if len(s.pods) > 0 {
+				n = min(max(n, s.n/len(s.pods)), 512)
+			}
+			g = &podTombs{list: make([]tomb, 0, n)}
 			s.pods[pod] = g
 		}
 		s.lastKey, s.last = pod, g
