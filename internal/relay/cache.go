@@ -367,7 +367,7 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 	if c.iter%evictAfter == 0 || c.overgrown() {
 		c.evict(time.UnixMilli(nowMs))
 	}
-	c.endMemo() // before created goes: it keeps the memo's table by it
+	c.endMemo(first) // before created goes: it keeps the memo's table by it
 	if cap(c.created) > 1024 && (first || 4*len(c.created) < cap(c.created)) {
 		// The first scrape creates every series: do not keep a slot per
 		// series until the next scrape, for the few it creates (4 bytes a

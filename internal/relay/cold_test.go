@@ -124,6 +124,11 @@ func TestRunMemoAgainstFullBuild(t *testing.T) {
 		}
 		if k == 0 {
 			first = a
+			// Every target's first scrape comes within one interval:
+			// none keeps its memo table or list of created series.
+			if memo.runs != nil || memo.created != nil {
+				t.Fatalf("after the first scrape: memo table kept %v, created's room %d", memo.runs != nil, cap(memo.created))
+			}
 		}
 		// A churning target keeps the memo's table and its list of
 		// created series from scrape to scrape rather than grow them anew.

@@ -38,8 +38,9 @@ type runMemo struct {
 	changed uint16 // the scope's scope.changed when built
 }
 
-// runMemoKeep is how many series a scrape must have created for the memo's
-// table to be kept (emptied) for the next scrape rather than dropped.
+// runMemoKeep is how many series a scrape (not a first) must have created
+// for the memo's table to be kept (emptied) for the next scrape rather than
+// dropped.
 const runMemoKeep = 256
 
 // memoPart returns the metric name and the label part of a raw text series,
@@ -92,12 +93,15 @@ func (c *TargetCache) remember(key uint64, part []byte, e *seriesEntry) {
 // memoKey is the memo's key of a label part.
 func memoKey(part []byte) uint64 { return xxhash.Sum64(part) }
 
-// endMemo forgets the scrape's label parts.
-func (c *TargetCache) endMemo() {
+// endMemo forgets the scrape's label parts. A target under pod churn keeps
+// the table for the next scrape's; not after a first scrape, whose table
+// has every label part of the target and is seldom needed again (every
+// target's first scrape comes within one interval: the relay's peak heap).
+func (c *TargetCache) endMemo(first bool) {
 	if c.runs == nil {
 		return
 	}
-	if len(c.created) >= runMemoKeep && len(c.runs) > 0 {
+	if !first && len(c.created) >= runMemoKeep && len(c.runs) > 0 {
 		clear(c.runs)
 	} else {
 		c.runs = nil
