@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"regexp"
@@ -163,9 +164,13 @@ func benchSteady(b *testing.B, c *TargetCache, body []byte, n int) {
 // of its 4,600 series are new and as many go stale). The series of a
 // replaced pod are created, sent and, once gone for evictAfter scrapes,
 // evicted; the cache's label table is compacted as it fills with the gone.
+// The payloads cycle, but a pod generation comes back only once its
+// tombstones expired and were swept (tombstoneTTL, sweepEvery), as a new
+// pod's name never comes back: with a shorter cycle every "new" series
+// would find a tombstone.
 func BenchmarkProcessChurn(b *testing.B) {
 	body := readCapture(b, captures[0])
-	const groups, payloads = 3, 24
+	const groups, payloads = 3, 60
 	bodies := churnPayloads(b, body, groups, payloads)
 	n := countSamples(body)
 	ix := testIndex(1, baseTeams)
@@ -236,6 +241,49 @@ func BenchmarkProcessChurnOnset(b *testing.B) {
 	}
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N)/float64(rounds*n), "cpu-ns/sample")
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(rounds*n), "ns/sample")
+}
+
+// BenchmarkProcessChurnOnsetTargets is BenchmarkProcessChurnOnset in the
+// load test's shape: many targets, each payload streamed, their caches and
+// label tables competing for the CPU's caches, a steady window before the
+// churn. Only the churn rounds are measured.
+func BenchmarkProcessChurnOnsetTargets(b *testing.B) {
+	body := readCapture(b, captures[0])
+	const targets, steady, rounds = 24, 5, 4
+	bodies := churnPayloads(b, body, 3, 9)
+	n := countSamples(body)
+	ix := testIndex(1, baseTeams)
+	b.ReportAllocs()
+	var cpu time.Duration
+	var buf []byte
+	for b.Loop() {
+		b.StopTimer()
+		cs := make([]*TargetCache, targets)
+		for i := range cs {
+			cs[i] = NewTargetCache(testTarget(), false)
+		}
+		now := scrapeTime
+		round := func(body []byte) {
+			now = now.Add(15 * time.Second)
+			for _, c := range cs {
+				var res *Result
+				if res, buf = c.ProcessStream(bytes.NewReader(body), now, ix, buf); res.Err != nil {
+					b.Fatal(res.Err)
+				}
+			}
+		}
+		for range steady {
+			round(bodies[0])
+		}
+		runtime.GC()
+		b.StartTimer()
+		cpu0 := processCPU()
+		for k := 1; k <= rounds; k++ {
+			round(bodies[k])
+		}
+		cpu += processCPU() - cpu0
+	}
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N)/float64(rounds*n*targets), "cpu-ns/sample")
 }
 
 // churnPayloads returns payloads of body in which its pods, split in groups,

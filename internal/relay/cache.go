@@ -123,8 +123,8 @@ type TargetCache struct {
 	families       []view.Family
 	famShared      bool // families was handed to a view (setFamily)
 	famIndex       map[string]int32
-	cur, prev      []uint32 // entries of this and the last scrape, in order
-	tombstones     map[uint64]tombstone
+	cur, prev      []uint32   // entries of this and the last scrape, in order
+	tombs          tombstones // tombs.go
 	scopes         scopeTable
 	labels         *model.LabelInterner
 	builder        enrich.Builder
@@ -153,6 +153,7 @@ type TargetCache struct {
 	scrapedFast    bool               // scrapedLabels took the fast path
 	nameFirst      bool               // build's set had __name__ first
 	memoBuilt      int                // series built from the memo, for tests
+	builtPod       uint64             // build's pod key (tombs.go), for remember
 }
 
 // NewTargetCache returns the cache of one target. honorTimestamps keeps the
@@ -160,12 +161,11 @@ type TargetCache struct {
 // labels are added to every series that lacks a label of their name.
 func NewTargetCache(t *scrape.Target, honorTimestamps bool, external ...enrich.Label) *TargetCache {
 	c := &TargetCache{
-		target:     t,
-		honorTS:    honorTimestamps,
-		famIndex:   make(map[string]int32),
-		tombstones: make(map[uint64]tombstone),
-		scopes:     newScopeTable(),
-		labels:     model.NewLabelInterner(xxhash.Sum64String(t.Key)),
+		target:   t,
+		honorTS:  honorTimestamps,
+		famIndex: make(map[string]int32),
+		scopes:   newScopeTable(),
+		labels:   model.NewLabelInterner(xxhash.Sum64String(t.Key)),
 	}
 	c.builder.External = external
 	for i, f := range selfFamilies {
@@ -349,7 +349,8 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 		tv.Append(s, view.NoTimestamp, v)
 		c.send = append(c.send, model.Sample{Ref: s, T: nowMs, V: v})
 	}
-	if res.Err == nil && !c.trimmed {
+	first := res.Err == nil && !c.trimmed
+	if first {
 		c.trimAfterFirstScrape(tv)
 	}
 	// Every label the samples refer to is in the table now: one snapshot
@@ -366,16 +367,17 @@ func (c *TargetCache) end(st *scrapeState, duration time.Duration, err error) *R
 	if c.iter%evictAfter == 0 || c.overgrown() {
 		c.evict(time.UnixMilli(nowMs))
 	}
-	if cap(c.created) > 1024 {
+	c.endMemo(first) // before created goes: it keeps the memo's table by it
+	if cap(c.created) > 1024 && (first || 4*len(c.created) < cap(c.created)) {
 		// The first scrape creates every series: do not keep a slot per
 		// series until the next scrape, for the few it creates (4 bytes a
 		// series for a whole interval, when the first scrapes of every
-		// target raise the heap to its peak).
+		// target raise the heap to its peak). A target under pod churn
+		// creates as many every scrape: it keeps them.
 		c.created = nil
 	}
 	res.View = tv
 	res.Send = c.send
-	c.endMemo()
 	c.release()
 	return res
 }

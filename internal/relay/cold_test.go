@@ -124,6 +124,16 @@ func TestRunMemoAgainstFullBuild(t *testing.T) {
 		}
 		if k == 0 {
 			first = a
+			// Every target's first scrape comes within one interval:
+			// none keeps its memo table or list of created series.
+			if memo.runs != nil || memo.created != nil {
+				t.Fatalf("after the first scrape: memo table kept %v, created's room %d", memo.runs != nil, cap(memo.created))
+			}
+		}
+		// A churning target keeps the memo's table and its list of
+		// created series from scrape to scrape rather than grow them anew.
+		if k > 0 && a.SeriesAdded >= runMemoKeep && (memo.runs == nil || cap(memo.created) < a.SeriesAdded) {
+			t.Fatalf("scrape %d created %d series: memo table kept %v, created's room %d", k, a.SeriesAdded, memo.runs != nil, cap(memo.created))
 		}
 		if a.SeriesAdded != b.SeriesAdded || a.Stale != b.Stale || a.Enriched != b.Enriched || len(a.Send) != len(b.Send) {
 			t.Fatalf("scrape %d: memo added %d, stale %d, enriched %d, sent %d; full build %d, %d, %d, %d", k,

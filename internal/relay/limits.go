@@ -259,19 +259,14 @@ func (c *TargetCache) churned(freed int) bool {
 // capTombstones bounds the tombstones of a target that churns: with a
 // sample limit, at tombstonesPerSample times it (a target replacing all
 // its series every scrape would otherwise leave tombstoneTTL/interval
-// scrapes' worth). The ones dropped are arbitrary; such a series coming
+// scrapes' worth). The ones dropped are the oldest of arbitrary pods; such a series coming
 // back with an old timestamp of its own is the rare case they guard.
 func (c *TargetCache) capTombstones() {
 	limit := c.limits.SampleLimit * tombstonesPerSample
-	if limit <= 0 || len(c.tombstones) <= limit {
+	if limit <= 0 {
 		return
 	}
-	for h := range c.tombstones {
-		delete(c.tombstones, h)
-		if len(c.tombstones) <= limit {
-			return
-		}
-	}
+	c.tombs.capAt(limit)
 }
 
 const tombstonesPerSample = 2

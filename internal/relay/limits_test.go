@@ -241,7 +241,7 @@ func TestChurnUnderTheLimitIsBounded(t *testing.T) {
 		if n := c.Len(); n > (evictAfter+2)*limit {
 			t.Fatalf("round %d: %d series cached, bound %d", round, n, (evictAfter+2)*limit)
 		}
-		if n := len(c.tombstones); n > tombstonesPerSample*limit {
+		if n := c.tombs.len(); n > tombstonesPerSample*limit {
 			t.Fatalf("round %d: %d tombstones, bound %d", round, n, tombstonesPerSample*limit)
 		}
 		if round == 20 {

@@ -83,7 +83,7 @@ type Manager struct {
 }
 
 type grave struct {
-	tombs   map[uint64]tombstone
+	tombs   *tombstones
 	expires time.Time
 }
 
@@ -92,7 +92,7 @@ type loop struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 	removed bool // the target went away, as opposed to the relay stopping
-	tombs   map[uint64]tombstone
+	tombs   *tombstones
 }
 
 // NewManager returns a manager with no targets.

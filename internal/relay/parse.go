@@ -249,7 +249,8 @@ func (c *TargetCache) recheck(sc scrape.Scanner, e *seriesEntry, nowMs int64) er
 	if oldT != noTimestamp && !e.stale() {
 		st := staleTime(nowMs, oldT)
 		c.send = append(c.send, model.Sample{Ref: old, T: st, V: math.Float64frombits(value.StaleNaN)})
-		c.tombstones[c.labels.Hash(old)] = tombstone{t: st, expires: nowMs + tombstoneTTL.Milliseconds()}
+		h, pod := tombKeys(c.labels.Table(), old)
+		c.tombs.add(pod, h, st, nowMs+tombstoneTTL.Milliseconds())
 	}
 	return nil
 }
@@ -295,18 +296,18 @@ func (c *TargetCache) build(e *seriesEntry, scraped []enrich.Label) {
 		}
 	}
 	e.ref = c.labels.Intern(ls)
-	c.lookupTombstone(e)
+	c.builtPod = podKeyOf(ls)
+	c.lookupTombstone(e, c.builtPod)
 }
 
-// lookupTombstone sets the last timestamp of entry e, just built: none, or
-// its tombstone's.
-func (c *TargetCache) lookupTombstone(e *seriesEntry) {
+// lookupTombstone sets the last timestamp of entry e, just built, of pod key
+// pod (tombs.go): none, or its tombstone's.
+func (c *TargetCache) lookupTombstone(e *seriesEntry, pod uint64) {
 	e.lastT = noTimestamp
-	if len(c.tombstones) == 0 {
-		return // nothing to look up: no hash to compute
-	}
-	if ts, ok := c.tombstones[c.labels.Hash(e.ref)]; ok {
-		e.lastT = ts.t // came back: never send anything older than its stale marker
+	if g := c.tombs.group(pod); g != nil {
+		if t, ok := g.find(c.labels.Hash(e.ref)); ok {
+			e.lastT = t // came back: never send anything older than its stale marker
+		}
 	}
 }
 

@@ -30,6 +30,7 @@ import (
 // runMemo is what a built series' label part gives the next series with
 // the same one.
 type runMemo struct {
+	pod     uint64 // the pod key of the sets (tombs.go): __name__ is neither label it reads
 	n       uint32 // length of the label part (guards the 64-bit key)
 	rest    uint32 // model.SeriesRef.Rest
 	scope   uint32 // seriesEntry.ns
@@ -37,8 +38,9 @@ type runMemo struct {
 	changed uint16 // the scope's scope.changed when built
 }
 
-// runMemoKeep is how many series a scrape must have created for the memo's
-// table to be kept (emptied) for the next scrape rather than dropped.
+// runMemoKeep is how many series a scrape (not a first) must have created
+// for the memo's table to be kept (emptied) for the next scrape rather than
+// dropped.
 const runMemoKeep = 256
 
 // memoPart returns the metric name and the label part of a raw text series,
@@ -74,7 +76,7 @@ func (c *TargetCache) fromMemo(m runMemo, name []byte, fam int32, h uint64, rawL
 	e.setEnrich(sc.state)
 	// The name is only read (its encoding is copied into the table).
 	e.ref = c.labels.WithRest(model.Label{Name: commonmodel.MetricNameLabel, Value: unsafe.String(&name[0], len(name))}, m.rest, m.valid)
-	c.lookupTombstone(e)
+	c.lookupTombstone(e, m.pod)
 	c.memoBuilt++
 	return i, true
 }
@@ -85,18 +87,21 @@ func (c *TargetCache) remember(key uint64, part []byte, e *seriesEntry) {
 	if c.runs == nil {
 		c.runs = make(map[uint64]runMemo)
 	}
-	c.runs[key] = runMemo{n: uint32(len(part)), rest: e.ref.Rest, scope: e.ns, changed: c.scopes.list[e.ns].changed, valid: e.ref.Valid()}
+	c.runs[key] = runMemo{pod: c.builtPod, n: uint32(len(part)), rest: e.ref.Rest, scope: e.ns, changed: c.scopes.list[e.ns].changed, valid: e.ref.Valid()}
 }
 
 // memoKey is the memo's key of a label part.
 func memoKey(part []byte) uint64 { return xxhash.Sum64(part) }
 
-// endMemo forgets the scrape's label parts.
-func (c *TargetCache) endMemo() {
+// endMemo forgets the scrape's label parts. A target under pod churn keeps
+// the table for the next scrape's; not after a first scrape, whose table
+// has every label part of the target and is seldom needed again (every
+// target's first scrape comes within one interval: the relay's peak heap).
+func (c *TargetCache) endMemo(first bool) {
 	if c.runs == nil {
 		return
 	}
-	if len(c.created) >= runMemoKeep && len(c.runs) > 0 {
+	if !first && len(c.created) >= runMemoKeep && len(c.runs) > 0 {
 		clear(c.runs)
 	} else {
 		c.runs = nil

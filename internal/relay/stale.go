@@ -29,15 +29,6 @@ const evictAfter = 2
 // of it is garbage.
 const sweepEvery = 8
 
-// tombstone is the last timestamp of a series gone, kept until expires
-// (milliseconds since the epoch, as t). It holds no pointer: a target under
-// pod churn keeps tens of thousands of them, which the garbage collector
-// then need not scan (a time.Time has a *Location).
-type tombstone struct {
-	t       int64
-	expires int64
-}
-
 // markStale writes a stale marker for every series of the previous scrape
 // that the current one lacks (all of them when the scrape failed).
 func (c *TargetCache) markStale(nowMs int64, failed bool) int {
@@ -91,7 +82,8 @@ func (c *TargetCache) evict(now time.Time) {
 			if table == nil {
 				table = c.labels.Table()
 			}
-			c.tombstones[table.Hash(e.ref)] = tombstone{t: e.lastT, expires: expires}
+			h, pod := tombKeys(table, e.ref)
+			c.tombs.add(pod, h, e.lastT, expires)
 		}
 		c.index.remove(e.key, i)
 		c.scopes.release(e.ns)
@@ -100,11 +92,7 @@ func (c *TargetCache) evict(now time.Time) {
 		freed++
 	}
 	if c.iter%sweepEvery == 0 {
-		for h, ts := range c.tombstones {
-			if nowMs > ts.expires {
-				delete(c.tombstones, h)
-			}
-		}
+		c.tombs.sweep(nowMs)
 	}
 	c.capTombstones()
 	// The labels of the series gone are compacted away at the sweeps' pace
@@ -133,25 +121,25 @@ func (c *TargetCache) compactLabels() {
 }
 
 // tombstoneAll returns the last timestamp of every series the cache knows.
-func (c *TargetCache) tombstoneAll() map[uint64]tombstone {
-	out := make(map[uint64]tombstone, c.index.len()+len(c.tombstones))
-	for h, ts := range c.tombstones {
-		out[h] = ts
-	}
+func (c *TargetCache) tombstoneAll() *tombstones {
+	out := &tombstones{}
+	c.tombs.each(func(pod uint64, tb tomb) { out.add(pod, tb.h, tb.t, tb.expires) })
 	table := c.labels.Table()
 	for _, e := range c.entries.all() {
 		if e.live() && e.lastT != noTimestamp {
-			out[table.Hash(e.ref)] = tombstone{t: e.lastT}
+			h, pod := tombKeys(table, e.ref)
+			out.add(pod, h, e.lastT, 0)
 		}
 	}
 	return out
 }
 
 // seed gives a new cache the tombstones of an earlier one of the same target.
-func (c *TargetCache) seed(tombs map[uint64]tombstone, expires time.Time) {
-	for h, ts := range tombs {
-		c.tombstones[h] = tombstone{t: ts.t, expires: expires.UnixMilli()}
+func (c *TargetCache) seed(tombs *tombstones, expires time.Time) {
+	if tombs == nil {
+		return
 	}
+	tombs.each(func(pod uint64, tb tomb) { c.tombs.add(pod, tb.h, tb.t, expires.UnixMilli()) })
 }
 
 // staleTime is when a stale marker goes: now, unless the series already has
