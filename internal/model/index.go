@@ -3,7 +3,6 @@ package model
 import (
 	"bytes"
 	"hash/maphash"
-	"slices"
 	"unsafe"
 )
 
@@ -78,9 +77,8 @@ func (b *LabelInterner) findRun(h uint64, syms []uint32) (slot int, off uint32, 
 		if s == 0 {
 			return int(i), 0, false
 		}
-		o := s - 1
-		if n := b.rests[o]; int(n) == len(syms) && slices.Equal(b.rests[o+2:o+2+n], syms) {
-			return int(i), o, true
+		if runEqual(b.rests, s-1, syms) {
+			return int(i), s - 1, true
 		}
 	}
 }
@@ -94,8 +92,9 @@ func (b *LabelInterner) addRun(slot int, off uint32) {
 	}
 	x.slots = make([]uint32, 2*len(x.slots))
 	mask := uint64(len(x.slots) - 1)
-	for o := uint32(0); o < uint32(len(b.rests)); o += 2 + b.rests[o] {
-		i := hashRun(b.rests[o+2:o+2+b.rests[o]]) & mask
+	for o := uint32(0); o < uint32(len(b.rests)); o += runWords(b.rests, o) {
+		b.expand = appendRun(b.expand[:0], b.rests, o)
+		i := hashRun(b.expand) & mask
 		for x.slots[i] != 0 {
 			i = (i + 1) & mask
 		}
