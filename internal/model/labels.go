@@ -299,7 +299,7 @@ func (b *LabelInterner) run(syms []uint32) uint32 {
 		b.rests = append(b.rests, uint32(len(syms)), uint32(encLen))
 		b.rests = append(b.rests, syms...)
 		for _, s := range syms {
-			if b.symRoot[s] == 0 {
+			if r := b.symRoot[s]; r == 0 || b.rests[r-1] > uint32(len(syms)) {
 				b.symRoot[s] = off + 1
 			}
 		}
