@@ -172,8 +172,8 @@ type LabelInterner struct {
 	// liveAfterCompact is the table size right after the last compaction
 	// (or start): the baseline NeedsCompaction compares with.
 	liveAfterCompact int
-	// For runs in two levels (runs.go): by symbol, the first root run it
-	// was in (offset + 1; 0: none yet), the root of the run interned or
+	// For runs in two levels (runs.go): by symbol, the shortest root run
+	// it is in (offset + 1; 0: none yet), the root of the run interned or
 	// found last (the same), and scratch.
 	symRoot      []uint32
 	lastRoot     uint32

@@ -162,9 +162,9 @@ func runEqual(rests []uint32, r uint32, syms []uint32) bool {
 // appendChild appends to b.rests the run syms (encodings encLen bytes
 // long) as a child, if a root differs from it in few enough edits: false
 // (nothing appended) if none does. The roots tried are the last run's (the
-// next variant of the same container) and those most of syms' symbols
-// were first met in (the container's, when the last series was another
-// container's).
+// next variant of the same container) and the two that are the shortest
+// root of most of syms' symbols (the container's, when the last series was
+// another container's).
 func (b *LabelInterner) appendChild(syms []uint32, encLen int) bool {
 	if len(syms) > countMask {
 		return false
@@ -224,7 +224,7 @@ func (b *LabelInterner) appendChild(syms []uint32, encLen int) bool {
 	return true
 }
 
-// rootVote counts the symbols of a set first met in a root.
+// rootVote counts the symbols of a set whose shortest root is root.
 type rootVote struct {
 	root uint32 // offset + 1
 	n    int
