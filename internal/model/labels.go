@@ -66,9 +66,9 @@ func (t *LabelTable) Raw() (syms []byte, symOff []uint32) {
 func (t *LabelTable) NumSymbols() int { return len(t.symOff) - 1 }
 
 // RestsLen bounds the Rest offsets of the table's SeriesRefs. The record of
-// a run with symbols takes 3 words or more from its offset on, 4 or more
-// if it has 4 symbols or more: a consumer may keep that many words of its
-// own at a run's offset, or twice that many at twice the offset.
+// a run with symbols takes 3 words or more from its offset on: a consumer
+// may keep that many words of its own at a run's offset, or twice that many
+// at twice the offset.
 func (t *LabelTable) RestsLen() int { return len(t.rests) }
 
 // Symbol returns the encoding of symbol i (read-only). Its capacity ends
@@ -105,7 +105,7 @@ func (t *LabelTable) RestSymbols(r uint32, scratch *[]uint32) []uint32 {
 // EncodedLen is the length of the series' label encodings.
 func (t *LabelTable) EncodedLen(ref SeriesRef) int {
 	f := ref.first()
-	return int(t.symOff[f+1]-t.symOff[f]) + int(t.rests[ref.Rest+1])
+	return int(t.symOff[f+1]-t.symOff[f]) + int(runEncLen(t.rests, ref.Rest))
 }
 
 // AppendEncoded appends the series' label encodings (as inside a

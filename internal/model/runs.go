@@ -16,7 +16,7 @@ import (
 // In LabelTable.rests, at a run's offset r:
 //
 //	root:  [count, encoded length, symbol...]
-//	child: [childRun | edits<<16 | count, encoded length, root offset, edit...]
+//	child: [childRun | edits<<28 | count<<20 | encoded length, root offset, edit...]
 //
 // An edit is op<<30 | pos<<24 | symbol, applied in order while walking the
 // root's symbols: insert the symbol before the root's symbol pos, replace
@@ -25,8 +25,14 @@ import (
 // by the same hash (hashRun of the expanded symbols), and encode alike.
 
 const (
-	childRun    = 1 << 31
-	countMask   = 1<<16 - 1
+	childRun = 1 << 31
+	// A child's first word: its number of edits (up to maxChildEdits), of
+	// symbols and the length of their encodings, as far as they fit.
+	childEditsShift = 28
+	childCountShift = 20
+	maxChildCount   = 1<<(childEditsShift-childCountShift) - 1
+	maxChildLen     = 1<<childCountShift - 1
+
 	editInsert  = 0
 	editReplace = 1
 	editDelete  = 2
@@ -44,20 +50,34 @@ const (
 // runHeader returns the number of symbols of the run at r and the length
 // of their encodings.
 func runHeader(rests []uint32, r uint32) (count, encLen uint32) {
-	h := rests[r]
-	if h&childRun != 0 {
-		h &= countMask
+	if h := rests[r]; h&childRun != 0 {
+		return h >> childCountShift & maxChildCount, h & maxChildLen
 	}
-	return h, rests[r+1]
+	return rests[r], rests[r+1]
+}
+
+// runEncLen is the length of the encodings of the run at r.
+func runEncLen(rests []uint32, r uint32) uint32 {
+	if h := rests[r]; h&childRun != 0 {
+		return h & maxChildLen
+	}
+	return rests[r+1]
 }
 
 // runWords is the length of the run's record at r.
 func runWords(rests []uint32, r uint32) uint32 {
-	h := rests[r]
-	if h&childRun != 0 {
-		return 3 + (h&^childRun)>>16
+	if h := rests[r]; h&childRun != 0 {
+		return 2 + (h&^childRun)>>childEditsShift
 	}
-	return 2 + h
+	return 2 + rests[r]
+}
+
+// childParts returns the symbols of the root of the child run at r, and
+// the child's edits.
+func childParts(rests []uint32, r uint32) (root, edits []uint32) {
+	base := rests[r+1]
+	n := (rests[r] &^ childRun) >> childEditsShift
+	return rests[base+2 : base+2+rests[base]], rests[r+2 : r+2+n]
 }
 
 // runCursor walks the symbols of a run.
@@ -72,9 +92,8 @@ func newRunCursor(rests []uint32, r uint32) runCursor {
 	if h&childRun == 0 {
 		return runCursor{root: rests[r+2 : r+2+h : r+2+h]}
 	}
-	base := rests[r+2]
-	n := (h &^ childRun) >> 16
-	return runCursor{root: rests[base+2 : base+2+rests[base]], edits: rests[r+3 : r+3+n]}
+	root, edits := childParts(rests, r)
+	return runCursor{root: root, edits: edits}
 }
 
 // next returns the next symbol of the run, or false at its end.
@@ -110,10 +129,9 @@ func appendRun(dst []uint32, rests []uint32, r uint32) []uint32 {
 	if h&childRun == 0 {
 		return append(dst, rests[r+2:r+2+h]...)
 	}
-	base := rests[r+2]
-	root := rests[base+2 : base+2+rests[base]]
+	root, edits := childParts(rests, r)
 	j := uint32(0)
-	for _, e := range rests[r+3 : r+3+(h&^childRun)>>16] {
+	for _, e := range edits {
 		pos := (e >> editSymBits) & maxEditPos
 		dst = append(dst, root[j:pos]...)
 		j = pos
@@ -133,14 +151,13 @@ func runEqual(rests []uint32, r uint32, syms []uint32) bool {
 	if h&childRun == 0 {
 		return int(h) == len(syms) && slices.Equal(rests[r+2:r+2+h], syms)
 	}
-	if int(h&countMask) != len(syms) {
+	if int(h>>childCountShift&maxChildCount) != len(syms) {
 		return false
 	}
 	// The expansion has len(syms) symbols: no index below goes past it.
-	base := rests[r+2]
-	root := rests[base+2 : base+2+rests[base]]
+	root, edits := childParts(rests, r)
 	i, j := uint32(0), uint32(0) // in syms, in root
-	for _, e := range rests[r+3 : r+3+(h&^childRun)>>16] {
+	for _, e := range edits {
 		pos := (e >> editSymBits) & maxEditPos
 		if !slices.Equal(root[j:pos], syms[i:i+pos-j]) {
 			return false
@@ -166,11 +183,11 @@ func runEqual(rests []uint32, r uint32, syms []uint32) bool {
 // root of most of syms' symbols (the container's, when the last series was
 // another container's).
 func (b *LabelInterner) appendChild(syms []uint32, encLen int) bool {
-	if len(syms) > countMask {
+	if len(syms) > maxChildCount || encLen > maxChildLen {
 		return false
 	}
-	// A child takes 3 words and one an edit, a root 2 and one a symbol.
-	limit := min(maxChildEdits, len(syms)-2)
+	// A child takes 2 words and one an edit, a root 2 and one a symbol.
+	limit := min(maxChildEdits, len(syms)-1)
 	if limit <= 0 {
 		return false
 	}
@@ -218,8 +235,8 @@ func (b *LabelInterner) appendChild(syms []uint32, encLen int) bool {
 	if !found {
 		return false
 	}
-	b.rests = grow(b.rests, 3+len(b.edits))
-	b.rests = append(b.rests, childRun|uint32(len(b.edits))<<16|uint32(len(syms)), uint32(encLen), root)
+	b.rests = grow(b.rests, 2+len(b.edits))
+	b.rests = append(b.rests, childRun|uint32(len(b.edits))<<childEditsShift|uint32(len(syms))<<childCountShift|uint32(encLen), root)
 	b.rests = append(b.rests, b.edits...)
 	return true
 }
@@ -286,7 +303,7 @@ func (b *LabelInterner) symbolName(s uint32) []byte {
 // rootOf is the root of the run at r: r itself or its parent.
 func rootOf(rests []uint32, r uint32) uint32 {
 	if rests[r]&childRun != 0 {
-		return rests[r+2]
+		return rests[r+1]
 	}
 	return r
 }

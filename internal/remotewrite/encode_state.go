@@ -16,7 +16,8 @@ type tableState struct {
 	sym  []symEntry // by symbol index
 	// run is indexed like the table's rests, at twice the offset, so it
 	// costs twice what they do (a run's record there takes 3 words or more,
-	// model.LabelTable.RestsLen). For the run at offset r: run[2r] is where
+	// model.LabelTable.RestsLen; 2 + its number of edits for a run stored as
+	// another's edits). For the run at offset r: run[2r] is where
 	// it was last written and run[2r+1] that position's gen; if the run has
 	// 4 symbols or more, run[2r+2:2r+6] hold the timestamp and value bits of
 	// the sample written right after it (runs end their TimeSeries).
