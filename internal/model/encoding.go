@@ -25,7 +25,7 @@ type LabelIter struct {
 	table       *LabelTable
 	first       uint32
 	hasFirst    bool
-	rest        []uint32
+	rest        runCursor
 	b           []byte
 	Name, Value []byte
 	err         bool
@@ -37,8 +37,10 @@ func (it *LabelIter) Next() bool {
 		switch {
 		case it.hasFirst:
 			it.b, it.hasFirst = it.table.Symbol(it.first), false
-		case len(it.rest) > 0:
-			it.b, it.rest = it.table.Symbol(it.rest[0]), it.rest[1:]
+		default:
+			if s, ok := it.rest.next(); ok {
+				it.b = it.table.Symbol(s)
+			}
 		}
 	}
 	if len(it.b) == 0 || it.err {

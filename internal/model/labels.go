@@ -52,21 +52,23 @@ type LabelTable struct {
 	Key    uint64
 	syms   []byte   // symbol encodings, back to back
 	symOff []uint32 // symbol i is syms[symOff[i]:symOff[i+1]]
-	rests  []uint32 // runs: [count, encoded length, symbol...]
+	rests  []uint32 // runs, flat or in two levels (runs.go)
 }
 
-// Raw returns the table's arrays (read-only) for an encoder that copies
-// symbols and walks runs without a call per symbol, as remotewrite's does:
-// symbol i is syms[symOff[i]:symOff[i+1]], and a run at offset r is
-// rests[r] (count), rests[r+1] (encoded length), then its symbols.
-func (t *LabelTable) Raw() (syms []byte, symOff, rests []uint32) {
-	return t.syms, t.symOff, t.rests
+// Raw returns the table's symbols (read-only) for an encoder that copies
+// them without a call per symbol, as remotewrite's does: symbol i is
+// syms[symOff[i]:symOff[i+1]].
+func (t *LabelTable) Raw() (syms []byte, symOff []uint32) {
+	return t.syms, t.symOff
 }
 
 // NumSymbols is the number of symbols; symbol indexes are below it.
 func (t *LabelTable) NumSymbols() int { return len(t.symOff) - 1 }
 
-// RestsLen bounds the Rest offsets of the table's SeriesRefs.
+// RestsLen bounds the Rest offsets of the table's SeriesRefs. The record of
+// a run with symbols takes 3 words or more from its offset on: a consumer
+// may keep that many words of its own at a run's offset, or twice that many
+// at twice the offset.
 func (t *LabelTable) RestsLen() int { return len(t.rests) }
 
 // Symbol returns the encoding of symbol i (read-only). Its capacity ends
@@ -77,26 +79,48 @@ func (t *LabelTable) Symbol(i uint32) []byte {
 	return t.syms[lo:hi:hi]
 }
 
-// Rest returns the symbols of run r (read-only; capacity as for Symbol) and
-// the length of their encodings.
-func (t *LabelTable) Rest(r uint32) (syms []uint32, encodedLen int) {
-	n := t.rests[r]
-	return t.rests[r+2 : r+2+n : r+2+n], int(t.rests[r+1])
+// RestLen returns the number of symbols of run r and the length of their
+// encodings.
+func (t *LabelTable) RestLen(r uint32) (count, encodedLen int) {
+	n, l := runHeader(t.rests, r)
+	return int(n), int(l)
+}
+
+// AppendRest appends the symbols of run r to dst.
+func (t *LabelTable) AppendRest(dst []uint32, r uint32) []uint32 {
+	return appendRun(dst, t.rests, r)
+}
+
+// RestSymbols returns the symbols of run r without copying a run stored
+// flat: the table's own (read-only; capacity as for Symbol), else expanded
+// into *scratch, which it grows (so the result is never kept as scratch).
+func (t *LabelTable) RestSymbols(r uint32, scratch *[]uint32) []uint32 {
+	if h := t.rests[r]; h&childRun == 0 {
+		return t.rests[r+2 : r+2+h : r+2+h]
+	}
+	*scratch = appendRun((*scratch)[:0], t.rests, r)
+	return *scratch
 }
 
 // EncodedLen is the length of the series' label encodings.
 func (t *LabelTable) EncodedLen(ref SeriesRef) int {
 	f := ref.first()
-	return int(t.symOff[f+1]-t.symOff[f]) + int(t.rests[ref.Rest+1])
+	return int(t.symOff[f+1]-t.symOff[f]) + int(runEncLen(t.rests, ref.Rest))
 }
 
 // AppendEncoded appends the series' label encodings (as inside a
 // prompb.TimeSeries) to dst.
 func (t *LabelTable) AppendEncoded(dst []byte, ref SeriesRef) []byte {
 	dst = append(dst, t.Symbol(ref.first())...)
-	syms, _ := t.Rest(ref.Rest)
+	var syms []uint32
+	if r, h := ref.Rest, t.rests[ref.Rest]; h&childRun == 0 {
+		syms = t.rests[r+2 : r+2+h]
+	} else {
+		var buf [32]uint32 // the run expanded: most fit
+		syms = appendRun(buf[:0], t.rests, r)
+	}
 	for _, s := range syms {
-		dst = append(dst, t.Symbol(s)...)
+		dst = append(dst, t.syms[t.symOff[s]:t.symOff[s+1]]...)
 	}
 	return dst
 }
@@ -112,8 +136,7 @@ func (t *LabelTable) Hash(ref SeriesRef) uint64 {
 
 // Labels iterates over the series' labels.
 func (t *LabelTable) Labels(ref SeriesRef) LabelIter {
-	syms, _ := t.Rest(ref.Rest)
-	return LabelIter{table: t, first: ref.first(), rest: syms, hasFirst: true}
+	return LabelIter{table: t, first: ref.first(), rest: newRunCursor(t.rests, ref.Rest), hasFirst: true}
 }
 
 // Sample is one value of one series, as handed to the remote-write queues.
@@ -149,6 +172,15 @@ type LabelInterner struct {
 	// liveAfterCompact is the table size right after the last compaction
 	// (or start): the baseline NeedsCompaction compares with.
 	liveAfterCompact int
+	// For runs in two levels (runs.go): by symbol, the shortest root run
+	// it is in (offset + 1; 0: none yet), the root of the run interned or
+	// found last (the same), and scratch.
+	symRoot      []uint32
+	lastRoot     uint32
+	votes        []rootVote
+	edits        []uint32
+	scratchEdits []uint32
+	expand       []uint32
 }
 
 // NewLabelInterner returns an empty interner. key is the producer's
@@ -168,6 +200,8 @@ func (b *LabelInterner) reset() {
 	b.runIndex = internIndex{}
 	b.snapshot = nil
 	b.last = b.last[:0]
+	b.symRoot = b.symRoot[:0]
+	b.lastRoot = 0
 }
 
 // Intern returns the reference of a label set. ls must be sorted by name;
@@ -241,15 +275,18 @@ func (b *LabelInterner) symbol(enc []byte) uint32 {
 	b.syms = append(b.syms, enc...)
 	b.symOff = grow(b.symOff, 1)
 	b.symOff = append(b.symOff, uint32(len(b.syms)))
+	b.symRoot = append(b.symRoot, 0)
 	b.addSymbol(slot, i)
 	b.snapshot = nil
 	return i
 }
 
-// run interns a run of symbols.
+// run interns a run of symbols: as a child of a root it differs little
+// from, else as a root.
 func (b *LabelInterner) run(syms []uint32) uint32 {
 	slot, off, found := b.findRun(hashRun(syms), syms)
 	if found {
+		b.lastRoot = rootOf(b.rests, off) + 1
 		return off
 	}
 	encLen := 0
@@ -257,9 +294,17 @@ func (b *LabelInterner) run(syms []uint32) uint32 {
 		encLen += int(b.symOff[s+1] - b.symOff[s])
 	}
 	off = uint32(len(b.rests))
-	b.rests = grow(b.rests, 2+len(syms))
-	b.rests = append(b.rests, uint32(len(syms)), uint32(encLen))
-	b.rests = append(b.rests, syms...)
+	if !b.appendChild(syms, encLen) {
+		b.rests = grow(b.rests, 2+len(syms))
+		b.rests = append(b.rests, uint32(len(syms)), uint32(encLen))
+		b.rests = append(b.rests, syms...)
+		for _, s := range syms {
+			if r := b.symRoot[s]; r == 0 || b.rests[r-1] > uint32(len(syms)) {
+				b.symRoot[s] = off + 1
+			}
+		}
+	}
+	b.lastRoot = rootOf(b.rests, off) + 1
 	b.addRun(slot, off)
 	b.snapshot = nil
 	return off
@@ -339,7 +384,7 @@ func (b *LabelInterner) Compact(refs func(visit func(*SeriesRef))) {
 		first := sym(r.first())
 		rest := runMap[r.Rest]
 		if rest == 0 {
-			syms, _ := old.Rest(r.Rest)
+			syms := old.RestSymbols(r.Rest, &b.expand)
 			run := b.scratch[:0]
 			for _, s := range syms {
 				run = append(run, sym(s))

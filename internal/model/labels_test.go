@@ -68,8 +68,8 @@ func TestInternDedupesSymbolsAndRuns(t *testing.T) {
 				t.Fatalf("container %d: %s has run %d, %s run %d", c, metrics[0], r, m, got)
 			}
 		}
-		if syms, encLen := tab.Rest(r); len(syms) != 5 || encLen != len(encodedOf(podSeries("x", 1, c)[1:])) {
-			t.Fatalf("run of %d symbols, %d bytes", len(syms), encLen)
+		if n, encLen := tab.RestLen(r); n != 5 || encLen != len(encodedOf(podSeries("x", 1, c)[1:])) {
+			t.Fatalf("run of %d symbols, %d bytes", n, encLen)
 		}
 	}
 	// Interning again finds everything: same refs, no new snapshot.
@@ -363,7 +363,7 @@ func TestNeedsCompaction(t *testing.T) {
 	}
 }
 
-// TestTableSlicesAreCapped: appending to what Symbol and Rest return must
+// TestTableSlicesAreCapped: appending to what Symbol and RestSymbols return must
 // not write into the table, which other goroutines read.
 func TestTableSlicesAreCapped(t *testing.T) {
 	in := NewLabelInterner(1)
@@ -373,7 +373,7 @@ func TestTableSlicesAreCapped(t *testing.T) {
 	wantA, wantB := tab.AppendEncoded(nil, a), tab.AppendEncoded(nil, b)
 	sym := tab.Symbol(a.First)
 	_ = append(sym, "garbage"...)
-	syms, _ := tab.Rest(a.Rest)
+	syms := tab.RestSymbols(a.Rest, new([]uint32))
 	_ = append(syms, 0, 0, 0, 0)
 	if got := tab.AppendEncoded(nil, a); string(got) != string(wantA) {
 		t.Fatal("appending to a symbol changed the table")
@@ -384,7 +384,7 @@ func TestTableSlicesAreCapped(t *testing.T) {
 }
 
 // TestInternCollisions fills the index until symbols and runs share
-// slots (it probes linearly and is at most half full), and through
+// slots (it probes linearly and is at most three quarters full), and through
 // several resizes: every set keeps its own reference, decodes as itself,
 // and interning it again adds nothing.
 func TestInternCollisions(t *testing.T) {
@@ -411,11 +411,10 @@ func TestInternCollisions(t *testing.T) {
 		t.Fatalf("%d symbols, want %d", got, want)
 	}
 	// The slots of the index: some symbols had to probe past others.
-	mask := uint64(len(in.symIndex.slots) - 1)
-	home := map[uint64]bool{}
+	home := map[int]bool{}
 	shared := false
 	for s := range uint32(tab.NumSymbols()) {
-		h := maphash.Bytes(internSeed, tab.Symbol(s)) & mask
+		h := in.symIndex.home(maphash.Bytes(internSeed, tab.Symbol(s)))
 		shared = shared || home[h]
 		home[h] = true
 	}
@@ -443,6 +442,10 @@ func FuzzIntern(f *testing.F) {
 	f.Add([]byte{0x01, 0x12, 0x23, 0x34, 0xff, 0x01, 0x12, 0x24, 0x34, 0xff, 0x02, 0x12})
 	f.Add([]byte{0x00, 0x11, 0x22, 0xff, 0x00, 0x11, 0x22, 0xff, 0x00, 0x11, 0x23, 0xfe, 0x00, 0x11, 0x22})
 	f.Add([]byte{0x31, 0x20, 0x11, 0xff, 0x11, 0x20, 0x31, 0xff, 0x11, 0x11, 0xff, 0xff, 0x15, 0x25})
+	// Variants of one set: a value replaced, a label left out, one added
+	// (runs stored as edits of another, runs.go).
+	f.Add([]byte{0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0xff, 0x00, 0x11, 0x22, 0x34, 0x44, 0x55, 0xff,
+		0x00, 0x11, 0x22, 0x33, 0x55, 0xff, 0x00, 0x11, 0x13, 0x22, 0x33, 0x44, 0x55, 0xfe, 0x00, 0x11, 0x22, 0x33, 0x44, 0x56})
 	names := []string{"__name__", "container", "id", "namespace", "pod", "team", "", "9x"}
 	values := []string{"a", "b", "", "container_cpu_usage_seconds_total", "/kubepods/pod1", "é", "x\x00y", "a"}
 	f.Fuzz(func(t *testing.T, data []byte) {

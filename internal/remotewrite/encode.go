@@ -68,6 +68,8 @@ type encoder struct {
 	values [1 << valueBits]valueEntry
 	gen    uint32
 
+	runSyms []uint32 // a run's symbols, when the table stores it in two levels
+
 	tight bool // tests: grow out to exactly what ensure asks, to catch overruns
 }
 
@@ -200,7 +202,7 @@ func (e *encoder) header(st *tableState, t *model.LabelTable, f, size uint32) {
 		if uint32(se.at>>32) == st.gen {
 			e.copyFrom(uint32(se.at), n)
 		} else {
-			syms, symOff, _ := t.Raw()
+			syms, symOff := t.Raw()
 			lo, hi := symOff[f], symOff[f+1]
 			n = hi - lo // not 0: only the empty label set, never valid, has an empty symbol
 			e.d += copy(e.out[e.d:], syms[lo:hi])
@@ -216,23 +218,24 @@ func (e *encoder) header(st *tableState, t *model.LabelTable, f, size uint32) {
 // followed it there (cAdvisor stamps all series of a cgroup alike); a new
 // run is written symbol by symbol.
 func (e *encoder) runAndSample(st *tableState, t *model.LabelTable, r uint32, ts int64, v uint64) {
-	tsyms, symOff, rests := t.Raw()
-	count, encLen := rests[r], rests[r+1]
+	tsyms, symOff := t.Raw()
+	count, n := t.RestLen(r)
+	encLen := uint32(n)
 	if encLen == 0 {
 		e.sample(ts, v, false, 0, 0, 0)
 		return
 	}
-	rs := st.run
-	src, seen := rs[r], rs[r+1] == st.gen
-	if rs[r+1] == 0 {
+	rs, k := st.run, 2*uint64(r) // the run's words in st.run (tableState.run)
+	src, seen := rs[k], rs[k+1] == st.gen
+	if rs[k+1] == 0 {
 		st.touchedRun = append(st.touchedRun, r)
 	}
-	rs[r], rs[r+1] = e.pos, st.gen
+	rs[k], rs[k+1] = e.pos, st.gen
 	var pt int64
 	var pv uint64
 	follow := seen && count >= runSampleMin
 	if count >= runSampleMin {
-		w := rs[r+2 : r+6 : r+6]
+		w := rs[k+2 : k+6 : k+6]
 		pt = int64(uint64(w[0]) | uint64(w[1])<<32)
 		pv = uint64(w[2]) | uint64(w[3])<<32
 		w[0], w[1], w[2], w[3] = uint32(ts), uint32(uint64(ts)>>32), uint32(v), uint32(v>>32)
@@ -240,7 +243,7 @@ func (e *encoder) runAndSample(st *tableState, t *model.LabelTable, r uint32, ts
 	if !seen {
 		// symbol, inlined: most series of a new run are written here.
 		gen, syms := st.gen, st.sym
-		for _, s := range rests[r+2 : r+2+count] {
+		for _, s := range t.RestSymbols(r, &e.runSyms) {
 			se := &syms[s]
 			n := se.n
 			if se.at == 0 {

@@ -14,12 +14,13 @@ type tableState struct {
 	gen  uint32 // never 0, so zeroed entries are stale
 	used uint64
 	sym  []symEntry // by symbol index
-	// run is indexed like the table's rests, so it costs no more than they
-	// do (a run takes 2 + its length words there). At a run's offset r:
-	// run[r] is where it was last written and run[r+1] that position's gen;
-	// if the run has 4 symbols or more, run[r+2:r+6] hold the timestamp and
-	// value bits of the sample written right after it (runs end their
-	// TimeSeries).
+	// run is indexed like the table's rests, at twice the offset, so it
+	// costs twice what they do (a run's record there takes 3 words or more,
+	// model.LabelTable.RestsLen; 2 + its number of edits for a run stored as
+	// another's edits). For the run at offset r: run[2r] is where
+	// it was last written and run[2r+1] that position's gen; if the run has
+	// 4 symbols or more, run[2r+2:2r+6] hold the timestamp and value bits of
+	// the sample written right after it (runs end their TimeSeries).
 	run []uint32
 	// touchedSym and touchedRun list the symbols and run offsets written
 	// since the arrays were last all zero, so that handing the state to
@@ -69,9 +70,11 @@ func (st *tableState) reset() {
 		st.sym[s] = symEntry{}
 	}
 	for _, r := range st.touchedRun {
-		// A run's words are r, r+1 and, with 4 symbols or more, r+2:r+6;
-		// words past a shorter run are another run's, zero unless touched.
-		clear(st.run[r:min(int(r)+6, len(st.run))])
+		// A run's words are 2r, 2r+1 and, with 4 symbols or more,
+		// 2r+2:2r+6; words past a shorter run are another run's, zero
+		// unless touched.
+		k := 2 * int(r)
+		clear(st.run[k:min(k+6, len(st.run))])
 	}
 	st.touchedSym, st.touchedRun = st.touchedSym[:0], st.touchedRun[:0]
 }
@@ -82,7 +85,7 @@ func (st *tableState) fit(t *model.LabelTable) {
 	if n := t.NumSymbols(); n > len(st.sym) {
 		st.sym = append(st.sym, make([]symEntry, max(n, 2*len(st.sym))-len(st.sym))...)
 	}
-	if n := t.RestsLen(); n > len(st.run) {
+	if n := 2 * t.RestsLen(); n > len(st.run) {
 		st.run = append(st.run, make([]uint32, max(n, 2*len(st.run))-len(st.run))...)
 	}
 }

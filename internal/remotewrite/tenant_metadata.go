@@ -87,7 +87,8 @@ func (nt *nameTracker) nameOf(lc *lineageCache, t *model.LabelTable, ref model.S
 		return m
 	}
 	m = nameUntracked
-	syms, _ := t.Rest(ref.Rest)
+	lc.runSyms = t.AppendRest(lc.runSyms[:0], ref.Rest)
+	syms := lc.runSyms
 	for _, s := range syms {
 		if name, value, ok := t.SymbolLabel(s); ok && string(name) == metricNameLabel {
 			m = nt.id(value)

@@ -58,6 +58,7 @@ type lineageCache struct {
 	// name sorting before every other of the series): rare, interned whole.
 	firstTenant map[uint64]model.SeriesRef
 	scratch     []model.Label
+	runSyms     []uint32 // a run's symbols (scratch)
 
 	// With metadata sending (tenant_metadata.go): the name mark by symbol,
 	// and by run for series whose first label is not __name__; valid for
@@ -127,7 +128,8 @@ func (r *tenantRouter) tenantOf(lc *lineageCache, t *model.LabelTable, ref model
 }
 
 func (r *tenantRouter) runTenant(lc *lineageCache, t *model.LabelTable, off uint32) uint32 {
-	syms, _ := t.Rest(off)
+	lc.runSyms = t.AppendRest(lc.runSyms[:0], off)
+	syms := lc.runSyms
 	m := uint32(noTenant)
 	for _, s := range syms {
 		sm := lc.sym[s]
@@ -183,7 +185,8 @@ func (r *tenantRouter) strip(lc *lineageCache, t *model.LabelTable, ref model.Se
 	if sr == 0 {
 		// A placeholder first label, so that Intern interns the run as a run.
 		lc.scratch = append(lc.scratch[:0], model.Label{})
-		syms, _ := t.Rest(ref.Rest)
+		lc.runSyms = t.AppendRest(lc.runSyms[:0], ref.Rest)
+		syms := lc.runSyms
 		for _, s := range syms {
 			sm := lc.sym[s]
 			if sm == unknownTenant {
