@@ -5,18 +5,26 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/memlimit"
 )
 
-// memoryOptions set the Go runtime's soft memory limit from the container's.
+// memoryOptions set the Go runtime's soft memory limit from the container's,
+// and how far the heap may grow between garbage collections.
 type memoryOptions struct {
-	LimitRatio float64
+	LimitRatio    float64
+	GCHeadroomMiB int
 }
 
+// minGOGC is the GC percent the headroom cap never goes below: under pod
+// churn each step down costs CPU.
+const minGOGC = 5
+
 func (o *memoryOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.IntVar(&o.GCHeadroomMiB, "gc-headroom-mib", 16, fmt.Sprintf("Unless $GOGC is set, let the heap grow by at most this many MiB over the live heap between garbage collections, by lowering the GC percent from %d down to %d as the live heap grows (a relay of a few hundred nodes): the series cache is long-lived and pointer-free, so a collection costs little while the growth GOGC alone allows would cost tens of MiB. 0: the GC percent stays %d.", defaultGOGC, minGOGC, defaultGOGC))
 	fs.Float64Var(&o.LimitRatio, "memory-limit-ratio", 0.9, "Set the Go runtime's soft memory limit (GOMEMLIMIT) to this fraction of the container's cgroup memory limit, when it has one and $GOMEMLIMIT is not set: near it the garbage collector works harder and returns freed memory sooner, instead of the container being OOM-killed. 0 turns it off.")
 }
 
@@ -24,7 +32,22 @@ func (o *memoryOptions) Validate() error {
 	if o.LimitRatio < 0 || o.LimitRatio > 1 {
 		return fmt.Errorf("--memory-limit-ratio=%g: want 0 (off) to 1", o.LimitRatio)
 	}
+	if o.GCHeadroomMiB < 0 {
+		return fmt.Errorf("--gc-headroom-mib=%d: want 0 (off) or more", o.GCHeadroomMiB)
+	}
 	return nil
+}
+
+// gcTuner is the GC tuner the flags ask for, nil for none.
+func (o *memoryOptions) gcTuner() *memlimit.GCTuner {
+	if o.GCHeadroomMiB == 0 {
+		return nil
+	}
+	cfg := memlimit.GCTunerConfig{MaxPercent: defaultGOGC, MinPercent: minGOGC, Headroom: int64(o.GCHeadroomMiB) << 20, Interval: 5 * time.Second}
+	if cfg.Validate() != nil {
+		return nil // Validate's bounds make this unreachable
+	}
+	return memlimit.NewGCTuner(cfg)
 }
 
 // apply sets the soft memory limit from fsys's cgroup files and returns it

@@ -46,3 +46,15 @@ func TestMemoryLimitFromCgroup(t *testing.T) {
 		}
 	}
 }
+
+func TestGCHeadroomFlag(t *testing.T) {
+	if err := (&memoryOptions{GCHeadroomMiB: -1}).Validate(); err == nil {
+		t.Error("--gc-headroom-mib=-1 accepted")
+	}
+	if (&memoryOptions{GCHeadroomMiB: 0}).gcTuner() != nil {
+		t.Error("--gc-headroom-mib=0 made a GC tuner")
+	}
+	if (&memoryOptions{GCHeadroomMiB: 16}).gcTuner() == nil {
+		t.Error("--gc-headroom-mib=16 made no GC tuner")
+	}
+}
