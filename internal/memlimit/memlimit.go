@@ -3,7 +3,8 @@
 // the limit the garbage collector then runs harder and returns freed memory
 // to the system sooner, instead of the container being killed for memory it
 // did not need. Go sets GOMAXPROCS from the cgroup's CPU limit by itself,
-// but not the memory limit.
+// but not the memory limit. GCTuner bounds the heap's growth between
+// collections in bytes as well (gctuner.go).
 package memlimit
 
 import (
