@@ -33,20 +33,24 @@ func hashRun(syms []uint32) uint64 {
 	return maphash.Bytes(internSeed, unsafe.Slice((*byte)(unsafe.Pointer(&syms[0])), 4*len(syms)))
 }
 
-// home is where the probe for hash h starts: h scaled to the table's size
-// (its high bits).
-func (x *internIndex) home(h uint64) int {
-	hi, _ := bits.Mul64(h, uint64(len(x.slots)))
+// SlotHome is where the probe for hash h starts in an open-addressing table
+// of n slots: h scaled to n (its high bits), so that n need not be a power
+// of two. The relay's entry index probes the same way.
+func SlotHome(h uint64, n int) int {
+	hi, _ := bits.Mul64(h, uint64(n))
 	return int(hi)
 }
 
-// next is the slot after i, wrapping.
-func (x *internIndex) next(i int) int {
-	if i++; i == len(x.slots) {
+// NextSlot is the slot after i in a table of n slots, wrapping.
+func NextSlot(i, n int) int {
+	if i++; i == n {
 		return 0
 	}
 	return i
 }
+
+func (x *internIndex) home(h uint64) int { return SlotHome(h, len(x.slots)) }
+func (x *internIndex) next(i int) int    { return NextSlot(i, len(x.slots)) }
 
 // full reports whether the table needs to grow before one more entry.
 func (x *internIndex) full() bool { return 4*(x.n+1) > 3*len(x.slots) }

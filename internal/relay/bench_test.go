@@ -228,16 +228,7 @@ func BenchmarkProcessChurnOnset(b *testing.B) {
 				b.Fatal(res.Err)
 			}
 		}
-		for range 3 { // first scrape, then steady
-			scrape(bodies[0])
-		}
-		runtime.GC()
-		b.StartTimer()
-		cpu0 := processCPU()
-		for k := 1; k <= rounds; k++ {
-			scrape(bodies[k])
-		}
-		cpu += processCPU() - cpu0
+		cpu += churnRounds(b, bodies, 3, rounds, scrape) // first scrape, then steady
 	}
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N)/float64(rounds*n), "cpu-ns/sample")
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(rounds*n), "ns/sample")
@@ -272,18 +263,25 @@ func BenchmarkProcessChurnOnsetTargets(b *testing.B) {
 				}
 			}
 		}
-		for range steady {
-			round(bodies[0])
-		}
-		runtime.GC()
-		b.StartTimer()
-		cpu0 := processCPU()
-		for k := 1; k <= rounds; k++ {
-			round(bodies[k])
-		}
-		cpu += processCPU() - cpu0
+		cpu += churnRounds(b, bodies, steady, rounds, round)
 	}
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N)/float64(rounds*n*targets), "cpu-ns/sample")
+}
+
+// churnRounds runs round on bodies[0] warm times, unmeasured (the timer is
+// stopped when it is called), then on bodies[1..rounds] with the timer
+// running, and returns the process CPU those took.
+func churnRounds(b *testing.B, bodies [][]byte, warm, rounds int, round func([]byte)) time.Duration {
+	for range warm {
+		round(bodies[0])
+	}
+	runtime.GC()
+	b.StartTimer()
+	cpu0 := processCPU()
+	for k := 1; k <= rounds; k++ {
+		round(bodies[k])
+	}
+	return processCPU() - cpu0
 }
 
 // churnPayloads returns payloads of body in which its pods, split in groups,

@@ -1,6 +1,6 @@
 package relay
 
-import "math/bits"
+import "github.com/kubelet-meta-proxy/kubelet-meta-proxy/internal/model"
 
 // entryIndex finds a target's cache entries by the hash of their raw series
 // bytes. It is an open-addressing table of entry numbers: 4 bytes a slot and
@@ -62,20 +62,12 @@ func (x *entryIndex) widen() {
 	x.wide = true
 }
 
-// home is where the probe for hash h starts: h scaled to the table's size
-// (its high bits; xxhash spreads them as well as the low ones).
-func (x *entryIndex) home(h uint64) int {
-	hi, _ := bits.Mul64(h, uint64(len(x.slots)))
-	return int(hi)
-}
+// home is where the probe for hash h starts (xxhash spreads the high bits
+// SlotHome takes as well as the low ones).
+func (x *entryIndex) home(h uint64) int { return model.SlotHome(h, len(x.slots)) }
 
 // next is the slot after i, wrapping.
-func (x *entryIndex) next(i int) int {
-	if i++; i == len(x.slots) {
-		return 0
-	}
-	return i
-}
+func (x *entryIndex) next(i int) int { return model.NextSlot(i, len(x.slots)) }
 
 // get returns the entry whose key is h.
 func (x *entryIndex) get(h uint64, entries *entryStore) (uint32, bool) {
