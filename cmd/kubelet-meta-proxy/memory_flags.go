@@ -32,22 +32,28 @@ func (o *memoryOptions) Validate() error {
 	if o.LimitRatio < 0 || o.LimitRatio > 1 {
 		return fmt.Errorf("--memory-limit-ratio=%g: want 0 (off) to 1", o.LimitRatio)
 	}
-	if o.GCHeadroomMiB < 0 {
-		return fmt.Errorf("--gc-headroom-mib=%d: want 0 (off) or more", o.GCHeadroomMiB)
+	if o.GCHeadroomMiB < 0 || o.GCHeadroomMiB > maxGCHeadroomMiB {
+		return fmt.Errorf("--gc-headroom-mib=%d: want 0 (off) to %d", o.GCHeadroomMiB, maxGCHeadroomMiB)
+	}
+	if o.GCHeadroomMiB > 0 {
+		return o.gcTunerConfig().Validate()
 	}
 	return nil
 }
 
-// gcTuner is the GC tuner the flags ask for, nil for none.
+// maxGCHeadroomMiB (1 TiB) keeps the headroom in bytes far from overflow.
+const maxGCHeadroomMiB = 1 << 20
+
+func (o *memoryOptions) gcTunerConfig() memlimit.GCTunerConfig {
+	return memlimit.GCTunerConfig{MaxPercent: defaultGOGC, MinPercent: minGOGC, Headroom: int64(o.GCHeadroomMiB) << 20, Interval: 5 * time.Second}
+}
+
+// gcTuner is the GC tuner the validated flags ask for, nil for none.
 func (o *memoryOptions) gcTuner() *memlimit.GCTuner {
 	if o.GCHeadroomMiB == 0 {
 		return nil
 	}
-	cfg := memlimit.GCTunerConfig{MaxPercent: defaultGOGC, MinPercent: minGOGC, Headroom: int64(o.GCHeadroomMiB) << 20, Interval: 5 * time.Second}
-	if cfg.Validate() != nil {
-		return nil // Validate's bounds make this unreachable
-	}
-	return memlimit.NewGCTuner(cfg)
+	return memlimit.NewGCTuner(o.gcTunerConfig())
 }
 
 // apply sets the soft memory limit from fsys's cgroup files and returns it

@@ -48,8 +48,15 @@ func TestMemoryLimitFromCgroup(t *testing.T) {
 }
 
 func TestGCHeadroomFlag(t *testing.T) {
-	if err := (&memoryOptions{GCHeadroomMiB: -1}).Validate(); err == nil {
-		t.Error("--gc-headroom-mib=-1 accepted")
+	for _, mib := range []int{-1, maxGCHeadroomMiB + 1, 1 << 50} {
+		if err := (&memoryOptions{GCHeadroomMiB: mib}).Validate(); err == nil {
+			t.Errorf("--gc-headroom-mib=%d accepted", mib)
+		}
+	}
+	for _, mib := range []int{0, 1, 16, maxGCHeadroomMiB} {
+		if err := (&memoryOptions{GCHeadroomMiB: mib}).Validate(); err != nil {
+			t.Errorf("--gc-headroom-mib=%d: %v", mib, err)
+		}
 	}
 	if (&memoryOptions{GCHeadroomMiB: 0}).gcTuner() != nil {
 		t.Error("--gc-headroom-mib=0 made a GC tuner")
